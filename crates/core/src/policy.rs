@@ -1,0 +1,350 @@
+//! Cedar policy decisions: may this identity do this action on this resource?
+//!
+//! Policies are loaded from `*.cedar` files, validated against the schema
+//! that ships with Portcullis ([`SCHEMA`]), and swapped atomically on reload
+//! so live sessions never see a half-loaded set. Anything not permitted is
+//! denied.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode,
+    Validator,
+};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::Identity;
+
+/// The Cedar schema policies are validated against.
+pub const SCHEMA: &str = include_str!("schema.cedarschema");
+
+/// Why a policy set could not be loaded.
+#[derive(Debug, Error)]
+pub enum PolicyError {
+    /// A file or directory could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file does not parse as Cedar.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Cedar's explanation.
+        message: String,
+    },
+    /// The set does not validate against the schema.
+    #[error("policies do not match the schema: {0}")]
+    Invalid(String),
+    /// The built-in schema is broken (a bug).
+    #[error("built-in schema: {0}")]
+    Schema(String),
+    /// Two policies share an id.
+    #[error("duplicate policy id {0}")]
+    DuplicateId(String),
+}
+
+/// An action a principal asks to perform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Open a session on a connection.
+    Connect,
+    /// Read the session list and recordings through the API.
+    ViewSessions,
+    /// End or otherwise change sessions through the API.
+    ManageSessions,
+}
+
+impl Action {
+    /// The Cedar action id.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Connect => "connect",
+            Action::ViewSessions => "view_sessions",
+            Action::ManageSessions => "manage_sessions",
+        }
+    }
+}
+
+/// What an action is performed on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub enum Resource {
+    /// A configured connection, by name.
+    Connection(String),
+    /// The gateway itself (its admin API).
+    Gateway,
+}
+
+impl Resource {
+    fn uid(&self) -> EntityUid {
+        match self {
+            Resource::Connection(name) => uid("Connection", name),
+            Resource::Gateway => uid("Gateway", "portcullis"),
+        }
+    }
+}
+
+/// Facts about the request beyond who, what and on what.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFacts {
+    /// `postgres`, `api`, …
+    pub protocol: &'static str,
+    /// Client address as seen by the gateway.
+    pub client_address: String,
+}
+
+/// The outcome of a decision, with the policies that determined it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// Whether the request is allowed.
+    pub allowed: bool,
+    /// Ids of the determining policies: the permits that allowed it, or the
+    /// forbids that denied it (empty when nothing permitted it).
+    pub policies: Vec<String>,
+    /// Policy evaluation errors (a policy that errors does not permit).
+    pub errors: Vec<String>,
+}
+
+impl Verdict {
+    /// One line saying why the request was denied, for clients and logs.
+    pub fn reason(&self) -> String {
+        if self.policies.is_empty() {
+            "no policy permits it".to_owned()
+        } else {
+            format!("policy {}", self.policies.join(", "))
+        }
+    }
+}
+
+struct Loaded {
+    set: PolicySet,
+    count: usize,
+}
+
+/// Decides requests against the current policy set.
+pub struct PolicyEngine {
+    schema: Schema,
+    authorizer: Authorizer,
+    current: RwLock<Arc<Loaded>>,
+}
+
+impl PolicyEngine {
+    /// An engine over the policies in `dir` (all `*.cedar` files).
+    pub fn from_dir(dir: &Path) -> Result<Self, PolicyError> {
+        let schema = builtin_schema()?;
+        let loaded = load_dir(dir, &schema)?;
+        Ok(Self {
+            schema,
+            authorizer: Authorizer::new(),
+            current: RwLock::new(Arc::new(loaded)),
+        })
+    }
+
+    /// An engine over policies given as text (for tests and `policy check`).
+    pub fn from_text(text: &str) -> Result<Self, PolicyError> {
+        let schema = builtin_schema()?;
+        let loaded = load_sources(vec![(PathBuf::from("<inline>"), text.to_owned())], &schema)?;
+        Ok(Self {
+            schema,
+            authorizer: Authorizer::new(),
+            current: RwLock::new(Arc::new(loaded)),
+        })
+    }
+
+    /// Replaces the policy set with the one in `dir`, or keeps the old set and
+    /// returns the error. Returns the number of policies loaded.
+    pub fn reload(&self, dir: &Path) -> Result<usize, PolicyError> {
+        let loaded = load_dir(dir, &self.schema)?;
+        let n = loaded.count;
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        *cur = Arc::new(loaded);
+        Ok(n)
+    }
+
+    /// How many policies are in force.
+    pub fn policy_count(&self) -> usize {
+        self.snapshot().count
+    }
+
+    fn snapshot(&self) -> Arc<Loaded> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Decides whether `identity` may perform `action` on `resource`.
+    pub fn decide(
+        &self,
+        identity: &Identity,
+        action: Action,
+        resource: &Resource,
+        facts: &RequestFacts,
+    ) -> Verdict {
+        match self.try_decide(identity, action, resource, facts) {
+            Ok(v) => v,
+            // Fail closed: a request we cannot even pose is denied.
+            Err(e) => Verdict {
+                allowed: false,
+                policies: vec![],
+                errors: vec![e],
+            },
+        }
+    }
+
+    fn try_decide(
+        &self,
+        identity: &Identity,
+        action: Action,
+        resource: &Resource,
+        facts: &RequestFacts,
+    ) -> Result<Verdict, String> {
+        let principal = uid("User", &identity.user);
+        let groups: HashSet<EntityUid> = identity.groups.iter().map(|g| uid("Group", g)).collect();
+        let mut entities = vec![Entity::new_no_attrs(principal.clone(), groups.clone())];
+        entities.extend(
+            groups
+                .into_iter()
+                .map(|g| Entity::new_no_attrs(g, HashSet::new())),
+        );
+        let resource_uid = resource.uid();
+        entities.push(Entity::new_no_attrs(resource_uid.clone(), HashSet::new()));
+        let entities =
+            Entities::from_entities(entities, Some(&self.schema)).map_err(|e| e.to_string())?;
+
+        let mut ctx: HashMap<String, RestrictedExpression> = HashMap::new();
+        ctx.insert(
+            "protocol".into(),
+            RestrictedExpression::new_string(facts.protocol.to_owned()),
+        );
+        ctx.insert(
+            "client_address".into(),
+            RestrictedExpression::new_string(facts.client_address.clone()),
+        );
+        if let Some(actor) = &identity.actor {
+            ctx.insert(
+                "actor".into(),
+                RestrictedExpression::new_string(actor.clone()),
+            );
+        }
+        let action_uid = uid("Action", action.as_str());
+        let context = Context::from_pairs(ctx).map_err(|e| e.to_string())?;
+        let request = Request::new(
+            principal,
+            action_uid,
+            resource_uid,
+            context,
+            Some(&self.schema),
+        )
+        .map_err(|e| e.to_string())?;
+        let loaded = self.snapshot();
+        let response = self
+            .authorizer
+            .is_authorized(&request, &loaded.set, &entities);
+        let diag = response.diagnostics();
+        let mut policies: Vec<String> = diag.reason().map(|id| id.to_string()).collect();
+        policies.sort();
+        Ok(Verdict {
+            allowed: response.decision() == CedarDecision::Allow,
+            policies,
+            errors: diag.errors().map(|e| e.to_string()).collect(),
+        })
+    }
+}
+
+fn uid(ty: &str, id: &str) -> EntityUid {
+    // The type names are our own constants, all valid Cedar identifiers.
+    #[allow(clippy::unwrap_used)]
+    let ty = EntityTypeName::from_str(ty).unwrap();
+    EntityUid::from_type_name_and_id(ty, EntityId::new(id))
+}
+
+fn builtin_schema() -> Result<Schema, PolicyError> {
+    Schema::from_cedarschema_str(SCHEMA)
+        .map(|(s, _warnings)| s)
+        .map_err(|e| PolicyError::Schema(e.to_string()))
+}
+
+fn load_dir(dir: &Path, schema: &Schema) -> Result<Loaded, PolicyError> {
+    let io = |source| PolicyError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+        .collect();
+    files.sort();
+    let mut sources = Vec::with_capacity(files.len());
+    for path in files {
+        let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        sources.push((path, text));
+    }
+    load_sources(sources, schema)
+}
+
+/// Parses every source, naming each policy by its `@id("…")` annotation or
+/// `<file stem>:<n>`, and validates the whole set.
+fn load_sources(sources: Vec<(PathBuf, String)>, schema: &Schema) -> Result<Loaded, PolicyError> {
+    let mut set = PolicySet::new();
+    let mut count = 0;
+    for (path, text) in sources {
+        let parsed = PolicySet::from_str(&text).map_err(|e| PolicyError::Parse {
+            path: path.clone(),
+            message: format!("{:?}", miette_free(&e)),
+        })?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // Cedar names parsed policies `policy0`, `policy1`, … in file order;
+        // sort on that so `<stem>:<n>` counts as the author reads.
+        let mut policies: Vec<_> = parsed.policies().cloned().collect();
+        policies.sort_by_key(|p| {
+            p.id()
+                .to_string()
+                .trim_start_matches("policy")
+                .parse::<usize>()
+                .unwrap_or(usize::MAX)
+        });
+        for (i, p) in policies.into_iter().enumerate() {
+            let id = p
+                .annotation("id")
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{stem}:{}", i + 1));
+            let p = p.new_id(PolicyId::new(&id));
+            set.add(p).map_err(|_| PolicyError::DuplicateId(id))?;
+            count += 1;
+        }
+    }
+    let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+    if !result.validation_passed() {
+        let msgs: Vec<String> = result.validation_errors().map(|e| e.to_string()).collect();
+        return Err(PolicyError::Invalid(msgs.join("; ")));
+    }
+    Ok(Loaded { set, count })
+}
+
+fn miette_free(e: &cedar_policy::ParseErrors) -> String {
+    e.iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests;

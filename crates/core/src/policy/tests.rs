@@ -1,0 +1,105 @@
+use super::*;
+
+fn alice() -> Identity {
+    Identity {
+        user: "alice".into(),
+        groups: vec!["engineering".into()],
+        actor: None,
+        method: "test",
+    }
+}
+
+fn facts() -> RequestFacts {
+    RequestFacts {
+        protocol: "postgres",
+        client_address: "127.0.0.1".into(),
+    }
+}
+
+fn app_db() -> Resource {
+    Resource::Connection("app-db".into())
+}
+
+#[test]
+fn deny_by_default() {
+    let e = PolicyEngine::from_text("").unwrap();
+    let v = e.decide(&alice(), Action::Connect, &app_db(), &facts());
+    assert!(!v.allowed);
+    assert_eq!(v.reason(), "no policy permits it");
+}
+
+#[test]
+fn group_permit_and_named_forbid() {
+    let e = PolicyEngine::from_text(
+        r#"
+        permit(principal in Group::"engineering", action in [Action::"connect", Action::"select"], resource in Connection::"app-db");
+        @id("no-bob")
+        forbid(principal == User::"bob", action, resource);
+        "#,
+    )
+    .unwrap();
+    let v = e.decide(&alice(), Action::Connect, &app_db(), &facts());
+    assert!(v.allowed);
+    assert_eq!(v.policies, vec!["<inline>:1"]);
+    let mut bob = alice();
+    bob.user = "bob".into();
+    let v = e.decide(&bob, Action::Connect, &app_db(), &facts());
+    assert!(!v.allowed);
+    assert_eq!(v.policies, vec!["no-bob"]);
+    let v = e.decide(
+        &alice(),
+        Action::Connect,
+        &Resource::Connection("other".into()),
+        &facts(),
+    );
+    assert!(!v.allowed);
+}
+
+#[test]
+fn admins_get_the_api() {
+    let e = PolicyEngine::from_text(r#"permit(principal in Group::"admins", action, resource);"#)
+        .unwrap();
+    let mut admin = alice();
+    admin.groups = vec!["admins".into()];
+    assert!(
+        e.decide(&admin, Action::ViewSessions, &Resource::Gateway, &facts())
+            .allowed
+    );
+    assert!(
+        !e.decide(&alice(), Action::ViewSessions, &Resource::Gateway, &facts())
+            .allowed
+    );
+}
+
+#[test]
+fn schema_violations_are_rejected() {
+    let err =
+        PolicyEngine::from_text(r#"permit(principal, action == Action::"conect", resource);"#);
+    assert!(
+        matches!(err, Err(PolicyError::Invalid(_))),
+        "{:?}",
+        err.err()
+    );
+    let err = PolicyEngine::from_text("permit(principal, action, resource")
+        .err()
+        .map(|e| e.to_string());
+    assert!(err.unwrap_or_default().starts_with("<inline>:"));
+}
+
+#[test]
+fn reload_keeps_old_set_on_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.cedar"),
+        r#"permit(principal, action == Action::"connect", resource);"#,
+    )
+    .unwrap();
+    let e = PolicyEngine::from_dir(dir.path()).unwrap();
+    assert_eq!(e.policy_count(), 1);
+    std::fs::write(dir.path().join("b.cedar"), "garbage(").unwrap();
+    assert!(e.reload(dir.path()).is_err());
+    assert!(
+        e.decide(&alice(), Action::Connect, &app_db(), &facts())
+            .allowed
+    );
+}

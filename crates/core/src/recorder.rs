@@ -1,0 +1,121 @@
+//! The background writer between sessions and the audit store.
+//!
+//! Sessions hand events to a bounded channel; one task batches them into a
+//! transaction per write, which keeps the store cheap under many sessions.
+//! A full channel makes sessions wait (backpressure) rather than drop a
+//! record, and a store that keeps failing flips [`Recorder::healthy`] so
+//! adapters refuse new statements instead of running them unrecorded.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{AuditEvent, AuditStore};
+
+/// Events waiting for the writer; bounds memory when the store is slow.
+const QUEUE: usize = 8192;
+/// Most events committed in one transaction.
+const BATCH: usize = 1024;
+const RETRIES: u32 = 5;
+
+/// The recorder stopped (shutdown) and takes no more events.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[error("the audit recorder has shut down")]
+pub struct RecorderClosed;
+
+/// A cheap handle sessions use to record events.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::Sender<AuditEvent>,
+    healthy: Arc<AtomicBool>,
+}
+
+/// The running writer; [`RecorderTask::finish`] drains it.
+pub struct RecorderTask {
+    stop: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+impl Recorder {
+    /// Starts the writer task over `store`.
+    pub fn spawn(store: Arc<dyn AuditStore>) -> (Recorder, RecorderTask) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(write_loop(store, rx, healthy.clone(), stop.clone()));
+        (Recorder { tx, healthy }, RecorderTask { stop, handle })
+    }
+
+    /// Queues an event, waiting while the queue is full.
+    pub async fn record(&self, event: AuditEvent) -> Result<(), RecorderClosed> {
+        self.tx.send(event).await.map_err(|_| RecorderClosed)
+    }
+
+    /// False once the store has failed to take a batch; adapters must then
+    /// refuse work that would go unrecorded.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+}
+
+impl RecorderTask {
+    /// Stops taking events, writes everything queued, and waits for it.
+    pub async fn finish(self) {
+        self.stop.cancel();
+        if let Err(e) = self.handle.await {
+            tracing::error!(error = %e, "audit writer task failed");
+        }
+    }
+}
+
+async fn write_loop(
+    store: Arc<dyn AuditStore>,
+    mut rx: mpsc::Receiver<AuditEvent>,
+    healthy: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut batch, BATCH) => n,
+            _ = stop.cancelled() => {
+                // Refuse new events, keep the queued ones.
+                rx.close();
+                rx.recv_many(&mut batch, BATCH).await
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        write_with_retry(store.as_ref(), &batch, &healthy).await;
+        batch.clear();
+    }
+}
+
+async fn write_with_retry(store: &dyn AuditStore, batch: &[AuditEvent], healthy: &AtomicBool) {
+    let mut delay = Duration::from_millis(50);
+    for attempt in 1..=RETRIES {
+        match store.write(batch).await {
+            Ok(()) => {
+                healthy.store(true, Ordering::Relaxed);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, attempt, events = batch.len(), "audit write failed");
+                healthy.store(false, Ordering::Relaxed);
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    metrics::counter!("portcullis_audit_events_lost_total").increment(batch.len() as u64);
+    tracing::error!(
+        events = batch.len(),
+        "audit events could not be stored and are lost"
+    );
+}

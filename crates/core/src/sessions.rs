@@ -1,0 +1,104 @@
+//! Live sessions across every protocol, so they can be listed and ended.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// What the registry knows of a live session.
+#[derive(Debug, Clone)]
+pub struct LiveSession {
+    /// Session id.
+    pub id: Uuid,
+    /// The user it is attributed to.
+    pub user: String,
+    /// The connection it uses.
+    pub connection: String,
+    /// Cancelled to end the session.
+    pub kill: CancellationToken,
+}
+
+/// The set of live sessions. Touched once per session start and end, never
+/// per statement.
+#[derive(Debug, Clone, Default)]
+pub struct SessionRegistry {
+    inner: Arc<Mutex<HashMap<Uuid, LiveSession>>>,
+}
+
+/// Removes its session from the registry when dropped, so a session that
+/// ends by any path (error, panic, kill) is never left listed.
+#[derive(Debug)]
+pub struct SessionGuard {
+    registry: SessionRegistry,
+    id: Uuid,
+}
+
+impl SessionRegistry {
+    /// Registers a live session.
+    pub fn register(&self, session: LiveSession) -> SessionGuard {
+        let id = session.id;
+        self.lock().insert(id, session);
+        metrics::gauge!("portcullis_sessions_active").increment(1.0);
+        SessionGuard {
+            registry: self.clone(),
+            id,
+        }
+    }
+
+    /// Ends every live session of `user`; returns how many.
+    pub fn kill_user(&self, user: &str) -> usize {
+        let map = self.lock();
+        let hits: Vec<_> = map.values().filter(|s| s.user == user).collect();
+        hits.iter().for_each(|s| s.kill.cancel());
+        hits.len()
+    }
+
+    /// Ends one session; false if it is not live.
+    pub fn kill(&self, id: Uuid) -> bool {
+        self.lock().get(&id).map(|s| s.kill.cancel()).is_some()
+    }
+
+    /// How many sessions are live.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, LiveSession>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
+        metrics::gauge!("portcullis_sessions_active").decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_unregisters_and_kill_reaches_the_token() {
+        let reg = SessionRegistry::default();
+        let kill = CancellationToken::new();
+        let g = reg.register(LiveSession {
+            id: Uuid::now_v7(),
+            user: "alice".into(),
+            connection: "app-db".into(),
+            kill: kill.clone(),
+        });
+        assert_eq!(reg.kill_user("bob"), 0);
+        assert_eq!(reg.kill_user("alice"), 1);
+        assert!(kill.is_cancelled());
+        drop(g);
+        assert!(reg.is_empty());
+    }
+}

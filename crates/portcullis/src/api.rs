@@ -1,0 +1,154 @@
+//! The REST API: `/healthz`, `/metrics`, and the session views, each API
+//! call decided by the same Cedar policies as everything else.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use portcullis_core::audit::{AuditStore, SessionQuery};
+use portcullis_core::policy::RequestFacts;
+use portcullis_core::{Action, Core, Identity, Resource};
+use serde_json::json;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// What the API handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Core services.
+    pub core: Core,
+    /// The audit store, for reads.
+    pub store: Arc<dyn AuditStore>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/sessions", get(list_sessions))
+        .route("/api/sessions/{id}", get(show_session))
+        .with_state(state)
+}
+
+/// An API failure as a status and a one-line JSON error.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.0, Json(json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        r
+    }
+}
+
+async fn healthz(State(s): State<ApiState>) -> Response {
+    if s.core.recorder.healthy() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "audit store unavailable\n").into_response()
+    }
+}
+
+async fn metrics(State(s): State<ApiState>) -> String {
+    s.metrics.render()
+}
+
+/// Authenticates the bearer token and decides `action` on the gateway.
+async fn authorize(
+    s: &ApiState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    action: Action,
+) -> Result<Identity, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is required".into(),
+            )
+        })?;
+    let identity = s
+        .core
+        .authenticator
+        .authenticate(token.trim())
+        .await
+        .map_err(|e| {
+            metrics::counter!("portcullis_auth_failures_total", "reason" => "api").increment(1);
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                format!("token authentication failed: {e}"),
+            )
+        })?;
+    let facts = RequestFacts {
+        protocol: "api",
+        client_address: peer.ip().to_string(),
+    };
+    let v = s
+        .core
+        .policy
+        .decide(&identity, action, &Resource::Gateway, &facts);
+    let outcome = if v.allowed { "allow" } else { "deny" };
+    metrics::counter!("portcullis_decisions_total", "action" => action.as_str(), "outcome" => outcome).increment(1);
+    if !v.allowed {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} on the API denied for {} ({})",
+                action.as_str(),
+                identity.describe(),
+                v.reason()
+            ),
+        ));
+    }
+    Ok(identity)
+}
+
+async fn list_sessions(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<SessionQuery>,
+) -> Result<Response, ApiError> {
+    authorize(&s, &headers, peer, Action::ViewSessions).await?;
+    let list = s
+        .store
+        .list_sessions(&q)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(list).into_response())
+}
+
+async fn show_session(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&s, &headers, peer, Action::ViewSessions).await?;
+    let id = Uuid::parse_str(&id).map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not a session id"),
+        )
+    })?;
+    match s.store.session(id).await {
+        Ok(Some(d)) => Ok(Json(d).into_response()),
+        Ok(None) => Err(ApiError(StatusCode::NOT_FOUND, format!("no session {id}"))),
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}

@@ -1,0 +1,157 @@
+//! Admin commands that talk to a running gateway's API.
+
+use anyhow::{bail, Context};
+use portcullis_core::audit::{SessionDetail, SessionSummary};
+use time::format_description::well_known::Rfc3339;
+
+/// Where the API is and who is asking.
+pub struct ApiClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    /// A client for `base` (e.g. `http://127.0.0.1:8099`) with a bearer token.
+    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let token = token.context("no API token: pass --token or set PORTCULLIS_TOKEN")?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .query(query)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway API at {}", self.base))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .context("the API answered with invalid JSON")?;
+        if !status.is_success() {
+            let msg = body
+                .get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or("no reason given");
+            bail!("API refused ({status}): {msg}");
+        }
+        Ok(body)
+    }
+
+    /// `GET /api/sessions`.
+    pub async fn sessions(&self, query: &[(&str, String)]) -> anyhow::Result<serde_json::Value> {
+        self.get("/api/sessions", query).await
+    }
+
+    /// `GET /api/sessions/{id}`.
+    pub async fn session(&self, id: &str) -> anyhow::Result<serde_json::Value> {
+        self.get(&format!("/api/sessions/{id}"), &[]).await
+    }
+}
+
+fn when(t: time::OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// A session list as an aligned table.
+pub fn print_sessions(v: serde_json::Value) -> anyhow::Result<()> {
+    let list: Vec<SessionSummary> = serde_json::from_value(v).context("unexpected session list")?;
+    println!(
+        "{:<36}  {:<20}  {:<12}  {:<25}  {:>5}  ENDED",
+        "ID", "WHO", "CONNECTION", "STARTED", "STMTS"
+    );
+    for s in list {
+        let who = match &s.session.actor {
+            Some(a) => format!("{a} for {}", s.session.user),
+            None => s.session.user.clone(),
+        };
+        println!(
+            "{:<36}  {:<20}  {:<12}  {:<25}  {:>5}  {}",
+            s.session.id,
+            who,
+            s.session.connection,
+            when(s.session.started_at),
+            s.statement_count,
+            match (&s.ended_at, &s.end_reason) {
+                (Some(_), Some(r)) => r.clone(),
+                (Some(t), None) => when(*t),
+                (None, _) => "(active)".into(),
+            }
+        );
+    }
+    Ok(())
+}
+
+/// One session with its statements.
+pub fn print_session(v: serde_json::Value) -> anyhow::Result<()> {
+    let d: SessionDetail = serde_json::from_value(v).context("unexpected session")?;
+    let s = &d.summary.session;
+    println!("session     {}", s.id);
+    match &s.actor {
+        Some(a) => println!(
+            "who         {a} acting for {} (groups: {})",
+            s.user,
+            s.groups.join(", ")
+        ),
+        None => println!("who         {} (groups: {})", s.user, s.groups.join(", ")),
+    }
+    println!(
+        "auth        {} (client said user={})",
+        s.auth_method,
+        s.client_user.as_deref().unwrap_or("-")
+    );
+    println!("connection  {} via {}", s.connection, s.protocol);
+    println!(
+        "client      {} tls={} app={}",
+        s.client_address,
+        s.client_tls,
+        s.application_name.as_deref().unwrap_or("-")
+    );
+    println!("admitted by {}", s.connect_policies.join(", "));
+    println!("started     {}", when(s.started_at));
+    if let Some(t) = d.summary.ended_at {
+        println!(
+            "ended       {} ({})",
+            when(t),
+            d.summary.end_reason.as_deref().unwrap_or("")
+        );
+    }
+    println!();
+    for st in &d.statements {
+        let outcome = match (&st.error, st.rows) {
+            (Some(e), _) => format!("error {e}"),
+            (None, Some(r)) => format!("{r} rows"),
+            (None, None) => "ok".into(),
+        };
+        println!(
+            "#{:<4} {:<8} {:>8}µs  {}  [{}]",
+            st.seq,
+            st.kind,
+            st.duration_us,
+            outcome,
+            if st.decision.allowed {
+                "allowed"
+            } else {
+                "denied"
+            }
+        );
+        println!("      {}", st.text.replace('\n', "\n      "));
+        if let Some(p) = &st.params {
+            let shown: Vec<String> = p
+                .iter()
+                .map(|v| v.clone().unwrap_or_else(|| "NULL".into()))
+                .collect();
+            println!("      params: {}", shown.join(", "));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,454 @@
+//! The configuration file: parsing, validation, and resolution of secrets.
+//!
+//! Relative paths are resolved against the directory holding the config
+//! file, so `portcullis serve --config /etc/portcullis/portcullis.toml`
+//! behaves the same from any working directory. Every error names the file,
+//! the key and what is wrong.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use portcullis_core::{Secret, StaticToken};
+use serde::Deserialize;
+use thiserror::Error;
+
+/// A configuration problem, naming the file and key.
+#[derive(Debug, Error)]
+#[error("{file}: {key}: {message}")]
+pub struct ConfigError {
+    /// The config file.
+    pub file: String,
+    /// The key (`connections[0].password_env`, …) or `<file>` for the whole.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The whole file, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Store, keys and generated TLS material.
+    pub data_dir: PathBuf,
+    /// Listener addresses.
+    pub listen: Listen,
+    /// Static tokens.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// Targets.
+    #[serde(default)]
+    pub connections: Vec<ConnectionConfig>,
+    /// Cedar policies.
+    pub policy: PolicyConfig,
+    /// Client-facing TLS.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Protective limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[listen]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// PostgreSQL listener, e.g. `127.0.0.1:15432`.
+    pub postgres: Option<String>,
+    /// REST API, `/healthz` and `/metrics`.
+    pub api: Option<String>,
+}
+
+/// `[[tokens]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The user the token authenticates.
+    pub user: String,
+    /// The user's groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The token in clear.
+    pub token: Option<String>,
+    /// Or its SHA-256, hex.
+    pub token_sha256: Option<String>,
+}
+
+/// `[[connections]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// Name clients use as their database name.
+    pub name: String,
+    /// `postgres`.
+    pub kind: String,
+    /// `host:port`.
+    pub upstream: String,
+    /// Upstream database.
+    pub database: String,
+    /// Service user.
+    pub user: String,
+    /// Environment variable holding the service password.
+    pub password_env: Option<String>,
+    /// File holding the service password (first line).
+    pub password_file: Option<PathBuf>,
+    /// `disable` (default), `require` or `verify-full`.
+    #[serde(default)]
+    pub upstream_tls: Option<String>,
+    /// CA bundle for `verify-full` (system roots otherwise).
+    pub upstream_ca: Option<PathBuf>,
+}
+
+/// `[policy]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Directory of `*.cedar` files.
+    pub dir: PathBuf,
+}
+
+/// `[tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM); generated in `data_dir/tls` when absent.
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM).
+    pub key: Option<PathBuf>,
+    /// Names for the generated certificate (besides localhost, 127.0.0.1, ::1).
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    /// `loopback` (default): plaintext token login only from loopback
+    /// clients; `always`; or `never`.
+    pub plaintext_login: Option<String>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest protocol message in either direction.
+    pub max_message_bytes: usize,
+    /// Seconds a partly sent client message may stall.
+    pub message_timeout_secs: u64,
+    /// Seconds from connect to a ready session.
+    pub login_timeout_secs: u64,
+    /// Seconds to connect and log in upstream.
+    pub upstream_connect_timeout_secs: u64,
+    /// Named prepared statements per session.
+    pub max_prepared_statements: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 << 20,
+            message_timeout_secs: 30,
+            login_timeout_secs: 15,
+            upstream_connect_timeout_secs: 10,
+            max_prepared_statements: 10_000,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json`.
+    pub format: Option<String>,
+    /// A tracing filter such as `info` or `portcullis=debug`.
+    pub level: Option<String>,
+}
+
+/// A connection with its secret resolved.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Name.
+    pub name: String,
+    /// `host:port`.
+    pub upstream: String,
+    /// Database.
+    pub database: String,
+    /// Service user.
+    pub user: String,
+    /// Service password.
+    pub password: Option<Secret<String>>,
+    /// Upstream TLS.
+    pub tls: portcullis_proto_pg::UpstreamTls,
+    /// CA for verify-full.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The validated configuration, paths absolute and secrets resolved.
+#[derive(Debug)]
+pub struct Config {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// PostgreSQL listener.
+    pub postgres_listen: Option<String>,
+    /// API listener.
+    pub api_listen: Option<String>,
+    /// Static tokens (digests only).
+    pub tokens: Vec<StaticToken>,
+    /// Targets.
+    pub connections: Vec<Connection>,
+    /// Policy directory.
+    pub policy_dir: PathBuf,
+    /// Configured certificate and key, if any.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// Extra names for the generated certificate.
+    pub tls_hostnames: Vec<String>,
+    /// Plaintext login rule.
+    pub plaintext: portcullis_proto_pg::PlaintextLogin,
+    /// Limits.
+    pub limits: portcullis_proto_pg::Limits,
+    /// Seconds for upstream login.
+    pub upstream_connect_timeout: Duration,
+    /// Log format is JSON.
+    pub log_json: bool,
+    /// Log filter.
+    pub log_level: String,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "<file>".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates `text` as if read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let err = |key: String, message: String| ConfigError {
+            file: file.clone(),
+            key,
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let key = e
+                .span()
+                .map(|s| {
+                    format!(
+                        "line {}",
+                        text[..s.start.min(text.len())].lines().count().max(1)
+                    )
+                })
+                .unwrap_or_else(|| "<file>".into());
+            err(key, e.message().to_owned())
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = std::fs::canonicalize(&base).unwrap_or(base);
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                // Drop `.` components so logs show clean paths.
+                base.join(
+                    p.components()
+                        .filter(|c| !matches!(c, std::path::Component::CurDir))
+                        .collect::<PathBuf>(),
+                )
+            }
+        };
+
+        if raw.listen.postgres.is_none() && raw.listen.api.is_none() {
+            return Err(err(
+                "listen".into(),
+                "set at least one of postgres or api".into(),
+            ));
+        }
+        for (key, addr) in [
+            ("listen.postgres", &raw.listen.postgres),
+            ("listen.api", &raw.listen.api),
+        ] {
+            if let Some(a) = addr {
+                a.parse::<std::net::SocketAddr>()
+                    .map_err(|e| err(key.into(), format!("{a:?} is not an address:port ({e})")))?;
+            }
+        }
+
+        let mut tokens = Vec::new();
+        for (i, t) in raw.tokens.iter().enumerate() {
+            let key = format!("tokens[{i}]");
+            if t.user.is_empty() {
+                return Err(err(format!("{key}.user"), "must not be empty".into()));
+            }
+            let entry = match (&t.token, &t.token_sha256) {
+                (Some(clear), None) => {
+                    if clear.len() < 8 {
+                        return Err(err(
+                            format!("{key}.token"),
+                            "must be at least 8 characters".into(),
+                        ));
+                    }
+                    StaticToken::from_clear(&t.user, t.groups.clone(), clear)
+                }
+                (None, Some(hexed)) => {
+                    let bytes = hex::decode(hexed.trim())
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        .ok_or_else(|| {
+                            err(
+                                format!("{key}.token_sha256"),
+                                "must be 64 hex digits".into(),
+                            )
+                        })?;
+                    StaticToken {
+                        user: t.user.clone(),
+                        groups: t.groups.clone(),
+                        sha256: bytes,
+                    }
+                }
+                _ => {
+                    return Err(err(key, "set exactly one of token or token_sha256".into()));
+                }
+            };
+            tokens.push(entry);
+        }
+
+        let mut connections: Vec<Connection> = Vec::new();
+        for (i, c) in raw.connections.iter().enumerate() {
+            let key = format!("connections[{i}]");
+            if c.kind != "postgres" {
+                return Err(err(
+                    format!("{key}.kind"),
+                    format!("unsupported kind {:?} (supported: postgres)", c.kind),
+                ));
+            }
+            if c.name.is_empty() || connections.iter().any(|o| o.name == c.name) {
+                return Err(err(
+                    format!("{key}.name"),
+                    format!("{:?} is empty or used twice", c.name),
+                ));
+            }
+            if !c.upstream.contains(':') {
+                return Err(err(
+                    format!("{key}.upstream"),
+                    format!("{:?} must be host:port", c.upstream),
+                ));
+            }
+            let password = match (&c.password_env, &c.password_file) {
+                (Some(_), Some(_)) => {
+                    return Err(err(
+                        key,
+                        "set at most one of password_env and password_file".into(),
+                    ));
+                }
+                (Some(var), None) => Some(Secret::new(std::env::var(var).map_err(|_| {
+                    err(
+                        format!("{key}.password_env"),
+                        format!("environment variable {var} is not set"),
+                    )
+                })?)),
+                (None, Some(f)) => {
+                    let f = abs(f);
+                    let text = std::fs::read_to_string(&f).map_err(|e| {
+                        err(
+                            format!("{key}.password_file"),
+                            format!("cannot read {}: {e}", f.display()),
+                        )
+                    })?;
+                    Some(Secret::new(
+                        text.lines().next().unwrap_or_default().to_owned(),
+                    ))
+                }
+                (None, None) => None,
+            };
+            let tls = match c.upstream_tls.as_deref().unwrap_or("disable") {
+                "disable" => portcullis_proto_pg::UpstreamTls::Disable,
+                "require" => portcullis_proto_pg::UpstreamTls::Require,
+                "verify-full" => portcullis_proto_pg::UpstreamTls::VerifyFull,
+                other => {
+                    return Err(err(
+                        format!("{key}.upstream_tls"),
+                        format!("{other:?} is not one of disable, require, verify-full"),
+                    ))
+                }
+            };
+            connections.push(Connection {
+                name: c.name.clone(),
+                upstream: c.upstream.clone(),
+                database: c.database.clone(),
+                user: c.user.clone(),
+                password,
+                tls,
+                ca_file: c.upstream_ca.as_deref().map(abs),
+            });
+        }
+
+        let tls_files = match (&raw.tls.cert, &raw.tls.key) {
+            (Some(c), Some(k)) => Some((abs(c), abs(k))),
+            (None, None) => None,
+            _ => {
+                return Err(err(
+                    "tls".into(),
+                    "set both cert and key, or neither".into(),
+                ))
+            }
+        };
+        let plaintext = match raw.tls.plaintext_login.as_deref().unwrap_or("loopback") {
+            "loopback" => portcullis_proto_pg::PlaintextLogin::LoopbackOnly,
+            "always" => portcullis_proto_pg::PlaintextLogin::Allow,
+            "never" => portcullis_proto_pg::PlaintextLogin::Never,
+            other => {
+                return Err(err(
+                    "tls.plaintext_login".into(),
+                    format!("{other:?} is not one of loopback, always, never"),
+                ))
+            }
+        };
+        let l = &raw.limits;
+        if l.max_message_bytes < 8192 || l.max_message_bytes > (1 << 30) {
+            return Err(err(
+                "limits.max_message_bytes".into(),
+                "must be between 8192 and 1073741824".into(),
+            ));
+        }
+        let log_json = match raw.log.format.as_deref().unwrap_or("text") {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(err(
+                    "log.format".into(),
+                    format!("{other:?} is not one of text, json"),
+                ))
+            }
+        };
+        Ok(Config {
+            data_dir: abs(&raw.data_dir),
+            postgres_listen: raw.listen.postgres,
+            api_listen: raw.listen.api,
+            tokens,
+            connections,
+            policy_dir: abs(&raw.policy.dir),
+            tls_files,
+            tls_hostnames: raw.tls.hostnames,
+            plaintext,
+            limits: portcullis_proto_pg::Limits {
+                max_message_bytes: l.max_message_bytes,
+                message_timeout: Duration::from_secs(l.message_timeout_secs.max(1)),
+                login_timeout: Duration::from_secs(l.login_timeout_secs.max(1)),
+                max_prepared_statements: l.max_prepared_statements,
+            },
+            upstream_connect_timeout: Duration::from_secs(l.upstream_connect_timeout_secs.max(1)),
+            log_json,
+            log_level: raw.log.level.unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,85 @@
+use super::*;
+
+const EXAMPLE: &str = r#"
+data_dir = "./portcullis-data"
+
+[listen]
+postgres = "127.0.0.1:15432"
+api = "127.0.0.1:8099"
+
+[[tokens]]
+user = "alice"
+groups = ["engineering"]
+token = "alice-dev-token"
+
+[[tokens]]
+user = "bob"
+token_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+[[connections]]
+name = "app-db"
+kind = "postgres"
+upstream = "127.0.0.1:5432"
+database = "app"
+user = "portcullis_reader"
+password_env = "PORTCULLIS_TEST_CONFIG_PASSWORD"
+
+[policy]
+dir = "./policies"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/portcullis/portcullis.toml"))
+}
+
+#[test]
+fn the_documented_example_loads() {
+    std::env::set_var("PORTCULLIS_TEST_CONFIG_PASSWORD", "s3cret-value");
+    let c = parse(EXAMPLE).unwrap();
+    assert_eq!(c.tokens.len(), 2);
+    assert_eq!(
+        c.connections[0].password.as_ref().unwrap().expose(),
+        "s3cret-value"
+    );
+    assert!(c.data_dir.ends_with("portcullis-data"));
+    assert!(c.policy_dir.is_absolute());
+    // The secret never shows in Debug output.
+    assert!(!format!("{c:?}").contains("s3cret-value"));
+}
+
+#[test]
+fn errors_name_file_key_and_problem() {
+    std::env::set_var("PORTCULLIS_TEST_CONFIG_PASSWORD", "x");
+    let e = parse(&EXAMPLE.replace(
+        "PORTCULLIS_TEST_CONFIG_PASSWORD",
+        "PORTCULLIS_UNSET_VAR_FOR_TEST",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "/etc/portcullis/portcullis.toml: connections[0].password_env: environment variable PORTCULLIS_UNSET_VAR_FOR_TEST is not set"
+    );
+    let e = parse(&EXAMPLE.replace("kind = \"postgres\"", "kind = \"oracle\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("connections[0].kind: unsupported kind \"oracle\""),
+        "{e}"
+    );
+    let e = parse(&EXAMPLE.replace("token = \"alice-dev-token\"", "tokn = \"x\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("/etc/portcullis/portcullis.toml: line "),
+        "{e}"
+    );
+    assert!(e.contains("unknown field `tokn`"), "{e}");
+    let e = parse(&EXAMPLE.replace("127.0.0.1:15432", "nope"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("listen.postgres: \"nope\" is not an address:port"),
+        "{e}"
+    );
+}

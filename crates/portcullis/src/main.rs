@@ -1,0 +1,215 @@
+//! `portcullis`: the access gateway (`serve`) and its client and admin commands.
+
+mod api;
+mod client;
+mod config;
+mod serve;
+mod tls_material;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sha2::{Digest, Sha256};
+
+/// Portcullis: an access gateway that decides, masks and records every command.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The config file.
+        #[arg(long, short, default_value = "portcullis.toml")]
+        config: PathBuf,
+    },
+    /// Inspect recorded sessions through a gateway's API.
+    Sessions {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+    /// Work with Cedar policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Print the SHA-256 of a token read from standard input, for `token_sha256`.
+    HashToken,
+}
+
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The gateway's API address.
+    #[arg(
+        long,
+        env = "PORTCULLIS_API",
+        default_value = "http://127.0.0.1:8099",
+        global = true
+    )]
+    api: String,
+    /// A token allowed to use the API.
+    #[arg(long, env = "PORTCULLIS_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Print raw JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// List sessions, newest first.
+    List {
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only on this connection.
+        #[arg(long)]
+        connection: Option<String>,
+        /// Only sessions still open.
+        #[arg(long)]
+        active: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one session and its statements.
+    Show {
+        /// The session id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Check the policies against the schema.
+    Validate {
+        /// Take the policy directory from this config file.
+        #[arg(long, short, default_value = "portcullis.toml")]
+        config: PathBuf,
+        /// Or validate this directory directly.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Print the Cedar schema policies are validated against.
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => run_serve(config),
+        Command::Sessions { api, command } => {
+            runtime().and_then(|rt| rt.block_on(sessions(api, command)))
+        }
+        Command::Policy { command } => policy(command),
+        Command::HashToken => hash_token(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portcullis: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn run_serve(path: PathBuf) -> anyhow::Result<()> {
+    let config = config::Config::load(&path)?;
+    init_logging(config.log_json, &config.log_level)?;
+    runtime()?.block_on(serve::serve(config))
+}
+
+fn init_logging(json: bool, level: &str) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .context("invalid log level")?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+async fn sessions(args: ApiArgs, command: SessionsCommand) -> anyhow::Result<()> {
+    let api = client::ApiClient::new(&args.api, args.token)?;
+    let value = match &command {
+        SessionsCommand::List {
+            user,
+            connection,
+            active,
+            limit,
+        } => {
+            let mut q = vec![("limit", limit.to_string())];
+            if let Some(u) = user {
+                q.push(("user", u.clone()));
+            }
+            if let Some(c) = connection {
+                q.push(("connection", c.clone()));
+            }
+            if *active {
+                q.push(("active", "true".into()));
+            }
+            api.sessions(&q).await?
+        }
+        SessionsCommand::Show { id } => api.session(id).await?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    match command {
+        SessionsCommand::List { .. } => client::print_sessions(value),
+        SessionsCommand::Show { .. } => client::print_session(value),
+    }
+}
+
+fn policy(command: PolicyCommand) -> anyhow::Result<()> {
+    match command {
+        PolicyCommand::Validate { config, dir } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => config::Config::load(&config)?.policy_dir,
+            };
+            let engine = portcullis_core::PolicyEngine::from_dir(&dir)?;
+            println!(
+                "{}: {} policies valid",
+                dir.display(),
+                engine.policy_count()
+            );
+            Ok(())
+        }
+        PolicyCommand::Schema => {
+            print!("{}", portcullis_core::policy::SCHEMA);
+            Ok(())
+        }
+    }
+}
+
+fn hash_token() -> anyhow::Result<()> {
+    let mut token = String::new();
+    std::io::stdin().read_to_string(&mut token)?;
+    let token = token.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(!token.is_empty(), "no token on standard input");
+    println!("{}", hex::encode(Sha256::digest(token.as_bytes())));
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! The relay: client and upstream bytes flow through the codec in both
+//! directions, every statement is paired with its outcome and recorded.
+//!
+//! Hand-written on purpose: this is the hot path. Complete frames are
+//! forwarded as one contiguous write per read, with no copy and no
+//! per-message allocation beyond the statement text kept for the record.
+//! Memory per session is bounded by two read buffers, each at most
+//! `max(READ_CHUNK, largest message)`, and `max_message_bytes` caps the
+//! largest message in either direction.
+
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use portcullis_core::audit::{AuditEvent, Decision, StatementRecord};
+use portcullis_core::Recorder;
+use portcullis_pg_wire::{next_frame, FrontendMessage};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::error::SessionError;
+use crate::tracker::{BackendTracker, FrontendTracker, Pending, Stmt};
+
+/// Bytes requested per read; buffers grow past it only for larger messages.
+const READ_CHUNK: usize = 64 * 1024;
+/// Batches of pending entries in flight between the two directions.
+const PENDING_BATCHES: usize = 64;
+
+/// Limits that protect the gateway from a client (or upstream).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest message accepted in either direction.
+    pub max_message_bytes: usize,
+    /// How long a partly received client message may stall.
+    pub message_timeout: Duration,
+    /// Time allowed from TCP accept to a ready session.
+    pub login_timeout: Duration,
+    /// Named prepared statements per session.
+    pub max_prepared_statements: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 << 20,
+            message_timeout: Duration::from_secs(30),
+            login_timeout: Duration::from_secs(15),
+            max_prepared_statements: 10_000,
+        }
+    }
+}
+
+/// Why the relay stopped without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// The client sent Terminate.
+    ClientTerminated,
+    /// The client closed its socket without Terminate.
+    ClientVanished,
+    /// The upstream closed the connection.
+    UpstreamClosed,
+}
+
+impl RelayEnd {
+    /// One line for the session record.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RelayEnd::ClientTerminated => "client terminated",
+            RelayEnd::ClientVanished => "client disconnected",
+            RelayEnd::UpstreamClosed => "upstream closed the connection",
+        }
+    }
+}
+
+/// What the relay needs to record statements.
+pub struct RecordCtx {
+    /// The session.
+    pub session_id: Uuid,
+    /// Where records go.
+    pub recorder: Recorder,
+    /// The decision that admitted the session's statements.
+    pub decision: Decision,
+    /// Statements recorded so far.
+    pub seq: u64,
+}
+
+impl RecordCtx {
+    /// Records a finished statement.
+    pub async fn record(&mut self, s: Stmt) -> Result<(), SessionError> {
+        self.seq += 1;
+        metrics::counter!("portcullis_statements_total", "protocol" => "postgres").increment(1);
+        let rec = StatementRecord {
+            session_id: self.session_id,
+            seq: self.seq,
+            kind: s.kind.to_owned(),
+            text: s.text.to_string(),
+            params: s.params.map(|p| p.as_ref().clone()),
+            prepared_name: s
+                .prepared_name
+                .filter(|n| !n.is_empty())
+                .map(|n| n.to_string()),
+            started_at: s.received_at,
+            duration_us: u64::try_from(s.received.elapsed().as_micros()).unwrap_or(u64::MAX),
+            rows: s.has_rows.then_some(s.rows),
+            error: s.error,
+            decision: self.decision.clone(),
+        };
+        self.recorder
+            .record(AuditEvent::Statement(rec))
+            .await
+            .map_err(|_| SessionError::AuditUnavailable)
+    }
+}
+
+/// Client → upstream: frame, decode, note each message, forward.
+pub async fn client_to_upstream<R, W>(
+    mut client: R,
+    mut upstream: W,
+    pending: mpsc::Sender<Vec<Pending>>,
+    limits: &Limits,
+    recorder: &Recorder,
+) -> Result<RelayEnd, SessionError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut tracker = FrontendTracker::new(limits.max_prepared_statements);
+    let mut batch = Vec::new();
+    loop {
+        buf.reserve(READ_CHUNK);
+        let n = if buf.is_empty() {
+            client.read_buf(&mut buf).await?
+        } else {
+            // A partial message is waiting: the client must finish it in time.
+            tokio::time::timeout(limits.message_timeout, client.read_buf(&mut buf))
+                .await
+                .map_err(|_| SessionError::Timeout("the rest of a client message"))??
+        };
+        if n == 0 {
+            return Ok(RelayEnd::ClientVanished);
+        }
+        metrics::counter!("portcullis_bytes_total", "direction" => "from_client")
+            .increment(n as u64);
+        let mut used = 0;
+        let mut terminate = false;
+        while let Some(frame) = next_frame(&buf[used..], limits.max_message_bytes)? {
+            let body = &buf[used + 5..used + frame.len];
+            let msg = FrontendMessage::decode(frame.tag, body)?;
+            terminate = matches!(msg, FrontendMessage::Terminate);
+            tracker.on_message(&msg, &mut batch)?;
+            used += frame.len;
+            if terminate {
+                break;
+            }
+        }
+        if !batch.is_empty() {
+            // Fail closed: nothing runs that could not be recorded.
+            if !recorder.healthy() {
+                return Err(SessionError::AuditUnavailable);
+            }
+            // Hand the entries over before the upstream can answer them.
+            if pending.send(std::mem::take(&mut batch)).await.is_err() {
+                return Ok(RelayEnd::UpstreamClosed);
+            }
+        }
+        if used > 0 {
+            upstream.write_all(&buf[..used]).await?;
+            buf.advance(used);
+            shrink(&mut buf);
+        }
+        if terminate {
+            return Ok(RelayEnd::ClientTerminated);
+        }
+    }
+}
+
+/// Upstream → client: frame, pair responses with pending statements, forward, record.
+pub async fn upstream_to_client<R, W>(
+    mut upstream: R,
+    client: &mut W,
+    mut buf: BytesMut,
+    mut pending: mpsc::Receiver<Vec<Pending>>,
+    tracker: &mut BackendTracker,
+    limits: &Limits,
+    rec: &mut RecordCtx,
+) -> Result<RelayEnd, SessionError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut done = Vec::new();
+    loop {
+        if buf.is_empty() || next_frame(&buf, limits.max_message_bytes)?.is_none() {
+            buf.reserve(READ_CHUNK);
+            tokio::select! {
+                biased;
+                batch = pending.recv() => {
+                    match batch {
+                        Some(b) => tracker.push(b),
+                        // The client side ended; the caller tears down.
+                        None => std::future::pending::<()>().await,
+                    }
+                    continue;
+                }
+                n = upstream.read_buf(&mut buf) => {
+                    if n? == 0 {
+                        return Ok(RelayEnd::UpstreamClosed);
+                    }
+                }
+            }
+        }
+        // Entries are sent before their messages are forwarded, so every
+        // response we can read is already matched by one in the channel.
+        while let Ok(b) = pending.try_recv() {
+            tracker.push(b);
+        }
+        let mut used = 0;
+        while let Some(frame) = next_frame(&buf[used..], limits.max_message_bytes)
+            .map_err(|e| SessionError::Upstream(format!("upstream sent an invalid message: {e}")))?
+        {
+            if !matches!(frame.tag, b'D' | b'd') {
+                check_backend_tag(frame.tag)?;
+            }
+            tracker.on_message(frame.tag, &buf[used + 5..used + frame.len], &mut done);
+            used += frame.len;
+        }
+        if used > 0 {
+            metrics::counter!("portcullis_bytes_total", "direction" => "to_client")
+                .increment(used as u64);
+            client.write_all(&buf[..used]).await?;
+            buf.advance(used);
+            shrink(&mut buf);
+        }
+        for s in done.drain(..) {
+            rec.record(s).await?;
+        }
+    }
+}
+
+/// Messages a server may send after login; anything else ends the session.
+fn check_backend_tag(tag: u8) -> Result<(), SessionError> {
+    match tag {
+        b'T' | b'C' | b'E' | b'N' | b'I' | b'1' | b'2' | b'3' | b'n' | b's' | b't' | b'G'
+        | b'H' | b'W' | b'c' | b'A' | b'S' | b'Z' | b'V' => Ok(()),
+        other => Err(SessionError::Upstream(format!(
+            "upstream sent unexpected message type {:?}",
+            other as char
+        ))),
+    }
+}
+
+/// The shared pending channel between the two directions.
+pub fn pending_channel() -> (mpsc::Sender<Vec<Pending>>, mpsc::Receiver<Vec<Pending>>) {
+    mpsc::channel(PENDING_BATCHES)
+}
+
+/// Drops a buffer that grew for one large message, so an idle session
+/// goes back to holding one read chunk.
+fn shrink(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
+        *buf = BytesMut::with_capacity(READ_CHUNK);
+    }
+}

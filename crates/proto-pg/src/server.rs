@@ -1,0 +1,402 @@
+//! The PostgreSQL listener: admits clients (TLS, token, connection, policy),
+//! logs in upstream with the service credential, and runs the relay.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use portcullis_core::audit::{AuditEvent, Decision, SessionEnd, SessionRecord};
+use portcullis_core::policy::RequestFacts;
+use portcullis_core::{Action, AuthError, Core, Identity, LiveSession, Resource, Verdict};
+use portcullis_pg_wire::encode::{self, Severity};
+use rustls::ServerConfig;
+use time::OffsetDateTime;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::cancel::CancelRegistry;
+use crate::error::SessionError;
+use crate::handshake::{self, ClientHello, Opening};
+use crate::relay::{self, Limits, RecordCtx, RelayEnd};
+use crate::tracker::BackendTracker;
+use crate::upstream::{Upstream, UpstreamSession};
+
+/// Client startup parameters passed on to the upstream. Others (notably
+/// `options`, which can set arbitrary server settings) are dropped.
+const FORWARDED_PARAMS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "timezone",
+    "intervalstyle",
+    "extra_float_digits",
+];
+
+/// When a token may be sent without TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PlaintextLogin {
+    /// Only from loopback clients (the default).
+    #[default]
+    LoopbackOnly,
+    /// From anywhere (explicit opt-in).
+    Allow,
+    /// Never: TLS always.
+    Never,
+}
+
+/// Everything the adapter is configured with.
+pub struct PgAdapterConfig {
+    /// TLS for clients (`None` answers SSLRequest with `N`).
+    pub tls: Option<Arc<ServerConfig>>,
+    /// When plaintext token login is accepted.
+    pub plaintext: PlaintextLogin,
+    /// Connections by name.
+    pub targets: HashMap<String, Arc<Upstream>>,
+    /// Protective limits.
+    pub limits: Limits,
+}
+
+/// The PostgreSQL protocol adapter.
+#[derive(Clone)]
+pub struct PgAdapter {
+    cfg: Arc<PgAdapterConfig>,
+    core: Core,
+    cancels: CancelRegistry,
+}
+
+/// A client that passed every check, with its upstream session open.
+struct Admitted {
+    identity: Identity,
+    upstream: Arc<Upstream>,
+    session: UpstreamSession,
+    verdict: Verdict,
+}
+
+impl PgAdapter {
+    /// An adapter over the core services.
+    pub fn new(cfg: PgAdapterConfig, core: Core) -> Self {
+        Self {
+            cfg: Arc::new(cfg),
+            core,
+            cancels: CancelRegistry::default(),
+        }
+    }
+
+    /// Accepts clients until `shutdown`, then ends live sessions and waits
+    /// for them to record their end.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
+        let tasks = TaskTracker::new();
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let this = self.clone();
+            let kill = shutdown.child_token();
+            tasks.spawn(async move { this.serve_connection(tcp, peer, kill).await });
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    async fn serve_connection(&self, tcp: TcpStream, peer: SocketAddr, kill: CancellationToken) {
+        let _ = tcp.set_nodelay(true);
+        let setup = tokio::time::timeout(self.cfg.limits.login_timeout, self.setup(tcp, peer));
+        let ready = tokio::select! {
+            r = setup => match r {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::info!(%peer, "login timed out; connection closed");
+                    metrics::counter!("portcullis_auth_failures_total", "reason" => "timeout").increment(1);
+                    None
+                }
+            },
+            _ = kill.cancelled() => None,
+        };
+        if let Some((hello, admitted)) = ready {
+            self.run_session(hello, admitted, peer, kill).await;
+        }
+    }
+
+    async fn setup(&self, tcp: TcpStream, peer: SocketAddr) -> Option<(ClientHello, Admitted)> {
+        let opening = match handshake::open(tcp, self.cfg.tls.as_ref()).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "client startup failed");
+                return None;
+            }
+        };
+        let mut hello = match opening {
+            Opening::Session(h) => h,
+            Opening::Cancel { pid, secret } => {
+                self.forward_cancel(pid, secret, peer).await;
+                return None;
+            }
+        };
+        match self.admit(&mut hello, peer).await {
+            Ok(a) => Some((hello, a)),
+            Err(e) => {
+                tracing::info!(%peer, code = e.sqlstate(), error = %e, "client refused");
+                send_fatal(&mut hello.stream, &e).await;
+                None
+            }
+        }
+    }
+
+    async fn forward_cancel(&self, pid: i32, secret: i32, peer: SocketAddr) {
+        metrics::counter!("portcullis_cancel_requests_total").increment(1);
+        match self.cancels.resolve(pid, secret) {
+            Some((upstream, key)) => {
+                if let Err(e) = upstream.cancel(key).await {
+                    tracing::warn!(%peer, error = %e, "forwarding cancel failed");
+                }
+            }
+            None => tracing::info!(%peer, "cancel request with an unknown key ignored"),
+        }
+    }
+
+    /// Checks transport, token, connection and policy, then logs in upstream.
+    async fn admit(
+        &self,
+        hello: &mut ClientHello,
+        peer: SocketAddr,
+    ) -> Result<Admitted, SessionError> {
+        let plaintext_ok = match self.cfg.plaintext {
+            PlaintextLogin::Allow => true,
+            PlaintextLogin::Never => false,
+            PlaintextLogin::LoopbackOnly => is_loopback(peer),
+        };
+        if !hello.stream.is_tls() && !plaintext_ok {
+            return Err(SessionError::refused(
+                "28000",
+                "portcullis: TLS is required to present a token here (connect with sslmode=require or stronger)",
+            ));
+        }
+        if hello
+            .param("replication")
+            .is_some_and(|r| r != "false" && r != "0")
+        {
+            return Err(SessionError::refused(
+                "0A000",
+                "portcullis: replication connections are not supported",
+            ));
+        }
+        let connection = hello
+            .param("database")
+            .or_else(|| hello.param("user"))
+            .unwrap_or_default()
+            .to_owned();
+
+        let token = handshake::read_token(hello).await?;
+        let identity = self
+            .core
+            .authenticator
+            .authenticate(&token)
+            .await
+            .map_err(|e| {
+                let reason = match e {
+                    AuthError::Missing => "missing",
+                    AuthError::Invalid => "invalid",
+                };
+                metrics::counter!("portcullis_auth_failures_total", "reason" => reason)
+                    .increment(1);
+                SessionError::refused(
+                    "28P01",
+                    format!("portcullis: token authentication failed: {e}"),
+                )
+            })?;
+
+        let upstream = self.cfg.targets.get(&connection).cloned().ok_or_else(|| {
+            SessionError::refused(
+                "3D000",
+                format!("portcullis: connection \"{connection}\" does not exist"),
+            )
+        })?;
+        let facts = RequestFacts {
+            protocol: "postgres",
+            client_address: peer.ip().to_string(),
+        };
+        let verdict = self.core.policy.decide(
+            &identity,
+            Action::Connect,
+            &Resource::Connection(connection.clone()),
+            &facts,
+        );
+        let outcome = if verdict.allowed { "allow" } else { "deny" };
+        metrics::counter!("portcullis_decisions_total", "action" => "connect", "outcome" => outcome).increment(1);
+        if !verdict.allowed {
+            return Err(SessionError::refused(
+                "42501",
+                format!(
+                    "portcullis: connect to {connection} denied for {} ({})",
+                    identity.describe(),
+                    verdict.reason()
+                ),
+            ));
+        }
+
+        let forwarded: Vec<(&str, &str)> = hello
+            .params
+            .iter()
+            .filter(|(k, _)| FORWARDED_PARAMS.contains(&k.to_ascii_lowercase().as_str()))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let started = Instant::now();
+        let session = upstream.login(&forwarded).await?;
+        metrics::histogram!("portcullis_upstream_connect_seconds")
+            .record(started.elapsed().as_secs_f64());
+        Ok(Admitted {
+            identity,
+            upstream,
+            session,
+            verdict,
+        })
+    }
+
+    async fn run_session(
+        &self,
+        hello: ClientHello,
+        admitted: Admitted,
+        peer: SocketAddr,
+        kill: CancellationToken,
+    ) {
+        let Admitted {
+            identity,
+            upstream,
+            session: up,
+            verdict,
+        } = admitted;
+        let id = Uuid::now_v7();
+        let recorder = self.core.recorder.clone();
+        let record = SessionRecord {
+            id,
+            protocol: "postgres".into(),
+            connection: upstream.target.name.clone(),
+            user: identity.user.clone(),
+            groups: identity.groups.clone(),
+            actor: identity.actor.clone(),
+            auth_method: identity.method.into(),
+            client_user: hello.param("user").map(str::to_owned),
+            client_address: peer.to_string(),
+            application_name: hello.param("application_name").map(str::to_owned),
+            client_tls: hello.stream.is_tls(),
+            connect_policies: verdict.policies.clone(),
+            started_at: OffsetDateTime::now_utc(),
+        };
+        let mut client = hello.stream;
+        if !recorder.healthy()
+            || recorder
+                .record(AuditEvent::SessionStarted(record))
+                .await
+                .is_err()
+        {
+            send_fatal(&mut client, &SessionError::AuditUnavailable).await;
+            return;
+        }
+        metrics::counter!("portcullis_sessions_total", "protocol" => "postgres").increment(1);
+        tracing::info!(session = %id, user = %identity.describe(), connection = %upstream.target.name, %peer, "session started");
+        let _live = self.core.sessions.register(LiveSession {
+            id,
+            user: identity.user.clone(),
+            connection: upstream.target.name.clone(),
+            kill: kill.clone(),
+        });
+        let (key, _cancel_key) = self.cancels.issue(upstream.clone(), up.key);
+
+        let mut welcome = BytesMut::new();
+        encode::auth_ok(&mut welcome);
+        for (k, v) in &up.params {
+            encode::parameter_status(&mut welcome, k, v);
+        }
+        encode::backend_key_data(&mut welcome, key.0, key.1);
+        encode::ready_for_query(&mut welcome, up.status);
+
+        let mut rec = RecordCtx {
+            session_id: id,
+            recorder: recorder.clone(),
+            decision: Decision {
+                allowed: true,
+                policies: verdict.policies,
+            },
+            seq: 0,
+        };
+        let mut tracker = BackendTracker::default();
+        let (client_r, mut client_w) = tokio::io::split(client);
+        let (upstream_r, upstream_w) = tokio::io::split(up.stream);
+        let outcome = match client_w.write_all(&welcome).await {
+            Err(e) => Err(SessionError::Io(e)),
+            Ok(()) => {
+                let (tx, rx) = relay::pending_channel();
+                let limits = &self.cfg.limits;
+                tokio::select! {
+                    r = relay::client_to_upstream(client_r, upstream_w, tx, limits, &recorder) => r,
+                    r = relay::upstream_to_client(upstream_r, &mut client_w, up.leftover, rx, &mut tracker, limits, &mut rec) => r,
+                    _ = kill.cancelled() => Err(SessionError::refused("57P01", "portcullis: the session was ended by the gateway")),
+                }
+            }
+        };
+
+        // A query still running upstream would outlive us: cancel it.
+        if tracker.in_flight() && !matches!(outcome, Ok(RelayEnd::UpstreamClosed)) {
+            let upstream = upstream.clone();
+            let key = up.key;
+            tokio::spawn(async move {
+                let _ = upstream.cancel(key).await;
+            });
+        }
+        for mut s in tracker.drain_unfinished() {
+            s.error
+                .get_or_insert_with(|| "session ended before the statement completed".into());
+            let _ = rec.record(s).await;
+        }
+        let reason = match &outcome {
+            Ok(end) => end.describe().to_owned(),
+            Err(e) => {
+                tracing::info!(session = %id, error = %e, "session ended with an error");
+                send_fatal(&mut client_w, e).await;
+                e.to_string()
+            }
+        };
+        tracing::info!(session = %id, reason = %reason, statements = rec.seq, "session ended");
+        let _ = recorder
+            .record(AuditEvent::SessionEnded(SessionEnd {
+                id,
+                ended_at: OffsetDateTime::now_utc(),
+                reason,
+            }))
+            .await;
+    }
+}
+
+fn is_loopback(peer: SocketAddr) -> bool {
+    match peer {
+        SocketAddr::V4(a) => a.ip().is_loopback(),
+        SocketAddr::V6(a) => {
+            a.ip().is_loopback() || a.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Sends a FATAL ErrorResponse and closes; errors writing it are moot.
+async fn send_fatal<W: AsyncWrite + Unpin>(client: &mut W, e: &SessionError) {
+    if let SessionError::Io(_) = e {
+        return;
+    }
+    let mut out = BytesMut::new();
+    encode::error_response(&mut out, Severity::Fatal, e.sqlstate(), &e.to_string());
+    let _ = client.write_all(&out).await;
+    let _ = client.shutdown().await;
+}

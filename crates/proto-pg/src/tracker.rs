@@ -1,0 +1,366 @@
+//! Statement bookkeeping without I/O: which client message each server
+//! response answers, so every statement is recorded with its outcome.
+//!
+//! The client side ([`FrontendTracker`]) turns client messages into
+//! [`Pending`] entries in the order the server will answer them; the server
+//! side ([`BackendTracker`]) pops them as responses arrive and hands back
+//! finished statements.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use portcullis_pg_wire::{
+    rows_in_tag, ErrorFields, FrontendMessage, Param, Target, TransactionStatus,
+};
+use time::OffsetDateTime;
+
+use crate::error::SessionError;
+
+/// Longest parameter value kept in the record; longer ones are cut.
+const PARAM_RECORD_LIMIT: usize = 1024;
+
+/// A statement in flight.
+#[derive(Debug, Clone)]
+pub struct Stmt {
+    /// `query`, `execute`, `parse` or `bind`.
+    pub kind: &'static str,
+    /// The statement text.
+    pub text: Arc<str>,
+    /// Bind parameters as recorded.
+    pub params: Option<Arc<Vec<Option<String>>>>,
+    /// Prepared statement name, for extended protocol.
+    pub prepared_name: Option<Arc<str>>,
+    /// When the gateway received it.
+    pub received: Instant,
+    /// Wall-clock time of receipt.
+    pub received_at: OffsetDateTime,
+    /// Rows returned or affected so far.
+    pub rows: u64,
+    /// Whether the server reported a row count.
+    pub has_rows: bool,
+    /// `SQLSTATE: message` of the first error.
+    pub error: Option<String>,
+}
+
+impl Stmt {
+    fn new(kind: &'static str, text: Arc<str>) -> Self {
+        Self {
+            kind,
+            text,
+            params: None,
+            prepared_name: None,
+            received: Instant::now(),
+            received_at: OffsetDateTime::now_utc(),
+            rows: 0,
+            has_rows: false,
+            error: None,
+        }
+    }
+}
+
+/// What the server will answer next, in order.
+#[derive(Debug)]
+pub enum Pending {
+    /// A simple Query, answered up to ReadyForQuery.
+    Query(Stmt),
+    /// Parse; recorded only if it fails.
+    Parse(Stmt),
+    /// Bind; recorded only if it fails.
+    Bind(Stmt),
+    /// Describe, answered by RowDescription or NoData.
+    Describe,
+    /// Close, answered by CloseComplete.
+    Close,
+    /// Execute, answered by CommandComplete, PortalSuspended, EmptyQuery or an error.
+    Execute(Stmt),
+    /// Sync, answered by ReadyForQuery.
+    Sync,
+}
+
+struct Portal {
+    text: Arc<str>,
+    statement: Arc<str>,
+    params: Arc<Vec<Option<String>>>,
+}
+
+/// Prepared statements and portals as the client defined them.
+pub struct FrontendTracker {
+    statements: HashMap<Arc<str>, Arc<str>>,
+    portals: HashMap<Arc<str>, Portal>,
+    max_statements: usize,
+}
+
+impl FrontendTracker {
+    /// A tracker allowing at most `max_statements` named prepared statements.
+    pub fn new(max_statements: usize) -> Self {
+        Self {
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            max_statements,
+        }
+    }
+
+    /// Notes a client message, appending what the server will answer to `out`.
+    pub fn on_message(
+        &mut self,
+        msg: &FrontendMessage<'_>,
+        out: &mut Vec<Pending>,
+    ) -> Result<(), SessionError> {
+        match msg {
+            FrontendMessage::Query { sql } => out.push(Pending::Query(Stmt::new("query", Arc::from(*sql)))),
+            FrontendMessage::Parse { name, sql, .. } => {
+                if !name.is_empty() && !self.statements.contains_key(*name) && self.statements.len() >= self.max_statements {
+                    return Err(SessionError::Unsupported(format!(
+                        "too many prepared statements (limit {})",
+                        self.max_statements
+                    )));
+                }
+                let text: Arc<str> = Arc::from(*sql);
+                let name: Arc<str> = Arc::from(*name);
+                self.statements.insert(name.clone(), text.clone());
+                let mut s = Stmt::new("parse", text);
+                s.prepared_name = Some(name);
+                out.push(Pending::Parse(s));
+            }
+            FrontendMessage::Bind {
+                portal,
+                statement,
+                param_formats,
+                params,
+                ..
+            } => {
+                let (stmt_name, text) = match self.statements.get_key_value(*statement) {
+                    Some((k, v)) => (k.clone(), v.clone()),
+                    // The server will reject it; record what was asked.
+                    None => (Arc::from(*statement), Arc::from("")),
+                };
+                let rendered = Arc::new(render_params(param_formats, params));
+                let mut s = Stmt::new("bind", text.clone());
+                s.prepared_name = Some(stmt_name.clone());
+                s.params = Some(rendered.clone());
+                self.portals.insert(
+                    Arc::from(*portal),
+                    Portal {
+                        text,
+                        statement: stmt_name,
+                        params: rendered,
+                    },
+                );
+                out.push(Pending::Bind(s));
+            }
+            FrontendMessage::Execute { portal, .. } => {
+                let s = match self.portals.get(*portal) {
+                    Some(p) => {
+                        let mut s = Stmt::new("execute", p.text.clone());
+                        s.prepared_name = Some(p.statement.clone());
+                        s.params = Some(p.params.clone());
+                        s
+                    }
+                    None => Stmt::new("execute", Arc::from("")),
+                };
+                out.push(Pending::Execute(s));
+            }
+            FrontendMessage::Describe { .. } => out.push(Pending::Describe),
+            FrontendMessage::Close { target, name } => {
+                match target {
+                    Target::Statement => self.statements.remove(*name),
+                    Target::Portal => self.portals.remove(*name).map(|p| p.text),
+                };
+                out.push(Pending::Close);
+            }
+            FrontendMessage::Sync => {
+                // The unnamed portal does not survive the transaction's end;
+                // forgetting it here is harmless and bounds the map.
+                self.portals.remove("");
+                out.push(Pending::Sync);
+            }
+            FrontendMessage::Flush
+            | FrontendMessage::CopyData(_)
+            | FrontendMessage::CopyDone
+            | FrontendMessage::CopyFail { .. }
+            | FrontendMessage::Terminate => {}
+            FrontendMessage::FunctionCall { oid } => {
+                return Err(SessionError::Unsupported(format!(
+                    "fast-path function calls (function {oid}) bypass statement policy and are not allowed"
+                )))
+            }
+            FrontendMessage::Password(_) => {
+                return Err(SessionError::Unsupported("unexpected password message after login".into()))
+            }
+        }
+        Ok(())
+    }
+}
+
+fn render_params(formats: &[i16], params: &[Param<'_>]) -> Vec<Option<String>> {
+    params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let binary = match formats.len() {
+                0 => false,
+                1 => formats[0] == 1,
+                _ => formats.get(i) == Some(&1),
+            };
+            match p {
+                Param::Null => None,
+                Param::Value(v) => Some(render_value(v, binary)),
+            }
+        })
+        .collect()
+}
+
+fn render_value(v: &[u8], binary: bool) -> String {
+    let cut = &v[..v.len().min(PARAM_RECORD_LIMIT)];
+    let mut s = match (binary, std::str::from_utf8(cut)) {
+        (false, Ok(t)) => t.to_owned(),
+        _ => {
+            let mut h = String::with_capacity(2 + cut.len() * 2);
+            h.push_str("\\x");
+            for b in cut {
+                h.push_str(&format!("{b:02x}"));
+            }
+            h
+        }
+    };
+    if v.len() > PARAM_RECORD_LIMIT {
+        s.push_str(&format!("…({} bytes)", v.len()));
+    }
+    s
+}
+
+/// Pairs server responses with pending client messages.
+#[derive(Default)]
+pub struct BackendTracker {
+    queue: VecDeque<Pending>,
+    command_rows: u64,
+    status: Option<TransactionStatus>,
+}
+
+impl BackendTracker {
+    /// Adds what the client sent, in order.
+    pub fn push(&mut self, items: impl IntoIterator<Item = Pending>) {
+        self.queue.extend(items);
+    }
+
+    /// Whether something sent is still unanswered.
+    pub fn in_flight(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// The last transaction status the server reported.
+    pub fn status(&self) -> Option<TransactionStatus> {
+        self.status
+    }
+
+    /// Statements still unanswered, for recording when the session ends.
+    pub fn drain_unfinished(&mut self) -> Vec<Stmt> {
+        self.queue
+            .drain(..)
+            .filter_map(|p| match p {
+                Pending::Query(s) | Pending::Execute(s) => Some(s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Notes one server message; finished statements go to `done`.
+    pub fn on_message(&mut self, tag: u8, body: &[u8], done: &mut Vec<Stmt>) {
+        match tag {
+            b'D' => self.command_rows += 1,
+            b'C' => {
+                let tag_rows = std::str::from_utf8(body.strip_suffix(b"\0").unwrap_or(body))
+                    .ok()
+                    .and_then(rows_in_tag);
+                let rows = tag_rows.unwrap_or(self.command_rows);
+                let counted = tag_rows.is_some() || self.command_rows > 0;
+                self.command_rows = 0;
+                match self.queue.front_mut() {
+                    Some(Pending::Query(s)) => {
+                        s.rows += rows;
+                        s.has_rows |= counted;
+                    }
+                    Some(Pending::Execute(_)) => {
+                        if let Some(Pending::Execute(mut s)) = self.queue.pop_front() {
+                            s.rows += rows;
+                            s.has_rows |= counted;
+                            done.push(s);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            b's' | b'I' => {
+                let rows = std::mem::take(&mut self.command_rows);
+                if let Some(Pending::Execute(_)) = self.queue.front() {
+                    if let Some(Pending::Execute(mut s)) = self.queue.pop_front() {
+                        s.rows += rows;
+                        s.has_rows |= tag == b's';
+                        done.push(s);
+                    }
+                }
+            }
+            b'E' => self.on_error(ErrorFields::new(body), done),
+            b'Z' => {
+                self.command_rows = 0;
+                self.status = body.first().and_then(|b| match b {
+                    b'I' => Some(TransactionStatus::Idle),
+                    b'T' => Some(TransactionStatus::InTransaction),
+                    b'E' => Some(TransactionStatus::Failed),
+                    _ => None,
+                });
+                match self.queue.pop_front() {
+                    Some(Pending::Query(s)) => done.push(s),
+                    Some(Pending::Execute(s)) => done.push(s),
+                    _ => {}
+                }
+            }
+            b'1' => self.pop_if(|p| matches!(p, Pending::Parse(_))),
+            b'2' => self.pop_if(|p| matches!(p, Pending::Bind(_))),
+            b'3' => self.pop_if(|p| matches!(p, Pending::Close)),
+            b'T' | b'n' => self.pop_if(|p| matches!(p, Pending::Describe)),
+            _ => {}
+        }
+    }
+
+    fn pop_if(&mut self, pred: impl Fn(&Pending) -> bool) {
+        if self.queue.front().is_some_and(pred) {
+            self.queue.pop_front();
+        }
+    }
+
+    fn on_error(&mut self, e: ErrorFields<'_>, done: &mut Vec<Stmt>) {
+        self.command_rows = 0;
+        let text = format!("{}: {}", e.code().unwrap_or("?"), e.message().unwrap_or(""));
+        match self.queue.front_mut() {
+            // A simple query runs until ReadyForQuery; keep the first error.
+            Some(Pending::Query(s)) => {
+                s.error.get_or_insert(text);
+            }
+            // An error at Sync (say, a failed commit) answers no statement.
+            Some(Pending::Sync) | None => {}
+            Some(_) => {
+                match self.queue.pop_front() {
+                    Some(
+                        Pending::Parse(mut s) | Pending::Bind(mut s) | Pending::Execute(mut s),
+                    ) => {
+                        s.error = Some(text);
+                        done.push(s);
+                    }
+                    _ => {}
+                }
+                // The server now skips everything up to Sync.
+                while let Some(p) = self.queue.front() {
+                    if matches!(p, Pending::Sync) {
+                        break;
+                    }
+                    self.queue.pop_front();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,246 @@
+//! Opening an authenticated session on the upstream with the service credential.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use portcullis_pg_wire::{encode, AuthRequest, BackendMessage, TransactionStatus};
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::error::SessionError;
+use crate::framed::read_message;
+use crate::stream::Stream;
+use crate::target::PgTarget;
+
+/// Largest message accepted while logging in upstream.
+const SETUP_MESSAGE_LIMIT: usize = 1 << 20;
+
+/// An upstream session ready for queries.
+pub struct UpstreamSession {
+    /// The connection.
+    pub stream: Stream,
+    /// Bytes already read past ReadyForQuery (normally none).
+    pub leftover: BytesMut,
+    /// ParameterStatus values the server reported, in order.
+    pub params: Vec<(String, String)>,
+    /// The upstream backend's cancel key.
+    pub key: (i32, i32),
+    /// Transaction status at ReadyForQuery.
+    pub status: TransactionStatus,
+}
+
+/// A target with its TLS configuration prepared once.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The configured target.
+    pub target: PgTarget,
+    /// TLS towards it, if any.
+    pub tls: Option<Arc<ClientConfig>>,
+    /// Time allowed to connect and log in.
+    pub connect_timeout: Duration,
+}
+
+impl Upstream {
+    /// Opens a TCP (and TLS, if configured) connection to the upstream.
+    pub async fn open_stream(&self) -> Result<Stream, SessionError> {
+        let t = &self.target;
+        let tcp = TcpStream::connect(&t.upstream).await.map_err(|e| {
+            SessionError::Upstream(format!("cannot reach upstream of {}: {e}", t.name))
+        })?;
+        tcp.set_nodelay(true)?;
+        let Some(tls) = &self.tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let mut tcp = tcp;
+        let mut req = BytesMut::new();
+        encode::ssl_request(&mut req);
+        tcp.write_all(&req).await?;
+        let answer = tcp.read_u8().await?;
+        if answer != b'S' {
+            return Err(SessionError::Upstream(format!(
+                "upstream of {} does not accept TLS, which this connection requires",
+                t.name
+            )));
+        }
+        let name = ServerName::try_from(t.host().to_owned()).map_err(|_| {
+            SessionError::Upstream(format!("invalid upstream host name for {}", t.name))
+        })?;
+        let conn = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| {
+                SessionError::Upstream(format!("TLS to upstream of {} failed: {e}", t.name))
+            })?;
+        Ok(Stream::ClientTls(Box::new(conn)))
+    }
+
+    /// Connects and logs in, passing on the client's harmless startup
+    /// parameters (application_name, DateStyle, …).
+    pub async fn login(
+        &self,
+        client_params: &[(&str, &str)],
+    ) -> Result<UpstreamSession, SessionError> {
+        tokio::time::timeout(self.connect_timeout, self.login_inner(client_params))
+            .await
+            .map_err(|_| {
+                SessionError::Upstream(format!(
+                    "upstream of {} did not answer in time",
+                    self.target.name
+                ))
+            })?
+    }
+
+    async fn login_inner(
+        &self,
+        client_params: &[(&str, &str)],
+    ) -> Result<UpstreamSession, SessionError> {
+        let t = &self.target;
+        let mut stream = self.open_stream().await?;
+        let mut params: Vec<(&str, &str)> = vec![("user", &t.user), ("database", &t.database)];
+        params.extend_from_slice(client_params);
+        let mut out = BytesMut::new();
+        encode::startup_message(&mut out, &params);
+        stream.write_all(&out).await?;
+
+        let mut buf = BytesMut::with_capacity(8192);
+        let mut scram: Option<ScramSha256> = None;
+        let mut server_params = Vec::new();
+        let mut key = (0, 0);
+        loop {
+            let (tag, body) = read_message(&mut stream, &mut buf, SETUP_MESSAGE_LIMIT).await?;
+            match BackendMessage::decode(tag, &body)? {
+                BackendMessage::Authentication(req) => {
+                    out.clear();
+                    self.answer_auth(req, &mut scram, &mut out)?;
+                    if !out.is_empty() {
+                        stream.write_all(&out).await?;
+                    }
+                }
+                BackendMessage::ParameterStatus { name, value } => {
+                    server_params.push((name.to_owned(), value.to_owned()));
+                }
+                BackendMessage::BackendKeyData { pid, secret } => key = (pid, secret),
+                BackendMessage::NoticeResponse(_) | BackendMessage::NegotiateProtocolVersion(_) => {
+                }
+                BackendMessage::ReadyForQuery(status) => {
+                    return Ok(UpstreamSession {
+                        stream,
+                        leftover: buf,
+                        params: server_params,
+                        key,
+                        status,
+                    });
+                }
+                BackendMessage::ErrorResponse(e) => {
+                    let code = e.code().unwrap_or("?");
+                    let msg = e.message().unwrap_or("");
+                    tracing::warn!(connection = %t.name, code, message = msg, "upstream refused login");
+                    // Authentication failures name the service user; the
+                    // client learns only that the service credential failed.
+                    let text = if code.starts_with("28") {
+                        format!(
+                            "the upstream of {} refused the gateway's service credential",
+                            t.name
+                        )
+                    } else {
+                        format!("the upstream of {} refused the session: {msg}", t.name)
+                    };
+                    return Err(SessionError::Upstream(text));
+                }
+                other => {
+                    return Err(SessionError::Upstream(format!(
+                        "unexpected message from upstream of {} during login: {other:?}",
+                        t.name
+                    )))
+                }
+            }
+        }
+    }
+
+    fn answer_auth(
+        &self,
+        req: AuthRequest<'_>,
+        scram: &mut Option<ScramSha256>,
+        out: &mut BytesMut,
+    ) -> Result<(), SessionError> {
+        let t = &self.target;
+        let password = || {
+            t.password
+                .as_ref()
+                .map(|p| p.expose().as_bytes())
+                .ok_or_else(|| {
+                    SessionError::Upstream(format!(
+                        "the upstream of {} asks for a password and none is configured",
+                        t.name
+                    ))
+                })
+        };
+        match req {
+            AuthRequest::Ok => {}
+            AuthRequest::Cleartext => encode::password(out, password()?),
+            AuthRequest::Md5 { salt } => {
+                let hash = md5_hash(t.user.as_bytes(), password()?, salt);
+                encode::password(out, hash.as_bytes());
+            }
+            AuthRequest::Sasl { mechanisms } => {
+                if !mechanisms.contains(&"SCRAM-SHA-256") {
+                    return Err(SessionError::Upstream(format!(
+                        "the upstream of {} offers no supported SASL mechanism ({})",
+                        t.name,
+                        mechanisms.join(", ")
+                    )));
+                }
+                let s = ScramSha256::new(password()?, ChannelBinding::unsupported());
+                encode::sasl_initial_response(out, "SCRAM-SHA-256", s.message());
+                *scram = Some(s);
+            }
+            AuthRequest::SaslContinue(data) => {
+                let s = scram
+                    .as_mut()
+                    .ok_or_else(|| SessionError::Upstream("SASL challenge out of order".into()))?;
+                s.update(data).map_err(|e| {
+                    SessionError::Upstream(format!("SCRAM exchange with upstream failed: {e}"))
+                })?;
+                encode::sasl_response(out, s.message());
+            }
+            AuthRequest::SaslFinal(data) => {
+                let mut s = scram
+                    .take()
+                    .ok_or_else(|| SessionError::Upstream("SASL outcome out of order".into()))?;
+                // Verifies the server knows the password too (mutual auth).
+                s.finish(data).map_err(|e| {
+                    SessionError::Upstream(format!(
+                        "upstream of {} failed SCRAM server proof: {e}",
+                        t.name
+                    ))
+                })?;
+            }
+            AuthRequest::Other(code) => {
+                return Err(SessionError::Upstream(format!(
+                    "the upstream of {} asks for unsupported authentication method {code}",
+                    t.name
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a CancelRequest for the upstream backend with `key`.
+    pub async fn cancel(&self, key: (i32, i32)) -> Result<(), SessionError> {
+        let mut stream = self.open_stream().await?;
+        let mut out = BytesMut::new();
+        encode::cancel_request(&mut out, key.0, key.1);
+        stream.write_all(&out).await?;
+        stream.flush().await?;
+        // The server closes the connection when done; wait briefly for that
+        // so the cancel is delivered before we drop the socket.
+        let mut b = [0u8; 1];
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut b)).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,251 @@
+//! The SQLite audit store.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use portcullis_core::audit::{
+    AuditEvent, AuditStore, Decision, SessionDetail, SessionQuery, SessionRecord, SessionSummary,
+    StatementRecord, StoreError,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+const SCHEMA: &str = include_str!("sqlite_schema.sql");
+
+/// Audit records in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn ts(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn parse_ts(s: &str) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::parse(s, &Rfc3339).map_err(corrupt)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(corrupt)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(backend)?
+            .filename(path)
+            .create_if_missing(true)
+            // WAL with NORMAL sync: a committed batch survives a killed
+            // process; only an OS crash can lose the last commits.
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(backend)?;
+        sqlx::raw_sql(SCHEMA)
+            .execute(&pool)
+            .await
+            .map_err(backend)?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn write(&self, batch: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        for event in batch {
+            match event {
+                AuditEvent::SessionStarted(s) => {
+                    sqlx::query(
+                        "INSERT OR IGNORE INTO sessions (id, protocol, connection, user, groups, actor, auth_method,
+                         client_user, client_address, application_name, client_tls, connect_policies, started_at)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(s.id.to_string())
+                    .bind(&s.protocol)
+                    .bind(&s.connection)
+                    .bind(&s.user)
+                    .bind(json(&s.groups))
+                    .bind(&s.actor)
+                    .bind(&s.auth_method)
+                    .bind(&s.client_user)
+                    .bind(&s.client_address)
+                    .bind(&s.application_name)
+                    .bind(s.client_tls)
+                    .bind(json(&s.connect_policies))
+                    .bind(ts(s.started_at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                }
+                AuditEvent::Statement(st) => {
+                    sqlx::query(
+                        "INSERT OR REPLACE INTO statements (session_id, seq, kind, text, params, prepared_name,
+                         started_at, duration_us, rows, error, allowed, policies)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(st.session_id.to_string())
+                    .bind(st.seq as i64)
+                    .bind(&st.kind)
+                    .bind(&st.text)
+                    .bind(st.params.as_ref().map(json))
+                    .bind(&st.prepared_name)
+                    .bind(ts(st.started_at))
+                    .bind(st.duration_us as i64)
+                    .bind(st.rows.map(|r| r as i64))
+                    .bind(&st.error)
+                    .bind(st.decision.allowed)
+                    .bind(json(&st.decision.policies))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                }
+                AuditEvent::SessionEnded(e) => {
+                    sqlx::query("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?")
+                        .bind(ts(e.ended_at))
+                        .bind(&e.reason)
+                        .bind(e.id.to_string())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                }
+            }
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn list_sessions(&self, q: &SessionQuery) -> Result<Vec<SessionSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.*, (SELECT count(*) FROM statements t WHERE t.session_id = s.id) AS statement_count
+             FROM sessions s
+             WHERE (?1 IS NULL OR s.user = ?1) AND (?2 IS NULL OR s.connection = ?2)
+               AND (?3 = 0 OR s.ended_at IS NULL)
+             ORDER BY s.id DESC LIMIT ?4",
+        )
+        .bind(&q.user)
+        .bind(&q.connection)
+        .bind(q.active)
+        .bind(i64::from(q.limit.unwrap_or(100)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(summary_from_row).collect()
+    }
+
+    async fn session(&self, id: Uuid) -> Result<Option<SessionDetail>, StoreError> {
+        let row = sqlx::query(
+            "SELECT s.*, (SELECT count(*) FROM statements t WHERE t.session_id = s.id) AS statement_count
+             FROM sessions s WHERE s.id = ?",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        let Some(row) = row else { return Ok(None) };
+        let summary = summary_from_row(&row)?;
+        let rows = sqlx::query("SELECT * FROM statements WHERE session_id = ? ORDER BY seq")
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        let statements = rows
+            .iter()
+            .map(statement_from_row)
+            .collect::<Result<_, _>>()?;
+        Ok(Some(SessionDetail {
+            summary,
+            statements,
+        }))
+    }
+
+    async fn close_dangling(&self, reason: &str) -> Result<u64, StoreError> {
+        let r =
+            sqlx::query("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE ended_at IS NULL")
+                .bind(ts(OffsetDateTime::now_utc()))
+                .bind(reason)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+        Ok(r.rows_affected())
+    }
+}
+
+fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
+    row: &'r SqliteRow,
+    col: &str,
+) -> Result<T, StoreError> {
+    row.try_get(col).map_err(|e| corrupt(format!("{col}: {e}")))
+}
+
+fn summary_from_row(row: &SqliteRow) -> Result<SessionSummary, StoreError> {
+    let id: String = get(row, "id")?;
+    let ended_at: Option<String> = get(row, "ended_at")?;
+    Ok(SessionSummary {
+        session: SessionRecord {
+            id: Uuid::parse_str(&id).map_err(corrupt)?,
+            protocol: get(row, "protocol")?,
+            connection: get(row, "connection")?,
+            user: get(row, "user")?,
+            groups: from_json(&get::<String>(row, "groups")?)?,
+            actor: get(row, "actor")?,
+            auth_method: get(row, "auth_method")?,
+            client_user: get(row, "client_user")?,
+            client_address: get(row, "client_address")?,
+            application_name: get(row, "application_name")?,
+            client_tls: get(row, "client_tls")?,
+            connect_policies: from_json(&get::<String>(row, "connect_policies")?)?,
+            started_at: parse_ts(&get::<String>(row, "started_at")?)?,
+        },
+        ended_at: ended_at.as_deref().map(parse_ts).transpose()?,
+        end_reason: get(row, "end_reason")?,
+        statement_count: get::<i64>(row, "statement_count")? as u64,
+    })
+}
+
+fn statement_from_row(row: &SqliteRow) -> Result<StatementRecord, StoreError> {
+    let session_id: String = get(row, "session_id")?;
+    let params: Option<String> = get(row, "params")?;
+    Ok(StatementRecord {
+        session_id: Uuid::parse_str(&session_id).map_err(corrupt)?,
+        seq: get::<i64>(row, "seq")? as u64,
+        kind: get(row, "kind")?,
+        text: get(row, "text")?,
+        params: params.as_deref().map(from_json).transpose()?,
+        prepared_name: get(row, "prepared_name")?,
+        started_at: parse_ts(&get::<String>(row, "started_at")?)?,
+        duration_us: get::<i64>(row, "duration_us")? as u64,
+        rows: get::<Option<i64>>(row, "rows")?.map(|r| r as u64),
+        error: get(row, "error")?,
+        decision: Decision {
+            allowed: get(row, "allowed")?,
+            policies: from_json(&get::<String>(row, "policies")?)?,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,88 @@
+use super::*;
+use portcullis_core::audit::SessionEnd;
+
+fn session(user: &str) -> SessionRecord {
+    SessionRecord {
+        id: Uuid::now_v7(),
+        protocol: "postgres".into(),
+        connection: "app-db".into(),
+        user: user.into(),
+        groups: vec!["engineering".into()],
+        actor: None,
+        auth_method: "static-token".into(),
+        client_user: Some("whoever".into()),
+        client_address: "127.0.0.1:5000".into(),
+        application_name: Some("psql".into()),
+        client_tls: true,
+        connect_policies: vec!["p:1".into()],
+        started_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+    }
+}
+
+fn statement(s: &SessionRecord, seq: u64) -> StatementRecord {
+    StatementRecord {
+        session_id: s.id,
+        seq,
+        kind: "execute".into(),
+        text: "select $1".into(),
+        params: Some(vec![Some("1".into()), None]),
+        prepared_name: Some("s1".into()),
+        started_at: s.started_at,
+        duration_us: 42,
+        rows: Some(1),
+        error: None,
+        decision: Decision {
+            allowed: true,
+            policies: vec!["p:1".into()],
+        },
+    }
+}
+
+#[tokio::test]
+async fn round_trip_and_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("audit.db"))
+        .await
+        .unwrap();
+    let a = session("alice");
+    let b = session("bob");
+    let st = statement(&a, 1);
+    store
+        .write(&[
+            AuditEvent::SessionStarted(a.clone()),
+            AuditEvent::SessionStarted(b.clone()),
+            AuditEvent::Statement(st.clone()),
+            AuditEvent::SessionEnded(SessionEnd {
+                id: b.id,
+                ended_at: b.started_at,
+                reason: "client terminated".into(),
+            }),
+        ])
+        .await
+        .unwrap();
+
+    let all = store.list_sessions(&SessionQuery::default()).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].session.id, b.id, "newest first");
+    let active = store
+        .list_sessions(&SessionQuery {
+            active: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].session, a);
+
+    let detail = store.session(a.id).await.unwrap().unwrap();
+    assert_eq!(detail.statements, vec![st]);
+    assert_eq!(detail.summary.statement_count, 1);
+    assert!(store.session(Uuid::now_v7()).await.unwrap().is_none());
+
+    assert_eq!(store.close_dangling("gateway restarted").await.unwrap(), 1);
+    let reopened = SqliteStore::open(&dir.path().join("audit.db"))
+        .await
+        .unwrap();
+    let a2 = reopened.session(a.id).await.unwrap().unwrap();
+    assert_eq!(a2.summary.end_reason.as_deref(), Some("gateway restarted"));
+}

@@ -1,0 +1,36 @@
+-- Audit records. Idempotent: run on every open.
+CREATE TABLE IF NOT EXISTS sessions (
+    id               TEXT PRIMARY KEY,      -- UUIDv7: sorts by start time
+    protocol         TEXT NOT NULL,
+    connection       TEXT NOT NULL,
+    user             TEXT NOT NULL,
+    groups           TEXT NOT NULL,         -- JSON array
+    actor            TEXT,
+    auth_method      TEXT NOT NULL,
+    client_user      TEXT,
+    client_address   TEXT NOT NULL,
+    application_name TEXT,
+    client_tls       INTEGER NOT NULL,
+    connect_policies TEXT NOT NULL,         -- JSON array
+    started_at       TEXT NOT NULL,         -- RFC 3339
+    ended_at         TEXT,
+    end_reason       TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user, id);
+CREATE INDEX IF NOT EXISTS sessions_open ON sessions (ended_at) WHERE ended_at IS NULL;
+
+CREATE TABLE IF NOT EXISTS statements (
+    session_id    TEXT NOT NULL REFERENCES sessions (id),
+    seq           INTEGER NOT NULL,
+    kind          TEXT NOT NULL,
+    text          TEXT NOT NULL,
+    params        TEXT,                     -- JSON array, NULL for simple queries
+    prepared_name TEXT,
+    started_at    TEXT NOT NULL,
+    duration_us   INTEGER NOT NULL,
+    rows          INTEGER,
+    error         TEXT,
+    allowed       INTEGER NOT NULL,
+    policies      TEXT NOT NULL,            -- JSON array
+    PRIMARY KEY (session_id, seq)
+);
