@@ -1,0 +1,8 @@
+//! End-to-end tests: a real gateway process between real clients (`psql`,
+//! tokio-postgres, `curl`) and throwaway PostgreSQL clusters.
+
+mod audit;
+mod common;
+mod connect;
+mod relay;
+mod robustness;

@@ -1,0 +1,144 @@
+//! Bad input ends the offending connection with a clear error; everyone else
+//! is still served and the upstream backend is released.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use portcullis_pg_wire::encode;
+use portcullis_testkit::{ADMIN_TOKEN, ALICE_TOKEN};
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_bytes_do_not_disturb_a_healthy_session() {
+    let gw = app_gateway();
+    let healthy = connect(&gw, "app-db", ALICE_TOKEN).await.unwrap();
+    // Garbage before startup: an HTTP request reads as a huge length.
+    let mut r = Raw::connect(gw.pg_port);
+    r.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(r.is_closed());
+    // Garbage after login: an unknown message type.
+    let mut r = Raw::login(gw.pg_port, "app-db", ALICE_TOKEN).unwrap();
+    r.send(b"z\0\0\0\x08abcd");
+    let (code, msg) = r.next_error().expect("a FATAL error");
+    assert_eq!(code, "08P01");
+    assert_eq!(
+        msg,
+        "portcullis: protocol violation: unknown message type 'z'"
+    );
+    assert!(r.is_closed());
+    // Random bytes after login.
+    let mut r = Raw::login(gw.pg_port, "app-db", ALICE_TOKEN).unwrap();
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    r.send(&noise);
+    assert!(r.next_error().is_some());
+    assert_eq!(
+        healthy
+            .query_one("select 5", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        5
+    );
+}
+
+#[test]
+fn oversized_messages_are_refused() {
+    let gw = gateway()
+        .app_db("app-db", cluster())
+        .extra("[limits]\nmax_message_bytes = 65536\n")
+        .start();
+    let mut r = Raw::login(gw.pg_port, "app-db", ALICE_TOKEN).unwrap();
+    let mut out = BytesMut::new();
+    encode::query(&mut out, &format!("select '{}'", "a".repeat(100_000)));
+    r.send(&out[..1000]);
+    let (code, msg) = r.next_error().expect("refused");
+    assert_eq!(code, "08P01");
+    assert_eq!(
+        msg,
+        "portcullis: protocol violation: message of 100015 bytes exceeds the limit of 65536 bytes"
+    );
+    assert!(Raw::login(gw.pg_port, "app-db", ALICE_TOKEN).is_ok());
+}
+
+#[test]
+fn stalled_clients_time_out() {
+    let gw = gateway()
+        .app_db("app-db", cluster())
+        .extra("[limits]\nmessage_timeout_secs = 1\nlogin_timeout_secs = 2\n")
+        .start();
+    // Mid-message stall after login.
+    let mut r = Raw::login(gw.pg_port, "app-db", ALICE_TOKEN).unwrap();
+    r.send(b"Q\0\0\0\x64select");
+    let started = Instant::now();
+    let (code, msg) = r.next_error().expect("timed out");
+    assert_eq!(
+        (code.as_str(), msg.as_str()),
+        (
+            "08006",
+            "portcullis: timed out waiting for the rest of a client message"
+        )
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Stall before login: the connection is closed.
+    let mut r = Raw::connect(gw.pg_port);
+    r.send(b"\0\0");
+    let started = Instant::now();
+    assert!(r.is_closed());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let logged = eventually(Duration::from_secs(5), || {
+        gw.log().contains("login timed out").then_some(())
+    });
+    assert!(logged.is_some(), "{}", gw.log());
+}
+
+#[test]
+fn a_vanishing_client_releases_its_upstream_backend() {
+    let gw = app_gateway();
+    let mut r = Raw::login(gw.pg_port, "app-db", ALICE_TOKEN).unwrap();
+    let mut out = BytesMut::new();
+    encode::query(&mut out, "select pg_sleep(32)");
+    r.send(&out);
+    assert!(eventually(Duration::from_secs(10), || (backends_running(
+        "pg_sleep(32)"
+    ) == 1)
+        .then_some(()))
+    .is_some());
+    drop(r);
+    let gone = eventually(Duration::from_secs(10), || {
+        (backends_running("pg_sleep(32)") == 0).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "upstream backend still running:\n{}",
+        gw.log()
+    );
+}
+
+#[test]
+fn fast_path_function_calls_are_refused() {
+    let gw = app_gateway();
+    let mut r = Raw::login(gw.pg_port, "app-db", ADMIN_TOKEN).unwrap();
+    // FunctionCall for oid 1 with no arguments.
+    r.send(b"F\0\0\0\x0e\0\0\0\x01\0\0\0\0\0\0");
+    let (code, msg) = r.next_error().expect("refused");
+    assert_eq!(code, "08P01");
+    assert!(msg.contains("fast-path function calls"), "{msg}");
+}
+
+#[test]
+fn configuration_errors_name_the_file_and_key() {
+    let log = gateway()
+        .connection("name = \"x\"\nkind = \"postgres\"\nupstream = \"127.0.0.1:1\"\ndatabase = \"d\"\nuser = \"u\"\npassword_env = \"PORTCULLIS_SURELY_UNSET\"\n")
+        .start_expecting_failure();
+    assert!(
+        log.contains("portcullis.toml: connections[0].password_env: environment variable PORTCULLIS_SURELY_UNSET is not set"),
+        "{log}"
+    );
+    let log = gateway()
+        .policies("permit(principal, action == Action::\"conect\", resource);")
+        .start_expecting_failure();
+    assert!(log.contains("loading policies from"), "{log}");
+}
