@@ -341,14 +341,12 @@ impl BackendTracker {
             // An error at Sync (say, a failed commit) answers no statement.
             Some(Pending::Sync) | None => {}
             Some(_) => {
-                match self.queue.pop_front() {
-                    Some(
-                        Pending::Parse(mut s) | Pending::Bind(mut s) | Pending::Execute(mut s),
-                    ) => {
-                        s.error = Some(text);
-                        done.push(s);
-                    }
-                    _ => {}
+                if let Some(
+                    Pending::Parse(mut s) | Pending::Bind(mut s) | Pending::Execute(mut s),
+                ) = self.queue.pop_front()
+                {
+                    s.error = Some(text);
+                    done.push(s);
                 }
                 // The server now skips everything up to Sync.
                 while let Some(p) = self.queue.front() {

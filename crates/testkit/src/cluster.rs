@@ -328,7 +328,9 @@ fn spawn_watchdog(bin: &Path, dir: &Path) {
     c.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    c.spawn().expect("spawn cluster watchdog");
+    // Deliberately not waited for: it must outlive this process.
+    #[allow(clippy::zombie_processes)]
+    let _watchdog = c.spawn().expect("spawn cluster watchdog");
 }
 
 impl Drop for PgCluster {

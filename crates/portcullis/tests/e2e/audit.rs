@@ -233,8 +233,7 @@ async fn shutdown_ends_sessions_clearly_and_records_them() {
     let e = client
         .query_one("select 1", &[])
         .await
-        .err()
-        .expect("session ended");
+        .expect_err("session ended");
     // The FATAL arrives before the close; tokio-postgres reports either.
     let text = format!("{e:?}");
     assert!(text.contains("57P01") || e.is_closed(), "{text}");

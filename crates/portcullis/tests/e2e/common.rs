@@ -79,6 +79,7 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
 }
 
 /// A hand-driven protocol client, for input no real client would send.
+#[derive(Debug)]
 pub struct Raw {
     pub stream: TcpStream,
     buf: BytesMut,
@@ -150,7 +151,7 @@ impl Raw {
 
     /// Whether the peer has closed the connection (EOF within the read timeout).
     pub fn is_closed(&mut self) -> bool {
-        while let Some(_) = self.read_msg() {}
+        while self.read_msg().is_some() {}
         true
     }
 }

@@ -25,8 +25,7 @@ async fn a_wrong_token_is_refused_with_28p01() {
     let gw = app_gateway();
     let e = connect(&gw, "app-db", "not-a-token")
         .await
-        .err()
-        .expect("must be refused");
+        .expect_err("must be refused");
     let (code, msg) = db_error(&e);
     assert_eq!(code, "28P01");
     assert_eq!(
@@ -51,9 +50,7 @@ async fn a_wrong_token_is_refused_with_28p01() {
 #[test]
 fn a_missing_token_is_refused_with_28p01() {
     let gw = app_gateway();
-    let err = Raw::login(gw.pg_port, "app-db", "")
-        .err()
-        .expect("must be refused");
+    let err = Raw::login(gw.pg_port, "app-db", "").expect_err("must be refused");
     assert_eq!(
         err,
         (
@@ -68,8 +65,7 @@ async fn an_unknown_connection_is_3d000_and_named() {
     let gw = app_gateway();
     let e = connect(&gw, "no-such-db", ALICE_TOKEN)
         .await
-        .err()
-        .expect("must be refused");
+        .expect_err("must be refused");
     assert_eq!(
         db_error(&e),
         (
@@ -84,8 +80,7 @@ async fn connect_is_a_cedar_decision_denied_by_default() {
     let gw = app_gateway();
     let e = connect(&gw, "app-db", EVE_TOKEN)
         .await
-        .err()
-        .expect("eve has no permit");
+        .expect_err("eve has no permit");
     assert_eq!(
         db_error(&e),
         (
@@ -105,8 +100,7 @@ async fn connect_is_a_cedar_decision_denied_by_default() {
         .start();
     let e = connect(&gw, "app-db", ALICE_TOKEN)
         .await
-        .err()
-        .expect("forbidden");
+        .expect_err("forbidden");
     let (code, msg) = db_error(&e);
     assert_eq!(code, "42501");
     assert!(msg.ends_with("(policy no-alice-on-app)"), "{msg}");
@@ -156,8 +150,7 @@ async fn an_unreachable_upstream_is_reported_and_others_keep_working() {
         .start();
     let e = connect(&gw, "down-db", ADMIN_TOKEN)
         .await
-        .err()
-        .expect("down");
+        .expect_err("down");
     let (code, msg) = db_error(&e);
     assert_eq!(code, "08001");
     assert!(
@@ -189,8 +182,7 @@ async fn a_rejected_service_credential_does_not_leak_it() {
         .start();
     let e = connect(&gw, "bad-cred", ADMIN_TOKEN)
         .await
-        .err()
-        .expect("refused upstream");
+        .expect_err("refused upstream");
     let (code, msg) = db_error(&e);
     assert_eq!(code, "08001");
     assert_eq!(

@@ -1,6 +1,8 @@
 //! End-to-end tests: a real gateway process between real clients (`psql`,
 //! tokio-postgres, `curl`) and throwaway PostgreSQL clusters.
 
+#![allow(clippy::unwrap_used)]
+
 mod audit;
 mod common;
 mod connect;

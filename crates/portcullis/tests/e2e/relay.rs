@@ -62,14 +62,12 @@ async fn transactions_keep_their_status() {
     let e = client
         .batch_execute("select 1/0")
         .await
-        .err()
-        .expect("division by zero");
+        .expect_err("division by zero");
     assert_eq!(db_error(&e).0, "22012");
     let e = client
         .batch_execute("select 1")
         .await
-        .err()
-        .expect("aborted transaction");
+        .expect_err("aborted transaction");
     assert_eq!(db_error(&e).0, "25P02");
     client.batch_execute("rollback").await.unwrap();
     assert_eq!(
@@ -143,8 +141,7 @@ async fn cancel_requests_reach_the_upstream_backend() {
     let e = client
         .batch_execute("select pg_sleep(30)")
         .await
-        .err()
-        .expect("cancelled");
+        .expect_err("cancelled");
     assert_eq!(db_error(&e).0, "57014");
     assert!(started.elapsed() < Duration::from_secs(15));
     canceller.await.unwrap().unwrap();
