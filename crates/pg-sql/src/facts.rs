@@ -1,0 +1,153 @@
+//! The vocabulary of an analysis: actions, objects, and session effects.
+
+use thiserror::Error;
+
+/// What a statement does to an object. Names match the Cedar actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SqlAction {
+    /// Read rows.
+    Select,
+    /// Add rows.
+    Insert,
+    /// Change rows.
+    Update,
+    /// Remove rows.
+    Delete,
+    /// MERGE into a table.
+    Merge,
+    /// Empty a table.
+    Truncate,
+    /// COPY … TO (rows leave in bulk).
+    CopyOut,
+    /// COPY … FROM (rows arrive in bulk).
+    CopyIn,
+    /// Change the schema.
+    Ddl,
+    /// Run a function, procedure or anonymous code block.
+    Execute,
+    /// Roles, grants, server settings and other administration.
+    Admin,
+}
+
+impl SqlAction {
+    /// The Cedar action id.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SqlAction::Select => "select",
+            SqlAction::Insert => "insert",
+            SqlAction::Update => "update",
+            SqlAction::Delete => "delete",
+            SqlAction::Merge => "merge",
+            SqlAction::Truncate => "truncate",
+            SqlAction::CopyOut => "copy_out",
+            SqlAction::CopyIn => "copy_in",
+            SqlAction::Ddl => "ddl",
+            SqlAction::Execute => "execute",
+            SqlAction::Admin => "admin",
+        }
+    }
+}
+
+/// A possibly schema-qualified name, as written in the statement.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name {
+    /// The schema, when the statement qualified the name.
+    pub schema: Option<String>,
+    /// The object's own name.
+    pub name: String,
+}
+
+impl Name {
+    /// A name in `schema`, or unqualified.
+    pub fn new(schema: Option<&str>, name: &str) -> Self {
+        Self {
+            schema: schema.filter(|s| !s.is_empty()).map(str::to_owned),
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.schema {
+            Some(s) => write!(f, "{s}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// What an action is done to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Object {
+    /// The connection as a whole (DO blocks, administration, COPY of a query).
+    Connection,
+    /// A table, view or other relation.
+    Table(Name),
+    /// A function or procedure.
+    Function(Name),
+}
+
+/// One (action, object) pair a statement implies.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Access {
+    /// What is done.
+    pub action: SqlAction,
+    /// To what.
+    pub object: Object,
+}
+
+/// A change to session state the caller must track to keep reading
+/// statements the way the server will.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// `SET search_path`: the new list, or `None` for "back to the default".
+    SearchPath(Option<Vec<String>>),
+    /// `PREPARE name AS …`: EXECUTE name later does what this does.
+    Prepare {
+        /// The prepared statement's name.
+        name: String,
+        /// What it does.
+        facts: Box<StatementFacts>,
+    },
+    /// `DEALLOCATE name` (`None`: ALL).
+    Deallocate(Option<String>),
+    /// `RESET ALL` / `DISCARD ALL`.
+    ResetAll,
+}
+
+/// What one statement does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementFacts {
+    /// A short kind: `select`, `insert`, `ddl`, `transaction`, `set`, …
+    pub kind: &'static str,
+    /// Every (action, object) pair, sorted and without duplicates.
+    pub accesses: Vec<Access>,
+    /// Session changes.
+    pub effects: Vec<Effect>,
+    /// `EXECUTE name`: the caller adds what the prepared statement does.
+    pub executes: Option<String>,
+    /// Whether it calls functions by unqualified name that were let through
+    /// as built-ins: only sound while `pg_catalog` is searched first.
+    pub unqualified_builtins: bool,
+}
+
+/// The statements of one query string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Analysis {
+    /// In order.
+    pub statements: Vec<StatementFacts>,
+}
+
+/// Why a statement cannot be classified; callers deny it.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum Unclassifiable {
+    /// PostgreSQL's parser rejected it.
+    #[error("cannot parse: {0}")]
+    Parse(String),
+    /// A statement type the gateway does not classify.
+    #[error("{0} statements are not supported")]
+    Unsupported(String),
+    /// A setting that would make the server read statements differently.
+    #[error("{0}")]
+    Unsafe(String),
+}

@@ -1,0 +1,482 @@
+//! Classifying one top-level statement.
+
+use pg_query::protobuf::{DiscardMode, ObjectType, VariableSetKind};
+use serde_json::Value;
+
+use crate::facts::{Access, Effect, Name, Object, SqlAction, StatementFacts, Unclassifiable};
+use crate::walk::{is_set, name_parts, node, str_field, Walker};
+
+/// Statements that change the schema: `ddl` on the connection and on every
+/// relation they name.
+const DDL: &[&str] = &[
+    "AlterCollationStmt",
+    "AlterDomainStmt",
+    "AlterEnumStmt",
+    "AlterFunctionStmt",
+    "AlterObjectSchemaStmt",
+    "AlterOperatorStmt",
+    "AlterPolicyStmt",
+    "AlterSeqStmt",
+    "AlterStatsStmt",
+    "AlterTableMoveAllStmt",
+    "AlterTableStmt",
+    "AlterTSConfigurationStmt",
+    "AlterTSDictionaryStmt",
+    "AlterTypeStmt",
+    "CommentStmt",
+    "CompositeTypeStmt",
+    "CreateAmStmt",
+    "CreateCastStmt",
+    "CreateConversionStmt",
+    "CreateDomainStmt",
+    "CreateEnumStmt",
+    "CreateForeignTableStmt",
+    "CreateFunctionStmt",
+    "CreateOpClassStmt",
+    "CreateOpFamilyStmt",
+    "AlterOpFamilyStmt",
+    "CreatePLangStmt",
+    "CreatePolicyStmt",
+    "CreateRangeStmt",
+    "CreateSchemaStmt",
+    "CreateSeqStmt",
+    "CreateStatsStmt",
+    "CreateStmt",
+    "CreateTransformStmt",
+    "CreateTrigStmt",
+    "DefineStmt",
+    "DropStmt",
+    "IndexStmt",
+    "RefreshMatViewStmt",
+    "RenameStmt",
+    "RuleStmt",
+    "ViewStmt",
+    "CreateTableAsStmt",
+];
+
+/// Statements that administer the server, roles or privileges: `admin`.
+const ADMIN: &[&str] = &[
+    "AlterDatabaseRefreshCollStmt",
+    "AlterDatabaseSetStmt",
+    "AlterDatabaseStmt",
+    "AlterDefaultPrivilegesStmt",
+    "AlterEventTrigStmt",
+    "AlterExtensionContentsStmt",
+    "AlterExtensionStmt",
+    "AlterFdwStmt",
+    "AlterForeignServerStmt",
+    "AlterOwnerStmt",
+    "AlterPublicationStmt",
+    "AlterRoleSetStmt",
+    "AlterRoleStmt",
+    "AlterSubscriptionStmt",
+    "AlterSystemStmt",
+    "AlterTableSpaceOptionsStmt",
+    "AlterUserMappingStmt",
+    "CheckPointStmt",
+    "ClusterStmt",
+    "CreateEventTrigStmt",
+    "CreateExtensionStmt",
+    "CreateFdwStmt",
+    "CreateForeignServerStmt",
+    "CreatePublicationStmt",
+    "CreateRoleStmt",
+    "CreateSubscriptionStmt",
+    "CreateTableSpaceStmt",
+    "CreateUserMappingStmt",
+    "CreatedbStmt",
+    "DropOwnedStmt",
+    "DropRoleStmt",
+    "DropSubscriptionStmt",
+    "DropTableSpaceStmt",
+    "DropUserMappingStmt",
+    "DropdbStmt",
+    "GrantRoleStmt",
+    "GrantStmt",
+    "ImportForeignSchemaStmt",
+    "LoadStmt",
+    "ReassignOwnedStmt",
+    "ReindexStmt",
+    "SecLabelStmt",
+    "VacuumStmt",
+];
+
+/// Client encodings in which every byte below 0x80 stands for itself, so
+/// quotes and backslashes are read the same by us and by the server.
+const SAFE_ENCODINGS: &[&str] = &[
+    "utf8",
+    "unicode",
+    "sql_ascii",
+    "latin1",
+    "latin2",
+    "latin3",
+    "latin4",
+    "latin5",
+    "latin6",
+    "latin7",
+    "latin8",
+    "latin9",
+    "latin10",
+    "win1250",
+    "win1251",
+    "win1252",
+    "win1253",
+    "win1254",
+    "win1255",
+    "win1256",
+    "win1257",
+    "win1258",
+    "koi8r",
+    "koi8u",
+    "euc_jp",
+    "euc_kr",
+    "euc_cn",
+    "euc_tw",
+    "iso_8859_5",
+    "iso_8859_6",
+    "iso_8859_7",
+    "iso_8859_8",
+];
+
+fn facts(kind: &'static str, w: Walker) -> StatementFacts {
+    let mut accesses = w.accesses;
+    accesses.sort();
+    accesses.dedup();
+    StatementFacts {
+        kind,
+        accesses,
+        effects: Vec::new(),
+        executes: None,
+        unqualified_builtins: w.unqualified_builtins,
+    }
+}
+
+/// Classifies one top-level statement node.
+pub(crate) fn classify(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
+    let (kind, body) = node(tree).ok_or_else(|| Unclassifiable::Unsupported("empty".into()))?;
+    let mut w = Walker::default();
+    let f = match kind {
+        "SelectStmt" => {
+            if let Some(into) = body.get("into_clause").filter(|v| !v.is_null()) {
+                ddl_target(&mut w, into.get("rel"));
+                w.visit_object(
+                    body.as_object().unwrap_or(&Default::default()),
+                    &["into_clause"],
+                );
+                facts("ddl", w)
+            } else {
+                w.visit(body);
+                facts("select", w)
+            }
+        }
+        "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => {
+            w.dml(kind, body);
+            facts(dml_kind(kind), w)
+        }
+        "ExplainStmt" => {
+            // Without ANALYZE nothing runs, but the plan still reveals the
+            // objects: decide as if it ran.
+            if let Some(q) = body.get("query") {
+                w.visit(q);
+            }
+            facts("explain", w)
+        }
+        "CopyStmt" => copy(body, w)?,
+        "CreateTableAsStmt" => {
+            ddl_target(&mut w, body.pointer("/into/rel"));
+            w.push(SqlAction::Ddl, Object::Connection);
+            if let Some(q) = body.get("query") {
+                w.visit(q);
+            }
+            facts("ddl", w)
+        }
+        "PrepareStmt" => {
+            let inner = body
+                .get("query")
+                .ok_or_else(|| Unclassifiable::Unsupported("PREPARE without a query".into()))
+                .and_then(classify)?;
+            let mut f = inner.clone();
+            f.kind = "prepare";
+            f.effects = vec![Effect::Prepare {
+                name: str_field(body, "name").to_owned(),
+                facts: Box::new(inner),
+            }];
+            f
+        }
+        "ExecuteStmt" => {
+            if let Some(p) = body.get("params") {
+                w.visit(p);
+            }
+            let mut f = facts("execute", w);
+            f.executes = Some(str_field(body, "name").to_owned());
+            f
+        }
+        "DeallocateStmt" => {
+            let mut f = facts("deallocate", w);
+            let all = body.get("isall").and_then(Value::as_bool).unwrap_or(false)
+                || str_field(body, "name").is_empty();
+            f.effects = vec![Effect::Deallocate(
+                (!all).then(|| str_field(body, "name").to_owned()),
+            )];
+            f
+        }
+        "TransactionStmt" => facts("transaction", w),
+        "VariableSetStmt" => return set(body),
+        "VariableShowStmt" => facts("show", w),
+        "DiscardStmt" => {
+            let mut f = facts("discard", w);
+            if int_field(body, "target") == DiscardMode::DiscardAll as i64 {
+                f.effects = vec![Effect::ResetAll];
+            }
+            f
+        }
+        "ListenStmt" | "UnlistenStmt" => facts("listen", w),
+        "NotifyStmt" => {
+            w.push(
+                SqlAction::Execute,
+                Object::Function(Name::new(Some("pg_catalog"), "pg_notify")),
+            );
+            facts("notify", w)
+        }
+        "DoStmt" => {
+            w.push(SqlAction::Execute, Object::Connection);
+            facts("do", w)
+        }
+        "CallStmt" => {
+            let call = body.get("funccall").cloned().unwrap_or(Value::Null);
+            let parts = name_parts(call.get("funcname").unwrap_or(&Value::Null));
+            let name = match parts.as_slice() {
+                [n] => Name::new(None, n),
+                [.., s, n] => Name::new(Some(s), n),
+                [] => Name::new(None, "?"),
+            };
+            // Procedures are never built-in-safe: CALL always needs execute.
+            w.push(SqlAction::Execute, Object::Function(name));
+            if let Some(args) = call.get("args") {
+                w.visit(args);
+            }
+            facts("call", w)
+        }
+        "DeclareCursorStmt" => {
+            if let Some(q) = body.get("query") {
+                w.visit(q);
+            }
+            facts("declare", w)
+        }
+        "FetchStmt" => facts("fetch", w),
+        "ClosePortalStmt" => facts("close", w),
+        "ConstraintsSetStmt" => facts("transaction", w),
+        "TruncateStmt" => {
+            for r in body
+                .get("relations")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some((_, rv)) = node(r) {
+                    w.relation(rv, SqlAction::Truncate);
+                }
+            }
+            facts("truncate", w)
+        }
+        "LockStmt" => {
+            for r in body
+                .get("relations")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some((_, rv)) = node(r) {
+                    w.relation(rv, SqlAction::Update);
+                }
+            }
+            facts("lock", w)
+        }
+        k if DDL.contains(&k) => {
+            w.push(SqlAction::Ddl, Object::Connection);
+            if k == "DropStmt" {
+                drop_targets(&mut w, body);
+            }
+            w.visit(body);
+            // Every relation a DDL statement names is changed or depended on.
+            let named: Vec<Access> = w
+                .accesses
+                .iter()
+                .filter(|a| matches!(a.object, Object::Table(_)))
+                .map(|a| Access {
+                    action: SqlAction::Ddl,
+                    object: a.object.clone(),
+                })
+                .collect();
+            w.accesses.extend(named);
+            facts("ddl", w)
+        }
+        k if ADMIN.contains(&k) => {
+            w.push(SqlAction::Admin, Object::Connection);
+            w.visit(body);
+            facts("admin", w)
+        }
+        other => {
+            return Err(Unclassifiable::Unsupported(
+                other.trim_end_matches("Stmt").to_owned(),
+            ))
+        }
+    };
+    Ok(f)
+}
+
+fn int_field(v: &Value, key: &str) -> i64 {
+    v.get(key).and_then(Value::as_i64).unwrap_or(-1)
+}
+
+fn dml_kind(kind: &str) -> &'static str {
+    match kind {
+        "InsertStmt" => "insert",
+        "UpdateStmt" => "update",
+        "DeleteStmt" => "delete",
+        _ => "merge",
+    }
+}
+
+fn ddl_target(w: &mut Walker, rel: Option<&Value>) {
+    if let Some(rel) = rel.filter(|r| !r.is_null()) {
+        let name = Name::new(
+            Some(str_field(rel, "schemaname")),
+            str_field(rel, "relname"),
+        );
+        w.push(SqlAction::Ddl, Object::Table(name));
+    }
+}
+
+/// DROP TABLE/VIEW/… name their objects as lists of strings, not relations.
+fn drop_targets(w: &mut Walker, body: &Value) {
+    let relation_kinds = [
+        ObjectType::ObjectTable,
+        ObjectType::ObjectView,
+        ObjectType::ObjectMatview,
+        ObjectType::ObjectIndex,
+        ObjectType::ObjectSequence,
+        ObjectType::ObjectForeignTable,
+    ];
+    let kind = int_field(body, "remove_type");
+    if !relation_kinds.iter().any(|k| *k as i64 == kind) {
+        return;
+    }
+    for obj in body
+        .get("objects")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let parts = obj
+            .pointer("/node/List/items")
+            .map(name_parts)
+            .unwrap_or_default();
+        let name = match parts.as_slice() {
+            [n] => Name::new(None, n),
+            [.., s, n] => Name::new(Some(s), n),
+            [] => continue,
+        };
+        w.push(SqlAction::Ddl, Object::Table(name));
+    }
+}
+
+fn copy(body: &Value, mut w: Walker) -> Result<StatementFacts, Unclassifiable> {
+    let from = body
+        .get("is_from")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let action = if from {
+        SqlAction::CopyIn
+    } else {
+        SqlAction::CopyOut
+    };
+    // A server-side file or program runs on the database host.
+    if is_set(body, "is_program") || is_set(body, "filename") {
+        w.push(SqlAction::Admin, Object::Connection);
+    }
+    if let Some(rel) = body.get("relation").filter(|r| !r.is_null()) {
+        w.relation(rel, action);
+        if from {
+            w.relation(rel, SqlAction::Insert);
+        } else {
+            w.relation(rel, SqlAction::Select);
+        }
+    }
+    if let Some(q) = body.get("query").filter(|q| !q.is_null()) {
+        w.push(action, Object::Connection);
+        w.visit(q);
+    }
+    if let Some(wh) = body.get("where_clause") {
+        w.visit(wh);
+    }
+    Ok(facts("copy", w))
+}
+
+/// All string constants under `v` (the values of a SET).
+fn strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                if k == "sval" {
+                    if let Some(s) = x.as_str() {
+                        out.push(s.to_owned());
+                        continue;
+                    }
+                }
+                strings(x, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        _ => {}
+    }
+}
+
+fn set(body: &Value) -> Result<StatementFacts, Unclassifiable> {
+    let mut w = Walker::default();
+    let name = str_field(body, "name").to_ascii_lowercase();
+    let kind = int_field(body, "kind");
+    let mut values = Vec::new();
+    strings(body.get("args").unwrap_or(&Value::Null), &mut values);
+    let is_value = kind == VariableSetKind::VarSetValue as i64;
+    match name.as_str() {
+        "role" | "session_authorization" => {
+            w.push(SqlAction::Admin, Object::Connection);
+            return Ok(facts("admin", w));
+        }
+        "standard_conforming_strings" => {
+            let on = !is_value
+                || values
+                    .iter()
+                    .all(|v| matches!(v.to_ascii_lowercase().as_str(), "on" | "true" | "1"));
+            let bool_on = body
+                .pointer("/args/0/node/AConst/val/Boolval/boolval")
+                .and_then(Value::as_bool);
+            if !on || bool_on == Some(false) || (is_value && values.is_empty() && bool_on.is_none())
+            {
+                return Err(Unclassifiable::Unsafe(
+                    "standard_conforming_strings must stay on: the gateway reads statements the way the server does".into(),
+                ));
+            }
+        }
+        "client_encoding" if is_value => {
+            let enc = values
+                .first()
+                .map(|v| v.to_ascii_lowercase().replace('-', "_"))
+                .unwrap_or_default();
+            if !SAFE_ENCODINGS.contains(&enc.as_str()) {
+                return Err(Unclassifiable::Unsafe(format!(
+                    "client_encoding {enc:?} is not allowed: multi-byte encodings can hide quotes from the gateway"
+                )));
+            }
+        }
+        _ => {}
+    }
+    let mut f = facts("set", w);
+    if name == "search_path" {
+        f.effects = vec![Effect::SearchPath(is_value.then_some(values))];
+    } else if kind == VariableSetKind::VarResetAll as i64 {
+        f.effects = vec![Effect::ResetAll];
+    }
+    Ok(f)
+}

@@ -1,0 +1,82 @@
+//! The statement corpus: each case lists the pairs PostgreSQL's grammar
+//! implies, in a compact form (`action object`, objects `conn`, `t:name`,
+//! `f:name`), or `ERR:` and the start of the refusal.
+
+use super::*;
+
+fn render(sql: &str) -> String {
+    match analyze(sql) {
+        Err(e) => format!("ERR:{e}"),
+        Ok(a) => {
+            let mut out: Vec<String> = Vec::new();
+            for s in &a.statements {
+                for acc in &s.accesses {
+                    let obj = match &acc.object {
+                        Object::Connection => "conn".to_owned(),
+                        Object::Table(n) => format!("t:{n}"),
+                        Object::Function(n) => format!("f:{n}"),
+                    };
+                    out.push(format!("{} {obj}", acc.action.as_str()));
+                }
+                if let Some(e) = &s.executes {
+                    out.push(format!("exec-prepared {e}"));
+                }
+            }
+            out.sort();
+            out.dedup();
+            out.join(", ")
+        }
+    }
+}
+
+#[path = "corpus.rs"]
+mod corpus;
+
+#[test]
+fn corpus() {
+    let mut failures = Vec::new();
+    for (sql, want) in corpus::CASES {
+        let got = render(sql);
+        let ok = match want.strip_prefix("ERR:") {
+            Some(prefix) => got.starts_with("ERR:") && got[4..].starts_with(prefix),
+            None => got == *want,
+        };
+        if !ok {
+            failures.push(format!("{sql}\n   want: {want}\n    got: {got}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        corpus::CASES.len(),
+        failures.join("\n")
+    );
+    assert!(
+        corpus::CASES.len() >= 200,
+        "the corpus must keep at least 200 cases"
+    );
+}
+
+#[test]
+fn kinds_and_effects() {
+    let a = analyze(
+        "set search_path = app, public; prepare p as delete from t; execute p; deallocate all",
+    )
+    .unwrap();
+    assert_eq!(a.statements.len(), 4);
+    assert_eq!(
+        a.statements[0].effects,
+        vec![Effect::SearchPath(Some(vec![
+            "app".into(),
+            "public".into()
+        ]))]
+    );
+    assert!(matches!(&a.statements[1].effects[0], Effect::Prepare { name, .. } if name == "p"));
+    assert_eq!(a.statements[2].executes.as_deref(), Some("p"));
+    assert_eq!(a.statements[3].effects, vec![Effect::Deallocate(None)]);
+    let a = analyze("reset search_path").unwrap();
+    assert_eq!(a.statements[0].effects, vec![Effect::SearchPath(None)]);
+    assert!(analyze("select lower('x')").unwrap().statements[0].unqualified_builtins);
+    assert!(!analyze("select pg_catalog.lower('x')").unwrap().statements[0].unqualified_builtins);
+}

@@ -1,0 +1,227 @@
+//! A generic walk over the serialized parse tree.
+//!
+//! Typed nodes serialize as `{"node": {"RangeVar": {…}}}`, but some fields
+//! hold a struct directly (`InsertStmt.relation`), untagged. So relations
+//! and function calls are recognised by their shape (`relname`; `funcname`
+//! with `agg_star`), which catches them wherever they sit.
+
+use pg_query::protobuf::OnConflictAction;
+use serde_json::{Map, Value};
+
+use crate::facts::{Access, Name, Object, SqlAction};
+use crate::functions::is_builtin_safe;
+
+/// Catalog relations that expose other tables' contents (statistics hold
+/// sampled column values): reading them is administration.
+const CONTENT_CATALOGS: &[&str] = &[
+    "pg_statistic",
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    "pg_statistic_ext_data",
+    "pg_largeobject",
+];
+
+#[derive(Default)]
+pub(crate) struct Walker {
+    pub(crate) accesses: Vec<Access>,
+    pub(crate) unqualified_builtins: bool,
+    /// CTE names visible at the current point, innermost last.
+    scopes: Vec<Vec<String>>,
+}
+
+/// The `sval` strings of a list of `String` nodes (a qualified name).
+pub(crate) fn name_parts(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| {
+                    n.pointer("/node/String/sval")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The inner type name and body of a `{"node": {"Type": {...}}}` value.
+pub(crate) fn node(v: &Value) -> Option<(&str, &Value)> {
+    let inner = v.get("node")?.as_object()?;
+    let (k, body) = inner.iter().next()?;
+    Some((k.as_str(), body))
+}
+
+pub(crate) fn str_field<'a>(m: &'a Value, key: &str) -> &'a str {
+    m.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+pub(crate) fn is_set(m: &Value, key: &str) -> bool {
+    match m.get(key) {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(_) => true,
+    }
+}
+
+impl Walker {
+    pub(crate) fn push(&mut self, action: SqlAction, object: Object) {
+        self.accesses.push(Access { action, object });
+    }
+
+    fn in_cte_scope(&self, name: &str) -> bool {
+        self.scopes.iter().any(|s| s.iter().any(|n| n == name))
+    }
+
+    /// A relation (RangeVar-shaped object) read or written.
+    pub(crate) fn relation(&mut self, rv: &Value, action: SqlAction) {
+        let schema = str_field(rv, "schemaname");
+        let name = str_field(rv, "relname");
+        if schema.is_empty() && action == SqlAction::Select && self.in_cte_scope(name) {
+            return;
+        }
+        if CONTENT_CATALOGS.contains(&name) && (schema.is_empty() || schema == "pg_catalog") {
+            self.push(SqlAction::Admin, Object::Connection);
+        }
+        self.push(action, Object::Table(Name::new(Some(schema), name)));
+    }
+
+    pub(crate) fn visit(&mut self, v: &Value) {
+        match v {
+            Value::Array(items) => items.iter().for_each(|i| self.visit(i)),
+            Value::Object(m) if m.contains_key("relname") => self.relation(v, SqlAction::Select),
+            Value::Object(m) => self.visit_object(m, &[]),
+            _ => {}
+        }
+    }
+
+    /// Visits an object's fields, except those named in `skip`.
+    pub(crate) fn visit_object(&mut self, m: &Map<String, Value>, skip: &[&str]) {
+        if m.contains_key("funcname") && m.contains_key("agg_star") {
+            self.function_call(m.get("funcname").unwrap_or(&Value::Null));
+        }
+        let with = m.get("with_clause").filter(|w| !w.is_null());
+        if let Some(with) = with {
+            self.enter_with(with);
+        }
+        for (k, v) in m {
+            if skip.contains(&k.as_str())
+                || (with.is_some() && k == "with_clause")
+                || k == "funcname"
+            {
+                continue;
+            }
+            match k.as_str() {
+                "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => self.dml(k, v),
+                _ => self.visit(v),
+            }
+        }
+        if with.is_some() {
+            self.scopes.pop();
+        }
+    }
+
+    /// Visits a WITH clause's CTE bodies with the right names in scope and
+    /// leaves all its names in scope for the rest of the statement (the
+    /// caller pops them). A non-recursive CTE cannot see itself or later
+    /// CTEs, so inside its body those names still mean real tables.
+    fn enter_with(&mut self, with: &Value) {
+        let recursive = with
+            .get("recursive")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let ctes: Vec<(&str, &Value)> = with
+            .get("ctes")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(node)
+                    .filter(|(k, _)| *k == "CommonTableExpr")
+                    .map(|(_, c)| (str_field(c, "ctename"), c))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let names: Vec<String> = ctes.iter().map(|(n, _)| (*n).to_owned()).collect();
+        for (i, (_, cte)) in ctes.iter().enumerate() {
+            let visible = if recursive {
+                names.clone()
+            } else {
+                names[..i].to_vec()
+            };
+            self.scopes.push(visible);
+            if let Some(q) = cte.get("ctequery") {
+                self.visit(q);
+            }
+            self.scopes.pop();
+        }
+        self.scopes.push(names);
+    }
+
+    /// INSERT, UPDATE, DELETE or MERGE, wherever it appears (top level,
+    /// inside a CTE, under EXPLAIN ANALYZE).
+    pub(crate) fn dml(&mut self, kind: &str, stmt: &Value) {
+        let Some(m) = stmt.as_object() else { return };
+        let action = match kind {
+            "InsertStmt" => SqlAction::Insert,
+            "UpdateStmt" => SqlAction::Update,
+            "DeleteStmt" => SqlAction::Delete,
+            _ => SqlAction::Merge,
+        };
+        if let Some(rel) = m.get("relation").filter(|r| !r.is_null()) {
+            // The target is written, never a CTE.
+            let schema = str_field(rel, "schemaname");
+            let name = Name::new(Some(schema), str_field(rel, "relname"));
+            self.push(action, Object::Table(name.clone()));
+            // Conditions and RETURNING read the target (PostgreSQL asks for
+            // SELECT privilege there too); so does an upsert.
+            let reads = [
+                "where_clause",
+                "returning_list",
+                "from_clause",
+                "using_clause",
+                "join_condition",
+            ]
+            .iter()
+            .any(|k| is_set(stmt, k))
+                || kind == "MergeStmt";
+            if reads {
+                self.push(SqlAction::Select, Object::Table(name.clone()));
+            }
+            if let Some(oc) = stmt.get("on_conflict_clause").filter(|o| !o.is_null()) {
+                if oc.get("action").and_then(Value::as_i64)
+                    == Some(OnConflictAction::OnconflictUpdate as i64)
+                {
+                    self.push(SqlAction::Update, Object::Table(name.clone()));
+                    self.push(SqlAction::Select, Object::Table(name));
+                }
+            }
+        }
+        self.visit_object(m, &["relation"]);
+    }
+
+    fn function_call(&mut self, funcname: &Value) {
+        let parts = name_parts(funcname);
+        let (schema, name) = match parts.as_slice() {
+            [name] => (None, name.as_str()),
+            [.., schema, name] => (Some(schema.as_str()), name.as_str()),
+            [] => {
+                // A call we cannot name is a call we cannot allow.
+                self.push(SqlAction::Execute, Object::Function(Name::new(None, "?")));
+                return;
+            }
+        };
+        let builtin_schema = matches!(schema, None | Some("pg_catalog"));
+        if builtin_schema && is_builtin_safe(name) {
+            if schema.is_none() {
+                self.unqualified_builtins = true;
+            }
+            return;
+        }
+        self.push(
+            SqlAction::Execute,
+            Object::Function(Name::new(schema, name)),
+        );
+    }
+}
