@@ -49,6 +49,25 @@ pub struct RawConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Recording.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Record every statement; sessions are recorded regardless.
+    pub record_statements: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            record_statements: true,
+        }
+    }
 }
 
 /// `[listen]`.
@@ -211,6 +230,8 @@ pub struct Config {
     pub log_json: bool,
     /// Log filter.
     pub log_level: String,
+    /// Record every statement.
+    pub record_statements: bool,
 }
 
 impl Config {
@@ -446,6 +467,7 @@ impl Config {
             upstream_connect_timeout: Duration::from_secs(l.upstream_connect_timeout_secs.max(1)),
             log_json,
             log_level: raw.log.level.unwrap_or_else(|| "info".into()),
+            record_statements: raw.audit.record_statements,
         })
     }
 }

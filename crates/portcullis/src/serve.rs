@@ -78,11 +78,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             };
             targets.insert(
                 c.name.clone(),
-                Arc::new(Upstream {
-                    target,
-                    tls,
-                    connect_timeout: config.upstream_connect_timeout,
-                }),
+                Arc::new(Upstream::new(target, tls, config.upstream_connect_timeout)),
             );
         }
         let adapter = PgAdapter::new(
@@ -91,6 +87,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 plaintext: config.plaintext,
                 targets,
                 limits: config.limits.clone(),
+                record_statements: config.record_statements,
             },
             core.clone(),
         );

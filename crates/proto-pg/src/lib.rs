@@ -11,6 +11,7 @@ pub mod error;
 mod framed;
 pub mod handshake;
 pub mod relay;
+pub mod scram;
 pub mod server;
 pub mod stream;
 pub mod target;

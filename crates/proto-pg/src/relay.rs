@@ -78,17 +78,41 @@ pub struct RecordCtx {
     pub session_id: Uuid,
     /// Where records go.
     pub recorder: Recorder,
+    /// Whether statements are recorded (sessions always are).
+    pub record_statements: bool,
     /// The decision that admitted the session's statements.
     pub decision: Decision,
-    /// Statements recorded so far.
+    /// Statements finished so far.
     pub seq: u64,
+    statements_total: metrics::Counter,
 }
 
 impl RecordCtx {
+    /// A recording context for one session.
+    pub fn new(
+        session_id: Uuid,
+        recorder: Recorder,
+        record_statements: bool,
+        decision: Decision,
+    ) -> Self {
+        Self {
+            session_id,
+            recorder,
+            record_statements,
+            decision,
+            seq: 0,
+            // Resolved once per session: a labelled lookup per statement costs a hash.
+            statements_total: metrics::counter!("portcullis_statements_total", "protocol" => "postgres"),
+        }
+    }
+
     /// Records a finished statement.
     pub async fn record(&mut self, s: Stmt) -> Result<(), SessionError> {
         self.seq += 1;
-        metrics::counter!("portcullis_statements_total", "protocol" => "postgres").increment(1);
+        self.statements_total.increment(1);
+        if !self.record_statements {
+            return Ok(());
+        }
         let rec = StatementRecord {
             session_id: self.session_id,
             seq: self.seq,
@@ -127,6 +151,7 @@ where
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut tracker = FrontendTracker::new(limits.max_prepared_statements);
     let mut batch = Vec::new();
+    let bytes_in = metrics::counter!("portcullis_bytes_total", "direction" => "from_client");
     loop {
         buf.reserve(READ_CHUNK);
         let n = if buf.is_empty() {
@@ -140,8 +165,7 @@ where
         if n == 0 {
             return Ok(RelayEnd::ClientVanished);
         }
-        metrics::counter!("portcullis_bytes_total", "direction" => "from_client")
-            .increment(n as u64);
+        bytes_in.increment(n as u64);
         let mut used = 0;
         let mut terminate = false;
         while let Some(frame) = next_frame(&buf[used..], limits.max_message_bytes)? {
@@ -190,6 +214,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut done = Vec::new();
+    let bytes_out = metrics::counter!("portcullis_bytes_total", "direction" => "to_client");
     loop {
         if buf.is_empty() || next_frame(&buf, limits.max_message_bytes)?.is_none() {
             buf.reserve(READ_CHUNK);
@@ -226,8 +251,7 @@ where
             used += frame.len;
         }
         if used > 0 {
-            metrics::counter!("portcullis_bytes_total", "direction" => "to_client")
-                .increment(used as u64);
+            bytes_out.increment(used as u64);
             client.write_all(&buf[..used]).await?;
             buf.advance(used);
             shrink(&mut buf);

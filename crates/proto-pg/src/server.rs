@@ -59,6 +59,8 @@ pub struct PgAdapterConfig {
     pub targets: HashMap<String, Arc<Upstream>>,
     /// Protective limits.
     pub limits: Limits,
+    /// Record every statement (sessions are always recorded).
+    pub record_statements: bool,
 }
 
 /// The PostgreSQL protocol adapter.
@@ -114,6 +116,7 @@ impl PgAdapter {
 
     async fn serve_connection(&self, tcp: TcpStream, peer: SocketAddr, kill: CancellationToken) {
         let _ = tcp.set_nodelay(true);
+        crate::stream::keepalive(&tcp);
         let setup = tokio::time::timeout(self.cfg.limits.login_timeout, self.setup(tcp, peer));
         let ready = tokio::select! {
             r = setup => match r {
@@ -324,15 +327,15 @@ impl PgAdapter {
         encode::backend_key_data(&mut welcome, key.0, key.1);
         encode::ready_for_query(&mut welcome, up.status);
 
-        let mut rec = RecordCtx {
-            session_id: id,
-            recorder: recorder.clone(),
-            decision: Decision {
+        let mut rec = RecordCtx::new(
+            id,
+            recorder.clone(),
+            self.cfg.record_statements,
+            Decision {
                 allowed: true,
                 policies: verdict.policies,
             },
-            seq: 0,
-        };
+        );
         let mut tracker = BackendTracker::default();
         let (client_r, mut client_w) = tokio::io::split(client);
         let (upstream_r, upstream_w) = tokio::io::split(up.stream);

@@ -87,3 +87,16 @@ impl AsyncWrite for Stream {
         }
     }
 }
+
+/// Turns on TCP keepalive so a peer that vanished without a FIN (a dead
+/// laptop, a dropped NAT entry) is noticed in about two minutes instead of
+/// holding its session and upstream backend for hours.
+pub fn keepalive(tcp: &TcpStream) {
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(60))
+        .with_interval(std::time::Duration::from_secs(10))
+        .with_retries(6);
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&ka) {
+        tracing::debug!(error = %e, "cannot enable TCP keepalive");
+    }
+}

@@ -6,7 +6,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use portcullis_pg_wire::{encode, AuthRequest, BackendMessage, TransactionStatus};
 use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,6 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::error::SessionError;
 use crate::framed::read_message;
+use crate::scram::{SaltedPasswordCache, ScramClient};
 use crate::stream::Stream;
 use crate::target::PgTarget;
 
@@ -35,7 +35,6 @@ pub struct UpstreamSession {
 }
 
 /// A target with its TLS configuration prepared once.
-#[derive(Debug, Clone)]
 pub struct Upstream {
     /// The configured target.
     pub target: PgTarget,
@@ -43,9 +42,24 @@ pub struct Upstream {
     pub tls: Option<Arc<ClientConfig>>,
     /// Time allowed to connect and log in.
     pub connect_timeout: Duration,
+    scram_cache: SaltedPasswordCache,
 }
 
 impl Upstream {
+    /// An upstream for `target`.
+    pub fn new(
+        target: PgTarget,
+        tls: Option<Arc<ClientConfig>>,
+        connect_timeout: Duration,
+    ) -> Self {
+        Self {
+            target,
+            tls,
+            connect_timeout,
+            scram_cache: SaltedPasswordCache::default(),
+        }
+    }
+
     /// Opens a TCP (and TLS, if configured) connection to the upstream.
     pub async fn open_stream(&self) -> Result<Stream, SessionError> {
         let t = &self.target;
@@ -53,6 +67,7 @@ impl Upstream {
             SessionError::Upstream(format!("cannot reach upstream of {}: {e}", t.name))
         })?;
         tcp.set_nodelay(true)?;
+        crate::stream::keepalive(&tcp);
         let Some(tls) = &self.tls else {
             return Ok(Stream::Plain(tcp));
         };
@@ -108,7 +123,7 @@ impl Upstream {
         stream.write_all(&out).await?;
 
         let mut buf = BytesMut::with_capacity(8192);
-        let mut scram: Option<ScramSha256> = None;
+        let mut scram: Option<ScramClient> = None;
         let mut server_params = Vec::new();
         let mut key = (0, 0);
         loop {
@@ -165,7 +180,7 @@ impl Upstream {
     fn answer_auth(
         &self,
         req: AuthRequest<'_>,
-        scram: &mut Option<ScramSha256>,
+        scram: &mut Option<ScramClient>,
         out: &mut BytesMut,
     ) -> Result<(), SessionError> {
         let t = &self.target;
@@ -195,25 +210,30 @@ impl Upstream {
                         mechanisms.join(", ")
                     )));
                 }
-                let s = ScramSha256::new(password()?, ChannelBinding::unsupported());
-                encode::sasl_initial_response(out, "SCRAM-SHA-256", s.message());
+                let s = ScramClient::new();
+                encode::sasl_initial_response(out, "SCRAM-SHA-256", &s.client_first());
                 *scram = Some(s);
             }
             AuthRequest::SaslContinue(data) => {
                 let s = scram
                     .as_mut()
                     .ok_or_else(|| SessionError::Upstream("SASL challenge out of order".into()))?;
-                s.update(data).map_err(|e| {
-                    SessionError::Upstream(format!("SCRAM exchange with upstream failed: {e}"))
-                })?;
-                encode::sasl_response(out, s.message());
+                let reply = s
+                    .client_final(data, password()?, &self.scram_cache)
+                    .map_err(|e| {
+                        SessionError::Upstream(format!(
+                            "SCRAM exchange with upstream of {} failed: {e}",
+                            t.name
+                        ))
+                    })?;
+                encode::sasl_response(out, &reply);
             }
             AuthRequest::SaslFinal(data) => {
-                let mut s = scram
+                let s = scram
                     .take()
                     .ok_or_else(|| SessionError::Upstream("SASL outcome out of order".into()))?;
                 // Verifies the server knows the password too (mutual auth).
-                s.finish(data).map_err(|e| {
+                s.verify_server_final(data).map_err(|e| {
                     SessionError::Upstream(format!(
                         "upstream of {} failed SCRAM server proof: {e}",
                         t.name

@@ -77,7 +77,13 @@ impl SqliteStore {
 impl AuditStore for SqliteStore {
     async fn write(&self, batch: &[AuditEvent]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
+        // Consecutive statements go in one multi-row INSERT: one round trip
+        // to SQLite's thread per batch instead of one per statement.
+        let mut statements: Vec<&StatementRecord> = Vec::new();
         for event in batch {
+            if !matches!(event, AuditEvent::Statement(_)) {
+                insert_statements(&mut tx, &mut statements).await?;
+            }
             match event {
                 AuditEvent::SessionStarted(s) => {
                     sqlx::query(
@@ -102,28 +108,7 @@ impl AuditStore for SqliteStore {
                     .await
                     .map_err(backend)?;
                 }
-                AuditEvent::Statement(st) => {
-                    sqlx::query(
-                        "INSERT OR REPLACE INTO statements (session_id, seq, kind, text, params, prepared_name,
-                         started_at, duration_us, rows, error, allowed, policies)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(st.session_id.to_string())
-                    .bind(st.seq as i64)
-                    .bind(&st.kind)
-                    .bind(&st.text)
-                    .bind(st.params.as_ref().map(json))
-                    .bind(&st.prepared_name)
-                    .bind(ts(st.started_at))
-                    .bind(st.duration_us as i64)
-                    .bind(st.rows.map(|r| r as i64))
-                    .bind(&st.error)
-                    .bind(st.decision.allowed)
-                    .bind(json(&st.decision.policies))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                }
+                AuditEvent::Statement(st) => statements.push(st),
                 AuditEvent::SessionEnded(e) => {
                     sqlx::query("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?")
                         .bind(ts(e.ended_at))
@@ -135,6 +120,7 @@ impl AuditStore for SqliteStore {
                 }
             }
         }
+        insert_statements(&mut tx, &mut statements).await?;
         tx.commit().await.map_err(backend)
     }
 
@@ -192,6 +178,38 @@ impl AuditStore for SqliteStore {
                 .map_err(backend)?;
         Ok(r.rows_affected())
     }
+}
+
+/// Rows per INSERT: 12 bound values each, well under SQLite's variable limit.
+const STATEMENT_ROWS_PER_INSERT: usize = 256;
+
+async fn insert_statements(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    pending: &mut Vec<&StatementRecord>,
+) -> Result<(), StoreError> {
+    for chunk in pending.chunks(STATEMENT_ROWS_PER_INSERT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT OR REPLACE INTO statements (session_id, seq, kind, text, params, prepared_name, \
+             started_at, duration_us, rows, error, allowed, policies) ",
+        );
+        q.push_values(chunk, |mut row, st| {
+            row.push_bind(st.session_id.to_string())
+                .push_bind(st.seq as i64)
+                .push_bind(st.kind.clone())
+                .push_bind(st.text.clone())
+                .push_bind(st.params.as_ref().map(json))
+                .push_bind(st.prepared_name.clone())
+                .push_bind(ts(st.started_at))
+                .push_bind(st.duration_us as i64)
+                .push_bind(st.rows.map(|r| r as i64))
+                .push_bind(st.error.clone())
+                .push_bind(st.decision.allowed)
+                .push_bind(json(&st.decision.policies));
+        });
+        q.build().execute(&mut **tx).await.map_err(backend)?;
+    }
+    pending.clear();
+    Ok(())
 }
 
 fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(

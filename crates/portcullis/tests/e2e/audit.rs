@@ -245,3 +245,34 @@ async fn shutdown_ends_sessions_clearly_and_records_them() {
         "end reason not recorded"
     );
 }
+
+#[test]
+fn statement_recording_can_be_turned_off_but_sessions_are_always_recorded() {
+    let gw = gateway()
+        .app_db("app-db", cluster())
+        .extra("[audit]\nrecord_statements = false\n")
+        .start();
+    assert!(
+        psql(
+            &gw.conninfo("app-db", ""),
+            ALICE_TOKEN,
+            &["-c", "select 1", "-c", "select 2"],
+            None
+        )
+        .ok
+    );
+    let listed = eventually(Duration::from_secs(10), || {
+        let (_, body) = curl(&gw, "/api/sessions", Some(ADMIN_TOKEN));
+        let v: Value = serde_json::from_str(&body).ok()?;
+        let s = v.as_array()?.first()?.clone();
+        s["ended_at"].is_string().then_some(s)
+    })
+    .expect("session recorded");
+    assert_eq!(listed["user"], "alice");
+    assert_eq!(listed["statement_count"], 0);
+    let (_, metrics) = curl(&gw, "/metrics", None);
+    assert!(
+        metrics.contains("portcullis_statements_total{protocol=\"postgres\"} 2"),
+        "{metrics}"
+    );
+}
