@@ -59,6 +59,30 @@ pub enum PolicyError {
 pub enum Action {
     /// Open a session on a connection.
     Connect,
+    /// Read rows.
+    Select,
+    /// Add rows.
+    Insert,
+    /// Change rows.
+    Update,
+    /// Remove rows.
+    Delete,
+    /// MERGE.
+    Merge,
+    /// Empty a table.
+    Truncate,
+    /// Bulk export (COPY … TO).
+    CopyOut,
+    /// Bulk import (COPY … FROM).
+    CopyIn,
+    /// Change the schema.
+    Ddl,
+    /// Run a function, procedure or code block.
+    Execute,
+    /// Roles, grants, server settings.
+    Admin,
+    /// See a masked column in clear.
+    Unmask,
     /// Read the session list and recordings through the API.
     ViewSessions,
     /// End or otherwise change sessions through the API.
@@ -70,6 +94,18 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Connect => "connect",
+            Action::Select => "select",
+            Action::Insert => "insert",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::Merge => "merge",
+            Action::Truncate => "truncate",
+            Action::CopyOut => "copy_out",
+            Action::CopyIn => "copy_in",
+            Action::Ddl => "ddl",
+            Action::Execute => "execute",
+            Action::Admin => "admin",
+            Action::Unmask => "unmask",
             Action::ViewSessions => "view_sessions",
             Action::ManageSessions => "manage_sessions",
         }
@@ -81,6 +117,20 @@ impl Action {
 pub enum Resource {
     /// A configured connection, by name.
     Connection(String),
+    /// A table in a connection: `Table::"<connection>/<schema>.<table>"`.
+    Table {
+        /// The connection.
+        connection: String,
+        /// `schema.table`.
+        name: String,
+    },
+    /// A function in a connection: `Function::"<connection>/<schema>.<name>"`.
+    Function {
+        /// The connection.
+        connection: String,
+        /// `schema.name`.
+        name: String,
+    },
     /// The gateway itself (its admin API).
     Gateway,
 }
@@ -89,7 +139,32 @@ impl Resource {
     fn uid(&self) -> EntityUid {
         match self {
             Resource::Connection(name) => uid("Connection", name),
+            Resource::Table { connection, name } => uid("Table", &format!("{connection}/{name}")),
+            Resource::Function { connection, name } => {
+                uid("Function", &format!("{connection}/{name}"))
+            }
             Resource::Gateway => uid("Gateway", "portcullis"),
+        }
+    }
+
+    /// The connection a table or function lives in.
+    fn parent(&self) -> Option<EntityUid> {
+        match self {
+            Resource::Table { connection, .. } | Resource::Function { connection, .. } => {
+                Some(uid("Connection", connection))
+            }
+            _ => None,
+        }
+    }
+
+    /// How the resource reads in messages: `app-db/public.users`.
+    pub fn describe(&self) -> String {
+        match self {
+            Resource::Connection(name) => name.clone(),
+            Resource::Table { connection, name } | Resource::Function { connection, name } => {
+                format!("{connection}/{name}")
+            }
+            Resource::Gateway => "the gateway".into(),
         }
     }
 }
@@ -101,6 +176,10 @@ pub struct RequestFacts {
     pub protocol: &'static str,
     /// Client address as seen by the gateway.
     pub client_address: String,
+    /// The kind of statement being decided (`select`, `insert`, …).
+    pub statement_kind: Option<&'static str>,
+    /// The statement text being decided.
+    pub statement: Option<String>,
 }
 
 /// The outcome of a decision, with the policies that determined it.
@@ -113,6 +192,9 @@ pub struct Verdict {
     pub policies: Vec<String>,
     /// Policy evaluation errors (a policy that errors does not permit).
     pub errors: Vec<String>,
+    /// Reviewers named by `@review("…")` on the permits that allowed it:
+    /// the request needs their approval before it may run.
+    pub reviews: Vec<String>,
 }
 
 impl Verdict {
@@ -198,6 +280,7 @@ impl PolicyEngine {
                 allowed: false,
                 policies: vec![],
                 errors: vec![e],
+                reviews: vec![],
             },
         }
     }
@@ -218,7 +301,13 @@ impl PolicyEngine {
                 .map(|g| Entity::new_no_attrs(g, HashSet::new())),
         );
         let resource_uid = resource.uid();
-        entities.push(Entity::new_no_attrs(resource_uid.clone(), HashSet::new()));
+        let parents: HashSet<EntityUid> = resource.parent().into_iter().collect();
+        entities.extend(
+            parents
+                .iter()
+                .map(|p| Entity::new_no_attrs(p.clone(), HashSet::new())),
+        );
+        entities.push(Entity::new_no_attrs(resource_uid.clone(), parents));
         let entities =
             Entities::from_entities(entities, Some(&self.schema)).map_err(|e| e.to_string())?;
 
@@ -252,12 +341,24 @@ impl PolicyEngine {
             .authorizer
             .is_authorized(&request, &loaded.set, &entities);
         let diag = response.diagnostics();
+        let allowed = response.decision() == CedarDecision::Allow;
         let mut policies: Vec<String> = diag.reason().map(|id| id.to_string()).collect();
         policies.sort();
+        let mut reviews: Vec<String> = if allowed {
+            diag.reason()
+                .filter_map(|id| loaded.set.policy(id))
+                .filter_map(|p| p.annotation("review").map(str::to_owned))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        reviews.sort();
+        reviews.dedup();
         Ok(Verdict {
-            allowed: response.decision() == CedarDecision::Allow,
+            allowed,
             policies,
             errors: diag.errors().map(|e| e.to_string()).collect(),
+            reviews,
         })
     }
 }

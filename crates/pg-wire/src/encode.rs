@@ -145,6 +145,15 @@ pub fn negotiate_protocol_version(buf: &mut BytesMut, minor: u32, unrecognized: 
     });
 }
 
+/// Parse, with the server inferring every parameter type.
+pub fn parse(buf: &mut BytesMut, name: &str, sql: &str) {
+    tagged(buf, b'P', |b| {
+        cstr(b, name);
+        cstr(b, sql);
+        b.put_i16(0);
+    });
+}
+
 /// Query.
 pub fn query(buf: &mut BytesMut, sql: &str) {
     tagged(buf, b'Q', |b| cstr(b, sql));

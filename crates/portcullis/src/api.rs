@@ -97,6 +97,7 @@ async fn authorize(
     let facts = RequestFacts {
         protocol: "api",
         client_address: peer.ip().to_string(),
+        ..Default::default()
     };
     let v = s
         .core

@@ -99,6 +99,30 @@ enum PolicyCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Decide a statement without a gateway: the decision, each (action,
+    /// object) pair and the policies that determined it.
+    Check {
+        /// Take the policy directory from this config file.
+        #[arg(long, short, default_value = "portcullis.toml")]
+        config: PathBuf,
+        /// Or read policies from this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The user to decide for.
+        #[arg(long)]
+        user: String,
+        /// The user's groups (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// The connection the statement runs on.
+        #[arg(long)]
+        connection: String,
+        /// The session's search_path, for unqualified names.
+        #[arg(long, value_delimiter = ',', default_value = "public")]
+        search_path: Vec<String>,
+        /// The statement.
+        sql: String,
+    },
     /// Print the Cedar schema policies are validated against.
     Schema,
 }
@@ -198,11 +222,82 @@ fn policy(command: PolicyCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        PolicyCommand::Check {
+            config,
+            dir,
+            user,
+            groups,
+            connection,
+            search_path,
+            sql,
+        } => policy_check(config, dir, user, groups, connection, search_path, &sql),
         PolicyCommand::Schema => {
             print!("{}", portcullis_core::policy::SCHEMA);
             Ok(())
         }
     }
+}
+
+fn policy_check(
+    config: PathBuf,
+    dir: Option<PathBuf>,
+    user: String,
+    groups: Vec<String>,
+    connection: String,
+    search_path: Vec<String>,
+    sql: &str,
+) -> anyhow::Result<()> {
+    use portcullis_proto_pg::gate::{GateDecision, ParseCache, StatementGate};
+    use std::sync::Arc;
+    let dir = match dir {
+        Some(d) => d,
+        None => config::Config::load(&config)?.policy_dir,
+    };
+    let engine = Arc::new(portcullis_core::PolicyEngine::from_dir(&dir)?);
+    let identity = portcullis_core::Identity {
+        user,
+        groups,
+        actor: None,
+        method: "policy-check",
+    };
+    let mut gate = StatementGate::new(
+        engine,
+        Arc::new(ParseCache::default()),
+        identity,
+        connection,
+        "service".into(),
+        "127.0.0.1".into(),
+        search_path,
+    );
+    let pairs = gate.explain(sql);
+    match gate.check(sql) {
+        GateDecision::Allow { policies } => println!("allow ({})", policies.join(", ")),
+        GateDecision::Deny { message, .. } => println!("deny: {message}"),
+    }
+    match pairs {
+        Ok(pairs) => {
+            for (action, resource, v) in pairs {
+                let outcome = match (v.allowed, v.reviews.is_empty()) {
+                    (true, true) => "allow".to_owned(),
+                    (true, false) => format!("needs review by {}", v.reviews.join(", ")),
+                    (false, _) => "deny".to_owned(),
+                };
+                println!(
+                    "  {:<9} {:<40} {} ({})",
+                    action.as_str(),
+                    resource.describe(),
+                    outcome,
+                    if v.policies.is_empty() {
+                        "no policy".to_owned()
+                    } else {
+                        v.policies.join(", ")
+                    }
+                );
+            }
+        }
+        Err(e) => println!("  {e}"),
+    }
+    Ok(())
 }
 
 fn hash_token() -> anyhow::Result<()> {

@@ -120,6 +120,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }));
     }
 
+    tasks.push(tokio::spawn(watch_policies(
+        policy.clone(),
+        config.policy_dir.clone(),
+        shutdown.clone(),
+    )));
     wait_for_signals(&policy, &config).await;
     tracing::info!("shutting down: ending sessions and flushing the audit log");
     shutdown.cancel();
@@ -130,6 +135,53 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     recorder_task.finish().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Names, sizes and modification times of the policy files: changes when
+/// any file is added, removed or edited.
+fn policy_fingerprint(
+    dir: &std::path::Path,
+) -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cedar"))
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((e.path(), m.len(), m.modified().ok()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Reloads the policies when their files change. Polling (every second)
+/// keeps it simple and works on every filesystem; a reload that fails keeps
+/// the previous set and logs why.
+async fn watch_policies(
+    policy: Arc<PolicyEngine>,
+    dir: std::path::PathBuf,
+    stop: CancellationToken,
+) {
+    let mut last = policy_fingerprint(&dir);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        let now = policy_fingerprint(&dir);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match policy.reload(&dir) {
+            Ok(n) => tracing::info!(policies = n, "policy files changed: reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "policy files changed but are invalid; keeping the previous set")
+            }
+        }
+    }
 }
 
 /// Returns on SIGINT/SIGTERM; reloads policies on SIGHUP.

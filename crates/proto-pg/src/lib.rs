@@ -9,6 +9,7 @@
 pub mod cancel;
 pub mod error;
 mod framed;
+pub mod gate;
 pub mod handshake;
 pub mod relay;
 pub mod scram;

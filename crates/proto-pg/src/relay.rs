@@ -19,7 +19,8 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::error::SessionError;
-use crate::tracker::{BackendTracker, FrontendTracker, Pending, Stmt};
+use crate::gate::StatementGate;
+use crate::tracker::{BackendTracker, Forward, FrontendTracker, Pending, Stmt};
 
 /// Bytes requested per read; buffers grow past it only for larger messages.
 const READ_CHUNK: usize = 64 * 1024;
@@ -127,7 +128,7 @@ impl RecordCtx {
             duration_us: u64::try_from(s.received.elapsed().as_micros()).unwrap_or(u64::MAX),
             rows: s.has_rows.then_some(s.rows),
             error: s.error,
-            decision: self.decision.clone(),
+            decision: s.decision.unwrap_or_else(|| self.decision.clone()),
         };
         self.recorder
             .record(AuditEvent::Statement(rec))
@@ -136,13 +137,14 @@ impl RecordCtx {
     }
 }
 
-/// Client → upstream: frame, decode, note each message, forward.
+/// Client → upstream: frame, decode, decide each statement, forward.
 pub async fn client_to_upstream<R, W>(
     mut client: R,
     mut upstream: W,
     pending: mpsc::Sender<Vec<Pending>>,
     limits: &Limits,
     recorder: &Recorder,
+    gate: &mut StatementGate,
 ) -> Result<RelayEnd, SessionError>
 where
     R: AsyncRead + Unpin,
@@ -151,6 +153,7 @@ where
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut tracker = FrontendTracker::new(limits.max_prepared_statements);
     let mut batch = Vec::new();
+    let mut replaced: Vec<(usize, usize, BytesMut)> = Vec::new();
     let bytes_in = metrics::counter!("portcullis_bytes_total", "direction" => "from_client");
     loop {
         buf.reserve(READ_CHUNK);
@@ -172,7 +175,9 @@ where
             let body = &buf[used + 5..used + frame.len];
             let msg = FrontendMessage::decode(frame.tag, body)?;
             terminate = matches!(msg, FrontendMessage::Terminate);
-            tracker.on_message(&msg, &mut batch)?;
+            if let Forward::Replace(bytes) = tracker.on_message(&msg, &mut batch, gate)? {
+                replaced.push((used, frame.len, bytes));
+            }
             used += frame.len;
             if terminate {
                 break;
@@ -189,7 +194,7 @@ where
             }
         }
         if used > 0 {
-            upstream.write_all(&buf[..used]).await?;
+            write_spliced(&mut upstream, &buf[..used], &mut replaced).await?;
             buf.advance(used);
             shrink(&mut buf);
         }
@@ -214,6 +219,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut done = Vec::new();
+    let mut replaced: Vec<(usize, usize, BytesMut)> = Vec::new();
     let bytes_out = metrics::counter!("portcullis_bytes_total", "direction" => "to_client");
     loop {
         if buf.is_empty() || next_frame(&buf, limits.max_message_bytes)?.is_none() {
@@ -247,12 +253,16 @@ where
             if !matches!(frame.tag, b'D' | b'd') {
                 check_backend_tag(frame.tag)?;
             }
-            tracker.on_message(frame.tag, &buf[used + 5..used + frame.len], &mut done);
+            if let Some(bytes) =
+                tracker.on_message(frame.tag, &buf[used + 5..used + frame.len], &mut done)
+            {
+                replaced.push((used, frame.len, bytes));
+            }
             used += frame.len;
         }
         if used > 0 {
             bytes_out.increment(used as u64);
-            client.write_all(&buf[..used]).await?;
+            write_spliced(client, &buf[..used], &mut replaced).await?;
             buf.advance(used);
             shrink(&mut buf);
         }
@@ -277,6 +287,22 @@ fn check_backend_tag(tag: u8) -> Result<(), SessionError> {
 /// The shared pending channel between the two directions.
 pub fn pending_channel() -> (mpsc::Sender<Vec<Pending>>, mpsc::Receiver<Vec<Pending>>) {
     mpsc::channel(PENDING_BATCHES)
+}
+
+/// Writes `data` with the frames at `(offset, len)` swapped for new bytes;
+/// without replacements it is one write of the whole run.
+async fn write_spliced<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    data: &[u8],
+    replaced: &mut Vec<(usize, usize, BytesMut)>,
+) -> std::io::Result<()> {
+    let mut start = 0;
+    for (offset, len, bytes) in replaced.drain(..) {
+        out.write_all(&data[start..offset]).await?;
+        out.write_all(&bytes).await?;
+        start = offset + len;
+    }
+    out.write_all(&data[start..]).await
 }
 
 /// Drops a buffer that grew for one large message, so an idle session

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::cancel::CancelRegistry;
 use crate::error::SessionError;
+use crate::gate::{ParseCache, StatementGate};
 use crate::handshake::{self, ClientHello, Opening};
 use crate::relay::{self, Limits, RecordCtx, RelayEnd};
 use crate::tracker::BackendTracker;
@@ -69,6 +70,7 @@ pub struct PgAdapter {
     cfg: Arc<PgAdapterConfig>,
     core: Core,
     cancels: CancelRegistry,
+    parses: Arc<ParseCache>,
 }
 
 /// A client that passed every check, with its upstream session open.
@@ -86,6 +88,7 @@ impl PgAdapter {
             cfg: Arc::new(cfg),
             core,
             cancels: CancelRegistry::default(),
+            parses: Arc::new(ParseCache::default()),
         }
     }
 
@@ -231,6 +234,7 @@ impl PgAdapter {
         let facts = RequestFacts {
             protocol: "postgres",
             client_address: peer.ip().to_string(),
+            ..Default::default()
         };
         let verdict = self.core.policy.decide(
             &identity,
@@ -336,6 +340,15 @@ impl PgAdapter {
                 policies: verdict.policies,
             },
         );
+        let mut gate = StatementGate::new(
+            self.core.policy.clone(),
+            self.parses.clone(),
+            identity.clone(),
+            upstream.target.name.clone(),
+            upstream.target.user.clone(),
+            peer.ip().to_string(),
+            up.search_path.clone(),
+        );
         let mut tracker = BackendTracker::default();
         let (client_r, mut client_w) = tokio::io::split(client);
         let (upstream_r, upstream_w) = tokio::io::split(up.stream);
@@ -345,7 +358,7 @@ impl PgAdapter {
                 let (tx, rx) = relay::pending_channel();
                 let limits = &self.cfg.limits;
                 tokio::select! {
-                    r = relay::client_to_upstream(client_r, upstream_w, tx, limits, &recorder) => r,
+                    r = relay::client_to_upstream(client_r, upstream_w, tx, limits, &recorder, &mut gate) => r,
                     r = relay::upstream_to_client(upstream_r, &mut client_w, up.leftover, rx, &mut tracker, limits, &mut rec) => r,
                     _ = kill.cancelled() => Err(SessionError::refused("57P01", "portcullis: the session was ended by the gateway")),
                 }

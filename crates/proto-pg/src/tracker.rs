@@ -10,12 +10,31 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::BytesMut;
+use portcullis_core::audit::Decision;
+use portcullis_pg_wire::encode::{self, Severity};
 use portcullis_pg_wire::{
     rows_in_tag, ErrorFields, FrontendMessage, Param, Target, TransactionStatus,
 };
 use time::OffsetDateTime;
 
 use crate::error::SessionError;
+use crate::gate::{GateDecision, StatementGate};
+
+/// Sent upstream in place of a denied statement: a guaranteed syntax error,
+/// so the server fails it (and any open transaction) exactly as it would
+/// fail a statement of its own, without running anything. The server's
+/// error is then replaced by the gateway's on the way back.
+const POISON: &str = "PORTCULLIS DENIED THIS STATEMENT";
+
+/// What to send upstream for a client message.
+#[derive(Debug)]
+pub enum Forward {
+    /// The client's bytes, unchanged.
+    AsIs,
+    /// These bytes instead.
+    Replace(BytesMut),
+}
 
 /// Longest parameter value kept in the record; longer ones are cut.
 const PARAM_RECORD_LIMIT: usize = 1024;
@@ -41,6 +60,10 @@ pub struct Stmt {
     pub has_rows: bool,
     /// `SQLSTATE: message` of the first error.
     pub error: Option<String>,
+    /// The statement's own decision (None: the session's connect decision).
+    pub decision: Option<Decision>,
+    /// Why the gateway refused it; replaces the upstream's error.
+    pub denial: Option<String>,
 }
 
 impl Stmt {
@@ -55,6 +78,29 @@ impl Stmt {
             rows: 0,
             has_rows: false,
             error: None,
+            decision: None,
+            denial: None,
+        }
+    }
+
+    /// Applies a gate decision; returns the denial message, if any.
+    fn decide(&mut self, decision: GateDecision) -> Option<&str> {
+        match decision {
+            GateDecision::Allow { policies } => {
+                self.decision = Some(Decision {
+                    allowed: true,
+                    policies,
+                });
+                None
+            }
+            GateDecision::Deny { message, policies } => {
+                self.decision = Some(Decision {
+                    allowed: false,
+                    policies,
+                });
+                self.denial = Some(message);
+                self.denial.as_deref()
+            }
         }
     }
 }
@@ -82,11 +128,18 @@ struct Portal {
     text: Arc<str>,
     statement: Arc<str>,
     params: Arc<Vec<Option<String>>>,
+    decision: Option<Decision>,
+}
+
+#[derive(Clone)]
+struct Prepared {
+    text: Arc<str>,
+    decision: Option<Decision>,
 }
 
 /// Prepared statements and portals as the client defined them.
 pub struct FrontendTracker {
-    statements: HashMap<Arc<str>, Arc<str>>,
+    statements: HashMap<Arc<str>, Prepared>,
     portals: HashMap<Arc<str>, Portal>,
     max_statements: usize,
 }
@@ -101,14 +154,25 @@ impl FrontendTracker {
         }
     }
 
-    /// Notes a client message, appending what the server will answer to `out`.
+    /// Notes a client message, decides statements through `gate`, and
+    /// appends what the server will answer to `out`.
     pub fn on_message(
         &mut self,
         msg: &FrontendMessage<'_>,
         out: &mut Vec<Pending>,
-    ) -> Result<(), SessionError> {
+        gate: &mut StatementGate,
+    ) -> Result<Forward, SessionError> {
+        let mut forward = Forward::AsIs;
         match msg {
-            FrontendMessage::Query { sql } => out.push(Pending::Query(Stmt::new("query", Arc::from(*sql)))),
+            FrontendMessage::Query { sql } => {
+                let mut s = Stmt::new("query", Arc::from(*sql));
+                if s.decide(gate.check(sql)).is_some() {
+                    let mut poison = BytesMut::new();
+                    encode::query(&mut poison, POISON);
+                    forward = Forward::Replace(poison);
+                }
+                out.push(Pending::Query(s));
+            }
             FrontendMessage::Parse { name, sql, .. } => {
                 if !name.is_empty() && !self.statements.contains_key(*name) && self.statements.len() >= self.max_statements {
                     return Err(SessionError::Unsupported(format!(
@@ -117,10 +181,24 @@ impl FrontendTracker {
                     )));
                 }
                 let text: Arc<str> = Arc::from(*sql);
-                let name: Arc<str> = Arc::from(*name);
-                self.statements.insert(name.clone(), text.clone());
-                let mut s = Stmt::new("parse", text);
-                s.prepared_name = Some(name);
+                let key: Arc<str> = Arc::from(*name);
+                let mut s = Stmt::new("parse", text.clone());
+                s.prepared_name = Some(key.clone());
+                if s.decide(gate.check(sql)).is_some() {
+                    // The server never gets the statement, so it can never
+                    // be bound or executed under this name.
+                    let mut poison = BytesMut::new();
+                    encode::parse(&mut poison, name, POISON);
+                    forward = Forward::Replace(poison);
+                } else {
+                    self.statements.insert(
+                        key,
+                        Prepared {
+                            text,
+                            decision: s.decision.clone(),
+                        },
+                    );
+                }
                 out.push(Pending::Parse(s));
             }
             FrontendMessage::Bind {
@@ -130,21 +208,29 @@ impl FrontendTracker {
                 params,
                 ..
             } => {
-                let (stmt_name, text) = match self.statements.get_key_value(*statement) {
+                let (stmt_name, prepared) = match self.statements.get_key_value(*statement) {
                     Some((k, v)) => (k.clone(), v.clone()),
                     // The server will reject it; record what was asked.
-                    None => (Arc::from(*statement), Arc::from("")),
+                    None => (
+                        Arc::from(*statement),
+                        Prepared {
+                            text: Arc::from(""),
+                            decision: None,
+                        },
+                    ),
                 };
                 let rendered = Arc::new(render_params(param_formats, params));
-                let mut s = Stmt::new("bind", text.clone());
+                let mut s = Stmt::new("bind", prepared.text.clone());
                 s.prepared_name = Some(stmt_name.clone());
                 s.params = Some(rendered.clone());
+                s.decision = prepared.decision.clone();
                 self.portals.insert(
                     Arc::from(*portal),
                     Portal {
-                        text,
+                        text: prepared.text,
                         statement: stmt_name,
                         params: rendered,
+                        decision: prepared.decision,
                     },
                 );
                 out.push(Pending::Bind(s));
@@ -155,6 +241,7 @@ impl FrontendTracker {
                         let mut s = Stmt::new("execute", p.text.clone());
                         s.prepared_name = Some(p.statement.clone());
                         s.params = Some(p.params.clone());
+                        s.decision = p.decision.clone();
                         s
                     }
                     None => Stmt::new("execute", Arc::from("")),
@@ -164,9 +251,13 @@ impl FrontendTracker {
             FrontendMessage::Describe { .. } => out.push(Pending::Describe),
             FrontendMessage::Close { target, name } => {
                 match target {
-                    Target::Statement => self.statements.remove(*name),
-                    Target::Portal => self.portals.remove(*name).map(|p| p.text),
-                };
+                    Target::Statement => {
+                        self.statements.remove(*name);
+                    }
+                    Target::Portal => {
+                        self.portals.remove(*name);
+                    }
+                }
                 out.push(Pending::Close);
             }
             FrontendMessage::Sync => {
@@ -189,7 +280,7 @@ impl FrontendTracker {
                 return Err(SessionError::Unsupported("unexpected password message after login".into()))
             }
         }
-        Ok(())
+        Ok(forward)
     }
 }
 
@@ -265,8 +356,12 @@ impl BackendTracker {
             .collect()
     }
 
-    /// Notes one server message; finished statements go to `done`.
-    pub fn on_message(&mut self, tag: u8, body: &[u8], done: &mut Vec<Stmt>) {
+    /// Notes one server message; finished statements go to `done`. Returns
+    /// the bytes to send the client instead, when the message must change.
+    pub fn on_message(&mut self, tag: u8, body: &[u8], done: &mut Vec<Stmt>) -> Option<BytesMut> {
+        if tag == b'E' {
+            return self.on_error(ErrorFields::new(body), done);
+        }
         match tag {
             b'D' => self.command_rows += 1,
             b'C' => {
@@ -301,7 +396,6 @@ impl BackendTracker {
                     }
                 }
             }
-            b'E' => self.on_error(ErrorFields::new(body), done),
             b'Z' => {
                 self.command_rows = 0;
                 self.status = body.first().and_then(|b| match b {
@@ -322,6 +416,7 @@ impl BackendTracker {
             b'T' | b'n' => self.pop_if(|p| matches!(p, Pending::Describe)),
             _ => {}
         }
+        None
     }
 
     fn pop_if(&mut self, pred: impl Fn(&Pending) -> bool) {
@@ -330,9 +425,19 @@ impl BackendTracker {
         }
     }
 
-    fn on_error(&mut self, e: ErrorFields<'_>, done: &mut Vec<Stmt>) {
+    fn on_error(&mut self, e: ErrorFields<'_>, done: &mut Vec<Stmt>) -> Option<BytesMut> {
         self.command_rows = 0;
-        let text = format!("{}: {}", e.code().unwrap_or("?"), e.message().unwrap_or(""));
+        let mut text = format!("{}: {}", e.code().unwrap_or("?"), e.message().unwrap_or(""));
+        let mut replacement = None;
+        if let Some(Pending::Query(s) | Pending::Parse(s)) = self.queue.front() {
+            if let Some(denial) = &s.denial {
+                // The upstream failed our stand-in; the client hears why.
+                let mut out = BytesMut::new();
+                encode::error_response(&mut out, Severity::Error, "42501", denial);
+                text = format!("42501: {denial}");
+                replacement = Some(out);
+            }
+        }
         match self.queue.front_mut() {
             // A simple query runs until ReadyForQuery; keep the first error.
             Some(Pending::Query(s)) => {
@@ -357,6 +462,7 @@ impl BackendTracker {
                 }
             }
         }
+        replacement
     }
 }
 

@@ -32,6 +32,9 @@ pub struct UpstreamSession {
     pub key: (i32, i32),
     /// Transaction status at ReadyForQuery.
     pub status: TransactionStatus,
+    /// The schemas of the effective search_path that exist, in order
+    /// (`current_schemas(false)`), for resolving unqualified names.
+    pub search_path: Vec<String>,
 }
 
 /// A target with its TLS configuration prepared once.
@@ -143,12 +146,14 @@ impl Upstream {
                 BackendMessage::NoticeResponse(_) | BackendMessage::NegotiateProtocolVersion(_) => {
                 }
                 BackendMessage::ReadyForQuery(status) => {
+                    let search_path = self.fetch_search_path(&mut stream, &mut buf).await?;
                     return Ok(UpstreamSession {
                         stream,
                         leftover: buf,
                         params: server_params,
                         key,
                         status,
+                        search_path,
                     });
                 }
                 BackendMessage::ErrorResponse(e) => {
@@ -175,6 +180,40 @@ impl Upstream {
                 }
             }
         }
+    }
+
+    /// Asks the fresh session which schemas its search_path resolves to.
+    async fn fetch_search_path(
+        &self,
+        stream: &mut Stream,
+        buf: &mut BytesMut,
+    ) -> Result<Vec<String>, SessionError> {
+        let mut out = BytesMut::new();
+        encode::query(&mut out, "SELECT pg_catalog.current_schemas(false)::text");
+        stream.write_all(&out).await?;
+        let mut value = None;
+        loop {
+            let (tag, body) = read_message(stream, buf, SETUP_MESSAGE_LIMIT).await?;
+            match BackendMessage::decode(tag, &body)? {
+                BackendMessage::DataRow(row) => value = first_text_column(row),
+                BackendMessage::ReadyForQuery(_) => break,
+                BackendMessage::ErrorResponse(e) => {
+                    return Err(SessionError::Upstream(format!(
+                        "the upstream of {} could not report its search_path: {}",
+                        self.target.name,
+                        e.message().unwrap_or("")
+                    )))
+                }
+                _ => {}
+            }
+        }
+        let text = value.ok_or_else(|| {
+            SessionError::Upstream(format!(
+                "the upstream of {} did not report its search_path",
+                self.target.name
+            ))
+        })?;
+        Ok(parse_name_array(&text))
     }
 
     fn answer_auth(
@@ -262,5 +301,62 @@ impl Upstream {
         let mut b = [0u8; 1];
         let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut b)).await;
         Ok(())
+    }
+}
+
+/// The first column of a DataRow as text.
+fn first_text_column(row: &[u8]) -> Option<String> {
+    let count = i16::from_be_bytes([*row.first()?, *row.get(1)?]);
+    if count < 1 {
+        return None;
+    }
+    let len = i32::from_be_bytes([*row.get(2)?, *row.get(3)?, *row.get(4)?, *row.get(5)?]);
+    let len = usize::try_from(len).ok()?;
+    let bytes = row.get(6..6 + len)?;
+    String::from_utf8(bytes.to_vec()).ok()
+}
+
+/// Parses a PostgreSQL `name[]` literal such as `{app,"my schema",public}`.
+pub fn parse_name_array(text: &str) -> Vec<String> {
+    let inner = text.trim().trim_start_matches('{').trim_end_matches('}');
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let (mut quoted, mut escaped, mut any) = (false, false, false);
+    for c in inner.chars() {
+        if escaped {
+            cur.push(c);
+            escaped = false;
+        } else if c == '\\' && quoted {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+            any = true;
+        } else if c == ',' && !quoted {
+            out.push(std::mem::take(&mut cur));
+            any = false;
+        } else {
+            cur.push(c);
+            any = true;
+        }
+    }
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_name_array;
+
+    #[test]
+    fn name_arrays() {
+        assert_eq!(parse_name_array("{public}"), vec!["public"]);
+        assert_eq!(parse_name_array("{app,public}"), vec!["app", "public"]);
+        assert_eq!(
+            parse_name_array(r#"{"my schema","a\"b",public}"#),
+            vec!["my schema", "a\"b", "public"]
+        );
+        assert!(parse_name_array("{}").is_empty());
     }
 }

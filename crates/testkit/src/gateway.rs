@@ -12,8 +12,8 @@ pub const ADMIN_TOKEN: &str = "admin-token-0c77";
 pub const EVE_TOKEN: &str = "eve-token-a3b9";
 
 const DEFAULT_POLICIES: &str = r#"
-@id("engineering-reads-app")
-permit(principal in Group::"engineering", action in [Action::"connect", Action::"select"], resource in Connection::"app-db");
+@id("engineering-uses-app")
+permit(principal in Group::"engineering", action, resource in Connection::"app-db");
 @id("admins-all")
 permit(principal in Group::"admins", action, resource);
 "#;

@@ -13,6 +13,7 @@ fn facts() -> RequestFacts {
     RequestFacts {
         protocol: "postgres",
         client_address: "127.0.0.1".into(),
+        ..Default::default()
     }
 }
 
@@ -102,4 +103,42 @@ fn reload_keeps_old_set_on_error() {
         e.decide(&alice(), Action::Connect, &app_db(), &facts())
             .allowed
     );
+}
+
+#[test]
+fn tables_sit_in_their_connection_and_reviews_are_reported() {
+    let e = PolicyEngine::from_text(
+        r#"
+        permit(principal in Group::"engineering",
+               action in [Action::"connect", Action::"select"],
+               resource in Connection::"app-db");
+        forbid(principal, action, resource == Table::"app-db/public.api_keys");
+        @review("dba")
+        @id("writes-need-dba")
+        permit(principal in Group::"engineering",
+               action in [Action::"insert", Action::"update", Action::"delete"],
+               resource in Connection::"app-db");
+        "#,
+    )
+    .unwrap();
+    let t = |n: &str| Resource::Table {
+        connection: "app-db".into(),
+        name: n.into(),
+    };
+    assert!(
+        e.decide(&alice(), Action::Select, &t("public.users"), &facts())
+            .allowed
+    );
+    let v = e.decide(&alice(), Action::Select, &t("public.api_keys"), &facts());
+    assert!(!v.allowed);
+    assert_eq!(v.policies, vec!["<inline>:2"]);
+    let v = e.decide(&alice(), Action::Delete, &t("public.users"), &facts());
+    assert!(v.allowed);
+    assert_eq!(v.reviews, vec!["dba"]);
+    assert_eq!(v.policies, vec!["writes-need-dba"]);
+    let other = Resource::Table {
+        connection: "other-db".into(),
+        name: "public.users".into(),
+    };
+    assert!(!e.decide(&alice(), Action::Select, &other, &facts()).allowed);
 }

@@ -76,7 +76,7 @@ async fn sessions_and_statements_are_recorded_and_shown() {
     assert_eq!(psql_first["application_name"], "audit-probe");
     assert_eq!(
         psql_first["connect_policies"],
-        serde_json::json!(["engineering-reads-app"])
+        serde_json::json!(["engineering-uses-app"])
     );
 
     let show = |id: &Value| -> Value {

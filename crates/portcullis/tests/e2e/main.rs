@@ -6,5 +6,6 @@
 mod audit;
 mod common;
 mod connect;
+mod policy;
 mod relay;
 mod robustness;

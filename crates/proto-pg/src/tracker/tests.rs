@@ -1,9 +1,29 @@
 use super::*;
+use crate::gate::{ParseCache, StatementGate};
+use portcullis_core::{Identity, PolicyEngine};
+
+fn permissive_gate() -> StatementGate {
+    StatementGate::new(
+        Arc::new(PolicyEngine::from_text("permit(principal, action, resource);").unwrap()),
+        Arc::new(ParseCache::default()),
+        Identity {
+            user: "t".into(),
+            groups: vec![],
+            actor: None,
+            method: "test",
+        },
+        "db".into(),
+        "svc".into(),
+        "127.0.0.1".into(),
+        vec!["public".into()],
+    )
+}
 
 fn feed(front: &mut FrontendTracker, back: &mut BackendTracker, msgs: &[FrontendMessage<'_>]) {
     let mut out = Vec::new();
+    let mut gate = permissive_gate();
     for m in msgs {
-        front.on_message(m, &mut out).unwrap();
+        front.on_message(m, &mut out, &mut gate).unwrap();
     }
     back.push(out);
 }
@@ -11,7 +31,7 @@ fn feed(front: &mut FrontendTracker, back: &mut BackendTracker, msgs: &[Frontend
 fn respond(back: &mut BackendTracker, msgs: &[(u8, &[u8])]) -> Vec<Stmt> {
     let mut done = Vec::new();
     for (tag, body) in msgs {
-        back.on_message(*tag, body, &mut done);
+        let _ = back.on_message(*tag, body, &mut done);
     }
     done
 }
@@ -109,7 +129,12 @@ fn extended_pipeline_with_error_skips_to_sync() {
     );
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].kind, "parse");
-    assert_eq!(done[0].error.as_deref(), Some("42601: syntax error"));
+    // The gate refuses unparseable text itself; the server's syntax error
+    // for the stand-in is replaced by the gateway's reason.
+    assert!(done[0]
+        .error
+        .as_deref()
+        .is_some_and(|e| e.starts_with("42501: portcullis: statement denied: cannot parse")));
     assert!(!b.in_flight());
 }
 
@@ -129,8 +154,9 @@ fn binary_params_are_hex_and_long_ones_cut() {
 fn fastpath_is_refused() {
     let mut f = FrontendTracker::new(1);
     let mut out = Vec::new();
+    let mut g = permissive_gate();
     assert!(f
-        .on_message(&FrontendMessage::FunctionCall { oid: 1 }, &mut out)
+        .on_message(&FrontendMessage::FunctionCall { oid: 1 }, &mut out, &mut g)
         .is_err());
 }
 
@@ -138,32 +164,70 @@ fn fastpath_is_refused() {
 fn prepared_statement_limit() {
     let mut f = FrontendTracker::new(1);
     let mut out = Vec::new();
-    f.on_message(
-        &FrontendMessage::Parse {
-            name: "a",
-            sql: "x",
-            param_types: vec![],
+    let mut g = permissive_gate();
+    let parse = |name| FrontendMessage::Parse {
+        name,
+        sql: "select 1",
+        param_types: vec![],
+    };
+    f.on_message(&parse("a"), &mut out, &mut g).unwrap();
+    f.on_message(&parse(""), &mut out, &mut g).unwrap();
+    assert!(f.on_message(&parse("b"), &mut out, &mut g).is_err());
+}
+
+#[test]
+fn a_denied_query_is_replaced_and_its_error_rewritten() {
+    let mut f = FrontendTracker::new(10);
+    let mut b = BackendTracker::default();
+    let mut g = StatementGate::new(
+        Arc::new(
+            PolicyEngine::from_text("permit(principal, action == Action::\"select\", resource);")
+                .unwrap(),
+        ),
+        Arc::new(ParseCache::default()),
+        Identity {
+            user: "t".into(),
+            groups: vec![],
+            actor: None,
+            method: "test",
         },
-        &mut out,
-    )
-    .unwrap();
-    f.on_message(
-        &FrontendMessage::Parse {
-            name: "",
-            sql: "x",
-            param_types: vec![],
-        },
-        &mut out,
-    )
-    .unwrap();
-    assert!(f
+        "db".into(),
+        "svc".into(),
+        "127.0.0.1".into(),
+        vec!["public".into()],
+    );
+    let mut out = Vec::new();
+    let fwd = f
         .on_message(
-            &FrontendMessage::Parse {
-                name: "b",
-                sql: "x",
-                param_types: vec![]
+            &FrontendMessage::Query {
+                sql: "delete from users",
             },
-            &mut out
+            &mut out,
+            &mut g,
         )
-        .is_err());
+        .unwrap();
+    match fwd {
+        Forward::Replace(bytes) => {
+            assert!(bytes.windows(POISON.len()).any(|w| w == POISON.as_bytes()))
+        }
+        Forward::AsIs => panic!("a denied statement went upstream"),
+    }
+    b.push(out);
+    let mut done = Vec::new();
+    let replaced = b
+        .on_message(b'E', b"SERROR\0C42601\0Msyntax error\0\0", &mut done)
+        .expect("rewritten");
+    let text = String::from_utf8_lossy(&replaced).into_owned();
+    assert!(
+        text.contains("42501") && text.contains("delete on db/public.users denied"),
+        "{text}"
+    );
+    let _ = b.on_message(b'Z', b"I", &mut done);
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].decision.as_ref().map(|d| d.allowed), Some(false));
+    assert!(done[0]
+        .error
+        .as_deref()
+        .unwrap_or("")
+        .starts_with("42501: portcullis: delete"));
 }

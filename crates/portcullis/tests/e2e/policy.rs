@@ -1,0 +1,304 @@
+//! Statement policy end to end: every statement is decided by Cedar over
+//! the pairs PostgreSQL's grammar implies, before the upstream sees it.
+
+use std::time::Duration;
+
+use portcullis_testkit::{psql, Gateway, ADMIN_TOKEN, ALICE_TOKEN};
+use serde_json::Value;
+
+use crate::common::*;
+
+/// The policy from the issue, as written.
+const ISSUE_POLICY: &str = r#"
+// engineers may read app-db
+permit(principal in Group::"engineering",
+       action in [Action::"connect", Action::"select"],
+       resource in Connection::"app-db");
+// nobody touches the secrets table
+@id("no-secrets")
+forbid(principal, action, resource == Table::"app-db/public.api_keys");
+// writes need a dba's approval
+@review("dba")
+@id("writes-need-dba")
+permit(principal in Group::"engineering",
+       action in [Action::"insert", Action::"update", Action::"delete"],
+       resource in Connection::"app-db");
+@id("admins-all")
+permit(principal in Group::"admins", action, resource);
+"#;
+
+fn policy_gateway() -> Gateway {
+    let c = cluster();
+    c.superuser_sql(
+        "app",
+        "create table if not exists api_keys (id int, secret text); \
+         grant all on api_keys to portcullis_reader; \
+         insert into api_keys select 1, 'sk-live-123' where not exists (select 1 from api_keys)",
+    );
+    gateway().app_db("app-db", c).policies(ISSUE_POLICY).start()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_and_denied_statements_with_tokio_postgres() {
+    let gw = policy_gateway();
+    let client = connect(&gw, "app-db", ALICE_TOKEN).await.unwrap();
+    let n: i64 = client
+        .query_one("select count(*) from people", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 100);
+
+    // Extended protocol: decided at Parse.
+    let e = client
+        .prepare("select secret from api_keys")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        db_error(&e),
+        (
+            "42501".into(),
+            "portcullis: select on app-db/public.api_keys denied (policy no-secrets)".into()
+        )
+    );
+    // Evasions read the same to PostgreSQL's grammar.
+    for sql in [
+        "SELECT * FROM /* people */ \"api_keys\"",
+        "select * from people where id in (select id from public.api_keys)",
+        "with k as (select * from api_keys) select * from k",
+        "select 1; select secret from api_keys",
+        "select * from U&\"api\\005fkeys\"",
+    ] {
+        let e = client.simple_query(sql).await.unwrap_err();
+        let (code, msg) = db_error(&e);
+        assert_eq!(code, "42501", "{sql}");
+        assert!(
+            msg.contains("app-db/public.api_keys denied (policy no-secrets)"),
+            "{sql}: {msg}"
+        );
+    }
+    let e = client
+        .simple_query("delete from people where id = 1")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        db_error(&e).1,
+        "portcullis: delete on app-db/public.people needs approval by dba (policy writes-need-dba); approvals are not available yet, so it is refused"
+    );
+    let e = client
+        .simple_query("select pg_read_file('/etc/passwd')")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        db_error(&e).1,
+        "portcullis: execute on app-db/pg_catalog.pg_read_file denied (no policy permits it)"
+    );
+    let e = client
+        .simple_query("selec * from people")
+        .await
+        .unwrap_err();
+    assert!(db_error(&e)
+        .1
+        .starts_with("portcullis: statement denied: cannot parse"));
+    // The session is still healthy, and nothing was deleted.
+    let n: i64 = client
+        .query_one("select count(*) from people", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denial_inside_a_transaction_fails_it_like_a_server_error() {
+    let gw = policy_gateway();
+    let client = connect(&gw, "app-db", ALICE_TOKEN).await.unwrap();
+    client.batch_execute("begin").await.unwrap();
+    client
+        .query_one("select count(*) from people", &[])
+        .await
+        .unwrap();
+    let e = client
+        .batch_execute("select * from api_keys")
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&e).0, "42501");
+    // Client and server agree: the transaction is failed.
+    let e = client.batch_execute("select 1").await.unwrap_err();
+    assert_eq!(db_error(&e).0, "25P02");
+    client.batch_execute("rollback").await.unwrap();
+    client.query_one("select 1", &[]).await.unwrap();
+}
+
+#[test]
+fn psql_sees_one_clear_line_and_admins_are_not_limited() {
+    let gw = policy_gateway();
+    let out = psql(
+        &gw.conninfo("app-db", ""),
+        ALICE_TOKEN,
+        &["-c", "select secret from api_keys"],
+        None,
+    );
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains(
+            "ERROR:  portcullis: select on app-db/public.api_keys denied (policy no-secrets)"
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = psql(
+        &gw.conninfo("app-db", ""),
+        ADMIN_TOKEN,
+        &["-c", "select count(*) from people"],
+        None,
+    );
+    assert!(out.ok, "{}", out.stderr);
+    // The forbid applies to admins too: forbid wins over permit.
+    let out = psql(
+        &gw.conninfo("app-db", ""),
+        ADMIN_TOKEN,
+        &["-c", "select secret from api_keys"],
+        None,
+    );
+    assert!(!out.ok);
+}
+
+#[test]
+fn decisions_are_recorded_with_their_policies() {
+    let gw = policy_gateway();
+    assert!(
+        psql(
+            &gw.conninfo("app-db", ""),
+            ALICE_TOKEN,
+            &["-c", "select 1 from people limit 1"],
+            None
+        )
+        .ok
+    );
+    assert!(
+        !psql(
+            &gw.conninfo("app-db", ""),
+            ALICE_TOKEN,
+            &["-c", "select * from api_keys"],
+            None
+        )
+        .ok
+    );
+    let statements: Vec<Value> = eventually(Duration::from_secs(10), || {
+        let (_, body) = curl(&gw, "/api/sessions?user=alice", Some(ADMIN_TOKEN));
+        let list: Value = serde_json::from_str(&body).ok()?;
+        let mut out = Vec::new();
+        for s in list.as_array()? {
+            let id = s["id"].as_str()?;
+            let (_, detail) = curl(&gw, &format!("/api/sessions/{id}"), Some(ADMIN_TOKEN));
+            let d: Value = serde_json::from_str(&detail).ok()?;
+            out.extend(d["statements"].as_array()?.iter().cloned());
+        }
+        (out.len() == 2).then_some(out)
+    })
+    .expect("two statements recorded");
+    let allowed = statements
+        .iter()
+        .find(|s| s["decision"]["allowed"] == true)
+        .expect("allowed one");
+    // The first policy of test.cedar has no @id: it is named by file and position.
+    assert_eq!(
+        allowed["decision"]["policies"],
+        serde_json::json!(["test:1"])
+    );
+    let denied = statements
+        .iter()
+        .find(|s| s["decision"]["allowed"] == false)
+        .expect("denied one");
+    assert_eq!(
+        denied["decision"]["policies"],
+        serde_json::json!(["no-secrets"])
+    );
+    assert_eq!(
+        denied["error"],
+        "42501: portcullis: select on app-db/public.api_keys denied (policy no-secrets)"
+    );
+}
+
+#[test]
+fn policies_reload_when_their_files_change_and_bad_sets_are_refused() {
+    let gw = gateway().app_db("app-db", cluster()).start();
+    let q = |gw: &Gateway| {
+        psql(
+            &gw.conninfo("app-db", ""),
+            ALICE_TOKEN,
+            &["-c", "select 1 from people limit 1"],
+            None,
+        )
+    };
+    assert!(q(&gw).ok);
+    let file = gw.dir().join("policies").join("test.cedar");
+    std::fs::write(
+        &file,
+        "permit(principal in Group::\"engineering\", action == Action::\"connect\", resource);\n",
+    )
+    .unwrap();
+    let denied = eventually(Duration::from_secs(10), || {
+        let out = q(&gw);
+        (!out.ok
+            && out
+                .stderr
+                .contains("select on app-db/public.people denied (no policy permits it)"))
+        .then_some(())
+    });
+    assert!(denied.is_some(), "{}", gw.log());
+    std::fs::write(
+        &file,
+        "permit(principal, action == Action::\"nonsense\", resource);\n",
+    )
+    .unwrap();
+    let logged = eventually(Duration::from_secs(10), || {
+        gw.log().contains("keeping the previous set").then_some(())
+    });
+    assert!(logged.is_some(), "{}", gw.log());
+    let out = q(&gw);
+    assert!(
+        !out.ok && out.stderr.contains("no policy permits it"),
+        "the previous set stays: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn policy_check_explains_a_decision_without_a_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.cedar"), ISSUE_POLICY).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["policy", "check", "--dir"])
+        .arg(dir.path())
+        .args([
+            "--user",
+            "alice",
+            "--groups",
+            "engineering",
+            "--connection",
+            "app-db",
+            "DELETE FROM users",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.starts_with("deny: portcullis: delete on app-db/public.users needs approval by dba"),
+        "{text}"
+    );
+    assert!(text.contains("delete    app-db/public.users"), "{text}");
+    assert!(
+        text.contains("needs review by dba (writes-need-dba)"),
+        "{text}"
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["policy", "validate", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 policies valid"));
+}

@@ -1,0 +1,342 @@
+//! The statement gate: every statement is read with PostgreSQL's own
+//! grammar and each (action, object) pair it implies is put to the policy
+//! engine before the statement may reach the upstream.
+//!
+//! Parses are cached per distinct text (they depend on nothing else);
+//! decisions never are (they depend on who asks, the policies and the time).
+//! Unqualified names are resolved against every schema the session's
+//! search_path may hold, and a statement is allowed only if the decision
+//! holds for every candidate: the gateway cannot see which one the server
+//! will pick, so it must not matter.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use portcullis_core::policy::RequestFacts;
+use portcullis_core::{Action, Identity, PolicyEngine, Resource};
+use portcullis_pg_sql::{
+    analyze, Access, Analysis, Effect, Object, SqlAction, StatementFacts, Unclassifiable,
+};
+
+/// Distinct statement texts whose parses are kept.
+const PARSE_CACHE_ENTRIES: usize = 10_000;
+/// Longest statement text passed to policies as `context.statement`.
+const CONTEXT_STATEMENT_LIMIT: usize = 4096;
+
+type Parsed = Arc<Result<Analysis, Unclassifiable>>;
+
+/// Parses shared by every session of a listener.
+#[derive(Default)]
+pub struct ParseCache {
+    map: Mutex<HashMap<Arc<str>, Parsed>>,
+}
+
+impl ParseCache {
+    /// The analysis of `sql`, parsing it on a miss.
+    pub fn get(&self, sql: &str) -> Parsed {
+        if let Some(hit) = self.lock().get(sql) {
+            return hit.clone();
+        }
+        // Parse outside the lock: other sessions keep hitting the cache.
+        let parsed: Parsed = Arc::new(analyze(sql));
+        let mut map = self.lock();
+        if map.len() >= PARSE_CACHE_ENTRIES {
+            // Crude but bounded; a workload with more distinct texts than
+            // this is dominated by parsing anyway.
+            map.clear();
+        }
+        map.insert(Arc::from(sql), parsed.clone());
+        parsed
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Parsed>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The outcome for one statement text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateDecision {
+    /// Every pair is permitted.
+    Allow {
+        /// The permits that decided, sorted and deduplicated.
+        policies: Vec<String>,
+    },
+    /// At least one pair is not; the statement must not reach the upstream.
+    Deny {
+        /// One line for the client: what, on what, and which policy.
+        message: String,
+        /// The policies that decided (empty when nothing permitted it).
+        policies: Vec<String>,
+    },
+}
+
+/// Per-session gate state.
+pub struct StatementGate {
+    policy: Arc<PolicyEngine>,
+    cache: Arc<ParseCache>,
+    identity: Identity,
+    connection: String,
+    service_user: String,
+    client_address: String,
+    /// Every schema the search_path may contain, in first-seen order.
+    schemas: Vec<String>,
+    /// False once a search_path put another schema before pg_catalog.
+    catalog_first: bool,
+    /// SQL-level prepared statements (PREPARE … AS …).
+    prepared: HashMap<String, StatementFacts>,
+}
+
+impl StatementGate {
+    /// A gate for one session; `schemas` is the upstream's effective
+    /// search_path at login (`current_schemas(false)`).
+    pub fn new(
+        policy: Arc<PolicyEngine>,
+        cache: Arc<ParseCache>,
+        identity: Identity,
+        connection: String,
+        service_user: String,
+        client_address: String,
+        schemas: Vec<String>,
+    ) -> Self {
+        Self {
+            policy,
+            cache,
+            identity,
+            connection,
+            service_user,
+            client_address,
+            schemas,
+            catalog_first: true,
+            prepared: HashMap::new(),
+        }
+    }
+
+    /// Decides a statement text (a simple Query or an extended-protocol Parse).
+    pub fn check(&mut self, sql: &str) -> GateDecision {
+        let parsed = self.cache.get(sql);
+        let analysis = match parsed.as_ref() {
+            Ok(a) => a,
+            Err(e) => {
+                return GateDecision::Deny {
+                    message: format!("portcullis: statement denied: {e}"),
+                    policies: Vec::new(),
+                }
+            }
+        };
+        let mut policies = Vec::new();
+        for stmt in &analysis.statements {
+            if let Err(deny) = self.check_statement(stmt, sql, &mut policies) {
+                return deny;
+            }
+        }
+        // Effects count only once the whole text is allowed to run.
+        for stmt in &analysis.statements {
+            self.apply(stmt);
+        }
+        policies.sort();
+        policies.dedup();
+        GateDecision::Allow { policies }
+    }
+
+    /// Every (action, resource) pair of `sql` with its verdict, for
+    /// `portcullis policy check`; `Err` when the text cannot be classified.
+    pub fn explain(
+        &self,
+        sql: &str,
+    ) -> Result<Vec<(Action, Resource, portcullis_core::Verdict)>, String> {
+        let parsed = self.cache.get(sql);
+        let analysis = parsed.as_ref().as_ref().map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for stmt in &analysis.statements {
+            let facts = RequestFacts {
+                protocol: "postgres",
+                client_address: self.client_address.clone(),
+                statement_kind: Some(stmt.kind),
+                statement: Some(sql.chars().take(CONTEXT_STATEMENT_LIMIT).collect()),
+            };
+            let mut accesses: Vec<&Access> = stmt.accesses.iter().collect();
+            if let Some(p) = stmt.executes.as_ref().and_then(|n| self.prepared.get(n)) {
+                accesses.extend(p.accesses.iter());
+            }
+            for access in accesses {
+                let action = action(access.action);
+                let resources = self.candidates(&access.object).map_err(|d| match d {
+                    GateDecision::Deny { message, .. } => message,
+                    GateDecision::Allow { .. } => String::new(),
+                })?;
+                for resource in resources {
+                    let v = self
+                        .policy
+                        .decide(&self.identity, action, &resource, &facts);
+                    out.push((action, resource, v));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn check_statement(
+        &self,
+        stmt: &StatementFacts,
+        sql: &str,
+        policies: &mut Vec<String>,
+    ) -> Result<(), GateDecision> {
+        let deny = |message: String| GateDecision::Deny {
+            message,
+            policies: Vec::new(),
+        };
+        if stmt.unqualified_builtins && !self.catalog_first {
+            return Err(deny(
+                "portcullis: statement denied: functions called by unqualified name while search_path puts another schema before pg_catalog".into(),
+            ));
+        }
+        let mut accesses: Vec<&Access> = stmt.accesses.iter().collect();
+        if let Some(name) = &stmt.executes {
+            let prepared = self.prepared.get(name).ok_or_else(|| {
+                deny(format!(
+                    "portcullis: statement denied: unknown prepared statement \"{name}\""
+                ))
+            })?;
+            if prepared.unqualified_builtins && !self.catalog_first {
+                return Err(deny("portcullis: statement denied: prepared statement calls functions by unqualified name while pg_catalog is not searched first".into()));
+            }
+            accesses.extend(prepared.accesses.iter());
+        }
+        let facts = RequestFacts {
+            protocol: "postgres",
+            client_address: self.client_address.clone(),
+            statement_kind: Some(stmt.kind),
+            statement: Some(sql.chars().take(CONTEXT_STATEMENT_LIMIT).collect()),
+        };
+        for access in accesses {
+            let action = action(access.action);
+            for resource in self.candidates(&access.object)? {
+                let v = self
+                    .policy
+                    .decide(&self.identity, action, &resource, &facts);
+                if !v.allowed {
+                    return Err(GateDecision::Deny {
+                        message: format!(
+                            "portcullis: {} on {} denied ({})",
+                            action.as_str(),
+                            resource.describe(),
+                            v.reason()
+                        ),
+                        policies: v.policies,
+                    });
+                }
+                if !v.reviews.is_empty() {
+                    return Err(GateDecision::Deny {
+                        message: format!(
+                            "portcullis: {} on {} needs approval by {} (policy {}); approvals are not available yet, so it is refused",
+                            action.as_str(),
+                            resource.describe(),
+                            v.reviews.join(", "),
+                            v.policies.join(", ")
+                        ),
+                        policies: v.policies,
+                    });
+                }
+                policies.extend(v.policies);
+            }
+        }
+        Ok(())
+    }
+
+    /// The resources an object may be, given the session's search_path.
+    fn candidates(&self, object: &Object) -> Result<Vec<Resource>, GateDecision> {
+        let conn = &self.connection;
+        let (name, is_function) = match object {
+            Object::Connection => return Ok(vec![Resource::Connection(conn.clone())]),
+            Object::Table(n) => (n, false),
+            Object::Function(n) => (n, true),
+        };
+        let make = |schema: &str| {
+            let name = format!("{schema}.{}", name.name);
+            if is_function {
+                Resource::Function {
+                    connection: conn.clone(),
+                    name,
+                }
+            } else {
+                Resource::Table {
+                    connection: conn.clone(),
+                    name,
+                }
+            }
+        };
+        if let Some(schema) = &name.schema {
+            return Ok(vec![make(schema)]);
+        }
+        let mut schemas: Vec<&str> = Vec::new();
+        // pg_catalog is searched first unless listed later; functions can be
+        // found there under any name, relations only under pg_* names.
+        if is_function || name.name.starts_with("pg_") {
+            schemas.push("pg_catalog");
+        }
+        schemas.extend(self.schemas.iter().map(String::as_str));
+        if schemas.is_empty() {
+            return Err(GateDecision::Deny {
+                message: format!(
+                    "portcullis: statement denied: {} cannot be resolved: the session's search_path is empty",
+                    name.name
+                ),
+                policies: Vec::new(),
+            });
+        }
+        schemas.dedup();
+        Ok(schemas.into_iter().map(make).collect())
+    }
+
+    fn apply(&mut self, stmt: &StatementFacts) {
+        for effect in &stmt.effects {
+            match effect {
+                Effect::SearchPath(Some(list)) => {
+                    for (i, schema) in list.iter().enumerate() {
+                        let schema = if schema == "$user" {
+                            self.service_user.clone()
+                        } else {
+                            schema.clone()
+                        };
+                        if schema == "pg_catalog" && i > 0 {
+                            self.catalog_first = false;
+                        }
+                        if schema != "pg_catalog" && !self.schemas.contains(&schema) {
+                            self.schemas.push(schema);
+                        }
+                    }
+                }
+                // Back to the default: a path we already hold.
+                Effect::SearchPath(None) => {}
+                Effect::Prepare { name, facts } => {
+                    self.prepared.insert(name.clone(), (**facts).clone());
+                }
+                Effect::Deallocate(Some(name)) => {
+                    self.prepared.remove(name);
+                }
+                Effect::Deallocate(None) => self.prepared.clear(),
+                Effect::ResetAll => self.prepared.clear(),
+            }
+        }
+    }
+}
+
+fn action(a: SqlAction) -> Action {
+    match a {
+        SqlAction::Select => Action::Select,
+        SqlAction::Insert => Action::Insert,
+        SqlAction::Update => Action::Update,
+        SqlAction::Delete => Action::Delete,
+        SqlAction::Merge => Action::Merge,
+        SqlAction::Truncate => Action::Truncate,
+        SqlAction::CopyOut => Action::CopyOut,
+        SqlAction::CopyIn => Action::CopyIn,
+        SqlAction::Ddl => Action::Ddl,
+        SqlAction::Execute => Action::Execute,
+        SqlAction::Admin => Action::Admin,
+    }
+}
+
+#[cfg(test)]
+mod tests;

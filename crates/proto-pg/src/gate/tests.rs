@@ -1,0 +1,131 @@
+use super::*;
+
+const POLICIES: &str = r#"
+@id("engineering-reads-app")
+permit(principal in Group::"engineering",
+       action in [Action::"connect", Action::"select"],
+       resource in Connection::"app-db");
+@id("no-api-keys")
+forbid(principal, action, resource == Table::"app-db/public.api_keys");
+@review("dba")
+@id("writes-need-dba")
+permit(principal in Group::"engineering",
+       action in [Action::"insert", Action::"update", Action::"delete"],
+       resource in Connection::"app-db");
+"#;
+
+fn gate(schemas: &[&str]) -> StatementGate {
+    StatementGate::new(
+        Arc::new(PolicyEngine::from_text(POLICIES).unwrap()),
+        Arc::new(ParseCache::default()),
+        Identity {
+            user: "alice".into(),
+            groups: vec!["engineering".into()],
+            actor: None,
+            method: "test",
+        },
+        "app-db".into(),
+        "svc".into(),
+        "127.0.0.1".into(),
+        schemas.iter().map(|s| s.to_string()).collect(),
+    )
+}
+
+fn denied(g: &mut StatementGate, sql: &str) -> String {
+    match g.check(sql) {
+        GateDecision::Deny { message, .. } => message,
+        GateDecision::Allow { .. } => panic!("{sql} was allowed"),
+    }
+}
+
+#[test]
+fn reads_allowed_secrets_forbidden_writes_need_review() {
+    let mut g = gate(&["public"]);
+    assert_eq!(
+        g.check("select * from users"),
+        GateDecision::Allow {
+            policies: vec!["engineering-reads-app".into()]
+        }
+    );
+    assert_eq!(
+        denied(&mut g, "select * from api_keys"),
+        "portcullis: select on app-db/public.api_keys denied (policy no-api-keys)"
+    );
+    assert_eq!(
+        denied(&mut g, "DELETE FROM users"),
+        "portcullis: delete on app-db/public.users needs approval by dba (policy writes-need-dba); approvals are not available yet, so it is refused"
+    );
+    assert_eq!(
+        denied(&mut g, "truncate users"),
+        "portcullis: truncate on app-db/public.users denied (no policy permits it)"
+    );
+    assert!(denied(&mut g, "selec 1").starts_with("portcullis: statement denied: cannot parse"));
+    assert_eq!(
+        denied(&mut g, "select pg_read_file('/etc/passwd')"),
+        "portcullis: execute on app-db/pg_catalog.pg_read_file denied (no policy permits it)"
+    );
+}
+
+#[test]
+fn search_path_changes_cannot_hide_a_table() {
+    let mut g = gate(&["public"]);
+    assert!(matches!(
+        g.check("set search_path = other"),
+        GateDecision::Allow { .. }
+    ));
+    // The server may still resolve to public (the SET may have been rolled back).
+    assert_eq!(
+        denied(&mut g, "select * from api_keys"),
+        "portcullis: select on app-db/public.api_keys denied (policy no-api-keys)"
+    );
+    assert!(matches!(
+        g.check("select * from other.api_keys"),
+        GateDecision::Allow { .. }
+    ));
+}
+
+#[test]
+fn pg_catalog_after_another_schema_disables_builtin_shortcuts() {
+    let mut g = gate(&["public"]);
+    assert!(matches!(
+        g.check("select lower('A')"),
+        GateDecision::Allow { .. }
+    ));
+    assert!(matches!(
+        g.check("set search_path = public, pg_catalog"),
+        GateDecision::Allow { .. }
+    ));
+    assert!(denied(&mut g, "select lower('A')").contains("unqualified name"));
+    assert!(matches!(
+        g.check("select pg_catalog.lower('A')"),
+        GateDecision::Allow { .. }
+    ));
+}
+
+#[test]
+fn sql_prepared_statements_carry_their_pairs_to_execute() {
+    let mut g = gate(&["public"]);
+    assert!(denied(&mut g, "prepare p as select * from api_keys").contains("public.api_keys"));
+    assert!(denied(&mut g, "execute p").contains("unknown prepared statement"));
+    assert!(matches!(
+        g.check("prepare q as select * from users"),
+        GateDecision::Allow { .. }
+    ));
+    assert!(matches!(g.check("execute q"), GateDecision::Allow { .. }));
+    assert!(matches!(
+        g.check("deallocate q"),
+        GateDecision::Allow { .. }
+    ));
+    assert!(denied(&mut g, "execute q").contains("unknown prepared statement"));
+}
+
+#[test]
+fn every_statement_of_a_multi_statement_text_is_decided() {
+    let mut g = gate(&["public"]);
+    assert!(denied(&mut g, "select 1; select * from public.api_keys").contains("api_keys"));
+    assert!(denied(
+        &mut g,
+        "with x as (delete from users returning 1) select * from x"
+    )
+    .contains("delete on app-db/public.users"));
+}
