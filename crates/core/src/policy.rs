@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
@@ -136,22 +136,24 @@ pub enum Resource {
 }
 
 impl Resource {
-    fn uid(&self) -> EntityUid {
+    fn uid(&self, t: &Types) -> EntityUid {
         match self {
-            Resource::Connection(name) => uid("Connection", name),
-            Resource::Table { connection, name } => uid("Table", &format!("{connection}/{name}")),
-            Resource::Function { connection, name } => {
-                uid("Function", &format!("{connection}/{name}"))
+            Resource::Connection(name) => t.uid(&t.connection, name),
+            Resource::Table { connection, name } => {
+                t.uid(&t.table, &format!("{connection}/{name}"))
             }
-            Resource::Gateway => uid("Gateway", "portcullis"),
+            Resource::Function { connection, name } => {
+                t.uid(&t.function, &format!("{connection}/{name}"))
+            }
+            Resource::Gateway => t.uid(&t.gateway, "portcullis"),
         }
     }
 
     /// The connection a table or function lives in.
-    fn parent(&self) -> Option<EntityUid> {
+    fn parent(&self, t: &Types) -> Option<EntityUid> {
         match self {
             Resource::Table { connection, .. } | Resource::Function { connection, .. } => {
-                Some(uid("Connection", connection))
+                Some(t.uid(&t.connection, connection))
             }
             _ => None,
         }
@@ -216,8 +218,10 @@ struct Loaded {
 /// Decides requests against the current policy set.
 pub struct PolicyEngine {
     schema: Schema,
+    types: Types,
     authorizer: Authorizer,
     current: RwLock<Arc<Loaded>>,
+    entities: Mutex<HashMap<EntityKey, Arc<Entities>>>,
 }
 
 impl PolicyEngine {
@@ -227,8 +231,10 @@ impl PolicyEngine {
         let loaded = load_dir(dir, &schema)?;
         Ok(Self {
             schema,
+            types: Types::new()?,
             authorizer: Authorizer::new(),
             current: RwLock::new(Arc::new(loaded)),
+            entities: Mutex::new(HashMap::new()),
         })
     }
 
@@ -238,8 +244,10 @@ impl PolicyEngine {
         let loaded = load_sources(vec![(PathBuf::from("<inline>"), text.to_owned())], &schema)?;
         Ok(Self {
             schema,
+            types: Types::new()?,
             authorizer: Authorizer::new(),
             current: RwLock::new(Arc::new(loaded)),
+            entities: Mutex::new(HashMap::new()),
         })
     }
 
@@ -263,6 +271,50 @@ impl PolicyEngine {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The principal, its groups, the resource and its connection, as Cedar
+    /// entities (with the schema's action hierarchy). Reused across
+    /// decisions: they depend on who and what, never on the policies.
+    fn entities_for(
+        &self,
+        identity: &Identity,
+        resource: &Resource,
+    ) -> Result<Arc<Entities>, String> {
+        let key = EntityKey {
+            user: identity.user.clone(),
+            groups: identity.groups.clone(),
+            resource: resource.clone(),
+        };
+        let lock = || self.entities.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = lock().get(&key) {
+            return Ok(e.clone());
+        }
+        let t = &self.types;
+        let principal = t.uid(&t.user, &identity.user);
+        let groups: HashSet<EntityUid> =
+            identity.groups.iter().map(|g| t.uid(&t.group, g)).collect();
+        let mut list = vec![Entity::new_no_attrs(principal, groups.clone())];
+        list.extend(
+            groups
+                .into_iter()
+                .map(|g| Entity::new_no_attrs(g, HashSet::new())),
+        );
+        let parents: HashSet<EntityUid> = resource.parent(t).into_iter().collect();
+        list.extend(
+            parents
+                .iter()
+                .map(|p| Entity::new_no_attrs(p.clone(), HashSet::new())),
+        );
+        list.push(Entity::new_no_attrs(resource.uid(t), parents));
+        let entities =
+            Arc::new(Entities::from_entities(list, Some(&self.schema)).map_err(|e| e.to_string())?);
+        let mut map = lock();
+        if map.len() >= ENTITY_CACHE_ENTRIES {
+            map.clear();
+        }
+        map.insert(key, entities.clone());
+        Ok(entities)
     }
 
     /// Decides whether `identity` may perform `action` on `resource`.
@@ -292,48 +344,45 @@ impl PolicyEngine {
         resource: &Resource,
         facts: &RequestFacts,
     ) -> Result<Verdict, String> {
-        let principal = uid("User", &identity.user);
-        let groups: HashSet<EntityUid> = identity.groups.iter().map(|g| uid("Group", g)).collect();
-        let mut entities = vec![Entity::new_no_attrs(principal.clone(), groups.clone())];
-        entities.extend(
-            groups
-                .into_iter()
-                .map(|g| Entity::new_no_attrs(g, HashSet::new())),
-        );
-        let resource_uid = resource.uid();
-        let parents: HashSet<EntityUid> = resource.parent().into_iter().collect();
-        entities.extend(
-            parents
-                .iter()
-                .map(|p| Entity::new_no_attrs(p.clone(), HashSet::new())),
-        );
-        entities.push(Entity::new_no_attrs(resource_uid.clone(), parents));
-        let entities =
-            Entities::from_entities(entities, Some(&self.schema)).map_err(|e| e.to_string())?;
-
-        let mut ctx: HashMap<String, RestrictedExpression> = HashMap::new();
-        ctx.insert(
-            "protocol".into(),
-            RestrictedExpression::new_string(facts.protocol.to_owned()),
-        );
-        ctx.insert(
-            "client_address".into(),
-            RestrictedExpression::new_string(facts.client_address.clone()),
-        );
+        let entities = self.entities_for(identity, resource)?;
+        let mut ctx: Vec<(String, RestrictedExpression)> = vec![
+            (
+                "protocol".into(),
+                RestrictedExpression::new_string(facts.protocol.to_owned()),
+            ),
+            (
+                "client_address".into(),
+                RestrictedExpression::new_string(facts.client_address.clone()),
+            ),
+        ];
         if let Some(actor) = &identity.actor {
-            ctx.insert(
+            ctx.push((
                 "actor".into(),
                 RestrictedExpression::new_string(actor.clone()),
-            );
+            ));
         }
-        let action_uid = uid("Action", action.as_str());
+        if let Some(kind) = facts.statement_kind {
+            ctx.push((
+                "statement_kind".into(),
+                RestrictedExpression::new_string(kind.to_owned()),
+            ));
+        }
+        if let Some(text) = &facts.statement {
+            ctx.push((
+                "statement".into(),
+                RestrictedExpression::new_string(text.clone()),
+            ));
+        }
         let context = Context::from_pairs(ctx).map_err(|e| e.to_string())?;
+        let t = &self.types;
+        // Built from our own types and validated policies; re-validating
+        // every request against the schema would double the cost.
         let request = Request::new(
-            principal,
-            action_uid,
-            resource_uid,
+            t.uid(&t.user, &identity.user),
+            t.uid(&t.action, action.as_str()),
+            resource.uid(t),
             context,
-            Some(&self.schema),
+            None,
         )
         .map_err(|e| e.to_string())?;
         let loaded = self.snapshot();
@@ -363,12 +412,48 @@ impl PolicyEngine {
     }
 }
 
-fn uid(ty: &str, id: &str) -> EntityUid {
-    // The type names are our own constants, all valid Cedar identifiers.
-    #[allow(clippy::unwrap_used)]
-    let ty = EntityTypeName::from_str(ty).unwrap();
-    EntityUid::from_type_name_and_id(ty, EntityId::new(id))
+/// The schema's entity type names, parsed once (parsing one costs more
+/// than the rest of a decision).
+struct Types {
+    user: EntityTypeName,
+    group: EntityTypeName,
+    connection: EntityTypeName,
+    table: EntityTypeName,
+    function: EntityTypeName,
+    gateway: EntityTypeName,
+    action: EntityTypeName,
 }
+
+impl Types {
+    fn new() -> Result<Self, PolicyError> {
+        let p =
+            |s: &str| EntityTypeName::from_str(s).map_err(|e| PolicyError::Schema(e.to_string()));
+        Ok(Self {
+            user: p("User")?,
+            group: p("Group")?,
+            connection: p("Connection")?,
+            table: p("Table")?,
+            function: p("Function")?,
+            gateway: p("Gateway")?,
+            action: p("Action")?,
+        })
+    }
+
+    fn uid(&self, ty: &EntityTypeName, id: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
+    }
+}
+
+/// Who asks about what: the entities a decision needs depend on nothing else.
+#[derive(PartialEq, Eq, Hash)]
+struct EntityKey {
+    user: String,
+    groups: Vec<String>,
+    resource: Resource,
+}
+
+/// Entity sets kept for reuse; cleared when full.
+const ENTITY_CACHE_ENTRIES: usize = 4096;
 
 fn builtin_schema() -> Result<Schema, PolicyError> {
     Schema::from_cedarschema_str(SCHEMA)

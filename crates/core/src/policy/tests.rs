@@ -142,3 +142,29 @@ fn tables_sit_in_their_connection_and_reviews_are_reported() {
     };
     assert!(!e.decide(&alice(), Action::Select, &other, &facts()).allowed);
 }
+
+#[test]
+fn the_statement_is_in_the_context() {
+    let e = PolicyEngine::from_text(
+        r#"
+        permit(principal, action, resource);
+        @id("no-deletes-by-kind")
+        forbid(principal, action, resource)
+          when { context has statement_kind && context.statement_kind == "delete" };
+        "#,
+    )
+    .unwrap();
+    let t = Resource::Table {
+        connection: "app-db".into(),
+        name: "public.users".into(),
+    };
+    let mut f = facts();
+    f.statement_kind = Some("delete");
+    f.statement = Some("delete from users".into());
+    let v = e.decide(&alice(), Action::Delete, &t, &f);
+    assert!(!v.allowed);
+    assert_eq!(v.policies, vec!["no-deletes-by-kind"]);
+    // Cached entities do not leak between principals.
+    f.statement_kind = Some("select");
+    assert!(e.decide(&alice(), Action::Select, &t, &f).allowed);
+}

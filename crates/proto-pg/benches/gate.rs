@@ -1,0 +1,81 @@
+//! Classification plus decision per statement: cold (a parse per call) and
+//! cached (the parse reused, the decision made afresh, as in a session).
+
+// criterion_main! generates an undocumented main.
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use portcullis_core::{Identity, PolicyEngine};
+use portcullis_proto_pg::gate::{GateDecision, ParseCache, StatementGate};
+
+const POLICIES: &str = r#"
+permit(principal in Group::"engineering",
+       action in [Action::"connect", Action::"select"],
+       resource in Connection::"app-db");
+forbid(principal, action, resource == Table::"app-db/public.api_keys");
+permit(principal in Group::"engineering",
+       action in [Action::"insert", Action::"update", Action::"delete"],
+       resource in Connection::"app-db");
+"#;
+
+const OLTP: &[(&str, &str)] = &[
+    ("point-select", "SELECT abalance FROM pgbench_accounts WHERE aid = $1"),
+    ("update", "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2"),
+    (
+        "insert",
+        "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)",
+    ),
+    (
+        "join",
+        "SELECT o.id, c.email FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.status = $1 ORDER BY o.id LIMIT 50",
+    ),
+];
+
+fn gate(engine: &Arc<PolicyEngine>, cache: Arc<ParseCache>) -> StatementGate {
+    StatementGate::new(
+        engine.clone(),
+        cache,
+        Identity {
+            user: "alice".into(),
+            groups: vec!["engineering".into()],
+            actor: None,
+            method: "bench",
+        },
+        "app-db".into(),
+        "svc".into(),
+        "127.0.0.1".into(),
+        vec!["public".into()],
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let engine = Arc::new(PolicyEngine::from_text(POLICIES).expect("policies"));
+    let mut group = c.benchmark_group("classify+decide");
+    for (name, sql) in OLTP {
+        group.bench_function(format!("uncached/{name}"), |b| {
+            b.iter_batched(
+                || gate(&engine, Arc::new(ParseCache::default())),
+                |mut g| assert!(matches!(g.check(sql), GateDecision::Allow { .. })),
+                BatchSize::SmallInput,
+            )
+        });
+        let mut g = gate(&engine, Arc::new(ParseCache::default()));
+        g.check(sql);
+        group.bench_function(format!("cached/{name}"), |b| {
+            b.iter(|| assert!(matches!(g.check(sql), GateDecision::Allow { .. })))
+        });
+    }
+    group.finish();
+    let mut parse = c.benchmark_group("parse-only");
+    for (name, sql) in OLTP {
+        parse.bench_function(*name, |b| {
+            b.iter(|| portcullis_pg_sql::analyze(sql).expect("parses"))
+        });
+    }
+    parse.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
