@@ -80,3 +80,81 @@ fn kinds_and_effects() {
     assert!(analyze("select lower('x')").unwrap().statements[0].unqualified_builtins);
     assert!(!analyze("select pg_catalog.lower('x')").unwrap().statements[0].unqualified_builtins);
 }
+
+/// Random statement text never panics the classifier, and text PostgreSQL
+/// cannot parse is always refused. A seeded generator keeps runs repeatable.
+#[test]
+fn random_text_never_panics_and_unparseable_is_refused() {
+    const TOKENS: &[&str] = &[
+        "select",
+        "from",
+        "where",
+        "delete",
+        "insert",
+        "into",
+        "values",
+        "update",
+        "set",
+        "with",
+        "as",
+        "(",
+        ")",
+        ",",
+        ";",
+        "*",
+        "'x'",
+        "$$",
+        "$1",
+        "users",
+        "public.api_keys",
+        "\"q\"",
+        "--",
+        "/*",
+        "*/",
+        "E'\\\\'",
+        "u&",
+        "returning",
+        "copy",
+        "to",
+        "stdout",
+        "do",
+        "begin",
+        "end",
+        "call",
+        "f(",
+        "1",
+        "=",
+        "or",
+        "and",
+        "join",
+        "on",
+        "union",
+        "explain",
+        "analyze",
+        "prepare",
+        "execute",
+        "\0",
+        "é",
+        "\\",
+        "U&\"a\"",
+    ];
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..3000 {
+        let n = (next() % 12) as usize;
+        let sql: Vec<&str> = (0..n)
+            .map(|_| TOKENS[(next() % TOKENS.len() as u64) as usize])
+            .collect();
+        let sql = sql.join(" ");
+        let ours = analyze(&sql);
+        let server_grammar = pg_query::parse(&sql);
+        if server_grammar.is_err() {
+            assert!(ours.is_err(), "unparseable text was classified: {sql:?}");
+        }
+    }
+}

@@ -246,6 +246,31 @@ impl Config {
         Self::parse(&text, path)
     }
 
+    /// Only the policy directory, for the policy tools: they need neither
+    /// secrets nor listeners, so a config whose secrets are not in this
+    /// environment still works.
+    pub fn policy_dir(path: &Path) -> Result<PathBuf, ConfigError> {
+        let file = path.display().to_string();
+        let err = |key: &str, message: String| ConfigError {
+            file: file.clone(),
+            key: key.into(),
+            message,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("<file>", format!("cannot read: {e}")))?;
+        let raw: RawConfig =
+            toml::from_str(&text).map_err(|e| err("<file>", e.message().to_owned()))?;
+        let dir = raw.policy.dir;
+        if dir.is_absolute() {
+            return Ok(dir);
+        }
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Ok(base.join(dir))
+    }
+
     /// Validates `text` as if read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();

@@ -212,7 +212,7 @@ fn policy(command: PolicyCommand) -> anyhow::Result<()> {
         PolicyCommand::Validate { config, dir } => {
             let dir = match dir {
                 Some(d) => d,
-                None => config::Config::load(&config)?.policy_dir,
+                None => config::Config::policy_dir(&config)?,
             };
             let engine = portcullis_core::PolicyEngine::from_dir(&dir)?;
             println!(
@@ -251,7 +251,7 @@ fn policy_check(
     use std::sync::Arc;
     let dir = match dir {
         Some(d) => d,
-        None => config::Config::load(&config)?.policy_dir,
+        None => config::Config::policy_dir(&config)?,
     };
     let engine = Arc::new(portcullis_core::PolicyEngine::from_dir(&dir)?);
     let identity = portcullis_core::Identity {

@@ -301,4 +301,36 @@ fn policy_check_explains_a_decision_without_a_gateway() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("4 policies valid"));
+
+    // From a config file whose secrets are not in this environment: the
+    // policy tools need only [policy] dir.
+    let config = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &config,
+        "data_dir = \"./data\"\n[listen]\npostgres = \"127.0.0.1:1\"\n[[connections]]\nname = \"app-db\"\n\
+         kind = \"postgres\"\nupstream = \"127.0.0.1:1\"\ndatabase = \"app\"\nuser = \"u\"\n\
+         password_env = \"PORTCULLIS_SURELY_UNSET_TOO\"\n[policy]\ndir = \".\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["policy", "check", "--config"])
+        .arg(&config)
+        .args([
+            "--user",
+            "alice",
+            "--groups",
+            "engineering",
+            "--connection",
+            "app-db",
+            "select * from users",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("allow"), "{text}");
 }
