@@ -267,29 +267,11 @@ pub(crate) fn classify(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
         "ClosePortalStmt" => facts("close", w),
         "ConstraintsSetStmt" => facts("transaction", w),
         "TruncateStmt" => {
-            for r in body
-                .get("relations")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some((_, rv)) = node(r) {
-                    w.relation(rv, SqlAction::Truncate);
-                }
-            }
+            listed_relations(&mut w, body, SqlAction::Truncate);
             facts("truncate", w)
         }
         "LockStmt" => {
-            for r in body
-                .get("relations")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some((_, rv)) = node(r) {
-                    w.relation(rv, SqlAction::Update);
-                }
-            }
+            listed_relations(&mut w, body, SqlAction::Update);
             facts("lock", w)
         }
         k if DDL.contains(&k) => {
@@ -323,6 +305,19 @@ pub(crate) fn classify(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
         }
     };
     Ok(f)
+}
+
+/// The relations of a `relations` list (TRUNCATE, LOCK), each with `action`.
+fn listed_relations(w: &mut Walker, body: &Value, action: SqlAction) {
+    let list = body.get("relations").and_then(Value::as_array);
+    for rv in list
+        .into_iter()
+        .flatten()
+        .filter_map(node)
+        .map(|(_, rv)| rv)
+    {
+        w.relation(rv, action);
+    }
 }
 
 fn int_field(v: &Value, key: &str) -> i64 {

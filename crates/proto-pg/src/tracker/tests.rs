@@ -3,8 +3,12 @@ use crate::gate::{ParseCache, StatementGate};
 use portcullis_core::{Identity, PolicyEngine};
 
 fn permissive_gate() -> StatementGate {
+    gate_with("permit(principal, action, resource);")
+}
+
+fn gate_with(policies: &str) -> StatementGate {
     StatementGate::new(
-        Arc::new(PolicyEngine::from_text("permit(principal, action, resource);").unwrap()),
+        Arc::new(PolicyEngine::from_text(policies).unwrap()),
         Arc::new(ParseCache::default()),
         Identity {
             user: "t".into(),
@@ -179,23 +183,7 @@ fn prepared_statement_limit() {
 fn a_denied_query_is_replaced_and_its_error_rewritten() {
     let mut f = FrontendTracker::new(10);
     let mut b = BackendTracker::default();
-    let mut g = StatementGate::new(
-        Arc::new(
-            PolicyEngine::from_text("permit(principal, action == Action::\"select\", resource);")
-                .unwrap(),
-        ),
-        Arc::new(ParseCache::default()),
-        Identity {
-            user: "t".into(),
-            groups: vec![],
-            actor: None,
-            method: "test",
-        },
-        "db".into(),
-        "svc".into(),
-        "127.0.0.1".into(),
-        vec!["public".into()],
-    );
+    let mut g = gate_with("permit(principal, action == Action::\"select\", resource);");
     let mut out = Vec::new();
     let fwd = f
         .on_message(
