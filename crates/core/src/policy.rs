@@ -217,6 +217,7 @@ struct Loaded {
 
 /// Decides requests against the current policy set.
 pub struct PolicyEngine {
+    generation: std::sync::atomic::AtomicU64,
     schema: Schema,
     types: Types,
     authorizer: Authorizer,
@@ -230,6 +231,7 @@ impl PolicyEngine {
         let schema = builtin_schema()?;
         let loaded = load_dir(dir, &schema)?;
         Ok(Self {
+            generation: std::sync::atomic::AtomicU64::new(0),
             schema,
             types: Types::new()?,
             authorizer: Authorizer::new(),
@@ -243,6 +245,7 @@ impl PolicyEngine {
         let schema = builtin_schema()?;
         let loaded = load_sources(vec![(PathBuf::from("<inline>"), text.to_owned())], &schema)?;
         Ok(Self {
+            generation: std::sync::atomic::AtomicU64::new(0),
             schema,
             types: Types::new()?,
             authorizer: Authorizer::new(),
@@ -258,7 +261,15 @@ impl PolicyEngine {
         let n = loaded.count;
         let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
         *cur = Arc::new(loaded);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(n)
+    }
+
+    /// Bumped by every reload: decisions made under an older generation
+    /// may no longer hold.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// How many policies are in force.

@@ -109,10 +109,8 @@ pub enum Effect {
         /// What it does.
         facts: Box<StatementFacts>,
     },
-    /// `DEALLOCATE name` (`None`: ALL).
+    /// `DEALLOCATE name`; `None` for `DEALLOCATE ALL` and `DISCARD ALL`.
     Deallocate(Option<String>),
-    /// `RESET ALL` / `DISCARD ALL`.
-    ResetAll,
 }
 
 /// What one statement does.

@@ -230,7 +230,6 @@ const SAFE: &[&str] = &[
     "num_nonnulls",
     "num_nulls",
     "gen_random_uuid",
-    "uuid_generate_v4",
     "pg_typeof",
     "current_database",
     "current_schema",

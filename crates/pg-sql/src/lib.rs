@@ -18,6 +18,7 @@ mod walk;
 pub use facts::{
     Access, Analysis, Effect, Name, Object, SqlAction, StatementFacts, Unclassifiable,
 };
+pub use statement::is_safe_client_encoding;
 
 /// Parses `sql` and lists what each statement in it would do.
 pub fn analyze(sql: &str) -> Result<Analysis, Unclassifiable> {

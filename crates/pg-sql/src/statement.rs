@@ -1,6 +1,6 @@
 //! Classifying one top-level statement.
 
-use pg_query::protobuf::{DiscardMode, ObjectType, VariableSetKind};
+use pg_query::protobuf::{DiscardMode, ObjectType, TransactionStmtKind, VariableSetKind};
 use serde_json::Value;
 
 use crate::facts::{Access, Effect, Name, Object, SqlAction, StatementFacts, Unclassifiable};
@@ -138,6 +138,13 @@ const SAFE_ENCODINGS: &[&str] = &[
     "iso_8859_8",
 ];
 
+/// Whether a client encoding keeps every byte below 0x80 meaning itself,
+/// so the server reads quotes and backslashes where the gateway does.
+pub fn is_safe_client_encoding(name: &str) -> bool {
+    let n = name.to_ascii_lowercase().replace('-', "_");
+    SAFE_ENCODINGS.contains(&n.as_str())
+}
+
 fn facts(kind: &'static str, w: Walker) -> StatementFacts {
     let mut accesses = w.accesses;
     accesses.sort();
@@ -175,20 +182,22 @@ pub(crate) fn classify(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
         }
         "ExplainStmt" => {
             // Without ANALYZE nothing runs, but the plan still reveals the
-            // objects: decide as if it ran.
-            if let Some(q) = body.get("query") {
-                w.visit(q);
-            }
-            facts("explain", w)
+            // objects: decide as if it ran, with the inner statement's own
+            // classification (CREATE TABLE AS, EXECUTE, … included).
+            let mut f = inner(body.get("query"))?;
+            f.kind = "explain";
+            f.effects.clear();
+            f
         }
         "CopyStmt" => copy(body, w)?,
         "CreateTableAsStmt" => {
             ddl_target(&mut w, body.pointer("/into/rel"));
             w.push(SqlAction::Ddl, Object::Connection);
-            if let Some(q) = body.get("query") {
-                w.visit(q);
-            }
-            facts("ddl", w)
+            // The query may be an EXECUTE: classify it as a statement.
+            let q = inner(body.get("query"))?;
+            let mut f = facts("ddl", w);
+            merge(&mut f, q);
+            f
         }
         "PrepareStmt" => {
             let inner = body
@@ -220,17 +229,36 @@ pub(crate) fn classify(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
             )];
             f
         }
-        "TransactionStmt" => facts("transaction", w),
+        "TransactionStmt" => {
+            // COMMIT/ROLLBACK PREPARED reach two-phase transactions that
+            // other sessions of the shared service role left behind.
+            if matches!(
+                str_field(body, "gid"),
+                gid if !gid.is_empty()
+            ) && int_field(body, "kind") != TransactionStmtKind::TransStmtPrepare as i64
+            {
+                w.push(SqlAction::Admin, Object::Connection);
+                facts("admin", w)
+            } else {
+                facts("transaction", w)
+            }
+        }
         "VariableSetStmt" => return set(body),
         "VariableShowStmt" => facts("show", w),
         "DiscardStmt" => {
             let mut f = facts("discard", w);
             if int_field(body, "target") == DiscardMode::DiscardAll as i64 {
-                f.effects = vec![Effect::ResetAll];
+                f.effects = vec![Effect::Deallocate(None)];
             }
             f
         }
-        "ListenStmt" | "UnlistenStmt" => facts("listen", w),
+        // Notifications may come from any session of the shared service
+        // role: receiving them is reading.
+        "ListenStmt" => {
+            w.push(SqlAction::Select, Object::Connection);
+            facts("listen", w)
+        }
+        "UnlistenStmt" => facts("listen", w),
         "NotifyStmt" => {
             w.push(
                 SqlAction::Execute,
@@ -322,6 +350,23 @@ fn listed_relations(w: &mut Walker, body: &Value, action: SqlAction) {
 
 fn int_field(v: &Value, key: &str) -> i64 {
     v.get(key).and_then(Value::as_i64).unwrap_or(-1)
+}
+
+/// Classifies a nested statement node (under EXPLAIN or CREATE TABLE AS).
+fn inner(node: Option<&Value>) -> Result<StatementFacts, Unclassifiable> {
+    let node = node.ok_or_else(|| Unclassifiable::Unsupported("missing inner statement".into()))?;
+    classify(node)
+}
+
+/// Adds `other`'s pairs and prepared-statement reference to `f`.
+fn merge(f: &mut StatementFacts, other: StatementFacts) {
+    f.accesses.extend(other.accesses);
+    f.accesses.sort();
+    f.accesses.dedup();
+    f.unqualified_builtins |= other.unqualified_builtins;
+    if f.executes.is_none() {
+        f.executes = other.executes;
+    }
 }
 
 fn dml_kind(kind: &str) -> &'static str {
@@ -419,6 +464,13 @@ fn strings(v: &Value, out: &mut Vec<String>) {
                         continue;
                     }
                 }
+                // `SET search_path = 123` names a schema "123".
+                if k == "ival" {
+                    if let Some(n) = x.as_i64() {
+                        out.push(n.to_string());
+                        continue;
+                    }
+                }
                 strings(x, out);
             }
         }
@@ -459,7 +511,7 @@ fn set(body: &Value) -> Result<StatementFacts, Unclassifiable> {
                 .first()
                 .map(|v| v.to_ascii_lowercase().replace('-', "_"))
                 .unwrap_or_default();
-            if !SAFE_ENCODINGS.contains(&enc.as_str()) {
+            if !is_safe_client_encoding(&enc) {
                 return Err(Unclassifiable::Unsafe(format!(
                     "client_encoding {enc:?} is not allowed: multi-byte encodings can hide quotes from the gateway"
                 )));
@@ -468,10 +520,10 @@ fn set(body: &Value) -> Result<StatementFacts, Unclassifiable> {
         _ => {}
     }
     let mut f = facts("set", w);
+    // RESET ALL returns search_path to its default, which the caller
+    // already counts; prepared statements survive it.
     if name == "search_path" {
         f.effects = vec![Effect::SearchPath(is_value.then_some(values))];
-    } else if kind == VariableSetKind::VarResetAll as i64 {
-        f.effects = vec![Effect::ResetAll];
     }
     Ok(f)
 }

@@ -5,7 +5,7 @@
 //! and function calls are recognised by their shape (`relname`; `funcname`
 //! with `agg_star`), which catches them wherever they sit.
 
-use pg_query::protobuf::OnConflictAction;
+use pg_query::protobuf::{CmdType, OnConflictAction};
 use serde_json::{Map, Value};
 
 use crate::facts::{Access, Name, Object, SqlAction};
@@ -14,6 +14,9 @@ use crate::functions::is_builtin_safe;
 /// Catalog relations that expose other tables' contents (statistics hold
 /// sampled column values): reading them is administration.
 const CONTENT_CATALOGS: &[&str] = &[
+    // other sessions of the shared service role, with their query text
+    "pg_stat_activity",
+    "pg_stat_statements",
     "pg_statistic",
     "pg_stats",
     "pg_stats_ext",
@@ -102,6 +105,24 @@ impl Walker {
         if m.contains_key("funcname") && m.contains_key("agg_star") {
             self.function_call(m.get("funcname").unwrap_or(&Value::Null));
         }
+        // `a OPERATOR(app.+) b`, `x OPERATOR(app.=) ANY (…)`, `ORDER BY x
+        // USING OPERATOR(app.<)`: a schema-qualified operator runs whatever
+        // function its creator attached. Built-in ones live in pg_catalog.
+        let operator = if m.contains_key("lexpr") && m.contains_key("rexpr") {
+            m.get("name")
+        } else {
+            m.get("oper_name").or_else(|| m.get("use_op"))
+        };
+        if let Some(op) = operator {
+            let parts = name_parts(op);
+            if parts.len() >= 2 {
+                let schema = &parts[parts.len() - 2];
+                if schema != "pg_catalog" || parts.len() > 3 {
+                    let name = Name::new(Some(schema), &parts[parts.len() - 1]);
+                    self.push(SqlAction::Execute, Object::Function(name));
+                }
+            }
+        }
         let with = m.get("with_clause").filter(|w| !w.is_null());
         if let Some(with) = with {
             self.enter_with(with);
@@ -176,6 +197,7 @@ impl Walker {
             self.push(action, Object::Table(name.clone()));
             // Conditions and RETURNING read the target (PostgreSQL asks for
             // SELECT privilege there too); so does an upsert.
+            // UPDATE's SET expressions may read any column of the target.
             let reads = [
                 "where_clause",
                 "returning_list",
@@ -185,9 +207,37 @@ impl Walker {
             ]
             .iter()
             .any(|k| is_set(stmt, k))
-                || kind == "MergeStmt";
+                || kind == "MergeStmt"
+                || kind == "UpdateStmt";
             if reads {
                 self.push(SqlAction::Select, Object::Table(name.clone()));
+            }
+            // Each MERGE branch is the write it performs.
+            for clause in stmt
+                .get("merge_when_clauses")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let cmd = clause
+                    .pointer("/node/MergeWhenClause/command_type")
+                    .and_then(Value::as_i64);
+                let write = match cmd {
+                    Some(c) if c == CmdType::CmdUpdate as i64 => Some(SqlAction::Update),
+                    Some(c) if c == CmdType::CmdDelete as i64 => Some(SqlAction::Delete),
+                    Some(c) if c == CmdType::CmdInsert as i64 => Some(SqlAction::Insert),
+                    Some(c) if c == CmdType::CmdNothing as i64 => None,
+                    // An unknown branch could do anything: demand every write.
+                    _ => {
+                        for a in [SqlAction::Update, SqlAction::Delete, SqlAction::Insert] {
+                            self.push(a, Object::Table(name.clone()));
+                        }
+                        None
+                    }
+                };
+                if let Some(a) = write {
+                    self.push(a, Object::Table(name.clone()));
+                }
             }
             if let Some(oc) = stmt.get("on_conflict_clause").filter(|o| !o.is_null()) {
                 if oc.get("action").and_then(Value::as_i64)

@@ -154,6 +154,17 @@ pub fn parse(buf: &mut BytesMut, name: &str, sql: &str) {
     });
 }
 
+/// Bind with no parameters and default result formats.
+pub fn bind(buf: &mut BytesMut, portal: &str, statement: &str) {
+    tagged(buf, b'B', |b| {
+        cstr(b, portal);
+        cstr(b, statement);
+        b.put_i16(0);
+        b.put_i16(0);
+        b.put_i16(0);
+    });
+}
+
 /// Query.
 pub fn query(buf: &mut BytesMut, sql: &str) {
     tagged(buf, b'Q', |b| cstr(b, sql));

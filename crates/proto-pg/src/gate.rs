@@ -71,6 +71,19 @@ pub enum GateDecision {
     },
 }
 
+/// What the gate knows of the session's state on the server.
+#[derive(Clone, Default)]
+struct SessionState {
+    /// Every schema the search_path may contain, in first-seen order.
+    schemas: Vec<String>,
+    /// False once a search_path put another schema before pg_catalog.
+    catalog_first: bool,
+    /// SQL-level prepared statements (PREPARE … AS …). A name prepared
+    /// twice keeps the union of both: the gateway cannot see which one the
+    /// server accepted.
+    prepared: HashMap<String, StatementFacts>,
+}
+
 /// Per-session gate state.
 pub struct StatementGate {
     policy: Arc<PolicyEngine>,
@@ -79,17 +92,15 @@ pub struct StatementGate {
     connection: String,
     service_user: String,
     client_address: String,
-    /// Every schema the search_path may contain, in first-seen order.
-    schemas: Vec<String>,
-    /// False once a search_path put another schema before pg_catalog.
-    catalog_first: bool,
-    /// SQL-level prepared statements (PREPARE … AS …).
-    prepared: HashMap<String, StatementFacts>,
+    state: SessionState,
+    /// Bumped whenever the state changes how names resolve.
+    generation: u64,
 }
 
 impl StatementGate {
     /// A gate for one session; `schemas` is the upstream's effective
-    /// search_path at login (`current_schemas(false)`).
+    /// search_path at login (`current_schemas(false)`). Add the raw
+    /// setting with [`StatementGate::with_search_path_setting`].
     pub fn new(
         policy: Arc<PolicyEngine>,
         cache: Arc<ParseCache>,
@@ -106,10 +117,43 @@ impl StatementGate {
             connection,
             service_user,
             client_address,
-            schemas,
-            catalog_first: true,
-            prepared: HashMap::new(),
+            state: SessionState {
+                schemas,
+                catalog_first: true,
+                prepared: HashMap::new(),
+            },
+            generation: 0,
         }
+    }
+
+    /// Adds the raw `search_path` setting (`"$user", public`): schemas that
+    /// do not exist yet still count, since the server uses them as soon as
+    /// they are created, and pg_catalog's place is taken from it.
+    pub fn with_search_path_setting(mut self, setting: &str) -> Self {
+        let list = split_search_path(setting);
+        let service_user = self.service_user.clone();
+        apply_search_path(&mut self.state, &list, &service_user);
+        self
+    }
+
+    /// Changes whenever a decision made earlier in the session may no
+    /// longer hold: the search_path grew, or the policies were reloaded.
+    pub fn generation(&self) -> (u64, u64) {
+        (self.generation, self.policy.generation())
+    }
+
+    /// Decides executing the SQL-prepared statement `name` (a protocol Bind
+    /// may name one); `None` if the gate never saw it prepared.
+    pub fn check_sql_prepared(&self, name: &str) -> Option<GateDecision> {
+        let facts = self.state.prepared.get(name)?;
+        let mut policies = Vec::new();
+        let text = format!("EXECUTE {name}");
+        Some(
+            match self.check_statement(&self.state, facts, &text, &mut policies) {
+                Ok(()) => GateDecision::Allow { policies },
+                Err(deny) => deny,
+            },
+        )
     }
 
     /// Decides a statement text (a simple Query or an extended-protocol Parse).
@@ -125,14 +169,26 @@ impl StatementGate {
             }
         };
         let mut policies = Vec::new();
-        for stmt in &analysis.statements {
-            if let Err(deny) = self.check_statement(stmt, sql, &mut policies) {
-                return deny;
+        let has_effects = analysis.statements.iter().any(|s| !s.effects.is_empty());
+        if !has_effects {
+            for stmt in &analysis.statements {
+                if let Err(deny) = self.check_statement(&self.state, stmt, sql, &mut policies) {
+                    return deny;
+                }
             }
-        }
-        // Effects count only once the whole text is allowed to run.
-        for stmt in &analysis.statements {
-            self.apply(stmt);
+        } else {
+            // The server applies each statement's effects before running the
+            // next one in the same text, so decide in order on a scratch
+            // copy, and keep it only if the whole text may run.
+            let mut scratch = self.state.clone();
+            for stmt in &analysis.statements {
+                if let Err(deny) = self.check_statement(&scratch, stmt, sql, &mut policies) {
+                    return deny;
+                }
+                apply(&mut scratch, stmt, &self.service_user);
+            }
+            self.state = scratch;
+            self.generation += 1;
         }
         policies.sort();
         policies.dedup();
@@ -156,15 +212,21 @@ impl StatementGate {
                 statement: Some(sql.chars().take(CONTEXT_STATEMENT_LIMIT).collect()),
             };
             let mut accesses: Vec<&Access> = stmt.accesses.iter().collect();
-            if let Some(p) = stmt.executes.as_ref().and_then(|n| self.prepared.get(n)) {
+            if let Some(p) = stmt
+                .executes
+                .as_ref()
+                .and_then(|n| self.state.prepared.get(n))
+            {
                 accesses.extend(p.accesses.iter());
             }
             for access in accesses {
                 let action = action(access.action);
-                let resources = self.candidates(&access.object).map_err(|d| match d {
-                    GateDecision::Deny { message, .. } => message,
-                    GateDecision::Allow { .. } => String::new(),
-                })?;
+                let resources =
+                    self.candidates(&self.state, &access.object)
+                        .map_err(|d| match d {
+                            GateDecision::Deny { message, .. } => message,
+                            GateDecision::Allow { .. } => String::new(),
+                        })?;
                 for resource in resources {
                     let v = self
                         .policy
@@ -178,6 +240,7 @@ impl StatementGate {
 
     fn check_statement(
         &self,
+        state: &SessionState,
         stmt: &StatementFacts,
         sql: &str,
         policies: &mut Vec<String>,
@@ -186,19 +249,19 @@ impl StatementGate {
             message,
             policies: Vec::new(),
         };
-        if stmt.unqualified_builtins && !self.catalog_first {
+        if stmt.unqualified_builtins && !state.catalog_first {
             return Err(deny(
                 "portcullis: statement denied: functions called by unqualified name while search_path puts another schema before pg_catalog".into(),
             ));
         }
         let mut accesses: Vec<&Access> = stmt.accesses.iter().collect();
         if let Some(name) = &stmt.executes {
-            let prepared = self.prepared.get(name).ok_or_else(|| {
+            let prepared = state.prepared.get(name).ok_or_else(|| {
                 deny(format!(
                     "portcullis: statement denied: unknown prepared statement \"{name}\""
                 ))
             })?;
-            if prepared.unqualified_builtins && !self.catalog_first {
+            if prepared.unqualified_builtins && !state.catalog_first {
                 return Err(deny("portcullis: statement denied: prepared statement calls functions by unqualified name while pg_catalog is not searched first".into()));
             }
             accesses.extend(prepared.accesses.iter());
@@ -211,7 +274,7 @@ impl StatementGate {
         };
         for access in accesses {
             let action = action(access.action);
-            for resource in self.candidates(&access.object)? {
+            for resource in self.candidates(state, &access.object)? {
                 let v = self
                     .policy
                     .decide(&self.identity, action, &resource, &facts);
@@ -245,7 +308,11 @@ impl StatementGate {
     }
 
     /// The resources an object may be, given the session's search_path.
-    fn candidates(&self, object: &Object) -> Result<Vec<Resource>, GateDecision> {
+    fn candidates(
+        &self,
+        state: &SessionState,
+        object: &Object,
+    ) -> Result<Vec<Resource>, GateDecision> {
         let conn = &self.connection;
         let (name, is_function) = match object {
             Object::Connection => return Ok(vec![Resource::Connection(conn.clone())]),
@@ -275,7 +342,7 @@ impl StatementGate {
         if is_function || name.name.starts_with("pg_") {
             schemas.push("pg_catalog");
         }
-        schemas.extend(self.schemas.iter().map(String::as_str));
+        schemas.extend(state.schemas.iter().map(String::as_str));
         if schemas.is_empty() {
             return Err(GateDecision::Deny {
                 message: format!(
@@ -288,38 +355,81 @@ impl StatementGate {
         schemas.dedup();
         Ok(schemas.into_iter().map(make).collect())
     }
+}
 
-    fn apply(&mut self, stmt: &StatementFacts) {
-        for effect in &stmt.effects {
-            match effect {
-                Effect::SearchPath(Some(list)) => {
-                    for (i, schema) in list.iter().enumerate() {
-                        let schema = if schema == "$user" {
-                            self.service_user.clone()
-                        } else {
-                            schema.clone()
-                        };
-                        if schema == "pg_catalog" && i > 0 {
-                            self.catalog_first = false;
-                        }
-                        if schema != "pg_catalog" && !self.schemas.contains(&schema) {
-                            self.schemas.push(schema);
-                        }
-                    }
+/// Applies a statement's session effects to `state`.
+fn apply(state: &mut SessionState, stmt: &StatementFacts, service_user: &str) {
+    for effect in &stmt.effects {
+        match effect {
+            Effect::SearchPath(Some(list)) => apply_search_path(state, list, service_user),
+            // Back to the default: a path the state already holds.
+            Effect::SearchPath(None) => {}
+            Effect::Prepare { name, facts } => match state.prepared.get_mut(name) {
+                // PREPARE of a taken name fails on the server, unless the
+                // old one was deallocated in a way we could not see: keep both.
+                Some(old) => {
+                    old.accesses.extend(facts.accesses.iter().cloned());
+                    old.accesses.sort();
+                    old.accesses.dedup();
+                    old.unqualified_builtins |= facts.unqualified_builtins;
                 }
-                // Back to the default: a path we already hold.
-                Effect::SearchPath(None) => {}
-                Effect::Prepare { name, facts } => {
-                    self.prepared.insert(name.clone(), (**facts).clone());
+                None => {
+                    state.prepared.insert(name.clone(), (**facts).clone());
                 }
-                Effect::Deallocate(Some(name)) => {
-                    self.prepared.remove(name);
-                }
-                Effect::Deallocate(None) => self.prepared.clear(),
-                Effect::ResetAll => self.prepared.clear(),
+            },
+            Effect::Deallocate(Some(name)) => {
+                state.prepared.remove(name);
             }
+            Effect::Deallocate(None) => state.prepared.clear(),
         }
     }
+}
+
+/// Adds a search_path list's schemas to the candidates.
+fn apply_search_path(state: &mut SessionState, list: &[String], service_user: &str) {
+    for (i, schema) in list.iter().enumerate() {
+        let schema = if schema == "$user" {
+            service_user
+        } else {
+            schema.as_str()
+        };
+        if schema == "pg_catalog" && i > 0 {
+            state.catalog_first = false;
+        }
+        // pg_temp holds only what this session created itself.
+        if schema != "pg_catalog"
+            && schema != "pg_temp"
+            && !state.schemas.iter().any(|s| s == schema)
+        {
+            state.schemas.push(schema.to_owned());
+        }
+    }
+}
+
+/// Splits a search_path setting such as `"$user", public, "My Schema"`.
+fn split_search_path(setting: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = setting.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur).trim().to_owned()),
+            c if quoted => cur.push(c),
+            c => cur.push(c.to_ascii_lowercase()),
+        }
+    }
+    let last = cur.trim().to_owned();
+    if !last.is_empty() {
+        out.push(last);
+    }
+    out.retain(|s| !s.is_empty());
+    out
 }
 
 fn action(a: SqlAction) -> Action {

@@ -253,6 +253,16 @@ where
             if !matches!(frame.tag, b'D' | b'd') {
                 check_backend_tag(frame.tag)?;
             }
+            if frame.tag == b'S' {
+                if let Ok(portcullis_pg_wire::BackendMessage::ParameterStatus { name, value }) =
+                    portcullis_pg_wire::BackendMessage::decode(
+                        b'S',
+                        &buf[used + 5..used + frame.len],
+                    )
+                {
+                    check_reported_setting(name, value)?;
+                }
+            }
             if let Some(bytes) =
                 tracker.on_message(frame.tag, &buf[used + 5..used + frame.len], &mut done)
             {
@@ -270,6 +280,23 @@ where
             rec.record(s).await?;
         }
     }
+}
+
+/// Ends the session when the server reports a setting under which it would
+/// read statement text differently from the gateway (a RESET, a function's
+/// SET clause or a role default can change them without a SET statement).
+pub fn check_reported_setting(name: &str, value: &str) -> Result<(), SessionError> {
+    let unsafe_setting = match name {
+        "client_encoding" => !portcullis_pg_sql::is_safe_client_encoding(value),
+        "standard_conforming_strings" => value != "on",
+        _ => false,
+    };
+    if unsafe_setting {
+        return Err(SessionError::Unsupported(format!(
+            "the server switched {name} to {value:?}, under which it would read statements differently from the gateway; the session is ended"
+        )));
+    }
+    Ok(())
 }
 
 /// Messages a server may send after login; anything else ends the session.

@@ -200,6 +200,14 @@ impl PgAdapter {
                 "portcullis: replication connections are not supported",
             ));
         }
+        if let Some(enc) = hello.param("client_encoding") {
+            if !portcullis_pg_sql::is_safe_client_encoding(enc) {
+                return Err(SessionError::refused(
+                    "22023",
+                    format!("portcullis: client_encoding {enc:?} is not allowed: multi-byte encodings can hide quotes from the gateway"),
+                ));
+            }
+        }
         let connection = hello
             .param("database")
             .or_else(|| hello.param("user"))
@@ -263,6 +271,10 @@ impl PgAdapter {
             .collect();
         let started = Instant::now();
         let session = upstream.login(&forwarded).await?;
+        // Role or database defaults could have set these at login.
+        for (name, value) in &session.params {
+            crate::relay::check_reported_setting(name, value)?;
+        }
         metrics::histogram!("portcullis_upstream_connect_seconds")
             .record(started.elapsed().as_secs_f64());
         Ok(Admitted {
@@ -348,7 +360,8 @@ impl PgAdapter {
             upstream.target.user.clone(),
             peer.ip().to_string(),
             up.search_path.clone(),
-        );
+        )
+        .with_search_path_setting(&up.search_path_setting);
         let mut tracker = BackendTracker::default();
         let (client_r, mut client_w) = tokio::io::split(client);
         let (upstream_r, upstream_w) = tokio::io::split(up.stream);

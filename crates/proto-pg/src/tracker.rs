@@ -26,6 +26,11 @@ use crate::gate::{GateDecision, StatementGate};
 /// fail a statement of its own, without running anything. The server's
 /// error is then replaced by the gateway's on the way back.
 const POISON: &str = "PORTCULLIS DENIED THIS STATEMENT";
+/// A prepared statement name no client can have created: a Bind to it
+/// fails on the server without running anything.
+const POISON_STATEMENT: &str = "\u{1}portcullis denied";
+/// Texts remembered under one statement name before further reuse is refused.
+const MAX_TEXTS_PER_NAME: usize = 16;
 
 /// What to send upstream for a client message.
 #[derive(Debug)]
@@ -135,6 +140,12 @@ struct Portal {
 struct Prepared {
     text: Arc<str>,
     decision: Option<Decision>,
+    /// Earlier texts parsed under the same name: the server rejects a
+    /// second Parse of a taken name, but the gateway cannot see whether the
+    /// first one succeeded, so it keeps deciding for all of them.
+    older: Vec<Arc<str>>,
+    /// The gate generation the decision was made under.
+    generation: (u64, u64),
 }
 
 /// Prepared statements and portals as the client defined them.
@@ -184,7 +195,20 @@ impl FrontendTracker {
                 let key: Arc<str> = Arc::from(*name);
                 let mut s = Stmt::new("parse", text.clone());
                 s.prepared_name = Some(key.clone());
-                if s.decide(gate.check(sql)).is_some() {
+                let older: Vec<Arc<str>> = match self.statements.get(*name).filter(|_| !name.is_empty()) {
+                    Some(p) => p.older.iter().cloned().chain([p.text.clone()]).collect(),
+                    None => Vec::new(),
+                };
+                let reused_too_often = older.len() >= MAX_TEXTS_PER_NAME;
+                let decision = if reused_too_often {
+                    GateDecision::Deny {
+                        message: format!("portcullis: statement denied: prepared statement name \"{name}\" reused too often"),
+                        policies: Vec::new(),
+                    }
+                } else {
+                    gate.check(sql)
+                };
+                if s.decide(decision).is_some() {
                     // The server never gets the statement, so it can never
                     // be bound or executed under this name.
                     let mut poison = BytesMut::new();
@@ -196,6 +220,8 @@ impl FrontendTracker {
                         Prepared {
                             text,
                             decision: s.decision.clone(),
+                            older,
+                            generation: gate.generation(),
                         },
                     );
                 }
@@ -208,22 +234,21 @@ impl FrontendTracker {
                 params,
                 ..
             } => {
-                let (stmt_name, prepared) = match self.statements.get_key_value(*statement) {
-                    Some((k, v)) => (k.clone(), v.clone()),
-                    // The server will reject it; record what was asked.
-                    None => (
-                        Arc::from(*statement),
-                        Prepared {
-                            text: Arc::from(""),
-                            decision: None,
-                        },
-                    ),
-                };
+                let (stmt_name, prepared, verdict) = self.bind_decision(statement, gate);
                 let rendered = Arc::new(render_params(param_formats, params));
                 let mut s = Stmt::new("bind", prepared.text.clone());
                 s.prepared_name = Some(stmt_name.clone());
                 s.params = Some(rendered.clone());
                 s.decision = prepared.decision.clone();
+                if let Some(GateDecision::Deny { message, policies }) = verdict {
+                    s.decide(GateDecision::Deny { message, policies });
+                    let mut poison = BytesMut::new();
+                    encode::bind(&mut poison, portal, POISON_STATEMENT);
+                    forward = Forward::Replace(poison);
+                    self.portals.remove(*portal);
+                    out.push(Pending::Bind(s));
+                    return Ok(forward);
+                }
                 self.portals.insert(
                     Arc::from(*portal),
                     Portal {
@@ -284,6 +309,73 @@ impl FrontendTracker {
     }
 }
 
+impl FrontendTracker {
+    /// What a Bind of `statement` would run, re-deciding it when the
+    /// session or the policies changed since it was decided: PostgreSQL
+    /// re-resolves a prepared statement's names when the search_path
+    /// changes. A name the tracker never parsed may be a SQL PREPARE.
+    fn bind_decision(
+        &mut self,
+        statement: &str,
+        gate: &mut StatementGate,
+    ) -> (Arc<str>, Prepared, Option<GateDecision>) {
+        let generation = gate.generation();
+        let Some((key, prepared)) = self
+            .statements
+            .get_key_value(statement)
+            .map(|(k, v)| (k.clone(), v.clone()))
+        else {
+            let verdict = gate.check_sql_prepared(statement);
+            let decision = match &verdict {
+                Some(GateDecision::Allow { policies }) => Some(Decision {
+                    allowed: true,
+                    policies: policies.clone(),
+                }),
+                _ => None,
+            };
+            let text: Arc<str> = Arc::from(if verdict.is_some() {
+                format!("EXECUTE {statement}")
+            } else {
+                String::new()
+            });
+            let prepared = Prepared {
+                text,
+                decision,
+                older: Vec::new(),
+                generation,
+            };
+            let verdict = verdict.filter(|v| matches!(v, GateDecision::Deny { .. }));
+            return (Arc::from(statement), prepared, verdict);
+        };
+        if prepared.generation == generation {
+            return (key, prepared, None);
+        }
+        let mut policies = Vec::new();
+        let texts: Vec<Arc<str>> = prepared
+            .older
+            .iter()
+            .cloned()
+            .chain([prepared.text.clone()])
+            .collect();
+        for text in texts {
+            match gate.check(&text) {
+                GateDecision::Allow { policies: p } => policies.extend(p),
+                deny @ GateDecision::Deny { .. } => return (key, prepared, Some(deny)),
+            }
+        }
+        policies.sort();
+        policies.dedup();
+        let mut updated = prepared;
+        updated.decision = Some(Decision {
+            allowed: true,
+            policies,
+        });
+        updated.generation = gate.generation();
+        self.statements.insert(key.clone(), updated.clone());
+        (key, updated, None)
+    }
+}
+
 fn render_params(formats: &[i16], params: &[Param<'_>]) -> Vec<Option<String>> {
     params
         .iter()
@@ -325,6 +417,9 @@ fn render_value(v: &[u8], binary: bool) -> String {
 #[derive(Default)]
 pub struct BackendTracker {
     queue: VecDeque<Pending>,
+    /// After an extended-protocol error the server ignores everything up
+    /// to the next Sync, including messages the client sends later.
+    skipping: bool,
     command_rows: u64,
     status: Option<TransactionStatus>,
 }
@@ -332,7 +427,15 @@ pub struct BackendTracker {
 impl BackendTracker {
     /// Adds what the client sent, in order.
     pub fn push(&mut self, items: impl IntoIterator<Item = Pending>) {
-        self.queue.extend(items);
+        for item in items {
+            if self.skipping {
+                if !matches!(item, Pending::Sync) {
+                    continue;
+                }
+                self.skipping = false;
+            }
+            self.queue.push_back(item);
+        }
     }
 
     /// Whether something sent is still unanswered.
@@ -429,7 +532,7 @@ impl BackendTracker {
         self.command_rows = 0;
         let mut text = format!("{}: {}", e.code().unwrap_or("?"), e.message().unwrap_or(""));
         let mut replacement = None;
-        if let Some(Pending::Query(s) | Pending::Parse(s)) = self.queue.front() {
+        if let Some(Pending::Query(s) | Pending::Parse(s) | Pending::Bind(s)) = self.queue.front() {
             if let Some(denial) = &s.denial {
                 // The upstream failed our stand-in; the client hears why.
                 let mut out = BytesMut::new();
@@ -453,13 +556,15 @@ impl BackendTracker {
                     s.error = Some(text);
                     done.push(s);
                 }
-                // The server now skips everything up to Sync.
+                // The server now skips everything up to Sync, including what
+                // the client has not sent yet.
                 while let Some(p) = self.queue.front() {
                     if matches!(p, Pending::Sync) {
                         break;
                     }
                     self.queue.pop_front();
                 }
+                self.skipping = self.queue.is_empty();
             }
         }
         replacement

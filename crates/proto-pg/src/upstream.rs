@@ -35,6 +35,8 @@ pub struct UpstreamSession {
     /// The schemas of the effective search_path that exist, in order
     /// (`current_schemas(false)`), for resolving unqualified names.
     pub search_path: Vec<String>,
+    /// The raw `search_path` setting, which may name schemas not yet created.
+    pub search_path_setting: String,
 }
 
 /// A target with its TLS configuration prepared once.
@@ -146,7 +148,8 @@ impl Upstream {
                 BackendMessage::NoticeResponse(_) | BackendMessage::NegotiateProtocolVersion(_) => {
                 }
                 BackendMessage::ReadyForQuery(status) => {
-                    let search_path = self.fetch_search_path(&mut stream, &mut buf).await?;
+                    let (search_path, search_path_setting) =
+                        self.fetch_search_path(&mut stream, &mut buf).await?;
                     return Ok(UpstreamSession {
                         stream,
                         leftover: buf,
@@ -154,6 +157,7 @@ impl Upstream {
                         key,
                         status,
                         search_path,
+                        search_path_setting,
                     });
                 }
                 BackendMessage::ErrorResponse(e) => {
@@ -187,15 +191,23 @@ impl Upstream {
         &self,
         stream: &mut Stream,
         buf: &mut BytesMut,
-    ) -> Result<Vec<String>, SessionError> {
+    ) -> Result<(Vec<String>, String), SessionError> {
         let mut out = BytesMut::new();
-        encode::query(&mut out, "SELECT pg_catalog.current_schemas(false)::text");
+        encode::query(
+            &mut out,
+            "SELECT pg_catalog.current_schemas(false)::text, pg_catalog.current_setting('search_path')",
+        );
         stream.write_all(&out).await?;
         let mut value = None;
         loop {
             let (tag, body) = read_message(stream, buf, SETUP_MESSAGE_LIMIT).await?;
             match BackendMessage::decode(tag, &body)? {
-                BackendMessage::DataRow(row) => value = first_text_column(row),
+                BackendMessage::DataRow(row) => {
+                    let mut cols = text_columns(row).into_iter();
+                    if let (Some(Some(a)), Some(Some(b))) = (cols.next(), cols.next()) {
+                        value = Some((a, b));
+                    }
+                }
                 BackendMessage::ReadyForQuery(_) => break,
                 BackendMessage::ErrorResponse(e) => {
                     return Err(SessionError::Upstream(format!(
@@ -213,7 +225,8 @@ impl Upstream {
                 self.target.name
             ))
         })?;
-        Ok(parse_name_array(&text))
+        let (array, setting) = text;
+        Ok((parse_name_array(&array), setting))
     }
 
     fn answer_auth(
@@ -304,16 +317,33 @@ impl Upstream {
     }
 }
 
-/// The first column of a DataRow as text.
-fn first_text_column(row: &[u8]) -> Option<String> {
-    let count = i16::from_be_bytes([*row.first()?, *row.get(1)?]);
-    if count < 1 {
-        return None;
+/// The columns of a text-format DataRow (`None` for NULL or bad bytes).
+fn text_columns(row: &[u8]) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    let Some(count) = row.get(..2).map(|b| i16::from_be_bytes([b[0], b[1]])) else {
+        return out;
+    };
+    let mut at = 2;
+    for _ in 0..count {
+        let Some(len) = row
+            .get(at..at + 4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            break;
+        };
+        at += 4;
+        match usize::try_from(len) {
+            Ok(n) => {
+                out.push(
+                    row.get(at..at + n)
+                        .and_then(|b| String::from_utf8(b.to_vec()).ok()),
+                );
+                at += n;
+            }
+            Err(_) => out.push(None),
+        }
     }
-    let len = i32::from_be_bytes([*row.get(2)?, *row.get(3)?, *row.get(4)?, *row.get(5)?]);
-    let len = usize::try_from(len).ok()?;
-    let bytes = row.get(6..6 + len)?;
-    String::from_utf8(bytes.to_vec()).ok()
+    out
 }
 
 /// Parses a PostgreSQL `name[]` literal such as `{app,"my schema",public}`.

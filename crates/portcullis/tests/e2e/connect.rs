@@ -302,3 +302,46 @@ fn an_oversized_startup_packet_is_refused() {
     // A correct client still gets in.
     assert!(Raw::login(gw.pg_port, "app-db", ALICE_TOKEN).is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quote_hiding_client_encodings_are_refused_however_they_are_set() {
+    let gw = app_gateway();
+    // In the startup packet.
+    let out = std::process::Command::new("psql")
+        .arg("-X")
+        .arg(gw.conninfo("app-db", ""))
+        .arg("-c")
+        .arg("select 1")
+        .env("PGPASSWORD", ALICE_TOKEN)
+        .env("PGCLIENTENCODING", "SJIS")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("client_encoding \"SJIS\" is not allowed"),
+        "{stderr}"
+    );
+    // By SET.
+    let client = connect(&gw, "app-db", ALICE_TOKEN).await.unwrap();
+    let e = client
+        .batch_execute("set client_encoding = 'SJIS'")
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&e).0, "42501");
+    // By a function the policy lets alice call: the server reports the
+    // change and the gateway ends the session rather than misread it.
+    let e = client
+        .batch_execute("select set_config('client_encoding', 'SJIS', false)")
+        .await
+        .unwrap_err();
+    let text = format!("{e:?}");
+    assert!(
+        text.contains("switched client_encoding") || e.is_closed(),
+        "{text}"
+    );
+    assert!(
+        client.batch_execute("select 1").await.is_err(),
+        "the session must be over"
+    );
+}

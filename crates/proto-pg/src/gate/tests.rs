@@ -129,3 +129,60 @@ fn every_statement_of_a_multi_statement_text_is_decided() {
     )
     .contains("delete on app-db/public.users"));
 }
+
+#[test]
+fn a_search_path_set_earlier_in_the_same_text_counts() {
+    let mut g = gate(&["other"]);
+    assert_eq!(
+        denied(&mut g, "set search_path = public; select * from api_keys"),
+        "portcullis: select on app-db/public.api_keys denied (policy no-api-keys)"
+    );
+    // Nothing of a refused text sticks.
+    assert!(matches!(
+        g.check("select * from api_keys"),
+        GateDecision::Allow { .. }
+    ));
+}
+
+#[test]
+fn a_redefined_prepared_name_keeps_every_text() {
+    let mut g = gate(&["public"]);
+    assert!(matches!(
+        g.check("prepare p as select 1"),
+        GateDecision::Allow { .. }
+    ));
+    // The server rejects this duplicate; the gate cannot know, so p may be either.
+    assert!(denied(&mut g, "prepare p as select * from api_keys").contains("api_keys"));
+    assert!(matches!(
+        g.check("prepare q as select 1"),
+        GateDecision::Allow { .. }
+    ));
+    assert!(matches!(
+        g.check("prepare q as select * from users"),
+        GateDecision::Allow { .. }
+    ));
+    assert!(matches!(g.check("reset all"), GateDecision::Allow { .. }));
+    assert!(
+        matches!(g.check("execute q"), GateDecision::Allow { .. }),
+        "prepared statements survive RESET ALL"
+    );
+    assert!(matches!(g.check("discard all"), GateDecision::Allow { .. }));
+    assert!(denied(&mut g, "execute q").contains("unknown prepared statement"));
+}
+
+#[test]
+fn the_raw_search_path_setting_counts_schemas_not_yet_created() {
+    let mut g = gate(&["public"]).with_search_path_setting("\"$user\", public, \"Odd\"\"Name\"");
+    assert_eq!(
+        denied(&mut g, "truncate t"),
+        "portcullis: truncate on app-db/public.t denied (no policy permits it)"
+    );
+    let pairs = g.explain("select * from t").unwrap();
+    let names: Vec<String> = pairs.iter().map(|(_, r, _)| r.describe()).collect();
+    assert_eq!(
+        names,
+        vec!["app-db/public.t", "app-db/svc.t", "app-db/Odd\"Name.t"]
+    );
+    let mut g = gate(&["public"]).with_search_path_setting("public, pg_catalog");
+    assert!(denied(&mut g, "select lower('x')").contains("unqualified name"));
+}

@@ -219,3 +219,113 @@ fn a_denied_query_is_replaced_and_its_error_rewritten() {
         .unwrap_or("")
         .starts_with("42501: portcullis: delete"));
 }
+
+#[test]
+fn a_prepared_statement_is_decided_again_when_the_search_path_changes() {
+    let mut f = FrontendTracker::new(10);
+    let mut g = StatementGate::new(
+        Arc::new(
+            PolicyEngine::from_text(
+                r#"permit(principal, action, resource);
+                   forbid(principal, action, resource == Table::"db/public.api_keys");"#,
+            )
+            .unwrap(),
+        ),
+        Arc::new(ParseCache::default()),
+        Identity {
+            user: "t".into(),
+            groups: vec![],
+            actor: None,
+            method: "test",
+        },
+        "db".into(),
+        "svc".into(),
+        "127.0.0.1".into(),
+        vec!["other".into()],
+    );
+    let mut out = Vec::new();
+    let parse = FrontendMessage::Parse {
+        name: "s1",
+        sql: "select * from api_keys",
+        param_types: vec![],
+    };
+    assert!(matches!(
+        f.on_message(&parse, &mut out, &mut g).unwrap(),
+        Forward::AsIs
+    ));
+    let set = FrontendMessage::Query {
+        sql: "set search_path = public",
+    };
+    assert!(matches!(
+        f.on_message(&set, &mut out, &mut g).unwrap(),
+        Forward::AsIs
+    ));
+    let bind = FrontendMessage::Bind {
+        portal: "",
+        statement: "s1",
+        param_formats: vec![],
+        params: vec![],
+        result_formats: vec![],
+    };
+    match f.on_message(&bind, &mut out, &mut g).unwrap() {
+        Forward::Replace(bytes) => assert!(bytes
+            .windows(POISON_STATEMENT.len())
+            .any(|w| w == POISON_STATEMENT.as_bytes())),
+        Forward::AsIs => {
+            panic!("the statement now reads public.api_keys and must be refused at Bind")
+        }
+    }
+}
+
+#[test]
+fn messages_after_an_extended_error_are_skipped_until_sync() {
+    let (mut f, mut b) = (FrontendTracker::new(10), BackendTracker::default());
+    feed(
+        &mut f,
+        &mut b,
+        &[
+            FrontendMessage::Parse {
+                name: "",
+                sql: "select 1/0",
+                param_types: vec![],
+            },
+            FrontendMessage::Bind {
+                portal: "",
+                statement: "",
+                param_formats: vec![],
+                params: vec![],
+                result_formats: vec![],
+            },
+            FrontendMessage::Execute {
+                portal: "",
+                max_rows: 0,
+            },
+        ],
+    );
+    let done = respond(
+        &mut b,
+        &[
+            (b'1', b""),
+            (b'2', b""),
+            (b'E', b"SERROR\0C22012\0Mdivision by zero\0\0"),
+        ],
+    );
+    assert_eq!(done.len(), 1);
+    // Sent after the error arrived: the server ignores it.
+    feed(
+        &mut f,
+        &mut b,
+        &[
+            FrontendMessage::Query {
+                sql: "delete from users",
+            },
+            FrontendMessage::Sync,
+        ],
+    );
+    let done = respond(&mut b, &[(b'Z', b"I")]);
+    assert!(
+        done.is_empty(),
+        "the skipped query must not be recorded as run"
+    );
+    assert!(!b.in_flight());
+}
