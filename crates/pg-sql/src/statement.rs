@@ -54,6 +54,21 @@ const DDL: &[&str] = &[
     "CreateTableAsStmt",
 ];
 
+/// DDL that makes the server call a function implicitly later (triggers,
+/// casts, operators, aggregates, types, operator classes, transforms,
+/// conversions): whoever may do this can have any function run under
+/// another statement's name, so it also needs `admin`.
+const IMPLICIT_CALLS: &[&str] = &[
+    "CreateTrigStmt",
+    "CreateCastStmt",
+    "DefineStmt",
+    "CreateOpClassStmt",
+    "CreateOpFamilyStmt",
+    "AlterOpFamilyStmt",
+    "CreateTransformStmt",
+    "CreateConversionStmt",
+];
+
 /// Statements that administer the server, roles or privileges: `admin`.
 const ADMIN: &[&str] = &[
     "AlterDatabaseRefreshCollStmt",
@@ -304,6 +319,9 @@ pub(crate) fn classify(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
         }
         k if DDL.contains(&k) => {
             w.push(SqlAction::Ddl, Object::Connection);
+            if IMPLICIT_CALLS.contains(&k) {
+                w.push(SqlAction::Admin, Object::Connection);
+            }
             if k == "DropStmt" {
                 drop_targets(&mut w, body);
             }
