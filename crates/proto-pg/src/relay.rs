@@ -1,9 +1,12 @@
 //! The relay: client and upstream bytes flow through the codec in both
-//! directions, every statement is paired with its outcome and recorded.
+//! directions; every statement is decided by the [`StatementGate`] before
+//! it is forwarded, paired with its outcome, and recorded.
 //!
 //! Hand-written on purpose: this is the hot path. Complete frames are
 //! forwarded as one contiguous write per read, with no copy and no
-//! per-message allocation beyond the statement text kept for the record.
+//! per-message allocation beyond the statement text kept for the record;
+//! only a denied statement (and the server's error for its stand-in) is
+//! spliced out and replaced.
 //! Memory per session is bounded by two read buffers, each at most
 //! `max(READ_CHUNK, largest message)`, and `max_message_bytes` caps the
 //! largest message in either direction.
