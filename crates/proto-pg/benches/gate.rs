@@ -68,6 +68,33 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+    // One Cedar decision on its own, entities reused: the floor under the
+    // cached figures above.
+    let alice = Identity {
+        user: "alice".into(),
+        groups: vec!["engineering".into()],
+        actor: None,
+        method: "bench",
+    };
+    let table = portcullis_core::Resource::Table {
+        connection: "app-db".into(),
+        name: "public.pgbench_accounts".into(),
+    };
+    let facts = portcullis_core::RequestFacts {
+        protocol: "postgres",
+        client_address: "127.0.0.1".into(),
+        statement_kind: Some("select"),
+        statement: Some(OLTP[0].1.into()),
+    };
+    c.bench_function("decide-only/select-table", |b| {
+        b.iter(|| {
+            assert!(
+                engine
+                    .decide(&alice, portcullis_core::Action::Select, &table, &facts)
+                    .allowed
+            )
+        })
+    });
     let mut parse = c.benchmark_group("parse-only");
     for (name, sql) in OLTP {
         parse.bench_function(*name, |b| {
