@@ -7,6 +7,10 @@ fn permissive_gate() -> StatementGate {
 }
 
 fn gate_with(policies: &str) -> StatementGate {
+    gate_in(policies, &["public"])
+}
+
+fn gate_in(policies: &str, schemas: &[&str]) -> StatementGate {
     StatementGate::new(
         Arc::new(PolicyEngine::from_text(policies).unwrap()),
         Arc::new(ParseCache::default()),
@@ -19,7 +23,7 @@ fn gate_with(policies: &str) -> StatementGate {
         "db".into(),
         "svc".into(),
         "127.0.0.1".into(),
-        vec!["public".into()],
+        schemas.iter().map(|s| s.to_string()).collect(),
     )
 }
 
@@ -223,25 +227,10 @@ fn a_denied_query_is_replaced_and_its_error_rewritten() {
 #[test]
 fn a_prepared_statement_is_decided_again_when_the_search_path_changes() {
     let mut f = FrontendTracker::new(10);
-    let mut g = StatementGate::new(
-        Arc::new(
-            PolicyEngine::from_text(
-                r#"permit(principal, action, resource);
-                   forbid(principal, action, resource == Table::"db/public.api_keys");"#,
-            )
-            .unwrap(),
-        ),
-        Arc::new(ParseCache::default()),
-        Identity {
-            user: "t".into(),
-            groups: vec![],
-            actor: None,
-            method: "test",
-        },
-        "db".into(),
-        "svc".into(),
-        "127.0.0.1".into(),
-        vec!["other".into()],
+    let mut g = gate_in(
+        r#"permit(principal, action, resource);
+           forbid(principal, action, resource == Table::"db/public.api_keys");"#,
+        &["other"],
     );
     let mut out = Vec::new();
     let parse = FrontendMessage::Parse {
