@@ -16,7 +16,9 @@ pub use audit::{
     AuditEvent, AuditStore, Decision, SessionDetail, SessionEnd, SessionQuery, SessionRecord,
     SessionSummary, StatementRecord, StoreError,
 };
-pub use identity::{AuthError, Authenticator, Identity, StaticToken, StaticTokens};
+pub use identity::{
+    AuthError, Authenticator, Credential, GatewayAuthenticator, Identity, StaticToken, StaticTokens,
+};
 pub use policy::{Action, PolicyEngine, PolicyError, RequestFacts, Resource, Verdict};
 pub use recorder::{Recorder, RecorderClosed, RecorderTask};
 pub use secret::Secret;

@@ -259,6 +259,7 @@ fn policy_check(
         groups,
         actor: None,
         method: "policy-check",
+        credential: Default::default(),
     };
     let mut gate = StatementGate::new(
         engine,

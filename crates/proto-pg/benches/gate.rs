@@ -42,6 +42,7 @@ fn gate(engine: &Arc<PolicyEngine>, cache: Arc<ParseCache>) -> StatementGate {
             groups: vec!["engineering".into()],
             actor: None,
             method: "bench",
+            credential: Default::default(),
         },
         "app-db".into(),
         "svc".into(),
@@ -75,6 +76,7 @@ fn bench(c: &mut Criterion) {
         groups: vec!["engineering".into()],
         actor: None,
         method: "bench",
+        credential: Default::default(),
     };
     let table = portcullis_core::Resource::Table {
         connection: "app-db".into(),

@@ -6,6 +6,7 @@ fn alice() -> Identity {
         groups: vec!["engineering".into()],
         actor: None,
         method: "test",
+        credential: Default::default(),
     }
 }
 

@@ -23,6 +23,7 @@ fn gate(schemas: &[&str]) -> StatementGate {
             groups: vec!["engineering".into()],
             actor: None,
             method: "test",
+            credential: Default::default(),
         },
         "app-db".into(),
         "svc".into(),

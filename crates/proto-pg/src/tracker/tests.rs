@@ -19,6 +19,7 @@ fn gate_in(policies: &str, schemas: &[&str]) -> StatementGate {
             groups: vec![],
             actor: None,
             method: "test",
+            credential: Default::default(),
         },
         "db".into(),
         "svc".into(),

@@ -1,51 +1,10 @@
-//! Who is acting: turning a presented credential into an [`Identity`].
+//! Static tokens from configuration: for local use, tests and break-glass
+//! access. Only their SHA-256 digests are held.
 
-use async_trait::async_trait;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use thiserror::Error;
 
-/// A verified principal, with the groups policy sees it in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Identity {
-    /// The user the action is attributed to.
-    pub user: String,
-    /// Groups the user is in, for policy.
-    pub groups: Vec<String>,
-    /// The agent acting on the user's behalf, if any.
-    pub actor: Option<String>,
-    /// How the identity was established, e.g. `static-token`.
-    pub method: &'static str,
-}
-
-impl Identity {
-    /// "alice", or "agent X acting for alice".
-    pub fn describe(&self) -> String {
-        match &self.actor {
-            Some(actor) => format!("{actor} acting for {}", self.user),
-            None => self.user.clone(),
-        }
-    }
-}
-
-/// Why a credential was refused. Messages never include the credential.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum AuthError {
-    /// No credential was presented.
-    #[error("no token was presented")]
-    Missing,
-    /// The credential matched nothing.
-    #[error("the token is not valid")]
-    Invalid,
-}
-
-/// Verifies a credential a client presented (as a password or bearer token).
-#[async_trait]
-pub trait Authenticator: Send + Sync {
-    /// The identity the credential proves, or why it proves none.
-    async fn authenticate(&self, credential: &str) -> Result<Identity, AuthError>;
-}
+use super::{AuthError, Credential, Identity};
 
 /// A configured static token, kept only as its SHA-256 digest.
 #[derive(Debug, Clone)]
@@ -59,6 +18,12 @@ pub struct StaticToken {
 }
 
 impl StaticToken {
+    /// A short, non-secret name for the token: the first 8 bytes of its
+    /// digest, hex. Used to end sessions whose token was removed.
+    pub fn id(&self) -> String {
+        format!("static:{}", hex::encode(&self.sha256[..8]))
+    }
+
     /// A token entry from the token's clear text.
     pub fn from_clear(user: &str, groups: Vec<String>, token: &str) -> Self {
         Self {
@@ -81,6 +46,11 @@ impl StaticTokens {
         Self { tokens }
     }
 
+    /// The ids of every configured token.
+    pub fn ids(&self) -> Vec<String> {
+        self.tokens.iter().map(StaticToken::id).collect()
+    }
+
     /// Verifies synchronously; see [`Authenticator::authenticate`].
     pub fn verify(&self, credential: &str) -> Result<Identity, AuthError> {
         if credential.is_empty() {
@@ -101,14 +71,11 @@ impl StaticTokens {
             groups: t.groups.clone(),
             actor: None,
             method: "static-token",
+            credential: Credential {
+                id: Some(t.id()),
+                ..Credential::default()
+            },
         })
-    }
-}
-
-#[async_trait]
-impl Authenticator for StaticTokens {
-    async fn authenticate(&self, credential: &str) -> Result<Identity, AuthError> {
-        self.verify(credential)
     }
 }
 
@@ -137,6 +104,7 @@ mod tests {
             groups: vec![],
             actor: Some("agent X".into()),
             method: "test",
+            credential: Credential::default(),
         };
         assert_eq!(id.describe(), "agent X acting for alice");
     }

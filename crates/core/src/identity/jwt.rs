@@ -1,0 +1,178 @@
+//! JSON Web Tokens: reading the parts that route a token (header, issuer)
+//! before any key is chosen, and verifying the signature and time claims
+//! with a chosen key. No I/O here; key sets are fetched by [`super::jwks`].
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::AuthError;
+
+/// The signature algorithms accepted from any issuer. `none` and every HMAC
+/// algorithm are refused: a gateway holds no shared secrets with issuers,
+/// and accepting HS256 would let a public key act as an HMAC secret.
+pub const ALLOWED_ALGORITHMS: [Algorithm; 3] =
+    [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
+
+/// The unverified header fields that select a key.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawHeader {
+    /// Algorithm as written (checked against [`ALLOWED_ALGORITHMS`]).
+    pub alg: String,
+    /// Key id.
+    pub kid: Option<String>,
+}
+
+/// A token split into its parts, with its header and claims read but not
+/// yet trusted.
+#[derive(Debug)]
+pub struct Unverified<'a> {
+    /// The raw token.
+    pub token: &'a str,
+    /// Its header.
+    pub header: RawHeader,
+    /// The allowed algorithm the header names.
+    pub alg: Algorithm,
+    /// Its `iss`, for choosing the issuer's keys.
+    pub issuer: String,
+    /// Its `aud`, for choosing among one issuer's configured entries.
+    pub audiences: Vec<String>,
+}
+
+/// Whether a credential is shaped like a compact JWS (three base64url
+/// parts), as opposed to an opaque static token.
+pub fn looks_like_jwt(credential: &str) -> bool {
+    // Every JWS header is a JSON object, so its base64url starts `eyJ`.
+    credential.starts_with("eyJ") && credential.bytes().filter(|&b| b == b'.').count() == 2
+}
+
+fn rejected(why: impl Into<String>) -> AuthError {
+    AuthError::Rejected(why.into())
+}
+
+fn decode_part(part: &str, what: &str) -> Result<Value, AuthError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| rejected(format!("the token's {what} is not base64url")))?;
+    serde_json::from_slice(&bytes).map_err(|_| rejected(format!("the token's {what} is not JSON")))
+}
+
+/// Reads the header and issuer of `token` without verifying anything.
+pub fn peek(token: &str) -> Result<Unverified<'_>, AuthError> {
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(_sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(rejected("the token is not a signed JWT (expected three parts)"));
+    };
+    let header: RawHeader = serde_json::from_value(decode_part(h, "header")?)
+        .map_err(|_| rejected("the token's header has no algorithm"))?;
+    let alg = match header.alg.as_str() {
+        "RS256" => Algorithm::RS256,
+        "ES256" => Algorithm::ES256,
+        "EdDSA" => Algorithm::EdDSA,
+        "none" => return Err(rejected("the token is unsigned (alg \"none\" is refused)")),
+        other => {
+            return Err(rejected(format!(
+                "the token's algorithm {other:?} is not accepted (RS256, ES256 and EdDSA are)"
+            )))
+        }
+    };
+    let claims = decode_part(p, "payload")?;
+    let issuer = claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .ok_or_else(|| rejected("the token names no issuer (iss)"))?
+        .to_owned();
+    let audiences = string_list(claims.get("aud"));
+    Ok(Unverified {
+        token,
+        header,
+        alg,
+        issuer,
+        audiences,
+    })
+}
+
+/// What a verification must check besides the signature.
+#[derive(Debug, Clone)]
+pub struct Expectations<'a> {
+    /// Exact `iss`.
+    pub issuer: &'a str,
+    /// Accepted audiences: `aud` must contain one.
+    pub audiences: &'a [String],
+    /// Clock skew allowed on `exp` and `nbf`, seconds.
+    pub leeway_secs: u64,
+}
+
+/// Verifies the signature with `key` and checks `iss`, `aud`, `exp` and
+/// `nbf`; returns the claims.
+pub fn verify(
+    t: &Unverified<'_>,
+    key: &DecodingKey,
+    expect: &Expectations<'_>,
+) -> Result<Value, AuthError> {
+    let mut v = Validation::new(t.alg);
+    v.leeway = expect.leeway_secs;
+    v.validate_nbf = true;
+    v.set_issuer(&[expect.issuer]);
+    v.set_audience(expect.audiences);
+    v.set_required_spec_claims(&["exp", "iss", "aud"]);
+    match jsonwebtoken::decode::<Value>(t.token, key, &v) {
+        Ok(data) => Ok(data.claims),
+        Err(e) => Err(match e.kind() {
+            ErrorKind::InvalidSignature => rejected("the token's signature does not verify"),
+            ErrorKind::ExpiredSignature => rejected("the token has expired"),
+            ErrorKind::ImmatureSignature => rejected("the token is not valid yet (nbf)"),
+            ErrorKind::InvalidAudience => rejected(format!(
+                "the token's audience is not accepted (expected {})",
+                expect.audiences.join(" or ")
+            )),
+            ErrorKind::InvalidIssuer => rejected("the token's issuer does not match"),
+            ErrorKind::MissingRequiredClaim(c) => {
+                rejected(format!("the token has no {c:?} claim"))
+            }
+            ErrorKind::InvalidAlgorithm => {
+                rejected("the token's algorithm does not match its key")
+            }
+            _ => rejected("the token is malformed"),
+        }),
+    }
+}
+
+/// A string claim, if present.
+pub fn str_claim<'a>(claims: &'a Value, name: &str) -> Option<&'a str> {
+    claims.get(name).and_then(Value::as_str)
+}
+
+/// A claim found by a dotted path such as `realm_access.roles`.
+pub fn claim_path<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
+    // An exact key wins, for claims whose names contain dots (URLs).
+    if let Some(v) = claims.get(path) {
+        return Some(v);
+    }
+    path.split('.').try_fold(claims, |v, k| v.get(k))
+}
+
+/// A claim as a list of strings: an array's strings, or a single string.
+pub fn string_list(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// Seconds since the epoch, for `iat`/`exp`.
+pub fn int_claim(claims: &Value, name: &str) -> Option<i64> {
+    claims.get(name).and_then(|v| {
+        v.as_i64()
+            .or_else(|| v.as_f64().map(|f| f as i64))
+    })
+}
