@@ -13,6 +13,10 @@ pub struct LiveSession {
     pub id: Uuid,
     /// The user it is attributed to.
     pub user: String,
+    /// The agent acting for the user, if any.
+    pub actor: Option<String>,
+    /// The credential's non-secret id, if it has one.
+    pub credential_id: Option<String>,
     /// The connection it uses.
     pub connection: String,
     /// Cancelled to end the session.
@@ -46,10 +50,16 @@ impl SessionRegistry {
         }
     }
 
-    /// Ends every live session of `user`; returns how many.
+    /// Ends every live session of `user`, or in which `user` acts for
+    /// someone; returns how many.
     pub fn kill_user(&self, user: &str) -> usize {
+        self.kill_where(|s| s.user == user || s.actor.as_deref() == Some(user))
+    }
+
+    /// Ends every live session `pred` picks; returns how many.
+    pub fn kill_where(&self, pred: impl Fn(&LiveSession) -> bool) -> usize {
         let map = self.lock();
-        let hits: Vec<_> = map.values().filter(|s| s.user == user).collect();
+        let hits: Vec<_> = map.values().filter(|s| pred(s)).collect();
         hits.iter().for_each(|s| s.kill.cancel());
         hits.len()
     }
@@ -92,6 +102,8 @@ mod tests {
         let g = reg.register(LiveSession {
             id: Uuid::now_v7(),
             user: "alice".into(),
+            actor: None,
+            credential_id: None,
             connection: "app-db".into(),
             kill: kill.clone(),
         });

@@ -47,6 +47,35 @@ impl ApiClient {
         Ok(body)
     }
 
+    /// POSTs a JSON body.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway API at {}", self.base))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .context("the API answered with invalid JSON")?;
+        if !status.is_success() {
+            let msg = body
+                .get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or("no reason given");
+            bail!("API refused ({status}): {msg}");
+        }
+        Ok(body)
+    }
+
     /// `GET /api/sessions`.
     pub async fn sessions(&self, query: &[(&str, String)]) -> anyhow::Result<serde_json::Value> {
         self.get("/api/sessions", query).await

@@ -52,6 +52,17 @@ pub struct RawConfig {
     /// Recording.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Trusted OpenID Connect issuers.
+    #[serde(default)]
+    pub oidc: Vec<identity::OidcConfig>,
+    /// Token expiry and key refresh.
+    #[serde(default)]
+    pub auth: identity::AuthConfig,
+    /// The gateway's own tokens.
+    #[serde(default)]
+    pub token_exchange: identity::TokenExchangeConfig,
+    /// What `portcullis login` uses.
+    pub login: Option<identity::LoginConfig>,
 }
 
 /// `[audit]`.
@@ -232,6 +243,8 @@ pub struct Config {
     pub log_level: String,
     /// Record every statement.
     pub record_statements: bool,
+    /// Issuers, token exchange and login.
+    pub identity: identity::IdentitySettings,
 }
 
 impl Config {
@@ -473,7 +486,16 @@ impl Config {
                 ))
             }
         };
+        let identity = identity::validate(
+            raw.oidc,
+            raw.auth,
+            raw.token_exchange,
+            raw.login,
+            raw.listen.postgres.as_deref(),
+        )
+        .map_err(|(key, message)| err(key, message))?;
         Ok(Config {
+            identity,
             data_dir: abs(&raw.data_dir),
             postgres_listen: raw.listen.postgres,
             api_listen: raw.listen.api,
@@ -496,6 +518,8 @@ impl Config {
         })
     }
 }
+
+pub mod identity;
 
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,9 @@
 mod api;
 mod client;
 mod config;
+mod connect;
+mod credentials;
+mod login;
 mod serve;
 mod tls_material;
 
@@ -44,6 +47,49 @@ enum Command {
     },
     /// Print the SHA-256 of a token read from standard input, for `token_sha256`.
     HashToken,
+    /// Log in through the gateway's identity provider and keep a gateway token.
+    Login {
+        /// The gateway's API URL.
+        #[arg(
+            long,
+            env = "PORTCULLIS_GATEWAY",
+            default_value = "http://127.0.0.1:8099"
+        )]
+        gateway: String,
+        /// Use the device authorization grant (for machines without a browser).
+        #[arg(long)]
+        device: bool,
+        /// Print the login URL without trying to open a browser.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// Print the current gateway token (renewing it if needed), e.g. for PGPASSWORD.
+    Token,
+    /// Open a local port that logs in to a connection for you.
+    Connect {
+        /// The connection name, e.g. app-db.
+        connection: String,
+        /// Local port (default: any free port, printed).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// The gateway's PostgreSQL host:port, if not the one given at login.
+        #[arg(long)]
+        gateway_postgres: Option<String>,
+        /// CA certificate to verify the gateway with (TLS is then required).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
+    /// End a user's (or agent's) live sessions and refuse their tokens.
+    Revoke {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The user or agent.
+        #[arg(long)]
+        user: String,
+        /// Lift an earlier revocation instead.
+        #[arg(long)]
+        lift: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -136,6 +182,34 @@ fn main() -> ExitCode {
         }
         Command::Policy { command } => policy(command),
         Command::HashToken => hash_token(),
+        Command::Login {
+            gateway,
+            device,
+            no_browser,
+        } => runtime().and_then(|rt| {
+            rt.block_on(login::login(login::LoginArgs {
+                gateway,
+                device,
+                no_browser,
+            }))
+        }),
+        Command::Token => runtime().and_then(|rt| rt.block_on(login::print_token())),
+        Command::Connect {
+            connection,
+            port,
+            gateway_postgres,
+            ca,
+        } => runtime().and_then(|rt| {
+            rt.block_on(connect::connect(connect::ConnectArgs {
+                connection,
+                port,
+                gateway_postgres,
+                ca,
+            }))
+        }),
+        Command::Revoke { api, user, lift } => {
+            runtime().and_then(|rt| rt.block_on(revoke(api, user, lift)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -144,6 +218,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn revoke(api: ApiArgs, user: String, lift: bool) -> anyhow::Result<()> {
+    let client = client::ApiClient::new(&api.api, api.token)?;
+    let r = client
+        .post(
+            "/api/revoke",
+            &serde_json::json!({ "user": user, "lift": lift }),
+        )
+        .await?;
+    if api.json {
+        println!("{r}");
+    } else if lift {
+        println!("revocation of {user} lifted");
+    } else {
+        println!(
+            "revoked {user}: {} live session(s) ended; tokens issued until now are refused",
+            r.get("sessions_ended")
+                .and_then(|n| n.as_u64())
+                .unwrap_or(0)
+        );
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -155,7 +252,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run_serve(path: PathBuf) -> anyhow::Result<()> {
     let config = config::Config::load(&path)?;
     init_logging(config.log_json, &config.log_level)?;
-    runtime()?.block_on(serve::serve(config))
+    runtime()?.block_on(serve::serve(config, path))
 }
 
 fn init_logging(json: bool, level: &str) -> anyhow::Result<()> {

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use portcullis_core::audit::AuditStore;
-use portcullis_core::{Core, PolicyEngine, Recorder, SessionRegistry, StaticTokens};
+use portcullis_core::identity::{RevocationStore, TokenIssuer};
+use portcullis_core::{
+    Core, GatewayAuthenticator, PolicyEngine, Recorder, SessionRegistry, StaticTokens,
+};
 use portcullis_proto_pg::{PgAdapter, PgAdapterConfig, PgTarget, Upstream};
 use portcullis_store::SqliteStore;
 use tokio::net::TcpListener;
@@ -17,8 +20,9 @@ use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::tls_material;
 
-/// Runs the gateway until SIGINT or SIGTERM.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// Runs the gateway until SIGINT or SIGTERM. `config_path` is reread on
+/// SIGHUP and when it changes, for static tokens.
+pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
     let metrics = PrometheusBuilder::new()
@@ -33,11 +37,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!(dir = %config.policy_dir.display(), "no policies loaded: every request will be denied");
     }
     let store_path = config.data_dir.join("portcullis.db");
-    let store: Arc<dyn AuditStore> = Arc::new(
+    let sqlite = Arc::new(
         SqliteStore::open(&store_path)
             .await
             .with_context(|| format!("opening the store {}", store_path.display()))?,
     );
+    let store: Arc<dyn AuditStore> = sqlite.clone();
+    let revocation_store: Arc<dyn RevocationStore> = sqlite;
     let dangling = store
         .close_dangling("gateway stopped before the session ended")
         .await?;
@@ -48,8 +54,32 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let (recorder, recorder_task) = Recorder::spawn(store.clone());
+    let key_path = config.data_dir.join("keys").join("token-signing.pem");
+    let token_issuer = TokenIssuer::load_or_generate(
+        &key_path,
+        &config.identity.token_issuer,
+        config.identity.token_ttl,
+    )
+    .map_err(anyhow::Error::msg)
+    .context("loading the token-signing key")?;
+    let auth = Arc::new(GatewayAuthenticator::new(
+        StaticTokens::new(config.tokens.clone()),
+        config.identity.issuers.clone(),
+        Some(Arc::new(token_issuer)),
+        config.identity.refresh,
+    ));
+    auth.revocations().load(
+        revocation_store
+            .revocations()
+            .await
+            .context("loading revocations")?,
+    );
+    {
+        let auth = auth.clone();
+        tokio::spawn(async move { auth.warm_up().await });
+    }
     let core = Core {
-        authenticator: Arc::new(StaticTokens::new(config.tokens.clone())),
+        authenticator: auth.clone(),
         policy: policy.clone(),
         recorder,
         sessions: SessionRegistry::default(),
@@ -88,6 +118,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 targets,
                 limits: config.limits.clone(),
                 record_statements: config.record_statements,
+                expiry_grace: config.identity.expiry_grace,
             },
             core.clone(),
         );
@@ -103,6 +134,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             core: core.clone(),
             store: store.clone(),
             metrics,
+            auth: auth.clone(),
+            revocation_store: revocation_store.clone(),
+            login: config.identity.login.clone(),
         };
         let listener = TcpListener::bind(addr)
             .await
@@ -125,7 +159,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.policy_dir.clone(),
         shutdown.clone(),
     )));
-    wait_for_signals(&policy, &config).await;
+    tasks.push(tokio::spawn(watch_config(
+        auth.clone(),
+        core.sessions.clone(),
+        config_path.clone(),
+        shutdown.clone(),
+    )));
+    wait_for_signals(&policy, &config, &auth, &core.sessions, &config_path).await;
     tracing::info!("shutting down: ending sessions and flushing the audit log");
     shutdown.cancel();
     for t in tasks {
@@ -184,8 +224,61 @@ async fn watch_policies(
     }
 }
 
-/// Returns on SIGINT/SIGTERM; reloads policies on SIGHUP.
-async fn wait_for_signals(policy: &PolicyEngine, config: &Config) {
+/// Rereads the static tokens from the config file; ends live sessions of
+/// tokens that are gone. Other settings need a restart.
+fn reload_tokens(auth: &GatewayAuthenticator, sessions: &SessionRegistry, path: &std::path::Path) {
+    match Config::load(path) {
+        Ok(c) => {
+            let gone = auth.replace_static(StaticTokens::new(c.tokens));
+            let ended = sessions
+                .kill_where(|s| s.credential_id.as_ref().is_some_and(|id| gone.contains(id)));
+            tracing::info!(
+                removed = gone.len(),
+                sessions_ended = ended,
+                "static tokens reloaded"
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "config reload rejected; keeping the previous tokens")
+        }
+    }
+}
+
+/// Reloads static tokens when the config file changes (polled every second,
+/// like the policies).
+async fn watch_config(
+    auth: Arc<GatewayAuthenticator>,
+    sessions: SessionRegistry,
+    path: std::path::PathBuf,
+    stop: CancellationToken,
+) {
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()))
+    };
+    let mut last = stamp(&path);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        let now = stamp(&path);
+        if now != last {
+            last = now;
+            reload_tokens(&auth, &sessions, &path);
+        }
+    }
+}
+
+/// Returns on SIGINT/SIGTERM; reloads policies and static tokens on SIGHUP.
+async fn wait_for_signals(
+    policy: &PolicyEngine,
+    config: &Config,
+    auth: &GatewayAuthenticator,
+    sessions: &SessionRegistry,
+    config_path: &std::path::Path,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -200,10 +293,13 @@ async fn wait_for_signals(policy: &PolicyEngine, config: &Config) {
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            _ = hup.recv() => match policy.reload(&config.policy_dir) {
-                Ok(n) => tracing::info!(policies = n, "policies reloaded"),
-                Err(e) => tracing::error!(error = %e, "policy reload rejected; keeping the previous set"),
-            },
+            _ = hup.recv() => {
+                match policy.reload(&config.policy_dir) {
+                    Ok(n) => tracing::info!(policies = n, "policies reloaded"),
+                    Err(e) => tracing::error!(error = %e, "policy reload rejected; keeping the previous set"),
+                }
+                reload_tokens(auth, sessions, config_path);
+            }
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct PgAdapterConfig {
     pub limits: Limits,
     /// Record every statement (sessions are always recorded).
     pub record_statements: bool,
+    /// How long a session may outlive the token it started with.
+    pub expiry_grace: std::time::Duration,
 }
 
 /// The PostgreSQL protocol adapter.
@@ -221,14 +223,17 @@ impl PgAdapter {
             .authenticate(&token)
             .await
             .map_err(|e| {
-                let reason = match e {
-                    AuthError::Missing => "missing",
-                    AuthError::Invalid => "invalid",
-                };
-                metrics::counter!("portcullis_auth_failures_total", "reason" => reason)
+                metrics::counter!("portcullis_auth_failures_total", "reason" => e.label())
                     .increment(1);
+                // 28000 when the gateway could not check at all; 28P01 when
+                // the token itself was refused.
+                let code = if matches!(e, AuthError::Unavailable(_)) {
+                    "28000"
+                } else {
+                    "28P01"
+                };
                 SessionError::refused(
-                    "28P01",
+                    code,
                     format!("portcullis: token authentication failed: {e}"),
                 )
             })?;
@@ -330,9 +335,12 @@ impl PgAdapter {
         let _live = self.core.sessions.register(LiveSession {
             id,
             user: identity.user.clone(),
+            actor: identity.actor.clone(),
+            credential_id: identity.credential.id.clone(),
             connection: upstream.target.name.clone(),
             kill: kill.clone(),
         });
+        let expiry = expiry_deadline(&identity, self.cfg.expiry_grace);
         let (key, _cancel_key) = self.cancels.issue(upstream.clone(), up.key);
 
         let mut welcome = BytesMut::new();
@@ -374,6 +382,10 @@ impl PgAdapter {
                     r = relay::client_to_upstream(client_r, upstream_w, tx, limits, &recorder, &mut gate) => r,
                     r = relay::upstream_to_client(upstream_r, &mut client_w, up.leftover, rx, &mut tracker, limits, &mut rec) => r,
                     _ = kill.cancelled() => Err(SessionError::refused("57P01", "portcullis: the session was ended by the gateway")),
+                    _ = sleep_until_expiry(expiry) => Err(SessionError::refused(
+                        "57P01",
+                        format!("portcullis: the token for {} expired; reconnect with a fresh token", identity.describe()),
+                    )),
                 }
             }
         };
@@ -407,6 +419,25 @@ impl PgAdapter {
                 reason,
             }))
             .await;
+    }
+}
+
+/// When a session must end because its token has expired.
+fn expiry_deadline(
+    identity: &Identity,
+    grace: std::time::Duration,
+) -> Option<tokio::time::Instant> {
+    let exp = identity.credential.expires_at?;
+    let left = exp
+        .saturating_sub(portcullis_core::identity::now_secs())
+        .max(0) as u64;
+    Some(tokio::time::Instant::now() + std::time::Duration::from_secs(left) + grace)
+}
+
+async fn sleep_until_expiry(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

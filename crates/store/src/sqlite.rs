@@ -8,6 +8,7 @@ use portcullis_core::audit::{
     AuditEvent, AuditStore, Decision, SessionDetail, SessionQuery, SessionRecord, SessionSummary,
     StatementRecord, StoreError,
 };
+use portcullis_core::identity::RevocationStore;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -267,3 +268,39 @@ fn statement_from_row(row: &SqliteRow) -> Result<StatementRecord, StoreError> {
 
 #[cfg(test)]
 mod tests;
+
+#[async_trait]
+impl RevocationStore for SqliteStore {
+    async fn save_revocation(&self, user: &str, at: i64, by: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO revocations (user, revoked_at, revoked_by) VALUES (?, ?, ?) \
+             ON CONFLICT (user) DO UPDATE SET revoked_at = excluded.revoked_at, revoked_by = excluded.revoked_by",
+        )
+        .bind(user)
+        .bind(at)
+        .bind(by)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn delete_revocation(&self, user: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM revocations WHERE user = ?")
+            .bind(user)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn revocations(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT user, revoked_at FROM revocations")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|r| Ok((get::<String>(r, "user")?, get::<i64>(r, "revoked_at")?)))
+            .collect()
+    }
+}

@@ -34,3 +34,11 @@ CREATE TABLE IF NOT EXISTS statements (
     policies      TEXT NOT NULL,            -- JSON array
     PRIMARY KEY (session_id, seq)
 );
+
+-- Revocations in force: credentials of `user` issued at or before
+-- `revoked_at` (seconds since the epoch) are refused.
+CREATE TABLE IF NOT EXISTS revocations (
+    user       TEXT PRIMARY KEY,
+    revoked_at INTEGER NOT NULL,
+    revoked_by TEXT NOT NULL
+);

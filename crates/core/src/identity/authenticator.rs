@@ -9,7 +9,9 @@ use async_trait::async_trait;
 
 use super::jwks::{Refresh, RemoteKeys};
 use super::jwt::{self, Expectations, Unverified};
-use super::{AuthError, Authenticator, Identity, OidcIssuer, Revocations, StaticTokens, TokenIssuer};
+use super::{
+    AuthError, Authenticator, Identity, OidcIssuer, Revocations, StaticTokens, TokenIssuer,
+};
 
 /// Every way this gateway accepts a credential.
 pub struct GatewayAuthenticator {
@@ -30,8 +32,9 @@ impl GatewayAuthenticator {
     ) -> Self {
         let mut keys = HashMap::new();
         for i in &issuers {
-            keys.entry(i.issuer.clone())
-                .or_insert_with(|| Arc::new(RemoteKeys::new(&i.issuer, i.jwks_uri.clone(), refresh)));
+            keys.entry(i.issuer.clone()).or_insert_with(|| {
+                Arc::new(RemoteKeys::new(&i.issuer, i.jwks_uri.clone(), refresh))
+            });
         }
         Self {
             statics: RwLock::new(Arc::new(statics)),
@@ -57,7 +60,11 @@ impl GatewayAuthenticator {
     pub fn replace_static(&self, tokens: StaticTokens) -> Vec<String> {
         let mut slot = self.statics.write().unwrap_or_else(|p| p.into_inner());
         let kept = tokens.ids();
-        let gone = slot.ids().into_iter().filter(|id| !kept.contains(id)).collect();
+        let gone = slot
+            .ids()
+            .into_iter()
+            .filter(|id| !kept.contains(id))
+            .collect();
         *slot = Arc::new(tokens);
         gone
     }
@@ -75,7 +82,11 @@ impl GatewayAuthenticator {
             return Err(AuthError::Missing);
         }
         if !jwt::looks_like_jwt(credential) {
-            let statics = self.statics.read().unwrap_or_else(|p| p.into_inner()).clone();
+            let statics = self
+                .statics
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             return statics.verify(credential);
         }
         let t = jwt::peek(credential)?;
@@ -88,7 +99,9 @@ impl GatewayAuthenticator {
     async fn verify_oidc(&self, t: &Unverified<'_>) -> Result<Identity, AuthError> {
         let shown: String = t.issuer.chars().take(120).collect();
         let Some(keys) = self.keys.get(&t.issuer) else {
-            return Err(AuthError::Rejected(format!("the token's issuer {shown:?} is not trusted")));
+            return Err(AuthError::Rejected(format!(
+                "the token's issuer {shown:?} is not trusted"
+            )));
         };
         // One issuer may be configured several times (people through the
         // CLI's audience, agents through another); the audience picks.

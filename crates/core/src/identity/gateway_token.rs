@@ -57,10 +57,7 @@ impl TokenIssuer {
         let der = if path.exists() {
             let pem = std::fs::read_to_string(path)
                 .map_err(|e| format!("reading {}: {e}", path.display()))?;
-            let body: String = pem
-                .lines()
-                .filter(|l| !l.starts_with("-----"))
-                .collect();
+            let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
             STANDARD
                 .decode(body.trim())
                 .map_err(|_| format!("{} is not a PEM private key", path.display()))?
@@ -113,7 +110,11 @@ impl TokenIssuer {
     /// A token for `subject`, with `actor` acting for it if given. It
     /// expires at the configured lifetime or when either input credential
     /// does, whichever is first.
-    pub fn issue(&self, subject: &Identity, actor: Option<&Identity>) -> Result<IssuedToken, AuthError> {
+    pub fn issue(
+        &self,
+        subject: &Identity,
+        actor: Option<&Identity>,
+    ) -> Result<IssuedToken, AuthError> {
         let now = now_secs();
         let mut exp = now + self.ttl.as_secs() as i64;
         for c in std::iter::once(subject).chain(actor) {
@@ -122,7 +123,9 @@ impl TokenIssuer {
             }
         }
         if exp <= now {
-            return Err(AuthError::Rejected("the presented token has expired".into()));
+            return Err(AuthError::Rejected(
+                "the presented token has expired".into(),
+            ));
         }
         let acting = match (actor, &subject.actor) {
             (Some(a), _) => Some(a.user.clone()),
@@ -165,7 +168,11 @@ impl TokenIssuer {
         let key = self
             .keys
             .find(t.header.kid.as_deref(), t.alg)
-            .ok_or_else(|| AuthError::Rejected("the token was signed with a key this gateway does not hold".into()))?;
+            .ok_or_else(|| {
+                AuthError::Rejected(
+                    "the token was signed with a key this gateway does not hold".into(),
+                )
+            })?;
         let audiences = [AUDIENCE.to_owned()];
         let claims = jwt::verify(
             t,
@@ -242,10 +249,17 @@ mod tests {
             user: "alice".into(),
             groups: vec!["eng".into()],
             method: "oidc",
-            credential: Credential { expires_at: Some(now_secs() + 30), ..Default::default() },
+            credential: Credential {
+                expires_at: Some(now_secs() + 30),
+                ..Default::default()
+            },
             ..Default::default()
         };
-        let agent = Identity { user: "agent-x".into(), method: "oidc", ..Default::default() };
+        let agent = Identity {
+            user: "agent-x".into(),
+            method: "oidc",
+            ..Default::default()
+        };
         let t = gw.issue(&alice, Some(&agent)).unwrap();
         assert!(t.expires_in <= 30, "capped by the subject's expiry");
         let id = gw.verify(&jwt::peek(&t.token).unwrap()).unwrap();

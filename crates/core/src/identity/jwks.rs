@@ -200,7 +200,11 @@ impl RemoteKeys {
     /// A key set that holds `kid`/`alg` if the issuer publishes it, fetching
     /// when the cache is stale or lacks the key (at most once per
     /// `min_interval`).
-    pub async fn keys_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<KeySet>, AuthError> {
+    pub async fn keys_for(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Arc<KeySet>, AuthError> {
         let (set, fetched, _) = self.snapshot();
         let fresh = fetched.is_some_and(|t| t.elapsed() < self.refresh.max_age);
         if fresh && set.find(kid, alg).is_some() {
@@ -253,7 +257,10 @@ impl RemoteKeys {
         if !resp.status().is_success() {
             return Err(format!("GET {url}: HTTP {}", resp.status()));
         }
-        if resp.content_length().is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64) {
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
+        {
             return Err(format!("GET {url}: document too large"));
         }
         let body = resp.bytes().await.map_err(|e| format!("GET {url}: {e}"))?;
@@ -271,9 +278,15 @@ impl RemoteKeys {
                 let doc = self.get_json(&url).await?;
                 // OpenID Connect Discovery 1.0 §4.3: the document must name
                 // exactly the issuer it was fetched for.
-                let named = doc.get("issuer").and_then(Value::as_str).unwrap_or_default();
+                let named = doc
+                    .get("issuer")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 if named.trim_end_matches('/') != self.issuer {
-                    return Err(format!("discovery names issuer {named:?}, not {:?}", self.issuer));
+                    return Err(format!(
+                        "discovery names issuer {named:?}, not {:?}",
+                        self.issuer
+                    ));
                 }
                 doc.get("jwks_uri")
                     .and_then(Value::as_str)

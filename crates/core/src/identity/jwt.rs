@@ -65,7 +65,9 @@ pub fn peek(token: &str) -> Result<Unverified<'_>, AuthError> {
     let (Some(h), Some(p), Some(_sig), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(rejected("the token is not a signed JWT (expected three parts)"));
+        return Err(rejected(
+            "the token is not a signed JWT (expected three parts)",
+        ));
     };
     let header: RawHeader = serde_json::from_value(decode_part(h, "header")?)
         .map_err(|_| rejected("the token's header has no algorithm"))?;
@@ -131,12 +133,8 @@ pub fn verify(
                 expect.audiences.join(" or ")
             )),
             ErrorKind::InvalidIssuer => rejected("the token's issuer does not match"),
-            ErrorKind::MissingRequiredClaim(c) => {
-                rejected(format!("the token has no {c:?} claim"))
-            }
-            ErrorKind::InvalidAlgorithm => {
-                rejected("the token's algorithm does not match its key")
-            }
+            ErrorKind::MissingRequiredClaim(c) => rejected(format!("the token has no {c:?} claim")),
+            ErrorKind::InvalidAlgorithm => rejected("the token's algorithm does not match its key"),
             _ => rejected("the token is malformed"),
         }),
     }
@@ -171,8 +169,7 @@ pub fn string_list(v: Option<&Value>) -> Vec<String> {
 
 /// Seconds since the epoch, for `iat`/`exp`.
 pub fn int_claim(claims: &Value, name: &str) -> Option<i64> {
-    claims.get(name).and_then(|v| {
-        v.as_i64()
-            .or_else(|| v.as_f64().map(|f| f as i64))
-    })
+    claims
+        .get(name)
+        .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
 }

@@ -22,7 +22,7 @@ use thiserror::Error;
 pub use authenticator::GatewayAuthenticator;
 pub use gateway_token::{IssuedToken, TokenIssuer};
 pub use oidc::{ClaimRule, OidcIssuer};
-pub use revocation::{Revocations, RevocationStore};
+pub use revocation::{RevocationStore, Revocations};
 pub use static_tokens::{StaticToken, StaticTokens};
 
 /// A verified principal, with the groups policy sees it in.

@@ -67,7 +67,9 @@ impl OidcIssuer {
                 AuthError::Rejected(format!("the token has no {:?} claim", self.user_claim))
             })?;
         if self.user_claim == "email" && claims.get("email_verified") == Some(&Value::Bool(false)) {
-            return Err(AuthError::Rejected("the token's email is not verified".into()));
+            return Err(AuthError::Rejected(
+                "the token's email is not verified".into(),
+            ));
         }
         let mut groups = self
             .groups_claim
@@ -114,7 +116,9 @@ impl OidcIssuer {
         names
             .iter()
             .map(|n| {
-                let v = claim_path(claims, n).and_then(Value::as_str).unwrap_or("<absent>");
+                let v = claim_path(claims, n)
+                    .and_then(Value::as_str)
+                    .unwrap_or("<absent>");
                 format!("{n}={v}")
             })
             .collect::<Vec<_>>()
@@ -183,7 +187,10 @@ mod tests {
         assert_eq!(i.identity(&pr).unwrap().groups, vec!["acme-ci"]);
         let other = json!({"sub": "x", "repository": "evil/app", "ref": "refs/heads/main"});
         let e = i.identity(&other).unwrap_err().to_string();
-        assert!(e.contains("no rule") && e.contains("repository=evil/app"), "{e}");
+        assert!(
+            e.contains("no rule") && e.contains("repository=evil/app"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -14,7 +14,8 @@ use super::{AuthError, Identity};
 #[async_trait]
 pub trait RevocationStore: Send + Sync {
     /// Records that `user` was revoked at `at` (seconds since the epoch).
-    async fn save_revocation(&self, user: &str, at: i64, by: &str) -> Result<(), crate::StoreError>;
+    async fn save_revocation(&self, user: &str, at: i64, by: &str)
+        -> Result<(), crate::StoreError>;
     /// Lifts a revocation; false if there was none.
     async fn delete_revocation(&self, user: &str) -> Result<bool, crate::StoreError>;
     /// Every revocation in force.
@@ -76,15 +77,26 @@ mod tests {
         let with_iat = |user: &str, actor: Option<&str>, iat: Option<i64>| Identity {
             user: user.into(),
             actor: actor.map(str::to_owned),
-            credential: Credential { issued_at: iat, ..Default::default() },
+            credential: Credential {
+                issued_at: iat,
+                ..Default::default()
+            },
             ..Default::default()
         };
         r.revoke("alice", 100);
         r.revoke("agent-x", 100);
         assert!(r.check(&with_iat("alice", None, Some(100))).is_err());
-        assert!(r.check(&with_iat("alice", None, None)).is_err(), "static tokens");
-        assert!(r.check(&with_iat("alice", None, Some(101))).is_ok(), "a later login");
-        assert!(r.check(&with_iat("bob", Some("agent-x"), Some(50))).is_err());
+        assert!(
+            r.check(&with_iat("alice", None, None)).is_err(),
+            "static tokens"
+        );
+        assert!(
+            r.check(&with_iat("alice", None, Some(101))).is_ok(),
+            "a later login"
+        );
+        assert!(r
+            .check(&with_iat("bob", Some("agent-x"), Some(50)))
+            .is_err());
         assert!(r.check(&with_iat("bob", None, Some(50))).is_ok());
         assert!(r.lift("alice"));
         assert!(r.check(&with_iat("alice", None, None)).is_ok());

@@ -86,3 +86,21 @@ async fn round_trip_and_filters() {
     let a2 = reopened.session(a.id).await.unwrap().unwrap();
     assert_eq!(a2.summary.end_reason.as_deref(), Some("gateway restarted"));
 }
+
+#[tokio::test]
+async fn revocations_persist_and_lift() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    store.save_revocation("alice", 100, "root").await.unwrap();
+    store.save_revocation("alice", 200, "root").await.unwrap();
+    store.save_revocation("agent-x", 150, "root").await.unwrap();
+    drop(store);
+    let store = SqliteStore::open(&path).await.unwrap();
+    let mut list = store.revocations().await.unwrap();
+    list.sort();
+    assert_eq!(list, vec![("agent-x".into(), 150), ("alice".into(), 200)]);
+    assert!(store.delete_revocation("alice").await.unwrap());
+    assert!(!store.delete_revocation("alice").await.unwrap());
+    assert_eq!(store.revocations().await.unwrap().len(), 1);
+}

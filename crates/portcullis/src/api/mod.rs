@@ -1,17 +1,22 @@
-//! The REST API: `/healthz`, `/metrics`, and the session views, each API
-//! call decided by the same Cedar policies as everything else.
+//! The REST API: `/healthz`, `/metrics`, the session views, revocation,
+//! token exchange and the gateway's key set. Each authenticated call is
+//! decided by the same Cedar policies as everything else.
+
+mod admin;
+mod oauth;
 
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use portcullis_core::audit::{AuditStore, SessionQuery};
+use portcullis_core::identity::RevocationStore;
 use portcullis_core::policy::RequestFacts;
-use portcullis_core::{Action, Core, Identity, Resource};
+use portcullis_core::{Action, Core, GatewayAuthenticator, Identity, Resource};
 use serde_json::json;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -25,6 +30,12 @@ pub struct ApiState {
     pub store: Arc<dyn AuditStore>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The authenticator, for revocations and the gateway's own tokens.
+    pub auth: Arc<GatewayAuthenticator>,
+    /// Where revocations persist.
+    pub revocation_store: Arc<dyn RevocationStore>,
+    /// What `portcullis login` needs, if login is configured.
+    pub login: Option<crate::config::identity::LoginInfo>,
 }
 
 /// The API's routes.
@@ -34,6 +45,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/sessions", get(list_sessions))
         .route("/api/sessions/{id}", get(show_session))
+        .route("/api/whoami", get(admin::whoami))
+        .route("/api/revoke", post(admin::revoke))
+        .route("/api/login", get(oauth::login_info))
+        .route("/oauth/token", post(oauth::token))
+        .route("/.well-known/jwks.json", get(oauth::jwks))
         .with_state(state)
 }
 
@@ -65,13 +81,8 @@ async fn metrics(State(s): State<ApiState>) -> String {
     s.metrics.render()
 }
 
-/// Authenticates the bearer token and decides `action` on the gateway.
-async fn authorize(
-    s: &ApiState,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-    action: Action,
-) -> Result<Identity, ApiError> {
+/// Authenticates the bearer token (without deciding anything).
+async fn authenticate(s: &ApiState, headers: &HeaderMap) -> Result<Identity, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -82,18 +93,27 @@ async fn authorize(
                 "a bearer token is required".into(),
             )
         })?;
-    let identity = s
-        .core
+    s.core
         .authenticator
         .authenticate(token.trim())
         .await
         .map_err(|e| {
-            metrics::counter!("portcullis_auth_failures_total", "reason" => "api").increment(1);
+            metrics::counter!("portcullis_auth_failures_total", "reason" => e.label()).increment(1);
             ApiError(
                 StatusCode::UNAUTHORIZED,
                 format!("token authentication failed: {e}"),
             )
-        })?;
+        })
+}
+
+/// Authenticates the bearer token and decides `action` on the gateway.
+async fn authorize(
+    s: &ApiState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    action: Action,
+) -> Result<Identity, ApiError> {
+    let identity = authenticate(s, headers).await?;
     let facts = RequestFacts {
         protocol: "api",
         client_address: peer.ip().to_string(),
