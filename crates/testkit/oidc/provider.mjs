@@ -195,6 +195,14 @@ provider.use(async (ctx, next) => {
   return next();
 });
 
+// Exit with the test process that started us, however it ends.
+const parent = Number(process.env.OIDC_PARENT_PID || 0);
+if (parent) {
+  setInterval(() => {
+    try { process.kill(parent, 0); } catch { process.exit(0); }
+  }, 500).unref();
+}
+
 provider.listen(port, '127.0.0.1', () => {
   console.log(`oidc-provider listening on ${issuer}`);
 });

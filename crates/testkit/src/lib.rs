@@ -9,11 +9,13 @@
 mod cluster;
 mod gateway;
 mod net;
+mod oidc;
 mod psql;
 
 pub use cluster::{ClusterOptions, PgCluster};
 pub use gateway::{Gateway, GatewayBuilder, ADMIN_TOKEN, ALICE_TOKEN, EVE_TOKEN};
 pub use net::{free_port, wait_for_port};
+pub use oidc::{base64url, curl, OidcProvider, TokenSet};
 pub use psql::{psql, PsqlOutput};
 
 /// Password of the `portcullis_reader` service role in every cluster.

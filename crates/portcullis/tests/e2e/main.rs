@@ -6,6 +6,7 @@
 mod audit;
 mod common;
 mod connect;
+mod identity;
 mod policy;
 mod relay;
 mod robustness;
