@@ -186,6 +186,54 @@ impl OidcProvider {
         redirect_of(&["-c", jar, "-b", jar, &next])
     }
 
+    /// Approves a device login (RFC 8628) as the user would in a browser:
+    /// the code confirmation page, then the login form.
+    pub fn approve_device(&self, verification_uri_complete: &str, user: &str, password: &str) {
+        let jar = self.keys.path().join(format!("jar-{}", rand_suffix()));
+        let jar = jar.to_str().expect("utf8");
+        let page = curl(&["-c", jar, "-b", jar, verification_uri_complete]);
+        let field = |name: &str| {
+            let marker = format!("name=\"{name}\" value=\"");
+            let start = page
+                .find(&marker)
+                .unwrap_or_else(|| panic!("no {name} in {page}"))
+                + marker.len();
+            page[start..].split('"').next().expect("value").to_owned()
+        };
+        let (xsrf, code) = (field("xsrf"), field("user_code"));
+        let device = format!("{}/device", self.issuer());
+        let next = redirect_of(&[
+            "-c",
+            jar,
+            "-b",
+            jar,
+            "-d",
+            &format!("xsrf={xsrf}"),
+            "-d",
+            &format!("user_code={code}"),
+            "-d",
+            "confirm=yes",
+            &device,
+        ]);
+        let uid = next.rsplit('/').next().expect("uid").to_owned();
+        let done = redirect_of(&[
+            "-c",
+            jar,
+            "-b",
+            jar,
+            "-d",
+            &format!("login={user}"),
+            "-d",
+            &format!("password={password}"),
+            &format!("{}/interaction/{uid}/login", self.issuer()),
+        ]);
+        let page = curl(&["-c", jar, "-b", jar, &done]);
+        assert!(
+            page.contains("Sign-in Success"),
+            "device login not approved: {page}"
+        );
+    }
+
     /// A client-credentials access token (a JWT for `urn:portcullis`).
     pub fn client_token(&self, client_id: &str) -> String {
         let out = curl(&[

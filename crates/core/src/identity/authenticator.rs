@@ -69,6 +69,12 @@ impl GatewayAuthenticator {
         gone
     }
 
+    /// Installs an issuer's key set as if just fetched; false if the
+    /// issuer is not configured.
+    pub fn preload_keys(&self, issuer: &str, set: super::jwks::KeySet) -> bool {
+        self.keys.get(issuer).map(|k| k.preload(set)).is_some()
+    }
+
     /// Fetches every issuer's keys now, so the first login does not wait.
     pub async fn warm_up(&self) {
         for k in self.keys.values() {

@@ -776,3 +776,36 @@ fn login_token_and_connect_for_people() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("run `portcullis login`"));
 }
+
+#[test]
+fn device_login_for_machines_without_a_browser() {
+    let p = OidcProvider::start(&["k1"]);
+    let gw = oidc_gateway(&p, "");
+    let home = tempfile::tempdir().unwrap();
+    let mut login = portcullis(home.path(), &["login", "--device", "--gateway", &gw.api()])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stderr = login.stderr.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("enter the code") {
+        let n = std::io::Read::read(&mut stderr, &mut buf).unwrap();
+        assert!(n > 0, "login exited early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let uri = seen
+        .split_whitespace()
+        .find(|w| w.contains("/device?user_code="))
+        .unwrap();
+    p.approve_device(uri, "alice", "alice-pw");
+    let status = login.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(status.success(), "{rest}");
+    let out = portcullis(home.path(), &["token"]).output().unwrap();
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(claims_of(&token)["sub"], "alice@example.com");
+    assert!(run_psql(&gw, &token, "select 1").ok);
+}
