@@ -84,3 +84,59 @@ fn errors_name_file_key_and_problem() {
         "{e}"
     );
 }
+
+#[test]
+fn identity_sections_are_validated() {
+    let oidc = |body: &str| {
+        format!("{EXAMPLE}\n{body}")
+            .replace("password_env = \"PORTCULLIS_TEST_CONFIG_PASSWORD\"\n", "")
+    };
+    let ok = parse(&oidc(
+        "[[oidc]]\nissuer = \"https://idp.example.com/\"\naudience = [\"portcullis\", \"cli\"]\n\
+         user_claim = \"email\"\ngroups_claim = \"realm_access.roles\"\n\
+         [[oidc.rules]]\nclaims = { repository = \"acme/*\" }\ngroups = [\"ci\"]\n\
+         [login]\nissuer = \"https://idp.example.com\"\nclient_id = \"cli\"\n",
+    ))
+    .unwrap();
+    let i = &ok.identity.issuers[0];
+    assert_eq!(i.issuer, "https://idp.example.com");
+    assert_eq!(i.audiences, vec!["portcullis", "cli"]);
+    assert_eq!(
+        i.rules[0].claims,
+        vec![("repository".to_owned(), "acme/*".to_owned())]
+    );
+    let login = ok.identity.login.as_ref().unwrap();
+    assert_eq!(login.postgres.as_deref(), Some("127.0.0.1:15432"));
+
+    let e = parse(&oidc(
+        "[[oidc]]\nissuer = \"http://idp.example.com\"\naudience = \"x\"\n",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("oidc[0].issuer: \"http://idp.example.com\" must use https"),
+        "{e}"
+    );
+    let e = parse(&oidc(
+        "[[oidc]]\nissuer = \"https://idp\"\naudience = \"portcullis\"\n[login]\nissuer = \"https://idp\"\nclient_id = \"cli\"\n",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("login.client_id: ID tokens for \"cli\" would be refused"),
+        "{e}"
+    );
+    let e = parse(&oidc(
+        "[[oidc]]\nissuer = \"https://idp\"\naudience = \"a\"\nrequire_rule = true\n",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("oidc[0].require_rule: is set but no [[oidc.rules]] are given"),
+        "{e}"
+    );
+    let e = parse(&oidc("[token_exchange]\nttl_secs = 5\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("token_exchange.ttl_secs"), "{e}");
+}
