@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::catalog::ViewCatalog;
 use portcullis_core::policy::RequestFacts;
 use portcullis_core::{Action, Identity, PolicyEngine, Resource};
 use portcullis_pg_sql::{
@@ -95,6 +96,8 @@ pub struct StatementGate {
     state: SessionState,
     /// Bumped whenever the state changes how names resolve.
     generation: u64,
+    /// Views and what they read, from the upstream's catalog at login.
+    views: Arc<ViewCatalog>,
 }
 
 impl StatementGate {
@@ -123,7 +126,63 @@ impl StatementGate {
                 prepared: HashMap::new(),
             },
             generation: 0,
+            views: Arc::new(ViewCatalog::default()),
         }
+    }
+
+    /// Resolves views through `views`: a statement that touches a view is
+    /// also decided on every relation and function beneath it.
+    pub fn with_views(mut self, views: Arc<ViewCatalog>) -> Self {
+        self.views = views;
+        self
+    }
+
+    /// The pairs `(action, resource)` implies: itself, and for a view the
+    /// same action on every relation beneath it and `execute` on every
+    /// function it calls, each with the view it was reached through.
+    fn expand(
+        &self,
+        action: Action,
+        resource: Resource,
+    ) -> Vec<(Action, Resource, Option<String>)> {
+        // Only data actions reach through a view: dropping or altering one
+        // touches nothing beneath it.
+        let data = matches!(
+            action,
+            Action::Select
+                | Action::CopyOut
+                | Action::Insert
+                | Action::Update
+                | Action::Delete
+                | Action::Merge
+                | Action::CopyIn
+        );
+        let reads = match &resource {
+            Resource::Table { name, .. } if data => self.views.reads(name),
+            _ => None,
+        };
+        let Some(reads) = reads else {
+            return vec![(action, resource, None)];
+        };
+        let via = resource.describe();
+        let conn = &self.connection;
+        let mut out = Vec::with_capacity(1 + reads.relations.len() + reads.functions.len());
+        for r in &reads.relations {
+            let table = Resource::Table {
+                connection: conn.clone(),
+                name: r.clone(),
+            };
+            out.push((action, table, Some(via.clone())));
+        }
+        for f in &reads.functions {
+            let func = Resource::Function {
+                connection: conn.clone(),
+                name: f.clone(),
+            };
+            out.push((Action::Execute, func, Some(via.clone())));
+        }
+        out.insert(0, (action, resource, None));
+        out
     }
 
     /// Adds the raw `search_path` setting (`"$user", public`): schemas that
@@ -227,7 +286,9 @@ impl StatementGate {
                             GateDecision::Deny { message, .. } => message,
                             GateDecision::Allow { .. } => String::new(),
                         })?;
-                for resource in resources {
+                for (action, resource, _) in
+                    resources.into_iter().flat_map(|r| self.expand(action, r))
+                {
                     let v = self
                         .policy
                         .decide(&self.identity, action, &resource, &facts);
@@ -274,14 +335,21 @@ impl StatementGate {
         };
         for access in accesses {
             let action = action(access.action);
-            for resource in self.candidates(state, &access.object)? {
+            let pairs = self
+                .candidates(state, &access.object)?
+                .into_iter()
+                .flat_map(|r| self.expand(action, r));
+            for (action, resource, via) in pairs {
                 let v = self
                     .policy
                     .decide(&self.identity, action, &resource, &facts);
+                let through = via
+                    .map(|v| format!(" (read through view {v})"))
+                    .unwrap_or_default();
                 if !v.allowed {
                     return Err(GateDecision::Deny {
                         message: format!(
-                            "portcullis: {} on {} denied ({})",
+                            "portcullis: {} on {}{through} denied ({})",
                             action.as_str(),
                             resource.describe(),
                             v.reason()
@@ -292,7 +360,7 @@ impl StatementGate {
                 if !v.reviews.is_empty() {
                     return Err(GateDecision::Deny {
                         message: format!(
-                            "portcullis: {} on {} needs approval by {} (policy {}); approvals are not available yet, so it is refused",
+                            "portcullis: {} on {}{through} needs approval by {} (policy {}); approvals are not available yet, so it is refused",
                             action.as_str(),
                             resource.describe(),
                             v.reviews.join(", "),

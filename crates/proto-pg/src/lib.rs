@@ -7,6 +7,7 @@
 //! hand-written because it is the hot path.
 
 pub mod cancel;
+pub mod catalog;
 pub mod error;
 mod framed;
 pub mod gate;

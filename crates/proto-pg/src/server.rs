@@ -369,7 +369,8 @@ impl PgAdapter {
             peer.ip().to_string(),
             up.search_path.clone(),
         )
-        .with_search_path_setting(&up.search_path_setting);
+        .with_search_path_setting(&up.search_path_setting)
+        .with_views(up.views.clone());
         let mut tracker = BackendTracker::default();
         let (client_r, mut client_w) = tokio::io::split(client);
         let (upstream_r, upstream_w) = tokio::io::split(up.stream);

@@ -37,6 +37,8 @@ pub struct UpstreamSession {
     pub search_path: Vec<String>,
     /// The raw `search_path` setting, which may name schemas not yet created.
     pub search_path_setting: String,
+    /// The database's views and what each reads, as of login.
+    pub views: Arc<crate::catalog::ViewCatalog>,
 }
 
 /// A target with its TLS configuration prepared once.
@@ -150,6 +152,7 @@ impl Upstream {
                 BackendMessage::ReadyForQuery(status) => {
                     let (search_path, search_path_setting) =
                         self.fetch_search_path(&mut stream, &mut buf).await?;
+                    let views = self.fetch_views(&mut stream, &mut buf).await?;
                     return Ok(UpstreamSession {
                         stream,
                         leftover: buf,
@@ -158,6 +161,7 @@ impl Upstream {
                         status,
                         search_path,
                         search_path_setting,
+                        views: Arc::new(views),
                     });
                 }
                 BackendMessage::ErrorResponse(e) => {
@@ -184,6 +188,44 @@ impl Upstream {
                 }
             }
         }
+    }
+
+    /// Reads the database's views and their dependencies.
+    async fn fetch_views(
+        &self,
+        stream: &mut Stream,
+        buf: &mut BytesMut,
+    ) -> Result<crate::catalog::ViewCatalog, SessionError> {
+        let mut out = BytesMut::new();
+        encode::query(&mut out, crate::catalog::VIEW_DEPENDENCIES_SQL);
+        stream.write_all(&out).await?;
+        let mut rows = Vec::new();
+        loop {
+            let (tag, body) = read_message(stream, buf, SETUP_MESSAGE_LIMIT).await?;
+            match BackendMessage::decode(tag, &body)? {
+                BackendMessage::DataRow(row) => {
+                    let cols: Vec<String> = text_columns(row)
+                        .into_iter()
+                        .map(Option::unwrap_or_default)
+                        .collect();
+                    if let Ok(row) = <[String; 5]>::try_from(cols) {
+                        rows.push(row);
+                    }
+                }
+                BackendMessage::ReadyForQuery(_) => break,
+                BackendMessage::ErrorResponse(e) => {
+                    // Without the catalog, views could not be resolved:
+                    // refuse the session rather than decide blind.
+                    return Err(SessionError::Upstream(format!(
+                        "the upstream of {} could not list its views: {}",
+                        self.target.name,
+                        e.message().unwrap_or("")
+                    )));
+                }
+                _ => {}
+            }
+        }
+        Ok(crate::catalog::ViewCatalog::from_rows(rows))
     }
 
     /// Asks the fresh session which schemas its search_path resolves to.

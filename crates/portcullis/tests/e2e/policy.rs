@@ -334,3 +334,48 @@ fn policy_check_explains_a_decision_without_a_gateway() {
     );
     assert!(text.starts_with("allow"), "{text}");
 }
+
+#[test]
+fn views_are_decided_on_what_lies_beneath_them() {
+    let c = cluster();
+    let gw = policy_gateway();
+    c.superuser_sql(
+        "app",
+        "create or replace view v_keys as select secret from api_keys; \
+         create or replace view v_nested as select * from v_keys; \
+         create or replace view v_people as select name from people; \
+         drop materialized view if exists mv_keys; \
+         create materialized view mv_keys as select * from api_keys; \
+         grant select on v_keys, v_nested, v_people, mv_keys to portcullis_reader",
+    );
+    let run = |sql: &str| psql(&gw.conninfo("app-db", ""), ALICE_TOKEN, &["-c", sql], None);
+
+    let out = run("select count(*) from v_people");
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "100");
+
+    for (view, via) in [
+        ("v_keys", "v_keys"),
+        ("public.v_nested", "v_nested"),
+        ("mv_keys", "mv_keys"),
+    ] {
+        let out = run(&format!("select * from {view}"));
+        assert!(!out.ok, "{view} leaked: {}", out.stdout);
+        assert!(
+            out.stderr.contains(&format!(
+                "select on app-db/public.api_keys (read through view app-db/public.{via}) denied (policy no-secrets)"
+            )),
+            "{view}: {}",
+            out.stderr
+        );
+        assert!(!out.stdout.contains("sk-live"));
+    }
+    // A view inside a subquery or a CTE is resolved the same way.
+    let out = run("with k as (select * from v_nested) select count(*) from people, k");
+    assert!(
+        out.stderr
+            .contains("read through view app-db/public.v_nested"),
+        "{}",
+        out.stderr
+    );
+}

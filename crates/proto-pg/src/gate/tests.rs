@@ -187,3 +187,42 @@ fn the_raw_search_path_setting_counts_schemas_not_yet_created() {
     let mut g = gate(&["public"]).with_search_path_setting("public, pg_catalog");
     assert!(denied(&mut g, "select lower('x')").contains("unqualified name"));
 }
+
+#[test]
+fn views_reach_through_for_data_but_not_for_ddl() {
+    let views = crate::catalog::ViewCatalog::from_rows([
+        ["public", "v_keys", "r", "public", "api_keys"],
+        ["public", "v_fn", "f", "public", "leak"],
+        ["public", "v_users", "r", "public", "users"],
+    ]);
+    let mut g = gate(&["public"]).with_views(Arc::new(views));
+    assert!(matches!(
+        g.check("select * from v_users"),
+        GateDecision::Allow { .. }
+    ));
+    assert_eq!(
+        denied(&mut g, "select * from v_keys"),
+        "portcullis: select on app-db/public.api_keys (read through view app-db/public.v_keys) denied (policy no-api-keys)"
+    );
+    // A function a view calls needs execute, like a direct call.
+    assert!(denied(&mut g, "select * from v_fn").starts_with(
+        "portcullis: execute on app-db/public.leak (read through view app-db/public.v_fn) denied"
+    ));
+    // Writing through a view writes the table beneath.
+    assert!(denied(&mut g, "insert into v_keys values ('x')")
+        .contains("insert on app-db/public.v_keys"));
+    // Explain lists the pairs beneath.
+    let pairs = g.explain("select * from v_keys").unwrap();
+    let names: Vec<String> = pairs.iter().map(|(_, r, _)| r.describe()).collect();
+    assert_eq!(
+        names,
+        vec!["app-db/public.v_keys", "app-db/public.api_keys"]
+    );
+    // Dropping a view touches nothing beneath it.
+    let pairs = g.explain("drop view v_keys").unwrap();
+    let names: Vec<String> = pairs.iter().map(|(_, r, _)| r.describe()).collect();
+    assert!(
+        !names.contains(&"app-db/public.api_keys".to_owned()),
+        "{names:?}"
+    );
+}

@@ -1,0 +1,139 @@
+//! What the upstream's catalog says about views: the relations and
+//! functions each view (or materialized view) reads, transitively, so a
+//! statement that reads a view is decided on what lies beneath it too.
+//!
+//! Read once per session at login, on the session's own upstream
+//! connection, from `pg_rewrite` and `pg_depend` (PostgreSQL's own record of
+//! what a view's query references). Views in `pg_catalog` and
+//! `information_schema` are left to the statement classifier, which treats
+//! content-bearing catalogs on its own.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+/// The query the catalog is read with: one row per direct dependency of a
+/// user view, `(view schema, view name, kind, dependency schema, name)`,
+/// where kind is `r` for a relation and `f` for a function.
+pub const VIEW_DEPENDENCIES_SQL: &str = "\
+SELECT DISTINCT vn.nspname::text, v.relname::text, 'r', bn.nspname::text, b.relname::text \
+FROM pg_catalog.pg_rewrite r \
+JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind IN ('v', 'm') \
+JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace \
+JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid \
+ AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> r.ev_class \
+JOIN pg_catalog.pg_class b ON b.oid = d.refobjid \
+JOIN pg_catalog.pg_namespace bn ON bn.oid = b.relnamespace \
+WHERE vn.nspname NOT IN ('pg_catalog', 'information_schema') \
+UNION \
+SELECT DISTINCT vn.nspname::text, v.relname::text, 'f', pn.nspname::text, p.proname::text \
+FROM pg_catalog.pg_rewrite r \
+JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind IN ('v', 'm') \
+JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace \
+JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid \
+ AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
+JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid \
+JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
+WHERE vn.nspname NOT IN ('pg_catalog', 'information_schema')";
+
+/// What a view reads, all the way down.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ViewReads {
+    /// Relations (`schema.name`) beneath the view, views included.
+    pub relations: Vec<String>,
+    /// Functions (`schema.name`) the view or a view beneath it calls.
+    pub functions: Vec<String>,
+}
+
+/// Views by `schema.name`, with what each reads transitively.
+#[derive(Debug, Clone, Default)]
+pub struct ViewCatalog {
+    views: HashMap<String, ViewReads>,
+}
+
+impl ViewCatalog {
+    /// Builds the catalog from rows of [`VIEW_DEPENDENCIES_SQL`].
+    pub fn from_rows<I, S>(rows: I) -> Self
+    where
+        I: IntoIterator<Item = [S; 5]>,
+        S: AsRef<str>,
+    {
+        let mut direct: HashMap<String, (Vec<String>, Vec<String>)> = HashMap::new();
+        for [vs, vn, kind, ds, dn] in rows {
+            let view = format!("{}.{}", vs.as_ref(), vn.as_ref());
+            let dep = format!("{}.{}", ds.as_ref(), dn.as_ref());
+            let entry = direct.entry(view).or_default();
+            if kind.as_ref() == "f" {
+                entry.1.push(dep);
+            } else {
+                entry.0.push(dep);
+            }
+        }
+        let mut views = HashMap::new();
+        for view in direct.keys() {
+            // Breadth-first over views beneath views; `seen` stops cycles
+            // (which PostgreSQL forbids, but a catalog read is input).
+            let mut seen: HashSet<&str> = HashSet::from([view.as_str()]);
+            let mut reads = ViewReads::default();
+            let mut queue: VecDeque<&str> = VecDeque::from([view.as_str()]);
+            while let Some(v) = queue.pop_front() {
+                let Some((rels, funcs)) = direct.get(v) else {
+                    continue;
+                };
+                for f in funcs {
+                    if !reads.functions.contains(f) {
+                        reads.functions.push(f.clone());
+                    }
+                }
+                for r in rels {
+                    if seen.insert(r.as_str()) {
+                        reads.relations.push(r.clone());
+                        queue.push_back(r.as_str());
+                    }
+                }
+            }
+            reads.relations.sort();
+            reads.functions.sort();
+            views.insert(view.clone(), reads);
+        }
+        Self { views }
+    }
+
+    /// What the view `schema.name` reads, if it is a view.
+    pub fn reads(&self, qualified: &str) -> Option<&ViewReads> {
+        self.views.get(qualified)
+    }
+
+    /// How many views are known.
+    pub fn len(&self) -> usize {
+        self.views.len()
+    }
+
+    /// Whether no view is known.
+    pub fn is_empty(&self) -> bool {
+        self.views.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_over_views_resolve_to_everything_beneath() {
+        let c = ViewCatalog::from_rows([
+            ["public", "v_keys", "r", "public", "api_keys"],
+            ["public", "v_all", "r", "public", "v_keys"],
+            ["public", "v_all", "r", "public", "people"],
+            ["public", "v_all", "f", "public", "leak"],
+            ["s", "a", "r", "s", "b"],
+            ["s", "b", "r", "s", "a"], // a cycle must not hang
+        ]);
+        let all = c.reads("public.v_all").unwrap();
+        assert_eq!(
+            all.relations,
+            vec!["public.api_keys", "public.people", "public.v_keys"]
+        );
+        assert_eq!(all.functions, vec!["public.leak"]);
+        assert_eq!(c.reads("s.a").unwrap().relations, vec!["s.b"]);
+        assert!(c.reads("public.people").is_none());
+    }
+}
