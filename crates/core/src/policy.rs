@@ -217,6 +217,8 @@ struct Loaded {
     /// `Policy::annotation` parses its key on every call, which cost more
     /// than the rest of a decision.
     reviews: HashMap<PolicyId, String>,
+    /// Whether any policy reads `context.statement`, the exact text.
+    reads_statement_text: bool,
 }
 
 /// Decides requests against the current policy set.
@@ -274,6 +276,13 @@ impl PolicyEngine {
     /// may no longer hold.
     pub fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether any policy in force reads `context.statement`: when none
+    /// does, a decision holds for every text with the same statements, so
+    /// callers may reuse it across literal values.
+    pub fn reads_statement_text(&self) -> bool {
+        self.snapshot().reads_statement_text
     }
 
     /// How many policies are in force.
@@ -503,7 +512,9 @@ fn load_sources(sources: Vec<(PathBuf, String)>, schema: &Schema) -> Result<Load
     let mut set = PolicySet::new();
     let mut count = 0;
     let mut reviews = HashMap::new();
+    let mut reads_statement_text = false;
     for (path, text) in sources {
+        reads_statement_text |= mentions_statement_text(&text);
         let parsed = PolicySet::from_str(&text).map_err(|e| PolicyError::Parse {
             path: path.clone(),
             message: format!("{:?}", miette_free(&e)),
@@ -544,6 +555,17 @@ fn load_sources(sources: Vec<(PathBuf, String)>, schema: &Schema) -> Result<Load
         set,
         count,
         reviews,
+        reads_statement_text,
+    })
+}
+
+/// Whether policy text may read `context.statement`. Conservative: any
+/// mention of the word `statement` not followed by `_` (as in
+/// `statement_kind`) counts, comments and strings included.
+fn mentions_statement_text(text: &str) -> bool {
+    text.match_indices("statement").any(|(i, m)| {
+        let next = text[i + m.len()..].chars().next();
+        !matches!(next, Some(c) if c == '_' || c.is_alphanumeric())
     })
 }
 

@@ -32,5 +32,48 @@ pub fn analyze(sql: &str) -> Result<Analysis, Unclassifiable> {
     Ok(Analysis { statements })
 }
 
+/// A cache key for `sql` that is the same for every text differing only in
+/// literal values (`select * from t where id = 1` and `… = 2`), or `None`
+/// when literals may change what the text does.
+///
+/// Built from PostgreSQL's own scanner: every token's text except literals,
+/// which keep only their kind; comments and spacing are dropped, as the
+/// grammar drops them. What a statement reads and writes never depends on
+/// its literal values except in `SET`/`RESET` (whose values are settings
+/// such as the search_path) and `UESCAPE` (whose literal changes how a
+/// Unicode-escaped identifier reads), so texts with those keywords get no
+/// key. Callers must also keep texts whose analysis has session effects
+/// under their exact text.
+pub fn literal_free_key(sql: &str) -> Option<String> {
+    use pg_query::protobuf::Token;
+    let scanned = pg_query::scan(sql).ok()?;
+    let mut key = String::with_capacity(sql.len() + 1);
+    // NUL never occurs in statement text, so keys cannot equal a text.
+    key.push('\0');
+    for t in &scanned.tokens {
+        let kind = Token::try_from(t.token).ok()?;
+        let literal = match kind {
+            Token::Set | Token::Reset | Token::Uescape => return None,
+            Token::SqlComment | Token::CComment => continue,
+            Token::Sconst => "\u{1}s",
+            Token::Usconst => "\u{1}u",
+            Token::Iconst => "\u{1}i",
+            Token::Fconst => "\u{1}f",
+            Token::Bconst => "\u{1}b",
+            Token::Xconst => "\u{1}x",
+            _ => "",
+        };
+        if literal.is_empty() {
+            key.push_str(sql.get(t.start as usize..t.end as usize)?);
+        } else {
+            key.push_str(literal);
+        }
+        // NUL separates tokens: no token contains one, so distinct token
+        // sequences always give distinct keys.
+        key.push('\0');
+    }
+    Some(key)
+}
+
 #[cfg(test)]
 mod tests;

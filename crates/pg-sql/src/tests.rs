@@ -158,3 +158,20 @@ fn random_text_never_panics_and_unparseable_is_refused() {
         }
     }
 }
+
+#[test]
+fn literal_free_keys_ignore_values_but_not_structure() {
+    let k = |s: &str| crate::literal_free_key(s);
+    assert_eq!(
+        k("select * from t where id = 1"),
+        k("select  *\nfrom t /* c */ where id = 42 -- x")
+    );
+    assert_eq!(k("select 'a'"), k("select $$b$$"));
+    assert_ne!(k("select 'a'"), k("select 1"));
+    assert_ne!(k("select * from t"), k("select * from \"T\""));
+    assert_ne!(k("select * from t"), k("select * from u"));
+    assert_eq!(k("set search_path = evil"), None);
+    assert_eq!(k("select 1; reset all"), None);
+    assert_eq!(k("select U&\"d!0061ta\" UESCAPE '!'"), None);
+    assert_eq!(k("select 'unterminated"), None);
+}

@@ -1,5 +1,7 @@
-//! Classification plus decision per statement: cold (a parse per call) and
-//! cached (the parse reused, the decision made afresh, as in a session).
+//! Classification plus decision per statement: cold (a parse per call),
+//! cached (the same text again in a session: parse and decision reused),
+//! and new literals (the simple protocol's usual case: a text never seen,
+//! whose shape was: scanned, then the parse and decision reused).
 
 // criterion_main! generates an undocumented main.
 #![allow(missing_docs)]
@@ -68,7 +70,25 @@ fn bench(c: &mut Criterion) {
             b.iter(|| assert!(matches!(g.check(sql), GateDecision::Allow { .. })))
         });
     }
+    // The simple protocol: every call a new literal value.
+    let mut g = gate(&engine, Arc::new(ParseCache::default()));
+    let mut n = 0u64;
+    group.bench_function("new-literal/point-select", |b| {
+        b.iter(|| {
+            n += 1;
+            let sql = format!("SELECT abalance FROM pgbench_accounts WHERE aid = {n}");
+            assert!(matches!(g.check(&sql), GateDecision::Allow { .. }))
+        })
+    });
     group.finish();
+    c.bench_function("scan-only/point-select-literal", |b| {
+        b.iter(|| {
+            portcullis_pg_sql::literal_free_key(
+                "SELECT abalance FROM pgbench_accounts WHERE aid = 12345",
+            )
+            .expect("key")
+        })
+    });
     // One Cedar decision on its own, entities reused: the floor under the
     // cached figures above.
     let alice = Identity {

@@ -16,7 +16,8 @@ use crate::catalog::ViewCatalog;
 use portcullis_core::policy::RequestFacts;
 use portcullis_core::{Action, Identity, PolicyEngine, Resource};
 use portcullis_pg_sql::{
-    analyze, Access, Analysis, Effect, Object, SqlAction, StatementFacts, Unclassifiable,
+    analyze, literal_free_key, Access, Analysis, Effect, Object, SqlAction, StatementFacts,
+    Unclassifiable,
 };
 
 /// Distinct statement texts whose parses are kept.
@@ -35,19 +36,43 @@ pub struct ParseCache {
 impl ParseCache {
     /// The analysis of `sql`, parsing it on a miss.
     pub fn get(&self, sql: &str) -> Parsed {
-        if let Some(hit) = self.lock().get(sql) {
-            return hit.clone();
+        self.get_keyed(sql).0
+    }
+
+    /// The analysis of `sql` and the key it is cached under: the text
+    /// itself, or its [`literal_free_key`] when the analysis holds for
+    /// every literal value (so `… where id = 1` and `… = 2` share one
+    /// parse, and one decision).
+    pub fn get_keyed(&self, sql: &str) -> (Parsed, Arc<str>) {
+        if let Some((k, hit)) = self.lock().get_key_value(sql) {
+            return (hit.clone(), k.clone());
+        }
+        // A text without literals is its own key: exact hits then skip the
+        // scanner, which costs more than the rest of a cached decision.
+        let norm = literal_free_key(sql).filter(|n| n.contains('\u{1}'));
+        if let Some(n) = &norm {
+            if let Some((k, hit)) = self.lock().get_key_value(n.as_str()) {
+                return (hit.clone(), k.clone());
+            }
         }
         // Parse outside the lock: other sessions keep hitting the cache.
         let parsed: Parsed = Arc::new(analyze(sql));
+        let literal_free = parsed
+            .as_ref()
+            .as_ref()
+            .is_ok_and(|a| a.statements.iter().all(|s| s.effects.is_empty()));
+        let key: Arc<str> = match norm {
+            Some(n) if literal_free => Arc::from(n),
+            _ => Arc::from(sql),
+        };
         let mut map = self.lock();
         if map.len() >= PARSE_CACHE_ENTRIES {
             // Crude but bounded; a workload with more distinct texts than
             // this is dominated by parsing anyway.
             map.clear();
         }
-        map.insert(Arc::from(sql), parsed.clone());
-        parsed
+        map.insert(key.clone(), parsed.clone());
+        (parsed, key)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Parsed>> {
@@ -98,7 +123,14 @@ pub struct StatementGate {
     generation: u64,
     /// Views and what they read, from the upstream's catalog at login.
     views: Arc<ViewCatalog>,
+    /// Decisions by cache key, valid for `decided_at` generations.
+    decided: HashMap<Arc<str>, GateDecision>,
+    decided_at: (u64, u64),
 }
+
+/// Decisions a session keeps; cleared when full (it is a cache for the
+/// handful of statement shapes an application repeats).
+const DECISION_CACHE_ENTRIES: usize = 1024;
 
 impl StatementGate {
     /// A gate for one session; `schemas` is the upstream's effective
@@ -127,6 +159,8 @@ impl StatementGate {
             },
             generation: 0,
             views: Arc::new(ViewCatalog::default()),
+            decided: HashMap::new(),
+            decided_at: (0, 0),
         }
     }
 
@@ -217,7 +251,47 @@ impl StatementGate {
 
     /// Decides a statement text (a simple Query or an extended-protocol Parse).
     pub fn check(&mut self, sql: &str) -> GateDecision {
-        let parsed = self.cache.get(sql);
+        // A decision holds for every text under the same key while neither
+        // the session's name resolution nor the policies change, unless a
+        // policy reads the exact text.
+        let generation = self.generation();
+        if generation != self.decided_at {
+            self.decided.clear();
+            self.decided_at = generation;
+        }
+        if let Some(d) = self.decided.get(sql) {
+            return d.clone();
+        }
+        let (parsed, key) = self.cache.get_keyed(sql);
+        if let Some(d) = self.decided.get(&key) {
+            let d = d.clone();
+            self.remember(sql, &key, &d);
+            return d;
+        }
+        let decision = self.decide(sql, &parsed);
+        let reusable = self.generation() == generation
+            && parsed.as_ref().as_ref().is_ok()
+            && !self.policy.reads_statement_text();
+        if reusable {
+            self.remember(sql, &key, &decision);
+        }
+        decision
+    }
+
+    /// Keeps `decision` under its cache key and under the exact text, so
+    /// the same text again is answered without the shared parse cache or
+    /// the scanner.
+    fn remember(&mut self, sql: &str, key: &Arc<str>, decision: &GateDecision) {
+        if self.decided.len() + 2 > DECISION_CACHE_ENTRIES {
+            self.decided.clear();
+        }
+        self.decided.insert(key.clone(), decision.clone());
+        if &**key != sql {
+            self.decided.insert(Arc::from(sql), decision.clone());
+        }
+    }
+
+    fn decide(&mut self, sql: &str, parsed: &Parsed) -> GateDecision {
         let analysis = match parsed.as_ref() {
             Ok(a) => a,
             Err(e) => {

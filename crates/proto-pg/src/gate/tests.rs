@@ -226,3 +226,40 @@ fn views_reach_through_for_data_but_not_for_ddl() {
         "{names:?}"
     );
 }
+
+#[test]
+fn decisions_are_reused_across_literals_only_when_policies_ignore_the_text() {
+    let mut g = gate(&["public"]);
+    for id in 1..5 {
+        assert!(matches!(
+            g.check(&format!("select * from users where id = {id}")),
+            GateDecision::Allow { .. }
+        ));
+    }
+    // A policy reading the text sees every text, literals included.
+    let text_policy = format!(
+        "{POLICIES}\nforbid(principal, action, resource) when {{ context has statement && context.statement like \"*canary*\" }};"
+    );
+    let mut g = StatementGate::new(
+        Arc::new(PolicyEngine::from_text(&text_policy).unwrap()),
+        Arc::new(ParseCache::default()),
+        Identity {
+            user: "alice".into(),
+            groups: vec!["engineering".into()],
+            ..Default::default()
+        },
+        "app-db".into(),
+        "svc".into(),
+        "127.0.0.1".into(),
+        vec!["public".into()],
+    );
+    assert!(matches!(
+        g.check("select * from users where name = 'ok'"),
+        GateDecision::Allow { .. }
+    ));
+    assert!(denied(&mut g, "select * from users where name = 'canary'").contains("denied"));
+    assert!(matches!(
+        g.check("select * from users where name = 'ok2'"),
+        GateDecision::Allow { .. }
+    ));
+}
