@@ -217,8 +217,9 @@ struct Loaded {
     /// `Policy::annotation` parses its key on every call, which cost more
     /// than the rest of a decision.
     reviews: HashMap<PolicyId, String>,
-    /// Whether any policy reads `context.statement`, the exact text.
-    reads_statement_text: bool,
+    /// Whether any policy reads `context.statement` (the exact text) or the
+    /// time: then a decision holds for this request only.
+    reads_per_request_context: bool,
 }
 
 /// Decides requests against the current policy set.
@@ -278,11 +279,11 @@ impl PolicyEngine {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Whether any policy in force reads `context.statement`: when none
-    /// does, a decision holds for every text with the same statements, so
-    /// callers may reuse it across literal values.
-    pub fn reads_statement_text(&self) -> bool {
-        self.snapshot().reads_statement_text
+    /// Whether any policy in force reads `context.statement` or the time:
+    /// when none does, a decision holds for every text with the same
+    /// statements at any moment, so callers may reuse it.
+    pub fn reads_per_request_context(&self) -> bool {
+        self.snapshot().reads_per_request_context
     }
 
     /// How many policies are in force.
@@ -397,6 +398,19 @@ impl PolicyEngine {
                 RestrictedExpression::new_string(text.clone()),
             ));
         }
+        let now = time::OffsetDateTime::now_utc();
+        ctx.push((
+            "time".into(),
+            RestrictedExpression::new_long(now.unix_timestamp()),
+        ));
+        ctx.push((
+            "hour".into(),
+            RestrictedExpression::new_long(i64::from(now.hour())),
+        ));
+        ctx.push((
+            "weekday".into(),
+            RestrictedExpression::new_long(i64::from(now.weekday().number_days_from_monday())),
+        ));
         let context = Context::from_pairs(ctx).map_err(|e| e.to_string())?;
         let t = &self.types;
         // Built from our own types and validated policies; re-validating
@@ -512,9 +526,9 @@ fn load_sources(sources: Vec<(PathBuf, String)>, schema: &Schema) -> Result<Load
     let mut set = PolicySet::new();
     let mut count = 0;
     let mut reviews = HashMap::new();
-    let mut reads_statement_text = false;
+    let mut reads_per_request_context = false;
     for (path, text) in sources {
-        reads_statement_text |= mentions_statement_text(&text);
+        reads_per_request_context |= mentions_per_request_context(&text);
         let parsed = PolicySet::from_str(&text).map_err(|e| PolicyError::Parse {
             path: path.clone(),
             message: format!("{:?}", miette_free(&e)),
@@ -555,17 +569,22 @@ fn load_sources(sources: Vec<(PathBuf, String)>, schema: &Schema) -> Result<Load
         set,
         count,
         reviews,
-        reads_statement_text,
+        reads_per_request_context,
     })
 }
 
-/// Whether policy text may read `context.statement`. Conservative: any
-/// mention of the word `statement` not followed by `_` (as in
-/// `statement_kind`) counts, comments and strings included.
-fn mentions_statement_text(text: &str) -> bool {
-    text.match_indices("statement").any(|(i, m)| {
-        let next = text[i + m.len()..].chars().next();
-        !matches!(next, Some(c) if c == '_' || c.is_alphanumeric())
+/// Whether policy text may read `context.statement` or the time.
+/// Conservative: any mention of the words `statement` (not followed by `_`,
+/// as in `statement_kind`), `time`, `hour` or `weekday` counts, comments
+/// and strings included.
+fn mentions_per_request_context(text: &str) -> bool {
+    ["statement", "time", "hour", "weekday"].iter().any(|word| {
+        text.match_indices(word).any(|(i, m)| {
+            let before = text[..i].chars().next_back();
+            let next = text[i + m.len()..].chars().next();
+            let ident = |c: Option<char>| matches!(c, Some(c) if c == '_' || c.is_alphanumeric());
+            !ident(before) && !ident(next)
+        })
     })
 }
 

@@ -2,13 +2,27 @@
 //! functions each view (or materialized view) reads, transitively, so a
 //! statement that reads a view is decided on what lies beneath it too.
 //!
-//! Read once per session at login, on the session's own upstream
-//! connection, from `pg_rewrite` and `pg_depend` (PostgreSQL's own record of
-//! what a view's query references). Views in `pg_catalog` and
+//! Read at login, on the session's own upstream connection, from
+//! `pg_rewrite` and `pg_depend` (PostgreSQL's own record of what a view's
+//! query references), and shared by later logins for as long as the
+//! catalog's fingerprint stays the same. Views in `pg_catalog` and
 //! `information_schema` are left to the statement classifier, which treats
 //! content-bearing catalogs on its own.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+
+/// An expression that changes whenever a view, a relation, a schema or a
+/// user function is created, altered, renamed or dropped: the row count and
+/// the sum of `xmin` of the catalog rows that name them. Every such change
+/// writes a row with a newer transaction id, so the sum moves. Asked at
+/// every login (it costs well under a millisecond, against several for
+/// reading the dependencies), so the view catalog is read again only after
+/// a change. System objects (oid below 16384) never change.
+pub const CATALOG_FINGERPRINT_SQL: &str = "\
+(SELECT count(*)::text || ':' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.pg_rewrite) || '/' || \
+(SELECT count(*)::text || ':' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.pg_class WHERE oid >= 16384) || '/' || \
+(SELECT count(*)::text || ':' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.pg_namespace) || '/' || \
+(SELECT count(*)::text || ':' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.pg_proc WHERE oid >= 16384)";
 
 /// The query the catalog is read with: one row per direct dependency of a
 /// user view, `(view schema, view name, kind, dependency schema, name)`,

@@ -271,7 +271,7 @@ impl StatementGate {
         let decision = self.decide(sql, &parsed);
         let reusable = self.generation() == generation
             && parsed.as_ref().as_ref().is_ok()
-            && !self.policy.reads_statement_text();
+            && !self.policy.reads_per_request_context();
         if reusable {
             self.remember(sql, &key, &decision);
         }

@@ -50,6 +50,9 @@ pub struct Upstream {
     /// Time allowed to connect and log in.
     pub connect_timeout: Duration,
     scram_cache: SaltedPasswordCache,
+    /// The last view catalog read, with the catalog fingerprint it was
+    /// read at: sessions whose login reports the same fingerprint reuse it.
+    views: std::sync::Mutex<Option<(String, Arc<crate::catalog::ViewCatalog>)>>,
 }
 
 impl Upstream {
@@ -64,6 +67,7 @@ impl Upstream {
             tls,
             connect_timeout,
             scram_cache: SaltedPasswordCache::default(),
+            views: std::sync::Mutex::new(None),
         }
     }
 
@@ -150,9 +154,9 @@ impl Upstream {
                 BackendMessage::NoticeResponse(_) | BackendMessage::NegotiateProtocolVersion(_) => {
                 }
                 BackendMessage::ReadyForQuery(status) => {
-                    let (search_path, search_path_setting) =
+                    let (search_path, search_path_setting, fingerprint) =
                         self.fetch_search_path(&mut stream, &mut buf).await?;
-                    let views = self.fetch_views(&mut stream, &mut buf).await?;
+                    let views = self.views_at(&fingerprint, &mut stream, &mut buf).await?;
                     return Ok(UpstreamSession {
                         stream,
                         leftover: buf,
@@ -161,7 +165,7 @@ impl Upstream {
                         status,
                         search_path,
                         search_path_setting,
-                        views: Arc::new(views),
+                        views,
                     });
                 }
                 BackendMessage::ErrorResponse(e) => {
@@ -188,6 +192,26 @@ impl Upstream {
                 }
             }
         }
+    }
+
+    /// The view catalog as of `fingerprint`: the cached one if the catalog
+    /// has not changed since it was read, else read afresh on `stream`.
+    async fn views_at(
+        &self,
+        fingerprint: &str,
+        stream: &mut Stream,
+        buf: &mut BytesMut,
+    ) -> Result<Arc<crate::catalog::ViewCatalog>, SessionError> {
+        let cached = self.views.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some((fp, views)) = cached {
+            if fp == fingerprint {
+                return Ok(views);
+            }
+        }
+        let views = Arc::new(self.fetch_views(stream, buf).await?);
+        *self.views.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((fingerprint.to_owned(), views.clone()));
+        Ok(views)
     }
 
     /// Reads the database's views and their dependencies.
@@ -233,12 +257,13 @@ impl Upstream {
         &self,
         stream: &mut Stream,
         buf: &mut BytesMut,
-    ) -> Result<(Vec<String>, String), SessionError> {
+    ) -> Result<(Vec<String>, String, String), SessionError> {
         let mut out = BytesMut::new();
-        encode::query(
-            &mut out,
-            "SELECT pg_catalog.current_schemas(false)::text, pg_catalog.current_setting('search_path')",
+        let sql = format!(
+            "SELECT pg_catalog.current_schemas(false)::text, pg_catalog.current_setting('search_path'), {}",
+            crate::catalog::CATALOG_FINGERPRINT_SQL
         );
+        encode::query(&mut out, &sql);
         stream.write_all(&out).await?;
         let mut value = None;
         loop {
@@ -246,8 +271,10 @@ impl Upstream {
             match BackendMessage::decode(tag, &body)? {
                 BackendMessage::DataRow(row) => {
                     let mut cols = text_columns(row).into_iter();
-                    if let (Some(Some(a)), Some(Some(b))) = (cols.next(), cols.next()) {
-                        value = Some((a, b));
+                    if let (Some(Some(a)), Some(Some(b)), Some(Some(c))) =
+                        (cols.next(), cols.next(), cols.next())
+                    {
+                        value = Some((a, b, c));
                     }
                 }
                 BackendMessage::ReadyForQuery(_) => break,
@@ -267,8 +294,8 @@ impl Upstream {
                 self.target.name
             ))
         })?;
-        let (array, setting) = text;
-        Ok((parse_name_array(&array), setting))
+        let (array, setting, fingerprint) = text;
+        Ok((parse_name_array(&array), setting, fingerprint))
     }
 
     fn answer_auth(

@@ -169,3 +169,28 @@ fn the_statement_is_in_the_context() {
     f.statement_kind = Some("select");
     assert!(e.decide(&alice(), Action::Select, &t, &f).allowed);
 }
+
+#[test]
+fn time_is_in_the_context_and_marks_decisions_per_request() {
+    let e = PolicyEngine::from_text(
+        r#"permit(principal, action, resource)
+           when { context.hour >= 0 && context.hour < 24 && context.weekday < 7 && context.time > 1700000000 };"#,
+    )
+    .unwrap();
+    let table = Resource::Table {
+        connection: "c".into(),
+        name: "public.t".into(),
+    };
+    assert!(e.decide(&alice(), Action::Select, &table, &facts()).allowed);
+    assert!(e.reads_per_request_context());
+    let kind_only = PolicyEngine::from_text(
+        r#"permit(principal, action, resource) when { context has statement_kind && context.statement_kind == "select" };"#,
+    )
+    .unwrap();
+    assert!(!kind_only.reads_per_request_context());
+    let text = PolicyEngine::from_text(
+        r#"forbid(principal, action, resource) when { context has statement && context.statement like "*x*" };"#,
+    )
+    .unwrap();
+    assert!(text.reads_per_request_context());
+}

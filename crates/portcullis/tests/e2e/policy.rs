@@ -378,4 +378,16 @@ fn views_are_decided_on_what_lies_beneath_them() {
         "{}",
         out.stderr
     );
+
+    // The catalog is reused while unchanged, and read again after a change:
+    // a renamed view is still resolved.
+    c.superuser_sql("app", "alter view v_keys rename to v_keys_renamed");
+    let out = run("select * from v_keys_renamed");
+    assert!(
+        out.stderr
+            .contains("read through view app-db/public.v_keys_renamed"),
+        "{}",
+        out.stderr
+    );
+    c.superuser_sql("app", "alter view v_keys_renamed rename to v_keys");
 }
