@@ -11,6 +11,23 @@ pub struct ApiClient {
     http: reqwest::Client,
 }
 
+/// The JSON body of a successful answer, or the API's one-line error.
+async fn answer(resp: reqwest::Response) -> anyhow::Result<serde_json::Value> {
+    let status = resp.status();
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .context("the API answered with invalid JSON")?;
+    if !status.is_success() {
+        let msg = body
+            .get("error")
+            .and_then(|e| e.as_str())
+            .unwrap_or("no reason given");
+        bail!("API refused ({status}): {msg}");
+    }
+    Ok(body)
+}
+
 impl ApiClient {
     /// A client for `base` (e.g. `http://127.0.0.1:8099`) with a bearer token.
     pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
@@ -32,19 +49,7 @@ impl ApiClient {
             .send()
             .await
             .with_context(|| format!("cannot reach the gateway API at {}", self.base))?;
-        let status = resp.status();
-        let body: serde_json::Value = resp
-            .json()
-            .await
-            .context("the API answered with invalid JSON")?;
-        if !status.is_success() {
-            let msg = body
-                .get("error")
-                .and_then(|e| e.as_str())
-                .unwrap_or("no reason given");
-            bail!("API refused ({status}): {msg}");
-        }
-        Ok(body)
+        answer(resp).await
     }
 
     /// POSTs a JSON body.
@@ -61,19 +66,7 @@ impl ApiClient {
             .send()
             .await
             .with_context(|| format!("cannot reach the gateway API at {}", self.base))?;
-        let status = resp.status();
-        let body: serde_json::Value = resp
-            .json()
-            .await
-            .context("the API answered with invalid JSON")?;
-        if !status.is_success() {
-            let msg = body
-                .get("error")
-                .and_then(|e| e.as_str())
-                .unwrap_or("no reason given");
-            bail!("API refused ({status}): {msg}");
-        }
-        Ok(body)
+        answer(resp).await
     }
 
     /// `GET /api/sessions`.

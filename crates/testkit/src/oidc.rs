@@ -171,8 +171,15 @@ impl OidcProvider {
             next.contains("/interaction/"),
             "expected the login page, got {next:?}"
         );
-        let uid = next.rsplit('/').next().expect("uid").to_owned();
-        let next = redirect_of(&[
+        let next = self.sign_in(jar, &next, user, password);
+        redirect_of(&["-c", jar, "-b", jar, &next])
+    }
+
+    /// Posts the login form of the interaction at `interaction_url`;
+    /// returns where the provider sends the browser next.
+    fn sign_in(&self, jar: &str, interaction_url: &str, user: &str, password: &str) -> String {
+        let uid = interaction_url.rsplit('/').next().expect("uid");
+        redirect_of(&[
             "-c",
             jar,
             "-b",
@@ -182,8 +189,7 @@ impl OidcProvider {
             "-d",
             &format!("password={password}"),
             &format!("{}/interaction/{uid}/login", self.issuer()),
-        ]);
-        redirect_of(&["-c", jar, "-b", jar, &next])
+        ])
     }
 
     /// Approves a device login (RFC 8628) as the user would in a browser:
@@ -215,18 +221,7 @@ impl OidcProvider {
             "confirm=yes",
             &device,
         ]);
-        let uid = next.rsplit('/').next().expect("uid").to_owned();
-        let done = redirect_of(&[
-            "-c",
-            jar,
-            "-b",
-            jar,
-            "-d",
-            &format!("login={user}"),
-            "-d",
-            &format!("password={password}"),
-            &format!("{}/interaction/{uid}/login", self.issuer()),
-        ]);
+        let done = self.sign_in(jar, &next, user, password);
         let page = curl(&["-c", jar, "-b", jar, &done]);
         assert!(
             page.contains("Sign-in Success"),
