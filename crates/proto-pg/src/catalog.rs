@@ -58,7 +58,7 @@ pub struct ViewReads {
 }
 
 /// Views by `schema.name`, with what each reads transitively.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ViewCatalog {
     views: HashMap<String, ViewReads>,
 }
@@ -124,6 +124,48 @@ impl ViewCatalog {
     /// Whether no view is known.
     pub fn is_empty(&self) -> bool {
         self.views.is_empty()
+    }
+}
+
+/// A connection's latest view catalog, shared by its sessions and kept
+/// fresh by logins and by a watcher: a session adopts a newer catalog at
+/// its next statement.
+#[derive(Debug, Default)]
+pub struct SharedCatalog {
+    current: std::sync::RwLock<Option<(String, std::sync::Arc<ViewCatalog>)>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl SharedCatalog {
+    /// The catalog read at `fingerprint`, if that is the one held.
+    pub fn at(&self, fingerprint: &str) -> Option<std::sync::Arc<ViewCatalog>> {
+        let cur = self.current.read().unwrap_or_else(|p| p.into_inner());
+        cur.as_ref()
+            .filter(|(fp, _)| fp == fingerprint)
+            .map(|(_, c)| c.clone())
+    }
+
+    /// Installs a catalog read at `fingerprint`; bumps the generation when
+    /// its contents differ from the one held.
+    pub fn install(&self, fingerprint: &str, catalog: std::sync::Arc<ViewCatalog>) {
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let changed = cur.as_ref().is_none_or(|(_, c)| **c != *catalog);
+        *cur = Some((fingerprint.to_owned(), catalog));
+        if changed {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// The catalog held now (empty before the first read).
+    pub fn latest(&self) -> std::sync::Arc<ViewCatalog> {
+        let cur = self.current.read().unwrap_or_else(|p| p.into_inner());
+        cur.as_ref().map(|(_, c)| c.clone()).unwrap_or_default()
+    }
+
+    /// Changes whenever the catalog's contents do.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

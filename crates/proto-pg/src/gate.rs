@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::catalog::ViewCatalog;
+use crate::catalog::{SharedCatalog, ViewCatalog};
 use portcullis_core::policy::RequestFacts;
 use portcullis_core::{Action, Identity, PolicyEngine, Resource};
 use portcullis_pg_sql::{
@@ -121,8 +121,11 @@ pub struct StatementGate {
     state: SessionState,
     /// Bumped whenever the state changes how names resolve.
     generation: u64,
-    /// Views and what they read, from the upstream's catalog at login.
+    /// Views and what they read, from the upstream's catalog.
     views: Arc<ViewCatalog>,
+    /// Where newer catalogs appear, and the generation `views` is from.
+    shared_views: Option<Arc<SharedCatalog>>,
+    views_generation: u64,
     /// Decisions by cache key, valid for `decided_at` generations.
     decided: HashMap<Arc<str>, GateDecision>,
     decided_at: (u64, u64),
@@ -159,6 +162,8 @@ impl StatementGate {
             },
             generation: 0,
             views: Arc::new(ViewCatalog::default()),
+            shared_views: None,
+            views_generation: 0,
             decided: HashMap::new(),
             decided_at: (0, 0),
         }
@@ -169,6 +174,26 @@ impl StatementGate {
     pub fn with_views(mut self, views: Arc<ViewCatalog>) -> Self {
         self.views = views;
         self
+    }
+
+    /// Resolves views through the connection's shared catalog, adopting
+    /// each newer one at the next statement.
+    pub fn with_shared_views(mut self, shared: Arc<SharedCatalog>) -> Self {
+        self.views_generation = shared.generation();
+        self.views = shared.latest();
+        self.shared_views = Some(shared);
+        self
+    }
+
+    /// Adopts a newer shared catalog, if one appeared.
+    fn refresh_views(&mut self) {
+        if let Some(shared) = &self.shared_views {
+            let g = shared.generation();
+            if g != self.views_generation {
+                self.views = shared.latest();
+                self.views_generation = g;
+            }
+        }
     }
 
     /// The pairs `(action, resource)` implies: itself, and for a view the
@@ -230,9 +255,15 @@ impl StatementGate {
     }
 
     /// Changes whenever a decision made earlier in the session may no
-    /// longer hold: the search_path grew, or the policies were reloaded.
+    /// longer hold: the search_path grew, the views changed, or the
+    /// policies were reloaded.
     pub fn generation(&self) -> (u64, u64) {
-        (self.generation, self.policy.generation())
+        let views = self
+            .shared_views
+            .as_ref()
+            .map_or(self.views_generation, |s| s.generation());
+        // Both counters only grow, so their sum changes when either does.
+        (self.generation + views, self.policy.generation())
     }
 
     /// Decides executing the SQL-prepared statement `name` (a protocol Bind
@@ -252,8 +283,9 @@ impl StatementGate {
     /// Decides a statement text (a simple Query or an extended-protocol Parse).
     pub fn check(&mut self, sql: &str) -> GateDecision {
         // A decision holds for every text under the same key while neither
-        // the session's name resolution nor the policies change, unless a
-        // policy reads the exact text.
+        // the session's name resolution, the views nor the policies change,
+        // unless a policy reads the exact text or the time.
+        self.refresh_views();
         let generation = self.generation();
         if generation != self.decided_at {
             self.decided.clear();

@@ -98,6 +98,9 @@ impl PgAdapter {
     /// for them to record their end.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
         let tasks = TaskTracker::new();
+        for upstream in self.cfg.targets.values() {
+            tasks.spawn(upstream.clone().watch_catalog(shutdown.child_token()));
+        }
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -370,7 +373,7 @@ impl PgAdapter {
             up.search_path.clone(),
         )
         .with_search_path_setting(&up.search_path_setting)
-        .with_views(up.views.clone());
+        .with_shared_views(upstream.views.clone());
         let mut tracker = BackendTracker::default();
         let (client_r, mut client_w) = tokio::io::split(client);
         let (upstream_r, upstream_w) = tokio::io::split(up.stream);

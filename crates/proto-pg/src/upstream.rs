@@ -37,8 +37,6 @@ pub struct UpstreamSession {
     pub search_path: Vec<String>,
     /// The raw `search_path` setting, which may name schemas not yet created.
     pub search_path_setting: String,
-    /// The database's views and what each reads, as of login.
-    pub views: Arc<crate::catalog::ViewCatalog>,
 }
 
 /// A target with its TLS configuration prepared once.
@@ -50,10 +48,13 @@ pub struct Upstream {
     /// Time allowed to connect and log in.
     pub connect_timeout: Duration,
     scram_cache: SaltedPasswordCache,
-    /// The last view catalog read, with the catalog fingerprint it was
-    /// read at: sessions whose login reports the same fingerprint reuse it.
-    views: std::sync::Mutex<Option<(String, Arc<crate::catalog::ViewCatalog>)>>,
+    /// The latest view catalog, with the fingerprint it was read at:
+    /// sessions whose login reports the same fingerprint reuse it.
+    pub views: Arc<crate::catalog::SharedCatalog>,
 }
+
+/// How often the watcher asks for the catalog fingerprint.
+const CATALOG_POLL: Duration = Duration::from_secs(1);
 
 impl Upstream {
     /// An upstream for `target`.
@@ -67,7 +68,7 @@ impl Upstream {
             tls,
             connect_timeout,
             scram_cache: SaltedPasswordCache::default(),
-            views: std::sync::Mutex::new(None),
+            views: Arc::default(),
         }
     }
 
@@ -156,7 +157,8 @@ impl Upstream {
                 BackendMessage::ReadyForQuery(status) => {
                     let (search_path, search_path_setting, fingerprint) =
                         self.fetch_search_path(&mut stream, &mut buf).await?;
-                    let views = self.views_at(&fingerprint, &mut stream, &mut buf).await?;
+                    // Refreshes the connection's shared catalog if it moved.
+                    self.views_at(&fingerprint, &mut stream, &mut buf).await?;
                     return Ok(UpstreamSession {
                         stream,
                         leftover: buf,
@@ -165,7 +167,6 @@ impl Upstream {
                         status,
                         search_path,
                         search_path_setting,
-                        views,
                     });
                 }
                 BackendMessage::ErrorResponse(e) => {
@@ -202,16 +203,48 @@ impl Upstream {
         stream: &mut Stream,
         buf: &mut BytesMut,
     ) -> Result<Arc<crate::catalog::ViewCatalog>, SessionError> {
-        let cached = self.views.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some((fp, views)) = cached {
-            if fp == fingerprint {
-                return Ok(views);
-            }
+        if let Some(views) = self.views.at(fingerprint) {
+            return Ok(views);
         }
         let views = Arc::new(self.fetch_views(stream, buf).await?);
-        *self.views.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((fingerprint.to_owned(), views.clone()));
+        self.views.install(fingerprint, views.clone());
         Ok(views)
+    }
+
+    /// One watcher connection: polls until it fails.
+    async fn catalog_round(&self) -> Result<std::convert::Infallible, SessionError> {
+        let mut session = self.login(&[]).await?;
+        let mut buf = std::mem::take(&mut session.leftover);
+        loop {
+            tokio::time::sleep(CATALOG_POLL).await;
+            let (_, _, fp) = self
+                .fetch_search_path(&mut session.stream, &mut buf)
+                .await?;
+            self.views_at(&fp, &mut session.stream, &mut buf).await?;
+        }
+    }
+
+    /// Keeps [`Upstream::views`] fresh while sessions run, so a view
+    /// created or changed by anyone is resolved within about a second:
+    /// one connection of the service user asks for the catalog fingerprint
+    /// every second and rereads the dependencies when it moves.
+    pub async fn watch_catalog(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let mut failing = false;
+        loop {
+            let outcome = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = self.catalog_round() => r,
+            };
+            let Err(e) = outcome;
+            if !failing {
+                tracing::warn!(connection = %self.target.name, error = %e, "watching the view catalog failed; retrying");
+            }
+            failing = true;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
     }
 
     /// Reads the database's views and their dependencies.

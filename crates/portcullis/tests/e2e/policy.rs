@@ -29,12 +29,17 @@ permit(principal in Group::"admins", action, resource);
 
 fn policy_gateway() -> Gateway {
     let c = cluster();
-    c.superuser_sql(
-        "app",
-        "create table if not exists api_keys (id int, secret text); \
+    // Once per process: concurrent CREATE TABLE IF NOT EXISTS can race in
+    // the catalog.
+    static SEED: std::sync::Once = std::sync::Once::new();
+    SEED.call_once(|| {
+        c.superuser_sql(
+            "app",
+            "create table if not exists api_keys (id int, secret text); \
          grant all on api_keys to portcullis_reader; \
          insert into api_keys select 1, 'sk-live-123' where not exists (select 1 from api_keys)",
-    );
+        );
+    });
     gateway().app_db("app-db", c).policies(ISSUE_POLICY).start()
 }
 
@@ -390,4 +395,44 @@ fn views_are_decided_on_what_lies_beneath_them() {
         out.stderr
     );
     c.superuser_sql("app", "alter view v_keys_renamed rename to v_keys");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_created_during_a_session_is_resolved_within_seconds() {
+    let c = cluster();
+    let gw = policy_gateway();
+    let client = connect(&gw, "app-db", ALICE_TOKEN).await.unwrap();
+    client.simple_query("select 1").await.unwrap();
+    // Someone else creates a view over the forbidden table mid-session; the
+    // gateway's catalog watcher notices within about a second.
+    c.superuser_sql(
+        "app",
+        "create or replace view v_late as select secret from api_keys; \
+         grant select on v_late to portcullis_reader",
+    );
+    let start = std::time::Instant::now();
+    loop {
+        match client.simple_query("select * from v_late").await {
+            Err(e) => {
+                let (code, msg) = db_error(&e);
+                assert_eq!(code, "42501");
+                assert!(
+                    msg.contains("read through view app-db/public.v_late"),
+                    "{msg}"
+                );
+                break;
+            }
+            Ok(_) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "the new view stayed readable"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    eprintln!(
+        "new view resolved after {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
 }
