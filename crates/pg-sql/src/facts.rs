@@ -127,6 +127,9 @@ pub struct StatementFacts {
     /// Whether it calls functions by unqualified name that were let through
     /// as built-ins: only sound while `pg_catalog` is searched first.
     pub unqualified_builtins: bool,
+    /// The names of those built-ins, sorted: a user function of the same
+    /// name could be chosen instead, so the gateway checks its catalog.
+    pub builtin_names: Vec<String>,
 }
 
 /// The statements of one query string.

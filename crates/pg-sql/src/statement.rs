@@ -164,12 +164,16 @@ fn facts(kind: &'static str, w: Walker) -> StatementFacts {
     let mut accesses = w.accesses;
     accesses.sort();
     accesses.dedup();
+    let mut builtin_names = w.builtin_names;
+    builtin_names.sort();
+    builtin_names.dedup();
     StatementFacts {
         kind,
         accesses,
         effects: Vec::new(),
         executes: None,
         unqualified_builtins: w.unqualified_builtins,
+        builtin_names,
     }
 }
 
@@ -382,6 +386,9 @@ fn merge(f: &mut StatementFacts, other: StatementFacts) {
     f.accesses.sort();
     f.accesses.dedup();
     f.unqualified_builtins |= other.unqualified_builtins;
+    f.builtin_names.extend(other.builtin_names);
+    f.builtin_names.sort();
+    f.builtin_names.dedup();
     if f.executes.is_none() {
         f.executes = other.executes;
     }

@@ -29,6 +29,8 @@ const CONTENT_CATALOGS: &[&str] = &[
 pub(crate) struct Walker {
     pub(crate) accesses: Vec<Access>,
     pub(crate) unqualified_builtins: bool,
+    /// The names of those built-ins.
+    pub(crate) builtin_names: Vec<String>,
     /// CTE names visible at the current point, innermost last.
     scopes: Vec<Vec<String>>,
 }
@@ -266,6 +268,7 @@ impl Walker {
         if builtin_schema && is_builtin_safe(name) {
             if schema.is_none() {
                 self.unqualified_builtins = true;
+                self.builtin_names.push(name.to_owned());
             }
             return;
         }

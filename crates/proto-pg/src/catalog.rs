@@ -26,7 +26,9 @@ pub const CATALOG_FINGERPRINT_SQL: &str = "\
 
 /// The query the catalog is read with: one row per direct dependency of a
 /// user view, `(view schema, view name, kind, dependency schema, name)`,
-/// where kind is `r` for a relation and `f` for a function.
+/// where kind is `r` for a relation and `f` for a function; and one row per
+/// function created after initdb (kind `u`), whose names could shadow a
+/// built-in called by unqualified name.
 pub const VIEW_DEPENDENCIES_SQL: &str = "\
 SELECT DISTINCT vn.nspname::text, v.relname::text, 'r', bn.nspname::text, b.relname::text \
 FROM pg_catalog.pg_rewrite r \
@@ -46,7 +48,11 @@ JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.r
  AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
 JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid \
 JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
-WHERE vn.nspname NOT IN ('pg_catalog', 'information_schema')";
+WHERE vn.nspname NOT IN ('pg_catalog', 'information_schema') \
+UNION \
+SELECT '', '', 'u', pn.nspname::text, p.proname::text \
+FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
+WHERE p.oid >= 16384";
 
 /// What a view reads, all the way down.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,6 +67,8 @@ pub struct ViewReads {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ViewCatalog {
     views: HashMap<String, ViewReads>,
+    /// Bare names of functions created after initdb (users', extensions').
+    user_functions: HashSet<String>,
 }
 
 impl ViewCatalog {
@@ -71,7 +79,12 @@ impl ViewCatalog {
         S: AsRef<str>,
     {
         let mut direct: HashMap<String, (Vec<String>, Vec<String>)> = HashMap::new();
+        let mut user_functions = HashSet::new();
         for [vs, vn, kind, ds, dn] in rows {
+            if kind.as_ref() == "u" {
+                user_functions.insert(dn.as_ref().to_owned());
+                continue;
+            }
             let view = format!("{}.{}", vs.as_ref(), vn.as_ref());
             let dep = format!("{}.{}", ds.as_ref(), dn.as_ref());
             let entry = direct.entry(view).or_default();
@@ -108,7 +121,16 @@ impl ViewCatalog {
             reads.functions.sort();
             views.insert(view.clone(), reads);
         }
-        Self { views }
+        Self {
+            views,
+            user_functions,
+        }
+    }
+
+    /// Whether a function named `name` was created after initdb, so an
+    /// unqualified call to a built-in of that name might reach it instead.
+    pub fn shadows_builtin(&self, name: &str) -> bool {
+        self.user_functions.contains(name)
     }
 
     /// What the view `schema.name` reads, if it is a view.

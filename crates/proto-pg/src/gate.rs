@@ -433,6 +433,29 @@ impl StatementGate {
             }
             accesses.extend(prepared.accesses.iter());
         }
+        // A built-in called by unqualified name is trusted only while no
+        // function of that name exists outside the initial catalog: one in
+        // a schema on the search_path with a closer argument type would be
+        // chosen instead, so such a call is decided as `execute` on every
+        // function it could resolve to.
+        let shadowed: Vec<Access> = stmt
+            .builtin_names
+            .iter()
+            .chain(
+                stmt.executes
+                    .as_ref()
+                    .and_then(|n| state.prepared.get(n))
+                    .map(|p| p.builtin_names.iter())
+                    .into_iter()
+                    .flatten(),
+            )
+            .filter(|n| self.views.shadows_builtin(n))
+            .map(|n| Access {
+                action: SqlAction::Execute,
+                object: Object::Function(portcullis_pg_sql::Name::new(None, n)),
+            })
+            .collect();
+        accesses.extend(shadowed.iter());
         let facts = RequestFacts {
             protocol: "postgres",
             client_address: self.client_address.clone(),
@@ -546,6 +569,8 @@ fn apply(state: &mut SessionState, stmt: &StatementFacts, service_user: &str) {
                     old.accesses.sort();
                     old.accesses.dedup();
                     old.unqualified_builtins |= facts.unqualified_builtins;
+                    old.builtin_names
+                        .extend(facts.builtin_names.iter().cloned());
                 }
                 None => {
                     state.prepared.insert(name.clone(), (**facts).clone());

@@ -263,3 +263,27 @@ fn decisions_are_reused_across_literals_only_when_policies_ignore_the_text() {
         GateDecision::Allow { .. }
     ));
 }
+
+#[test]
+fn a_user_function_named_like_a_builtin_makes_unqualified_calls_need_execute() {
+    let mut g = gate(&["public"]);
+    assert!(matches!(
+        g.check("select lower(name) from users"),
+        GateDecision::Allow { .. }
+    ));
+    let catalog = crate::catalog::ViewCatalog::from_rows([["", "", "u", "public", "lower"]]);
+    let mut g = gate(&["public"]).with_views(Arc::new(catalog));
+    let msg = denied(&mut g, "select lower(name) from users");
+    assert!(msg.starts_with("portcullis: execute on app-db/"), "{msg}");
+    assert!(msg.contains(".lower denied"), "{msg}");
+    // Qualified calls still name exactly one function, the built-in.
+    assert!(matches!(
+        g.check("select pg_catalog.lower(name) from users"),
+        GateDecision::Allow { .. }
+    ));
+    // Names no user function shadows stay trusted.
+    assert!(matches!(
+        g.check("select upper(name) from users"),
+        GateDecision::Allow { .. }
+    ));
+}
