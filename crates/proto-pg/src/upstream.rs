@@ -212,8 +212,12 @@ impl Upstream {
     }
 
     /// One watcher connection: polls until it fails.
-    async fn catalog_round(&self) -> Result<std::convert::Infallible, SessionError> {
+    async fn catalog_round(
+        &self,
+        connected: &mut bool,
+    ) -> Result<std::convert::Infallible, SessionError> {
         let mut session = self.login(&[]).await?;
+        *connected = true;
         let mut buf = std::mem::take(&mut session.leftover);
         loop {
             tokio::time::sleep(CATALOG_POLL).await;
@@ -229,14 +233,17 @@ impl Upstream {
     /// one connection of the service user asks for the catalog fingerprint
     /// every second and rereads the dependencies when it moves.
     pub async fn watch_catalog(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        // Warn when a working watcher breaks, not on every retry while the
+        // upstream stays down.
         let mut failing = false;
         loop {
+            let mut connected = false;
             let outcome = tokio::select! {
                 _ = stop.cancelled() => return,
-                r = self.catalog_round() => r,
+                r = self.catalog_round(&mut connected) => r,
             };
             let Err(e) = outcome;
-            if !failing {
+            if connected || !failing {
                 tracing::warn!(connection = %self.target.name, error = %e, "watching the view catalog failed; retrying");
             }
             failing = true;

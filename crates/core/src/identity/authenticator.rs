@@ -78,7 +78,7 @@ impl GatewayAuthenticator {
     /// Fetches every issuer's keys now, so the first login does not wait.
     pub async fn warm_up(&self) {
         for k in self.keys.values() {
-            let _ = k.keys_for(Some(""), jsonwebtoken::Algorithm::RS256).await;
+            k.prefetch().await;
         }
     }
 

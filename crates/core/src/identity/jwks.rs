@@ -190,10 +190,7 @@ impl RemoteKeys {
     /// Installs `set` as if just fetched (benchmarks, and tests that must
     /// not reach the issuer).
     pub fn preload(&self, set: KeySet) {
-        let mut c = self.cached.write().unwrap_or_else(|p| p.into_inner());
-        c.set = Arc::new(set);
-        c.fetched = Some(Instant::now());
-        c.attempted = c.fetched;
+        self.install(set);
     }
 
     /// The issuer these keys belong to.
@@ -204,6 +201,33 @@ impl RemoteKeys {
     fn snapshot(&self) -> (Arc<KeySet>, Option<Instant>, Option<Instant>) {
         let c = self.cached.read().unwrap_or_else(|p| p.into_inner());
         (c.set.clone(), c.fetched, c.attempted)
+    }
+
+    /// Fetches the key set now (at startup), unless it is fresh.
+    pub async fn prefetch(&self) {
+        let (_, fetched, _) = self.snapshot();
+        if fetched.is_some_and(|t| t.elapsed() < self.refresh.max_age) {
+            return;
+        }
+        let _one = self.fetching.lock().await;
+        match self.fetch().await {
+            Ok(new) => {
+                self.install(new);
+            }
+            Err(why) => {
+                tracing::warn!(issuer = %self.issuer, error = %why, "fetching the issuer's signing keys failed");
+            }
+        }
+    }
+
+    fn install(&self, set: KeySet) -> Arc<KeySet> {
+        let set = Arc::new(set);
+        let mut c = self.cached.write().unwrap_or_else(|p| p.into_inner());
+        c.set = set.clone();
+        c.fetched = Some(Instant::now());
+        c.attempted = c.fetched;
+        tracing::info!(issuer = %self.issuer, keys = set.len(), "fetched the issuer's signing keys");
+        set
     }
 
     /// A key set that holds `kid`/`alg` if the issuer publishes it, fetching
@@ -228,15 +252,7 @@ impl RemoteKeys {
             return Ok(set); // rate-limited: decide with what we have
         }
         match self.fetch().await {
-            Ok(new) => {
-                let new = Arc::new(new);
-                let mut c = self.cached.write().unwrap_or_else(|p| p.into_inner());
-                c.set = new.clone();
-                c.fetched = Some(Instant::now());
-                c.attempted = c.fetched;
-                tracing::info!(issuer = %self.issuer, keys = new.len(), "fetched the issuer's signing keys");
-                Ok(new)
-            }
+            Ok(new) => Ok(self.install(new)),
             Err(why) => {
                 self.cached
                     .write()
