@@ -88,6 +88,9 @@ pub struct StatementRecord {
     pub error: Option<String>,
     /// The decision that let it run (or stopped it).
     pub decision: Decision,
+    /// How many values of its results were masked, when any were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masked: Option<crate::masking::MaskCounts>,
 }
 
 /// One thing to record.

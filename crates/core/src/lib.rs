@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod identity;
+pub mod masking;
 pub mod policy;
 pub mod recorder;
 pub mod secret;
@@ -38,4 +39,6 @@ pub struct Core {
     pub recorder: Recorder,
     /// Live sessions, for listing and ending them.
     pub sessions: SessionRegistry,
+    /// Result masking (inactive when nothing is configured).
+    pub masking: Arc<masking::Masking>,
 }

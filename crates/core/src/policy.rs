@@ -124,6 +124,13 @@ pub enum Resource {
         /// `schema.table`.
         name: String,
     },
+    /// A column of a table: `Column::"<connection>/<schema>.<table>.<column>"`.
+    Column {
+        /// The connection.
+        connection: String,
+        /// `schema.table.column`.
+        name: String,
+    },
     /// A function in a connection: `Function::"<connection>/<schema>.<name>"`.
     Function {
         /// The connection.
@@ -142,6 +149,9 @@ impl Resource {
             Resource::Table { connection, name } => {
                 t.uid(&t.table, &format!("{connection}/{name}"))
             }
+            Resource::Column { connection, name } => {
+                t.uid(&t.column, &format!("{connection}/{name}"))
+            }
             Resource::Function { connection, name } => {
                 t.uid(&t.function, &format!("{connection}/{name}"))
             }
@@ -149,13 +159,22 @@ impl Resource {
         }
     }
 
-    /// The connection a table or function lives in.
-    fn parent(&self, t: &Types) -> Option<EntityUid> {
+    /// What the resource lies in, nearest first: a column's table, then
+    /// the connection.
+    fn ancestors(&self, t: &Types) -> Vec<EntityUid> {
         match self {
             Resource::Table { connection, .. } | Resource::Function { connection, .. } => {
-                Some(t.uid(&t.connection, connection))
+                vec![t.uid(&t.connection, connection)]
             }
-            _ => None,
+            Resource::Column { connection, name } => {
+                // `schema.table.column`: the table is everything before the last dot.
+                let table = name.rsplit_once('.').map_or(name.as_str(), |(t, _)| t);
+                vec![
+                    t.uid(&t.table, &format!("{connection}/{table}")),
+                    t.uid(&t.connection, connection),
+                ]
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -163,9 +182,9 @@ impl Resource {
     pub fn describe(&self) -> String {
         match self {
             Resource::Connection(name) => name.clone(),
-            Resource::Table { connection, name } | Resource::Function { connection, name } => {
-                format!("{connection}/{name}")
-            }
+            Resource::Table { connection, name }
+            | Resource::Column { connection, name }
+            | Resource::Function { connection, name } => format!("{connection}/{name}"),
             Resource::Gateway => "the gateway".into(),
         }
     }
@@ -325,12 +344,12 @@ impl PolicyEngine {
                 .into_iter()
                 .map(|g| Entity::new_no_attrs(g, HashSet::new())),
         );
-        let parents: HashSet<EntityUid> = resource.parent(t).into_iter().collect();
-        list.extend(
-            parents
-                .iter()
-                .map(|p| Entity::new_no_attrs(p.clone(), HashSet::new())),
-        );
+        let ancestors = resource.ancestors(t);
+        for (i, a) in ancestors.iter().enumerate() {
+            let above: HashSet<EntityUid> = ancestors.get(i + 1).cloned().into_iter().collect();
+            list.push(Entity::new_no_attrs(a.clone(), above));
+        }
+        let parents: HashSet<EntityUid> = ancestors.first().cloned().into_iter().collect();
         list.push(Entity::new_no_attrs(resource.uid(t), parents));
         let entities =
             Arc::new(Entities::from_entities(list, Some(&self.schema)).map_err(|e| e.to_string())?);
@@ -456,6 +475,7 @@ struct Types {
     group: EntityTypeName,
     connection: EntityTypeName,
     table: EntityTypeName,
+    column: EntityTypeName,
     function: EntityTypeName,
     gateway: EntityTypeName,
     action: EntityTypeName,
@@ -470,6 +490,7 @@ impl Types {
             group: p("Group")?,
             connection: p("Connection")?,
             table: p("Table")?,
+            column: p("Column")?,
             function: p("Function")?,
             gateway: p("Gateway")?,
             action: p("Action")?,

@@ -130,6 +130,8 @@ pub struct StatementFacts {
     /// The names of those built-ins, sorted: a user function of the same
     /// name could be chosen instead, so the gateway checks its catalog.
     pub builtin_names: Vec<String>,
+    /// What its result columns and conditions read, for masking.
+    pub outputs: crate::OutputFacts,
 }
 
 /// The statements of one query string.

@@ -12,12 +12,14 @@
 
 mod facts;
 mod functions;
+mod outputs;
 mod statement;
 mod walk;
 
 pub use facts::{
     Access, Analysis, Effect, Name, Object, SqlAction, StatementFacts, Unclassifiable,
 };
+pub use outputs::{CopyOut, OutputColumn, OutputFacts};
 pub use statement::is_safe_client_encoding;
 
 /// Parses `sql` and lists what each statement in it would do.

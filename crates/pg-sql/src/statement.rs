@@ -174,11 +174,27 @@ fn facts(kind: &'static str, w: Walker) -> StatementFacts {
         executes: None,
         unqualified_builtins: w.unqualified_builtins,
         builtin_names,
+        outputs: Default::default(),
     }
 }
 
 /// Classifies one top-level statement node.
 pub(crate) fn classify(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
+    let mut f = classify_actions(tree)?;
+    if let Some((kind, body)) = node(tree) {
+        match kind {
+            // The inner statement's own facts stand (EXECUTE, PREPARE).
+            "PrepareStmt" | "ExecuteStmt" => {}
+            // A plan is text, not the query's columns; its conditions and
+            // references still count (EXPLAIN ANALYZE runs them).
+            "ExplainStmt" => f.outputs.columns = None,
+            _ => f.outputs = crate::outputs::analyze(kind, body),
+        }
+    }
+    Ok(f)
+}
+
+fn classify_actions(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
     let (kind, body) = node(tree).ok_or_else(|| Unclassifiable::Unsupported("empty".into()))?;
     let mut w = Walker::default();
     let f = match kind {

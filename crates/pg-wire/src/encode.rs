@@ -175,6 +175,46 @@ pub fn terminate(buf: &mut BytesMut) {
     tagged(buf, b'X', |_| {});
 }
 
+/// Describe of a portal (`name`, empty for the unnamed one).
+pub fn describe_portal(buf: &mut BytesMut, name: &str) {
+    tagged(buf, b'D', |b| {
+        b.put_u8(b'P');
+        cstr(b, name);
+    });
+}
+
+/// NotificationResponse.
+pub fn notification(buf: &mut BytesMut, pid: i32, channel: &str, payload: &str) {
+    tagged(buf, b'A', |b| {
+        b.put_i32(pid);
+        cstr(b, channel);
+        cstr(b, payload);
+    });
+}
+
+/// ErrorResponse (`tag` b'E') or NoticeResponse (b'N') with the given fields.
+pub fn error_fields<'a>(
+    buf: &mut BytesMut,
+    tag: u8,
+    fields: impl IntoIterator<Item = (u8, &'a str)>,
+) {
+    tagged(buf, tag, |b| {
+        for (code, value) in fields {
+            b.put_u8(code);
+            cstr(b, value);
+        }
+        b.put_u8(0);
+    });
+}
+
+/// Execute of a portal with a row limit (0 for all rows).
+pub fn execute(buf: &mut BytesMut, portal: &str, max_rows: i32) {
+    tagged(buf, b'E', |b| {
+        cstr(b, portal);
+        b.put_i32(max_rows);
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ mod error;
 pub mod frame;
 pub mod frontend;
 mod read;
+pub mod rows;
 pub mod startup;
 
 pub use backend::{rows_in_tag, AuthRequest, BackendMessage, ErrorFields, TransactionStatus};

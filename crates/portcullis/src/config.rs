@@ -63,6 +63,9 @@ pub struct RawConfig {
     pub token_exchange: identity::TokenExchangeConfig,
     /// What `portcullis login` uses.
     pub login: Option<identity::LoginConfig>,
+    /// Result masking.
+    #[serde(default)]
+    pub masking: masking::MaskingConfig,
 }
 
 /// `[audit]`.
@@ -245,6 +248,8 @@ pub struct Config {
     pub record_statements: bool,
     /// Issuers, token exchange and login.
     pub identity: identity::IdentitySettings,
+    /// Result masking.
+    pub masking: portcullis_core::masking::MaskingRules,
 }
 
 impl Config {
@@ -494,8 +499,12 @@ impl Config {
             raw.listen.postgres.as_deref(),
         )
         .map_err(|(key, message)| err(key, message))?;
+        let names: Vec<String> = connections.iter().map(|c| c.name.clone()).collect();
+        let masking =
+            masking::validate(raw.masking, &names).map_err(|(key, message)| err(key, message))?;
         Ok(Config {
             identity,
+            masking,
             data_dir: abs(&raw.data_dir),
             postgres_listen: raw.listen.postgres,
             api_listen: raw.listen.api,
@@ -520,6 +529,7 @@ impl Config {
 }
 
 pub mod identity;
+pub mod masking;
 
 #[cfg(test)]
 mod tests;

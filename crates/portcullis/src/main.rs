@@ -6,6 +6,7 @@ mod config;
 mod connect;
 mod credentials;
 mod login;
+mod masking_key;
 mod serve;
 mod tls_material;
 
@@ -369,7 +370,7 @@ fn policy_check(
     );
     let pairs = gate.explain(sql);
     match gate.check(sql) {
-        GateDecision::Allow { policies } => println!("allow ({})", policies.join(", ")),
+        GateDecision::Allow { policies, .. } => println!("allow ({})", policies.join(", ")),
         GateDecision::Deny { message, .. } => println!("deny: {message}"),
     }
     match pairs {

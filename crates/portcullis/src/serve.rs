@@ -78,11 +78,20 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
         let auth = auth.clone();
         tokio::spawn(async move { auth.warm_up().await });
     }
+    let hash_key = crate::masking_key::load_or_generate(
+        &config.data_dir.join("keys").join("masking-hmac.key"),
+    )
+    .context("loading the masking key")?;
+    let masking = Arc::new(
+        portcullis_core::masking::Masking::new(config.masking.clone(), hash_key)
+            .context("compiling the masking detectors")?,
+    );
     let core = Core {
         authenticator: auth.clone(),
         policy: policy.clone(),
         recorder,
         sessions: SessionRegistry::default(),
+        masking: masking.clone(),
     };
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
@@ -106,10 +115,9 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
                 tls: c.tls,
                 ca_file: c.ca_file.clone(),
             };
-            targets.insert(
-                c.name.clone(),
-                Arc::new(Upstream::new(target, tls, config.upstream_connect_timeout)),
-            );
+            let mut upstream = Upstream::new(target, tls, config.upstream_connect_timeout);
+            upstream.traces_columns = masking.columns_of(&c.name).next().is_some();
+            targets.insert(c.name.clone(), Arc::new(upstream));
         }
         let adapter = PgAdapter::new(
             PgAdapterConfig {

@@ -54,6 +54,38 @@ SELECT '', '', 'u', pn.nspname::text, p.proname::text \
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
 WHERE p.oid >= 16384";
 
+/// Added to [`VIEW_DEPENDENCIES_SQL`] when masking classifies columns of
+/// the connection: every relation with its kind (kind `o` followed by the
+/// relkind; oid, schema, name), and every column of user relations (kind
+/// `a`; table oid, name, and `attnum:position` among the live columns), so result
+/// columns can be traced to their table and column by the numbers the
+/// server reports in RowDescription.
+pub const MASKING_CATALOG_SQL: &str = " UNION ALL \
+SELECT '', c.oid::text, 'o' || c.relkind::text, n.nspname::text, c.relname::text \
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm') \
+UNION ALL \
+SELECT '', a.attrelid::text, 'a', a.attname::text, \
+ a.attnum::text || ':' || (row_number() OVER (PARTITION BY a.attrelid ORDER BY a.attnum))::text \
+FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+WHERE c.oid >= 16384 AND c.relkind IN ('r', 'p', 'f', 'v', 'm') AND a.attnum > 0 AND NOT a.attisdropped";
+
+/// A relation as the catalog lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelationInfo {
+    /// `r`, `p`, `f` (tables), `v` (view) or `m` (materialized view).
+    pub kind: u8,
+    /// `schema.name`.
+    pub name: String,
+}
+
+impl RelationInfo {
+    /// Whether rows come from the relation's own storage, not a query.
+    pub fn is_table(&self) -> bool {
+        matches!(self.kind, b'r' | b'p' | b'f')
+    }
+}
+
 /// What a view reads, all the way down.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ViewReads {
@@ -69,6 +101,14 @@ pub struct ViewCatalog {
     views: HashMap<String, ViewReads>,
     /// Bare names of functions created after initdb (users', extensions').
     user_functions: HashSet<String>,
+    /// Relations by oid (read only when masking needs them).
+    relations: HashMap<u32, RelationInfo>,
+    /// User relations' columns by (oid, attribute number): name and position.
+    columns: HashMap<(u32, i16), (String, usize)>,
+    /// User relations' live columns in order, by `schema.name`.
+    column_lists: HashMap<String, Vec<String>>,
+    /// Whether relations and columns were read.
+    pub traced: bool,
 }
 
 impl ViewCatalog {
@@ -80,7 +120,33 @@ impl ViewCatalog {
     {
         let mut direct: HashMap<String, (Vec<String>, Vec<String>)> = HashMap::new();
         let mut user_functions = HashSet::new();
+        let mut relations = HashMap::new();
+        let mut attrs: Vec<(u32, i16, String, usize)> = Vec::new();
+        let mut traced = false;
         for [vs, vn, kind, ds, dn] in rows {
+            match kind.as_ref().as_bytes() {
+                [b'o', relkind] => {
+                    traced = true;
+                    if let Ok(oid) = vn.as_ref().parse::<u32>() {
+                        let kind = *relkind;
+                        let name = format!("{}.{}", ds.as_ref(), dn.as_ref());
+                        relations.insert(oid, RelationInfo { kind, name });
+                    }
+                    continue;
+                }
+                b"a" => {
+                    let (num, pos) = dn.as_ref().split_once(':').unwrap_or(("", ""));
+                    if let (Ok(oid), Ok(num), Ok(pos)) = (
+                        vn.as_ref().parse::<u32>(),
+                        num.parse::<i16>(),
+                        pos.parse::<usize>(),
+                    ) {
+                        attrs.push((oid, num, ds.as_ref().to_owned(), pos));
+                    }
+                    continue;
+                }
+                _ => {}
+            }
             if kind.as_ref() == "u" {
                 user_functions.insert(dn.as_ref().to_owned());
                 continue;
@@ -121,10 +187,47 @@ impl ViewCatalog {
             reads.functions.sort();
             views.insert(view.clone(), reads);
         }
+        let mut columns = HashMap::new();
+        let mut column_lists: HashMap<String, Vec<(usize, String)>> = HashMap::new();
+        for (oid, num, name, pos) in attrs {
+            if let Some(rel) = relations.get(&oid) {
+                column_lists
+                    .entry(rel.name.clone())
+                    .or_default()
+                    .push((pos, name.clone()));
+            }
+            columns.insert((oid, num), (name, pos));
+        }
+        let column_lists = column_lists
+            .into_iter()
+            .map(|(k, mut v)| {
+                v.sort();
+                (k, v.into_iter().map(|(_, n)| n).collect())
+            })
+            .collect();
         Self {
             views,
             user_functions,
+            relations,
+            columns,
+            column_lists,
+            traced,
         }
+    }
+
+    /// The relation with `oid`, if the catalog lists it.
+    pub fn relation(&self, oid: u32) -> Option<&RelationInfo> {
+        self.relations.get(&oid)
+    }
+
+    /// The name of column `attnum` of relation `oid`.
+    pub fn column(&self, oid: u32, attnum: i16) -> Option<&str> {
+        self.columns.get(&(oid, attnum)).map(|(n, _)| n.as_str())
+    }
+
+    /// The live columns of `schema.name`, in order.
+    pub fn column_list(&self, qualified: &str) -> Option<&[String]> {
+        self.column_lists.get(qualified).map(Vec::as_slice)
     }
 
     /// Whether a function named `name` was created after initdb, so an

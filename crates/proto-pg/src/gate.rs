@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::catalog::{SharedCatalog, ViewCatalog};
+use crate::masker::{CopyPlan, MaskPlan};
+use portcullis_core::masking::{Masking, OnDerived, OnPredicate, SensitiveColumn};
 use portcullis_core::policy::RequestFacts;
 use portcullis_core::{Action, Identity, PolicyEngine, Resource};
 use portcullis_pg_sql::{
@@ -87,6 +89,8 @@ pub enum GateDecision {
     Allow {
         /// The permits that decided, sorted and deduplicated.
         policies: Vec<String>,
+        /// How its results are masked, when masking is configured.
+        mask: Option<MaskRef>,
     },
     /// At least one pair is not; the statement must not reach the upstream.
     Deny {
@@ -96,6 +100,18 @@ pub enum GateDecision {
         policies: Vec<String>,
     },
 }
+
+/// A shared mask plan; equal when it is the same plan.
+#[derive(Debug, Clone)]
+pub struct MaskRef(pub Arc<MaskPlan>);
+
+impl PartialEq for MaskRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for MaskRef {}
 
 /// What the gate knows of the session's state on the server.
 #[derive(Clone, Default)]
@@ -129,6 +145,15 @@ pub struct StatementGate {
     /// Decisions by cache key, valid for `decided_at` generations.
     decided: HashMap<Arc<str>, GateDecision>,
     decided_at: (u64, u64),
+    /// Result masking, when configured.
+    masking: Option<Arc<Masking>>,
+    /// Classified columns the principal may not unmask, and the policy
+    /// generation that decided it.
+    hidden: Arc<Vec<Arc<SensitiveColumn>>>,
+    hidden_at: Option<u64>,
+    /// Whether content detectors apply to this principal (they do unless
+    /// it may `unmask` the whole connection).
+    scan: bool,
 }
 
 /// Decisions a session keeps; cleared when full (it is a cache for the
@@ -166,7 +191,229 @@ impl StatementGate {
             views_generation: 0,
             decided: HashMap::new(),
             decided_at: (0, 0),
+            masking: None,
+            hidden: Arc::default(),
+            hidden_at: None,
+            scan: true,
         }
+    }
+
+    /// Masks results with `masking` (when it is active at all).
+    pub fn with_masking(mut self, masking: Arc<Masking>) -> Self {
+        self.masking = masking.is_active().then_some(masking);
+        self
+    }
+
+    /// Whether results may need masking, so every result set must be
+    /// described to the gateway.
+    pub fn masks_results(&self) -> bool {
+        self.masking.is_some()
+    }
+
+    /// Decides, per classified column of the connection, whether the
+    /// principal may see it in clear (Cedar `unmask`).
+    fn refresh_hidden(&mut self) {
+        let Some(masking) = &self.masking else {
+            return;
+        };
+        let g = self.policy.generation();
+        if self.hidden_at == Some(g) && !self.policy.reads_per_request_context() {
+            return;
+        }
+        let facts = RequestFacts {
+            protocol: "postgres",
+            client_address: self.client_address.clone(),
+            statement_kind: None,
+            statement: None,
+        };
+        let hidden: Vec<Arc<SensitiveColumn>> = masking
+            .columns_of(&self.connection)
+            .filter(|c| {
+                let column = Resource::Column {
+                    connection: self.connection.clone(),
+                    name: c.qualified().to_owned(),
+                };
+                !self
+                    .policy
+                    .decide(&self.identity, Action::Unmask, &column, &facts)
+                    .allowed
+            })
+            .cloned()
+            .collect();
+        let connection = Resource::Connection(self.connection.clone());
+        self.scan = masking.scans()
+            && !self
+                .policy
+                .decide(&self.identity, Action::Unmask, &connection, &facts)
+                .allowed;
+        self.hidden = Arc::new(hidden);
+        self.hidden_at = Some(g);
+    }
+
+    /// How the results of `statements` are masked, or why they may not run.
+    fn mask_plan(
+        &mut self,
+        state: &SessionState,
+        statements: &[&StatementFacts],
+    ) -> Result<Option<MaskRef>, GateDecision> {
+        let Some(masking) = self.masking.clone() else {
+            return Ok(None);
+        };
+        self.refresh_hidden();
+        let deny = |message: String| GateDecision::Deny {
+            message,
+            policies: Vec::new(),
+        };
+        let describe = |c: &SensitiveColumn| format!("{}/{}", self.connection, c.qualified());
+        let mut exposed_names: Vec<String> = Vec::new();
+        let mut copy = None;
+        let mut columns = None;
+        for stmt in statements {
+            let prepared = stmt.executes.as_ref().and_then(|n| state.prepared.get(n));
+            let outputs = prepared.map_or(&stmt.outputs, |p| &p.outputs);
+            let accesses = stmt
+                .accesses
+                .iter()
+                .chain(prepared.into_iter().flat_map(|p| p.accesses.iter()));
+            let mut touched: Vec<String> = Vec::new();
+            let mut writes = false;
+            for a in accesses {
+                if !matches!(a.object, Object::Table(_)) {
+                    continue;
+                }
+                writes |= matches!(
+                    a.action,
+                    SqlAction::Insert
+                        | SqlAction::Update
+                        | SqlAction::Merge
+                        | SqlAction::Ddl
+                        | SqlAction::CopyIn
+                );
+                for r in self.candidates(state, &a.object).unwrap_or_default() {
+                    for (_, res, _) in self.expand(Action::Select, r) {
+                        if let Resource::Table { name, .. } = res {
+                            touched.push(name);
+                        }
+                    }
+                }
+            }
+            let exposed: Vec<&Arc<SensitiveColumn>> = self
+                .hidden
+                .iter()
+                .filter(|c| touched.iter().any(|t| *t == c.table_name()))
+                .collect();
+            if let Some(c) = &outputs.copy_out {
+                if c.binary && (self.scan || !exposed.is_empty()) {
+                    return Err(deny("portcullis: statement denied: binary COPY output cannot be masked; use text or CSV format".into()));
+                }
+            }
+            if exposed.is_empty() {
+                continue;
+            }
+            let named = |names: &[String]| {
+                exposed
+                    .iter()
+                    .find(|c| names.contains(&c.column))
+                    .map(|c| describe(c))
+            };
+            if masking.rules.on_predicate == OnPredicate::Deny && outputs.has_conditions {
+                let hit = if outputs.conditions_opaque {
+                    Some(describe(exposed[0]))
+                } else {
+                    named(&outputs.condition_names)
+                };
+                if let Some(col) = hit {
+                    return Err(deny(format!("portcullis: statement denied: a condition may use masked column {col} (masking on_predicate = \"deny\")")));
+                }
+            }
+            if writes {
+                let hit = if outputs.references_opaque {
+                    Some(describe(exposed[0]))
+                } else {
+                    named(&outputs.referenced)
+                };
+                if let Some(col) = hit {
+                    return Err(deny(format!("portcullis: statement denied: it would copy masked column {col} where masking does not follow it")));
+                }
+            }
+            if masking.rules.on_derived == OnDerived::Deny && !outputs.only_plain_outputs {
+                let hit = match &outputs.columns {
+                    Some(cols) => cols.iter().find_map(|c| match c {
+                        portcullis_pg_sql::OutputColumn::Column(_) => None,
+                        portcullis_pg_sql::OutputColumn::Reads(n) => named(n),
+                        portcullis_pg_sql::OutputColumn::Opaque => Some(describe(exposed[0])),
+                    }),
+                    None => Some(describe(exposed[0])),
+                };
+                if let (Some(col), true) = (hit, stmt_returns_rows(stmt)) {
+                    return Err(deny(format!("portcullis: statement denied: an output is computed from masked column {col} (masking on_derived = \"deny\")")));
+                }
+            }
+            if let Some(c) = &outputs.copy_out {
+                let Some((schema, table)) = &c.table else {
+                    return Err(deny(format!("portcullis: statement denied: COPY of a query over masked column {} cannot be traced; COPY the table or use SELECT", describe(exposed[0]))));
+                };
+                let object = Object::Table(portcullis_pg_sql::Name::new(Some(schema), table));
+                let resolved: Vec<String> = self
+                    .candidates(state, &object)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|r| match r {
+                        Resource::Table { name, .. } => Some(name),
+                        _ => None,
+                    })
+                    .filter(|n| self.views.column_list(n).is_some())
+                    .collect();
+                let [name] = resolved.as_slice() else {
+                    return Err(deny(format!("portcullis: statement denied: cannot tell which table COPY reads, and it may hold masked column {}", describe(exposed[0]))));
+                };
+                let list: Vec<String> = if c.columns.is_empty() {
+                    self.views.column_list(name).unwrap_or_default().to_vec()
+                } else {
+                    c.columns.clone()
+                };
+                let delimiter = match (&c.delimiter, c.csv) {
+                    (Some(d), _) if d.len() == 1 => d.as_bytes()[0],
+                    (Some(_), _) => {
+                        return Err(deny("portcullis: statement denied: COPY with a multi-byte delimiter cannot be masked".into()))
+                    }
+                    (None, true) => b',',
+                    (None, false) => b'\t',
+                };
+                copy = Some(CopyPlan {
+                    columns: list
+                        .iter()
+                        .map(|col| {
+                            self.hidden
+                                .iter()
+                                .find(|h| h.column == *col && h.table_name() == *name)
+                                .cloned()
+                        })
+                        .collect(),
+                    csv: c.csv,
+                    delimiter,
+                });
+            }
+            exposed_names.extend(exposed.iter().map(|c| c.column.clone()));
+        }
+        if let [only] = statements {
+            let prepared = only.executes.as_ref().and_then(|n| state.prepared.get(n));
+            columns = prepared
+                .map_or(&only.outputs, |p| &p.outputs)
+                .columns
+                .clone();
+        }
+        exposed_names.sort();
+        exposed_names.dedup();
+        Ok(Some(MaskRef(Arc::new(MaskPlan {
+            masking,
+            hidden: self.hidden.clone(),
+            scan: self.scan,
+            catalog: self.views.clone(),
+            exposed_names,
+            columns,
+            copy,
+        }))))
     }
 
     /// Resolves views through `views`: a statement that touches a view is
@@ -268,16 +515,18 @@ impl StatementGate {
 
     /// Decides executing the SQL-prepared statement `name` (a protocol Bind
     /// may name one); `None` if the gate never saw it prepared.
-    pub fn check_sql_prepared(&self, name: &str) -> Option<GateDecision> {
-        let facts = self.state.prepared.get(name)?;
+    pub fn check_sql_prepared(&mut self, name: &str) -> Option<GateDecision> {
+        let facts = self.state.prepared.get(name)?.clone();
         let mut policies = Vec::new();
         let text = format!("EXECUTE {name}");
-        Some(
-            match self.check_statement(&self.state, facts, &text, &mut policies) {
-                Ok(()) => GateDecision::Allow { policies },
-                Err(deny) => deny,
-            },
-        )
+        if let Err(deny) = self.check_statement(&self.state, &facts, &text, &mut policies) {
+            return Some(deny);
+        }
+        let state = self.state.clone();
+        Some(match self.mask_plan(&state, &[&facts]) {
+            Ok(mask) => GateDecision::Allow { policies, mask },
+            Err(deny) => deny,
+        })
     }
 
     /// Decides a statement text (a simple Query or an extended-protocol Parse).
@@ -335,6 +584,7 @@ impl StatementGate {
         };
         let mut policies = Vec::new();
         let has_effects = analysis.statements.iter().any(|s| !s.effects.is_empty());
+        let before = self.state.clone();
         if !has_effects {
             for stmt in &analysis.statements {
                 if let Err(deny) = self.check_statement(&self.state, stmt, sql, &mut policies) {
@@ -357,7 +607,21 @@ impl StatementGate {
         }
         policies.sort();
         policies.dedup();
-        GateDecision::Allow { policies }
+        let statements: Vec<&StatementFacts> = analysis.statements.iter().collect();
+        // Names resolve as the last statement sees them (PREPAREs in the
+        // same text included).
+        let after = self.state.clone();
+        match self.mask_plan(&after, &statements) {
+            Ok(mask) => GateDecision::Allow { policies, mask },
+            Err(deny) => {
+                // Nothing runs, so no session effect takes hold.
+                if has_effects {
+                    self.state = before;
+                    self.generation += 1;
+                }
+                deny
+            }
+        }
     }
 
     /// Every (action, resource) pair of `sql` with its verdict, for
@@ -552,6 +816,14 @@ impl StatementGate {
         schemas.dedup();
         Ok(schemas.into_iter().map(make).collect())
     }
+}
+
+/// Whether a statement sends rows back (so its outputs can be derived).
+fn stmt_returns_rows(stmt: &StatementFacts) -> bool {
+    matches!(
+        stmt.kind,
+        "select" | "insert" | "update" | "delete" | "merge" | "execute"
+    )
 }
 
 /// Applies a statement's session effects to `state`.

@@ -12,6 +12,7 @@ pub mod error;
 mod framed;
 pub mod gate;
 pub mod handshake;
+pub mod masker;
 pub mod relay;
 pub mod scram;
 pub mod server;

@@ -132,6 +132,7 @@ impl RecordCtx {
             rows: s.has_rows.then_some(s.rows),
             error: s.error,
             decision: s.decision.unwrap_or_else(|| self.decision.clone()),
+            masked: (!s.masked.is_empty()).then_some(s.masked),
         };
         self.recorder
             .record(AuditEvent::Statement(rec))
@@ -267,7 +268,7 @@ where
                 }
             }
             if let Some(bytes) =
-                tracker.on_message(frame.tag, &buf[used + 5..used + frame.len], &mut done)
+                tracker.on_message(frame.tag, &buf[used + 5..used + frame.len], &mut done)?
             {
                 replaced.push((used, frame.len, bytes));
             }

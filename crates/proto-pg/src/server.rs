@@ -373,8 +373,9 @@ impl PgAdapter {
             up.search_path.clone(),
         )
         .with_search_path_setting(&up.search_path_setting)
-        .with_shared_views(upstream.views.clone());
-        let mut tracker = BackendTracker::default();
+        .with_shared_views(upstream.views.clone())
+        .with_masking(self.core.masking.clone());
+        let mut tracker = BackendTracker::with_masking(self.core.masking.clone());
         let (client_r, mut client_w) = tokio::io::split(client);
         let (upstream_r, upstream_w) = tokio::io::split(up.stream);
         let outcome = match client_w.write_all(&welcome).await {

@@ -20,6 +20,8 @@ use time::OffsetDateTime;
 
 use crate::error::SessionError;
 use crate::gate::{GateDecision, StatementGate};
+use crate::masker::{CopyMasker, MaskPlan, RowMasker};
+use portcullis_core::masking::{MaskCounts, Masking};
 
 /// Sent upstream in place of a denied statement: a guaranteed syntax error,
 /// so the server fails it (and any open transaction) exactly as it would
@@ -69,6 +71,10 @@ pub struct Stmt {
     pub decision: Option<Decision>,
     /// Why the gateway refused it; replaces the upstream's error.
     pub denial: Option<String>,
+    /// How its results are masked.
+    pub mask: Option<Arc<MaskPlan>>,
+    /// What was masked in its results.
+    pub masked: MaskCounts,
 }
 
 impl Stmt {
@@ -85,17 +91,20 @@ impl Stmt {
             error: None,
             decision: None,
             denial: None,
+            mask: None,
+            masked: MaskCounts::default(),
         }
     }
 
     /// Applies a gate decision; returns the denial message, if any.
     fn decide(&mut self, decision: GateDecision) -> Option<&str> {
         match decision {
-            GateDecision::Allow { policies } => {
+            GateDecision::Allow { policies, mask } => {
                 self.decision = Some(Decision {
                     allowed: true,
                     policies,
                 });
+                self.mask = mask.map(|m| m.0);
                 None
             }
             GateDecision::Deny { message, policies } => {
@@ -121,6 +130,9 @@ pub enum Pending {
     Bind(Stmt),
     /// Describe, answered by RowDescription or NoData.
     Describe,
+    /// A Describe the gateway added before an Execute so it knows the
+    /// result's columns and formats; its answer is not forwarded.
+    MaskDescribe,
     /// Close, answered by CloseComplete.
     Close,
     /// Execute, answered by CommandComplete, PortalSuspended, EmptyQuery or an error.
@@ -134,12 +146,14 @@ struct Portal {
     statement: Arc<str>,
     params: Arc<Vec<Option<String>>>,
     decision: Option<Decision>,
+    mask: Option<Arc<MaskPlan>>,
 }
 
 #[derive(Clone)]
 struct Prepared {
     text: Arc<str>,
     decision: Option<Decision>,
+    mask: Option<Arc<MaskPlan>>,
     /// Earlier texts parsed under the same name: the server rejects a
     /// second Parse of a taken name, but the gateway cannot see whether the
     /// first one succeeded, so it keeps deciding for all of them.
@@ -220,6 +234,7 @@ impl FrontendTracker {
                         Prepared {
                             text,
                             decision: s.decision.clone(),
+                            mask: s.mask.clone(),
                             older,
                             generation: gate.generation(),
                         },
@@ -240,6 +255,7 @@ impl FrontendTracker {
                 s.prepared_name = Some(stmt_name.clone());
                 s.params = Some(rendered.clone());
                 s.decision = prepared.decision.clone();
+                s.mask = prepared.mask.clone();
                 if let Some(GateDecision::Deny { message, policies }) = verdict {
                     s.decide(GateDecision::Deny { message, policies });
                     let mut poison = BytesMut::new();
@@ -256,21 +272,32 @@ impl FrontendTracker {
                         statement: stmt_name,
                         params: rendered,
                         decision: prepared.decision,
+                        mask: prepared.mask,
                     },
                 );
                 out.push(Pending::Bind(s));
             }
-            FrontendMessage::Execute { portal, .. } => {
+            FrontendMessage::Execute { portal, max_rows } => {
                 let s = match self.portals.get(*portal) {
                     Some(p) => {
                         let mut s = Stmt::new("execute", p.text.clone());
                         s.prepared_name = Some(p.statement.clone());
                         s.params = Some(p.params.clone());
                         s.decision = p.decision.clone();
+                        s.mask = p.mask.clone();
                         s
                     }
                     None => Stmt::new("execute", Arc::from("")),
                 };
+                if gate.masks_results() {
+                    // Rows of an Execute carry no description; ask for the
+                    // portal's (with its result formats) right before it.
+                    let mut both = BytesMut::new();
+                    encode::describe_portal(&mut both, portal);
+                    encode::execute(&mut both, portal, *max_rows);
+                    forward = Forward::Replace(both);
+                    out.push(Pending::MaskDescribe);
+                }
                 out.push(Pending::Execute(s));
             }
             FrontendMessage::Describe { .. } => out.push(Pending::Describe),
@@ -326,12 +353,15 @@ impl FrontendTracker {
             .map(|(k, v)| (k.clone(), v.clone()))
         else {
             let verdict = gate.check_sql_prepared(statement);
-            let decision = match &verdict {
-                Some(GateDecision::Allow { policies }) => Some(Decision {
-                    allowed: true,
-                    policies: policies.clone(),
-                }),
-                _ => None,
+            let (decision, mask) = match &verdict {
+                Some(GateDecision::Allow { policies, mask }) => (
+                    Some(Decision {
+                        allowed: true,
+                        policies: policies.clone(),
+                    }),
+                    mask.as_ref().map(|m| m.0.clone()),
+                ),
+                _ => (None, None),
             };
             let text: Arc<str> = Arc::from(if verdict.is_some() {
                 format!("EXECUTE {statement}")
@@ -341,6 +371,7 @@ impl FrontendTracker {
             let prepared = Prepared {
                 text,
                 decision,
+                mask,
                 older: Vec::new(),
                 generation,
             };
@@ -357,15 +388,24 @@ impl FrontendTracker {
             .cloned()
             .chain([prepared.text.clone()])
             .collect();
+        let mut mask = None;
         for text in texts {
             match gate.check(&text) {
-                GateDecision::Allow { policies: p } => policies.extend(p),
+                GateDecision::Allow {
+                    policies: p,
+                    mask: m,
+                } => {
+                    policies.extend(p);
+                    // The last text is the current one.
+                    mask = m.map(|m| m.0);
+                }
                 deny @ GateDecision::Deny { .. } => return (key, prepared, Some(deny)),
             }
         }
         policies.sort();
         policies.dedup();
         let mut updated = prepared;
+        updated.mask = mask;
         updated.decision = Some(Decision {
             allowed: true,
             policies,
@@ -422,9 +462,36 @@ pub struct BackendTracker {
     skipping: bool,
     command_rows: u64,
     status: Option<TransactionStatus>,
+    /// Masking in force, for messages no statement plan covers.
+    masking: Option<Arc<Masking>>,
+    /// The current result set's masker.
+    rows: Option<RowMasker>,
+    /// The current COPY's masker.
+    copy: Option<CopyMasker>,
+    /// What was masked outside any statement (notifications).
+    loose_counts: MaskCounts,
 }
 
+/// Said in place of an error's DETAIL when it may quote masked values.
+const DETAIL_WITHHELD: &str = "(detail withheld by portcullis: it may quote masked values)";
+
 impl BackendTracker {
+    /// A tracker that masks results with `masking`, when it is active.
+    pub fn with_masking(masking: Arc<Masking>) -> Self {
+        Self {
+            masking: masking.is_active().then_some(masking),
+            ..Self::default()
+        }
+    }
+
+    /// The plan and counts of the statement whose results are arriving.
+    fn current(&mut self) -> Option<&mut Stmt> {
+        match self.queue.front_mut() {
+            Some(Pending::Query(s) | Pending::Execute(s)) => Some(s),
+            _ => None,
+        }
+    }
+
     /// Adds what the client sent, in order.
     pub fn push(&mut self, items: impl IntoIterator<Item = Pending>) {
         for item in items {
@@ -460,14 +527,167 @@ impl BackendTracker {
     }
 
     /// Notes one server message; finished statements go to `done`. Returns
-    /// the bytes to send the client instead, when the message must change.
-    pub fn on_message(&mut self, tag: u8, body: &[u8], done: &mut Vec<Stmt>) -> Option<BytesMut> {
+    /// the bytes to send the client instead, when the message must change
+    /// (empty bytes: send nothing). Fails when a message that must be
+    /// masked cannot be read: nothing unmasked is ever passed on.
+    pub fn on_message(
+        &mut self,
+        tag: u8,
+        body: &[u8],
+        done: &mut Vec<Stmt>,
+    ) -> Result<Option<BytesMut>, SessionError> {
         if tag == b'E' {
-            return self.on_error(ErrorFields::new(body), done);
+            self.rows = None;
+            self.copy = None;
+            let masked = self.mask_fields(tag, body);
+            let replaced = self.on_error(ErrorFields::new(body), done);
+            return Ok(replaced.or(masked));
         }
+        let out = if self.masking.is_some() {
+            self.mask_message(tag, body)?
+        } else {
+            None
+        };
+        self.track(tag, body, done);
+        Ok(out)
+    }
+
+    /// Masking's part: row descriptions set up the masker, rows and copy
+    /// data go through it, notices and notifications are scanned.
+    fn mask_message(&mut self, tag: u8, body: &[u8]) -> Result<Option<BytesMut>, SessionError> {
+        match tag {
+            b'T' => {
+                let fields = portcullis_pg_wire::rows::row_description(body)?;
+                if matches!(self.queue.front(), Some(Pending::MaskDescribe)) {
+                    self.queue.pop_front();
+                    self.rows = self
+                        .current()
+                        .and_then(|s| s.mask.clone())
+                        .and_then(|p| RowMasker::new(&p, &fields));
+                    // Asked by the gateway: the client never sees it.
+                    return Ok(Some(BytesMut::new()));
+                }
+                if matches!(self.queue.front(), Some(Pending::Query(_))) {
+                    self.rows = self
+                        .current()
+                        .and_then(|s| s.mask.clone())
+                        .and_then(|p| RowMasker::new(&p, &fields));
+                }
+                Ok(None)
+            }
+            b'n' if matches!(self.queue.front(), Some(Pending::MaskDescribe)) => {
+                self.queue.pop_front();
+                self.rows = None;
+                Ok(Some(BytesMut::new()))
+            }
+            b'D' => {
+                let Some(masker) = self.rows.as_mut() else {
+                    return Ok(None);
+                };
+                let mut counts = MaskCounts::default();
+                let out = masker.mask_row(body, &mut counts)?;
+                self.count(&counts);
+                Ok(out)
+            }
+            b'H' => {
+                self.copy = self
+                    .current()
+                    .and_then(|s| s.mask.clone())
+                    .map(|p| CopyMasker::new(&p));
+                Ok(None)
+            }
+            b'd' => {
+                let Some(masker) = self.copy.as_mut() else {
+                    return Ok(None);
+                };
+                let mut counts = MaskCounts::default();
+                let out = masker.mask_line(body, &mut counts);
+                self.count(&counts);
+                Ok(out.map(|line| framed(b'd', &line)))
+            }
+            b'A' => {
+                let Some(masking) = self.masking.clone() else {
+                    return Ok(None);
+                };
+                let portcullis_pg_wire::BackendMessage::Notification {
+                    pid,
+                    channel,
+                    payload,
+                } = portcullis_pg_wire::BackendMessage::decode(tag, body)?
+                else {
+                    return Ok(None);
+                };
+                // Notifications answer no statement: scanned unless the
+                // last statement's principal is exempt.
+                let mut counts = MaskCounts::default();
+                let masked = masking.mask_text(payload, &mut counts);
+                self.loose_counts.merge(&counts);
+                Ok(masked.map(|p| {
+                    let mut out = BytesMut::new();
+                    encode::notification(&mut out, pid, channel, &p);
+                    out
+                }))
+            }
+            b'N' => Ok(self.mask_fields(tag, body)),
+            _ => Ok(None),
+        }
+    }
+
+    fn count(&mut self, counts: &MaskCounts) {
+        if counts.is_empty() {
+            return;
+        }
+        match self.current() {
+            Some(s) => s.masked.merge(counts),
+            None => self.loose_counts.merge(counts),
+        }
+    }
+
+    /// An error or notice with values masked: DETAIL withheld when the
+    /// statement touches masked columns, every field scanned.
+    fn mask_fields(&mut self, tag: u8, body: &[u8]) -> Option<BytesMut> {
+        let masking = self.masking.clone()?;
+        let plan = self.current().and_then(|s| s.mask.clone());
+        let withhold = plan.as_ref().is_some_and(|p| p.withholds_details());
+        let scan = plan.as_ref().is_none_or(|p| p.scan) && masking.scans();
+        let mut counts = MaskCounts::default();
+        let mut changed = false;
+        let fields: Vec<(u8, String)> = ErrorFields::new(body)
+            .iter()
+            .map(|(code, value)| {
+                if code == b'D' && withhold {
+                    changed = true;
+                    return (code, DETAIL_WITHHELD.to_owned());
+                }
+                // Severity, code and position fields hold no data.
+                if matches!(code, b'S' | b'V' | b'C' | b'P' | b'p' | b'F' | b'L' | b'R') {
+                    return (code, value.to_owned());
+                }
+                if !scan {
+                    return (code, value.to_owned());
+                }
+                match masking.mask_text(value, &mut counts) {
+                    Some(m) => {
+                        changed = true;
+                        (code, m)
+                    }
+                    None => (code, value.to_owned()),
+                }
+            })
+            .collect();
+        self.count(&counts);
+        changed.then(|| {
+            let mut out = BytesMut::new();
+            encode::error_fields(&mut out, tag, fields.iter().map(|(c, v)| (*c, v.as_str())));
+            out
+        })
+    }
+
+    fn track(&mut self, tag: u8, body: &[u8], done: &mut Vec<Stmt>) {
         match tag {
             b'D' => self.command_rows += 1,
             b'C' => {
+                self.rows = None;
                 let tag_rows = std::str::from_utf8(body.strip_suffix(b"\0").unwrap_or(body))
                     .ok()
                     .and_then(rows_in_tag);
@@ -490,6 +710,7 @@ impl BackendTracker {
                 }
             }
             b's' | b'I' => {
+                self.rows = None;
                 let rows = std::mem::take(&mut self.command_rows);
                 if let Some(Pending::Execute(_)) = self.queue.front() {
                     if let Some(Pending::Execute(mut s)) = self.queue.pop_front() {
@@ -517,9 +738,9 @@ impl BackendTracker {
             b'2' => self.pop_if(|p| matches!(p, Pending::Bind(_))),
             b'3' => self.pop_if(|p| matches!(p, Pending::Close)),
             b'T' | b'n' => self.pop_if(|p| matches!(p, Pending::Describe)),
+            b'c' => self.copy = None,
             _ => {}
         }
-        None
     }
 
     fn pop_if(&mut self, pred: impl Fn(&Pending) -> bool) {
@@ -569,6 +790,19 @@ impl BackendTracker {
         }
         replacement
     }
+}
+
+/// A whole message with `tag` and `body`.
+fn framed(tag: u8, body: &[u8]) -> BytesMut {
+    let mut out = BytesMut::with_capacity(body.len() + 5);
+    out.extend_from_slice(&[tag]);
+    out.extend_from_slice(
+        &u32::try_from(body.len() + 4)
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    out.extend_from_slice(body);
+    out
 }
 
 #[cfg(test)]

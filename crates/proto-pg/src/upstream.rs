@@ -51,6 +51,9 @@ pub struct Upstream {
     /// The latest view catalog, with the fingerprint it was read at:
     /// sessions whose login reports the same fingerprint reuse it.
     pub views: Arc<crate::catalog::SharedCatalog>,
+    /// Whether masking traces columns of this connection, so the catalog
+    /// read includes relations and columns.
+    pub traces_columns: bool,
 }
 
 /// How often the watcher asks for the catalog fingerprint.
@@ -69,6 +72,7 @@ impl Upstream {
             connect_timeout,
             scram_cache: SaltedPasswordCache::default(),
             views: Arc::default(),
+            traces_columns: false,
         }
     }
 
@@ -261,7 +265,16 @@ impl Upstream {
         buf: &mut BytesMut,
     ) -> Result<crate::catalog::ViewCatalog, SessionError> {
         let mut out = BytesMut::new();
-        encode::query(&mut out, crate::catalog::VIEW_DEPENDENCIES_SQL);
+        if self.traces_columns {
+            let sql = format!(
+                "{}{}",
+                crate::catalog::VIEW_DEPENDENCIES_SQL,
+                crate::catalog::MASKING_CATALOG_SQL
+            );
+            encode::query(&mut out, &sql);
+        } else {
+            encode::query(&mut out, crate::catalog::VIEW_DEPENDENCIES_SQL);
+        }
         stream.write_all(&out).await?;
         let mut rows = Vec::new();
         loop {

@@ -70,8 +70,25 @@ impl SqliteStore {
             .execute(&pool)
             .await
             .map_err(backend)?;
+        migrate(&pool).await?;
         Ok(Self { pool })
     }
+}
+
+/// Columns added after the first release, added to stores made before.
+async fn migrate(pool: &sqlx::SqlitePool) -> Result<(), StoreError> {
+    let columns: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pragma_table_info('statements')")
+            .fetch_all(pool)
+            .await
+            .map_err(backend)?;
+    if !columns.iter().any(|c| c == "masked") {
+        sqlx::raw_sql("ALTER TABLE statements ADD COLUMN masked TEXT")
+            .execute(pool)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -191,7 +208,7 @@ async fn insert_statements(
     for chunk in pending.chunks(STATEMENT_ROWS_PER_INSERT) {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT OR REPLACE INTO statements (session_id, seq, kind, text, params, prepared_name, \
-             started_at, duration_us, rows, error, allowed, policies) ",
+             started_at, duration_us, rows, error, allowed, policies, masked) ",
         );
         q.push_values(chunk, |mut row, st| {
             row.push_bind(st.session_id.to_string())
@@ -205,7 +222,8 @@ async fn insert_statements(
                 .push_bind(st.rows.map(|r| r as i64))
                 .push_bind(st.error.clone())
                 .push_bind(st.decision.allowed)
-                .push_bind(json(&st.decision.policies));
+                .push_bind(json(&st.decision.policies))
+                .push_bind(st.masked.as_ref().map(json));
         });
         q.build().execute(&mut **tx).await.map_err(backend)?;
     }
@@ -248,6 +266,7 @@ fn summary_from_row(row: &SqliteRow) -> Result<SessionSummary, StoreError> {
 fn statement_from_row(row: &SqliteRow) -> Result<StatementRecord, StoreError> {
     let session_id: String = get(row, "session_id")?;
     let params: Option<String> = get(row, "params")?;
+    let masked: Option<String> = get(row, "masked")?;
     Ok(StatementRecord {
         session_id: Uuid::parse_str(&session_id).map_err(corrupt)?,
         seq: get::<i64>(row, "seq")? as u64,
@@ -263,6 +282,7 @@ fn statement_from_row(row: &SqliteRow) -> Result<StatementRecord, StoreError> {
             allowed: get(row, "allowed")?,
             policies: from_json(&get::<String>(row, "policies")?)?,
         },
+        masked: masked.as_deref().map(from_json).transpose()?,
     })
 }
 

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS statements (
     error         TEXT,
     allowed       INTEGER NOT NULL,
     policies      TEXT NOT NULL,            -- JSON array
+    masked        TEXT,                     -- JSON {by_class, by_column}, when values were masked
     PRIMARY KEY (session_id, seq)
 );
 

@@ -45,7 +45,8 @@ fn reads_allowed_secrets_forbidden_writes_need_review() {
     assert_eq!(
         g.check("select * from users"),
         GateDecision::Allow {
-            policies: vec!["engineering-reads-app".into()]
+            policies: vec!["engineering-reads-app".into()],
+            mask: None
         }
     );
     assert_eq!(

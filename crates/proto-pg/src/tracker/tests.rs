@@ -209,6 +209,7 @@ fn a_denied_query_is_replaced_and_its_error_rewritten() {
     let mut done = Vec::new();
     let replaced = b
         .on_message(b'E', b"SERROR\0C42601\0Msyntax error\0\0", &mut done)
+        .unwrap()
         .expect("rewritten");
     let text = String::from_utf8_lossy(&replaced).into_owned();
     assert!(

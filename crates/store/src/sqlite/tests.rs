@@ -35,6 +35,7 @@ fn statement(s: &SessionRecord, seq: u64) -> StatementRecord {
             allowed: true,
             policies: vec!["p:1".into()],
         },
+        masked: None,
     }
 }
 

@@ -1,0 +1,449 @@
+//! Masking on the wire: which result column came from where, and the
+//! rewriting of DataRow, CopyData, NotificationResponse and error fields.
+//!
+//! A [`MaskPlan`] is made with the statement's decision (so it is cached
+//! with it); a [`RowMasker`] is made from the plan and the RowDescription
+//! the server sends for each result set. Plain columns are traced by the
+//! table OID and attribute number RowDescription reports, resolved through
+//! the upstream's catalog; computed columns by what the parse tree says
+//! they read. Rows are rewritten only when a value changes.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use portcullis_core::masking::{
+    Finding, MaskCounts, Masked, Masking, SensitiveColumn, Treatment, ValueKind,
+};
+use portcullis_pg_sql::OutputColumn;
+use portcullis_pg_wire::rows::{self, FieldDescription};
+use portcullis_pg_wire::WireError;
+
+use crate::catalog::ViewCatalog;
+
+/// What masking needs to know about one allowed statement.
+#[derive(Debug)]
+pub struct MaskPlan {
+    /// The masking rules and detectors.
+    pub masking: Arc<Masking>,
+    /// Classified columns of the connection the principal may not unmask.
+    pub hidden: Arc<Vec<Arc<SensitiveColumn>>>,
+    /// Whether content detectors apply (not when the principal may unmask
+    /// the whole connection).
+    pub scan: bool,
+    /// The catalog the decision was made with.
+    pub catalog: Arc<ViewCatalog>,
+    /// Names of hidden columns in the relations the statement touches
+    /// (views resolved): outputs computed from these are masked.
+    pub exposed_names: Vec<String>,
+    /// The statement's output columns, when known one by one.
+    pub columns: Option<Vec<OutputColumn>>,
+    /// For `COPY table TO STDOUT`: the treatment of each copied column.
+    pub copy: Option<CopyPlan>,
+}
+
+/// How the columns of a text or CSV COPY are masked.
+#[derive(Debug, Clone)]
+pub struct CopyPlan {
+    /// Per column, in order: the hidden column it is, if any.
+    pub columns: Vec<Option<Arc<SensitiveColumn>>>,
+    /// CSV (else the text format).
+    pub csv: bool,
+    /// The field delimiter.
+    pub delimiter: u8,
+}
+
+impl MaskPlan {
+    fn exposed(&self) -> bool {
+        !self.exposed_names.is_empty()
+    }
+
+    fn reads_exposed(&self, names: &[String]) -> bool {
+        names.iter().any(|n| self.exposed_names.contains(n))
+    }
+
+    /// The hidden column `schema.table`.`column`, if it is one.
+    fn hidden_column(&self, table: &str, column: &str) -> Option<&Arc<SensitiveColumn>> {
+        self.hidden
+            .iter()
+            .find(|c| c.column == column && c.table_name() == table)
+    }
+
+    /// How output column `i`, described by `f`, is treated.
+    fn treatment(&self, i: usize, f: &FieldDescription, fields: usize) -> Treatment {
+        if f.table_oid != 0 {
+            return match self.catalog.relation(f.table_oid) {
+                Some(rel) if rel.is_table() => {
+                    match self.catalog.column(f.table_oid, f.column) {
+                        Some(col) => match self.hidden_column(&rel.name, col) {
+                            Some(h) => Treatment::Column(h.clone()),
+                            None => Treatment::Scan,
+                        },
+                        // A system relation's column: never classified.
+                        None if f.table_oid < 16384 => Treatment::Scan,
+                        // A column the catalog read has not seen yet.
+                        None => Treatment::Derived,
+                    }
+                }
+                // A view's column may be computed from anything beneath it.
+                Some(_) if self.exposed() => Treatment::Derived,
+                Some(_) => Treatment::Scan,
+                // A relation newer than the catalog read (the watcher
+                // catches up within a second): fail closed.
+                None if !self.hidden.is_empty() => Treatment::Derived,
+                None => Treatment::Scan,
+            };
+        }
+        if !self.exposed() {
+            return Treatment::Scan;
+        }
+        let column = self
+            .columns
+            .as_ref()
+            .filter(|c| c.len() == fields)
+            .and_then(|c| c.get(i));
+        match column {
+            Some(OutputColumn::Column(n)) if !self.reads_exposed(std::slice::from_ref(n)) => {
+                Treatment::Scan
+            }
+            Some(OutputColumn::Reads(names)) if !self.reads_exposed(names) => Treatment::Scan,
+            _ => Treatment::Derived,
+        }
+    }
+
+    /// Whether error DETAIL lines may quote hidden values (a unique
+    /// violation names the duplicate key): they are withheld then.
+    pub fn withholds_details(&self) -> bool {
+        self.exposed()
+    }
+}
+
+/// What the client may see of one value type in one format.
+fn value_kind(type_oid: u32, format: i16) -> ValueKind {
+    const TEXT: &[u32] = &[25, 1043, 1042, 19, 705, 18];
+    const STRUCTURED_BINARY: &[u32] = &[114, 3802, 142];
+    // Types that cannot carry free text: numbers, booleans, times, ids,
+    // network addresses, bytea (hex in text form).
+    const UNSCANNED: &[u32] = &[
+        16, 17, 20, 21, 23, 26, 28, 29, 650, 700, 701, 774, 790, 829, 869, 1082, 1083, 1114, 1184,
+        1186, 1266, 1560, 1562, 1700, 2950, 3220,
+    ];
+    if TEXT.contains(&type_oid) {
+        return ValueKind::Text;
+    }
+    if format == 0 {
+        if UNSCANNED.contains(&type_oid) {
+            ValueKind::Unscanned
+        } else {
+            ValueKind::Structured
+        }
+    } else if STRUCTURED_BINARY.contains(&type_oid) {
+        ValueKind::Structured
+    } else {
+        ValueKind::Opaque
+    }
+}
+
+/// Masks the rows of one result set.
+pub struct RowMasker {
+    masking: Arc<Masking>,
+    columns: Vec<(Treatment, ValueKind)>,
+    /// Value offsets of the current row, reused across rows.
+    spans: Vec<Option<(usize, usize)>>,
+    findings: Vec<Finding>,
+}
+
+impl RowMasker {
+    /// A masker for rows described by `fields`; `None` when no value can
+    /// need masking (no hidden column, nothing to scan).
+    pub fn new(plan: &MaskPlan, fields: &[FieldDescription]) -> Option<Self> {
+        let columns: Vec<(Treatment, ValueKind)> = fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let treatment = plan.treatment(i, f, fields.len());
+                let kind = match treatment {
+                    // Unscanned values pass a scan untouched.
+                    Treatment::Scan if !plan.scan => ValueKind::Unscanned,
+                    _ => value_kind(f.type_oid, f.format),
+                };
+                (treatment, kind)
+            })
+            .collect();
+        let scans = plan.masking.scans() && plan.scan;
+        let needed = columns.iter().any(|(t, k)| match t {
+            Treatment::Scan => scans && *k != ValueKind::Unscanned,
+            _ => true,
+        });
+        needed.then(|| Self {
+            masking: plan.masking.clone(),
+            columns,
+            spans: Vec::new(),
+            findings: Vec::new(),
+        })
+    }
+
+    /// The DataRow to send instead of `body`, if any value changed.
+    pub fn mask_row(
+        &mut self,
+        body: &[u8],
+        counts: &mut MaskCounts,
+    ) -> Result<Option<BytesMut>, WireError> {
+        self.spans.clear();
+        split_row(body, &mut self.spans)?;
+        if self.spans.len() != self.columns.len() {
+            return Err(WireError::Invalid(
+                "DataRow (column count differs from RowDescription)",
+            ));
+        }
+        let mut changed: Vec<(usize, Masked)> = Vec::new();
+        for (i, span) in self.spans.iter().enumerate() {
+            let Some((start, end)) = *span else { continue };
+            let (treatment, kind) = &self.columns[i];
+            let m = self.masking.mask_value(
+                treatment,
+                *kind,
+                &body[start..end],
+                counts,
+                &mut self.findings,
+            );
+            if m != Masked::Unchanged {
+                changed.push((i, m));
+            }
+        }
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        let mut out = BytesMut::with_capacity(body.len() + 16);
+        let mut next = changed.iter().peekable();
+        let values = self.spans.iter().enumerate().map(|(i, span)| {
+            if let Some((_, m)) = next.next_if(|(j, _)| *j == i) {
+                return match m {
+                    Masked::Replace(v) => Some(v.as_slice()),
+                    _ => None,
+                };
+            }
+            span.map(|(s, e)| &body[s..e])
+        });
+        rows::encode_data_row(&mut out, values.collect::<Vec<_>>().into_iter());
+        Ok(Some(out))
+    }
+}
+
+/// Offsets of a DataRow's values, without borrowing the body.
+fn split_row(body: &[u8], out: &mut Vec<Option<(usize, usize)>>) -> Result<(), WireError> {
+    let mut vals = Vec::new();
+    rows::data_row(body, &mut vals)?;
+    let base = body.as_ptr() as usize;
+    out.extend(vals.into_iter().map(|v| {
+        v.map(|s| {
+            let start = s.as_ptr() as usize - base;
+            (start, start + s.len())
+        })
+    }));
+    Ok(())
+}
+
+/// Masks the rows of a text or CSV `COPY … TO STDOUT`.
+pub struct CopyMasker {
+    masking: Arc<Masking>,
+    plan: Option<CopyPlan>,
+    scan: bool,
+    findings: Vec<Finding>,
+}
+
+impl CopyMasker {
+    /// A masker for the COPY the plan describes (detectors only when the
+    /// plan has no column treatment).
+    pub fn new(plan: &MaskPlan) -> Self {
+        Self {
+            masking: plan.masking.clone(),
+            plan: plan.copy.clone(),
+            scan: plan.scan,
+            findings: Vec::new(),
+        }
+    }
+
+    /// The CopyData payload to send instead of `line`, if it changed. The
+    /// server sends one row per CopyData message.
+    pub fn mask_line(&mut self, line: &[u8], counts: &mut MaskCounts) -> Option<Vec<u8>> {
+        let mut out: Option<Vec<u8>> = None;
+        if let Some(plan) = &self.plan {
+            if plan.columns.iter().any(Option::is_some) {
+                let fields = split_copy_line(line, plan.delimiter, plan.csv);
+                let mut rebuilt = Vec::with_capacity(line.len());
+                let mut any = false;
+                for (i, (s, e)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        rebuilt.push(plan.delimiter);
+                    }
+                    let raw = &line[*s..*e];
+                    let is_null = if plan.csv {
+                        raw.is_empty()
+                    } else {
+                        raw == b"\\N"
+                    };
+                    match plan.columns.get(i).and_then(Option::as_ref) {
+                        Some(col) if !is_null => {
+                            any = true;
+                            let t = Treatment::Column(col.clone());
+                            let value = copy_value(raw, plan.csv);
+                            match self.masking.mask_value(
+                                &t,
+                                ValueKind::Text,
+                                &value,
+                                counts,
+                                &mut self.findings,
+                            ) {
+                                Masked::Replace(v) => write_copy_value(&mut rebuilt, &v, plan),
+                                _ => {
+                                    if !plan.csv {
+                                        rebuilt.extend_from_slice(b"\\N");
+                                    }
+                                }
+                            }
+                        }
+                        _ => rebuilt.extend_from_slice(raw),
+                    }
+                }
+                // The line's end (newline) lies past the last field.
+                if let Some((_, e)) = fields.last() {
+                    rebuilt.extend_from_slice(&line[*e..]);
+                }
+                if any {
+                    out = Some(rebuilt);
+                }
+            }
+        }
+        if !self.scan {
+            return out;
+        }
+        let current = out.as_deref().unwrap_or(line);
+        match self.masking.mask_value(
+            &Treatment::Scan,
+            ValueKind::Structured,
+            current,
+            counts,
+            &mut self.findings,
+        ) {
+            Masked::Replace(v) => Some(v),
+            // Detector findings are never masked as NULL (the configuration
+            // refuses it), but a line must stay a line.
+            Masked::Null => Some(b"****\n".to_vec()),
+            Masked::Unchanged => out,
+        }
+    }
+}
+
+/// A COPY field's value: CSV quotes removed, text escapes undone.
+fn copy_value(raw: &[u8], csv: bool) -> Vec<u8> {
+    if csv {
+        if raw.len() >= 2 && raw[0] == b'"' && raw[raw.len() - 1] == b'"' {
+            let inner = &raw[1..raw.len() - 1];
+            let mut out = Vec::with_capacity(inner.len());
+            let mut i = 0;
+            while i < inner.len() {
+                out.push(inner[i]);
+                i += if inner[i] == b'"' && inner.get(i + 1) == Some(&b'"') {
+                    2
+                } else {
+                    1
+                };
+            }
+            return out;
+        }
+        return raw.to_vec();
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'\\' && i + 1 < raw.len() {
+            out.push(match raw[i + 1] {
+                b't' => b'\t',
+                b'n' => b'\n',
+                b'r' => b'\r',
+                other => other,
+            });
+            i += 2;
+        } else {
+            out.push(raw[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Writes a replacement as a COPY field: quoted for CSV, escaped for text.
+fn write_copy_value(out: &mut Vec<u8>, v: &[u8], plan: &CopyPlan) {
+    if plan.csv {
+        out.push(b'"');
+        for &b in v {
+            if b == b'"' {
+                out.push(b'"');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+        return;
+    }
+    for &b in v {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ if b == plan.delimiter => {
+                out.push(b'\\');
+                out.push(b);
+            }
+            _ => out.push(b),
+        }
+    }
+}
+
+/// Field spans of one COPY line (without its newline), honouring CSV
+/// quotes; text-format escapes never contain a raw delimiter.
+fn split_copy_line(line: &[u8], delimiter: u8, csv: bool) -> Vec<(usize, usize)> {
+    let end = line
+        .iter()
+        .rposition(|b| *b != b'\n' && *b != b'\r')
+        .map_or(0, |p| p + 1);
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    for (i, &b) in line[..end].iter().enumerate() {
+        if csv && b == b'"' {
+            quoted = !quoted;
+        } else if b == delimiter && !quoted {
+            out.push((start, i));
+            start = i + 1;
+        }
+    }
+    out.push((start, end));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_lines_split_like_the_server_writes_them() {
+        assert_eq!(
+            split_copy_line(b"1\ta@b.com\n", b'\t', false),
+            vec![(0, 1), (2, 9)]
+        );
+        assert_eq!(
+            split_copy_line(b"1,\"x,y\",z\n", b',', true),
+            vec![(0, 1), (2, 7), (8, 9)]
+        );
+    }
+
+    #[test]
+    fn value_kinds() {
+        assert_eq!(value_kind(25, 1), ValueKind::Text);
+        assert_eq!(value_kind(20, 0), ValueKind::Unscanned);
+        assert_eq!(value_kind(20, 1), ValueKind::Opaque);
+        assert_eq!(value_kind(3802, 0), ValueKind::Structured);
+        assert_eq!(value_kind(1009, 0), ValueKind::Structured);
+    }
+}
