@@ -297,10 +297,13 @@ impl StatementGate {
                     }
                 }
             }
+            // A cursor's rows come from a query decided earlier: treat
+            // every masked column as read.
+            let fetch = stmt.kind == "fetch";
             let exposed: Vec<&Arc<SensitiveColumn>> = self
                 .hidden
                 .iter()
-                .filter(|c| touched.iter().any(|t| *t == c.table_name()))
+                .filter(|c| fetch || touched.iter().any(|t| *t == c.table_name()))
                 .collect();
             if let Some(c) = &outputs.copy_out {
                 if c.binary && (self.scan || !exposed.is_empty()) {

@@ -353,6 +353,8 @@ const EVASIONS: &[&str] = &[
     "copy pii to stdout",
     "copy pii (full_name, email, ssn) to stdout with (format csv)",
     "copy public.pii (id, notes) to stdout",
+    "begin; declare c cursor for select full_name || '!', email from pii; fetch all from c; commit",
+    "prepare q as select full_name || '!', p from pii p; execute q; deallocate q",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
