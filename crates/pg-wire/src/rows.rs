@@ -62,13 +62,16 @@ pub fn data_row<'a>(body: &'a [u8], out: &mut Vec<Option<&'a [u8]>>) -> Result<(
 /// Appends a DataRow message with `values`.
 pub fn encode_data_row<'a, I>(buf: &mut BytesMut, values: I)
 where
-    I: ExactSizeIterator<Item = Option<&'a [u8]>>,
+    I: IntoIterator<Item = Option<&'a [u8]>>,
 {
     buf.put_u8(b'D');
     let start = buf.len();
     buf.put_u32(0);
-    buf.put_i16(i16::try_from(values.len()).unwrap_or(i16::MAX));
+    // The count is patched in after the values, like the length.
+    buf.put_i16(0);
+    let mut count: i16 = 0;
     for v in values {
+        count = count.saturating_add(1);
         match v {
             None => buf.put_i32(-1),
             Some(b) => {
@@ -79,6 +82,7 @@ where
     }
     let len = u32::try_from(buf.len() - start).unwrap_or(u32::MAX);
     buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    buf[start + 4..start + 6].copy_from_slice(&count.to_be_bytes());
 }
 
 #[cfg(test)]

@@ -210,6 +210,26 @@ impl StatementGate {
         self.masking.is_some()
     }
 
+    /// A plan for rows the gateway did not decide the query of (a cursor
+    /// opened by DECLARE and read by a protocol Execute of its name):
+    /// every masked column counts as read. `None` without masking.
+    pub fn conservative_plan(&mut self) -> Option<Arc<MaskPlan>> {
+        let masking = self.masking.clone()?;
+        self.refresh_hidden();
+        let mut exposed_names: Vec<String> = self.hidden.iter().map(|c| c.column.clone()).collect();
+        exposed_names.sort();
+        exposed_names.dedup();
+        Some(Arc::new(MaskPlan {
+            masking,
+            hidden: self.hidden.clone(),
+            scan: self.scan,
+            catalog: self.views.clone(),
+            exposed_names,
+            columns: None,
+            copy: None,
+        }))
+    }
+
     /// Decides, per classified column of the connection, whether the
     /// principal may see it in clear (Cedar `unmask`).
     fn refresh_hidden(&mut self) {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use portcullis_core::masking::{
-    Finding, MaskCounts, Masked, Masking, SensitiveColumn, Treatment, ValueKind,
+    MaskCounts, Masked, Masking, Scratch, SensitiveColumn, Treatment, ValueKind,
 };
 use portcullis_pg_sql::OutputColumn;
 use portcullis_pg_wire::rows::{self, FieldDescription};
@@ -149,7 +149,8 @@ pub struct RowMasker {
     columns: Vec<(Treatment, ValueKind)>,
     /// Value offsets of the current row, reused across rows.
     spans: Vec<Option<(usize, usize)>>,
-    findings: Vec<Finding>,
+    /// The current row's changed values, reused across rows.
+    changed: Vec<(usize, Masked)>,
 }
 
 impl RowMasker {
@@ -175,18 +176,20 @@ impl RowMasker {
             _ => true,
         });
         needed.then(|| Self {
-            masking: plan.masking.clone(),
             columns,
             spans: Vec::new(),
-            findings: Vec::new(),
+            changed: Vec::new(),
+            masking: plan.masking.clone(),
         })
     }
 
     /// The DataRow to send instead of `body`, if any value changed.
+    /// `scratch` is the session's (see [`Masking::scratch`]).
     pub fn mask_row(
         &mut self,
         body: &[u8],
         counts: &mut MaskCounts,
+        scratch: &mut Scratch,
     ) -> Result<Option<BytesMut>, WireError> {
         self.spans.clear();
         split_row(body, &mut self.spans)?;
@@ -195,17 +198,14 @@ impl RowMasker {
                 "DataRow (column count differs from RowDescription)",
             ));
         }
-        let mut changed: Vec<(usize, Masked)> = Vec::new();
+        let changed = &mut self.changed;
+        changed.clear();
         for (i, span) in self.spans.iter().enumerate() {
             let Some((start, end)) = *span else { continue };
             let (treatment, kind) = &self.columns[i];
-            let m = self.masking.mask_value(
-                treatment,
-                *kind,
-                &body[start..end],
-                counts,
-                &mut self.findings,
-            );
+            let m = self
+                .masking
+                .mask_value(treatment, *kind, &body[start..end], counts, scratch);
             if m != Masked::Unchanged {
                 changed.push((i, m));
             }
@@ -213,7 +213,14 @@ impl RowMasker {
         if changed.is_empty() {
             return Ok(None);
         }
-        let mut out = BytesMut::with_capacity(body.len() + 16);
+        let grown: usize = changed
+            .iter()
+            .map(|(_, m)| match m {
+                Masked::Replace(v) => v.len(),
+                _ => 0,
+            })
+            .sum();
+        let mut out = BytesMut::with_capacity(body.len() + grown + 5);
         let mut next = changed.iter().peekable();
         let values = self.spans.iter().enumerate().map(|(i, span)| {
             if let Some((_, m)) = next.next_if(|(j, _)| *j == i) {
@@ -224,22 +231,37 @@ impl RowMasker {
             }
             span.map(|(s, e)| &body[s..e])
         });
-        rows::encode_data_row(&mut out, values.collect::<Vec<_>>().into_iter());
+        rows::encode_data_row(&mut out, values);
         Ok(Some(out))
     }
 }
 
-/// Offsets of a DataRow's values, without borrowing the body.
+/// Offsets of a DataRow's values, without borrowing the body (and without
+/// allocating: `out` is reused row after row).
 fn split_row(body: &[u8], out: &mut Vec<Option<(usize, usize)>>) -> Result<(), WireError> {
-    let mut vals = Vec::new();
-    rows::data_row(body, &mut vals)?;
-    let base = body.as_ptr() as usize;
-    out.extend(vals.into_iter().map(|v| {
-        v.map(|s| {
-            let start = s.as_ptr() as usize - base;
-            (start, start + s.len())
-        })
-    }));
+    let bad = || WireError::Truncated("DataRow");
+    let count = body.get(..2).ok_or_else(bad)?;
+    let n = i16::from_be_bytes([count[0], count[1]]);
+    let n = usize::try_from(n).map_err(|_| WireError::Invalid("DataRow"))?;
+    let mut at = 2;
+    for _ in 0..n {
+        let len = body.get(at..at + 4).ok_or_else(bad)?;
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        at += 4;
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        let end = at
+            .checked_add(len as usize)
+            .filter(|e| *e <= body.len())
+            .ok_or_else(bad)?;
+        out.push(Some((at, end)));
+        at = end;
+    }
+    if at != body.len() {
+        return Err(WireError::Invalid("DataRow"));
+    }
     Ok(())
 }
 
@@ -248,7 +270,6 @@ pub struct CopyMasker {
     masking: Arc<Masking>,
     plan: Option<CopyPlan>,
     scan: bool,
-    findings: Vec<Finding>,
 }
 
 impl CopyMasker {
@@ -259,13 +280,17 @@ impl CopyMasker {
             masking: plan.masking.clone(),
             plan: plan.copy.clone(),
             scan: plan.scan,
-            findings: Vec::new(),
         }
     }
 
     /// The CopyData payload to send instead of `line`, if it changed. The
     /// server sends one row per CopyData message.
-    pub fn mask_line(&mut self, line: &[u8], counts: &mut MaskCounts) -> Option<Vec<u8>> {
+    pub fn mask_line(
+        &mut self,
+        line: &[u8],
+        counts: &mut MaskCounts,
+        scratch: &mut Scratch,
+    ) -> Option<Vec<u8>> {
         let mut out: Option<Vec<u8>> = None;
         if let Some(plan) = &self.plan {
             if plan.columns.iter().any(Option::is_some) {
@@ -292,7 +317,7 @@ impl CopyMasker {
                                 ValueKind::Text,
                                 &value,
                                 counts,
-                                &mut self.findings,
+                                scratch,
                             ) {
                                 Masked::Replace(v) => write_copy_value(&mut rebuilt, &v, plan),
                                 _ => {
@@ -323,7 +348,7 @@ impl CopyMasker {
             ValueKind::Structured,
             current,
             counts,
-            &mut self.findings,
+            scratch,
         ) {
             Masked::Replace(v) => Some(v),
             // Detector findings are never masked as NULL (the configuration
@@ -439,11 +464,114 @@ mod tests {
     }
 
     #[test]
+    fn rows_split_into_spans_and_bad_rows_are_errors() {
+        let mut out = Vec::new();
+        split_row(b"\x00\x02\x00\x00\x00\x02ab\xff\xff\xff\xff", &mut out).unwrap();
+        assert_eq!(out, vec![Some((6, 8)), None]);
+        for bad in [
+            &b"\x00"[..],
+            b"\x00\x01\x00\x00\x00\x09ab",
+            b"\x00\x01\x00\x00\x00\x01ab",
+            b"\xff\xff",
+        ] {
+            assert!(split_row(bad, &mut Vec::new()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn value_kinds() {
         assert_eq!(value_kind(25, 1), ValueKind::Text);
         assert_eq!(value_kind(20, 0), ValueKind::Unscanned);
         assert_eq!(value_kind(20, 1), ValueKind::Opaque);
         assert_eq!(value_kind(3802, 0), ValueKind::Structured);
         assert_eq!(value_kind(1009, 0), ValueKind::Structured);
+    }
+}
+
+#[cfg(test)]
+mod row_tests {
+    use super::*;
+    use portcullis_core::masking::{Detector, HashKey, MaskingRules, Strategy};
+
+    fn row(vals: &[&[u8]]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        rows::encode_data_row(&mut b, vals.iter().map(|v| Some(*v)));
+        b[5..].to_vec()
+    }
+
+    #[test]
+    fn only_what_needs_it_changes() {
+        let email = Arc::new(SensitiveColumn::new(
+            "db",
+            "public",
+            "people",
+            "email",
+            "email",
+            Strategy::Partial,
+        ));
+        let masking = Arc::new(
+            Masking::new(
+                MaskingRules {
+                    detectors: Detector::ALL.to_vec(),
+                    columns: vec![email.clone()],
+                    ..MaskingRules::default()
+                },
+                HashKey::new(vec![3; 32]),
+            )
+            .unwrap(),
+        );
+        let catalog = Arc::new(ViewCatalog::from_rows([
+            ["", "16400", "or", "public", "people"],
+            ["", "16400", "a", "id", "1:1"],
+            ["", "16400", "a", "email", "2:2"],
+            ["", "16401", "or", "public", "orders"],
+            ["", "16401", "a", "id", "1:1"],
+            ["", "16401", "a", "email", "2:2"],
+        ]));
+        let plan = MaskPlan {
+            masking,
+            hidden: Arc::new(vec![email]),
+            scan: true,
+            catalog,
+            exposed_names: vec!["email".into()],
+            columns: None,
+            copy: None,
+        };
+        let f = |table_oid, column, type_oid| FieldDescription {
+            table_oid,
+            column,
+            type_oid,
+            format: 0,
+        };
+        let mut people = RowMasker::new(&plan, &[f(16400, 1, 23), f(16400, 2, 25)]).unwrap();
+        let mut counts = MaskCounts::default();
+        let mut scratch = plan.masking.scratch();
+        let sc = &mut scratch;
+        let out = people
+            .mask_row(&row(&[b"42", b"a@example.com"]), &mut counts, sc)
+            .unwrap()
+            .unwrap();
+        assert_eq!(out[5..].to_vec(), row(&[b"42", b"****@example.com"]));
+        let mut orders = RowMasker::new(&plan, &[f(16401, 1, 23), f(16401, 2, 25)]).unwrap();
+        assert_eq!(
+            orders
+                .mask_row(&row(&[b"42", b"parcel 7 shipped"]), &mut counts, sc)
+                .unwrap(),
+            None
+        );
+        for v in [&b"Zelda Quokkaworth"[..], b"left a note about the parcel"] {
+            assert_eq!(
+                orders.mask_row(&row(&[b"42", v]), &mut counts, sc).unwrap(),
+                None,
+                "{v:?}"
+            );
+        }
+        // A relation the catalog has not read yet is masked whole.
+        let mut newer = RowMasker::new(&plan, &[f(16999, 1, 25)]).unwrap();
+        let out = newer
+            .mask_row(&row(&[b"anything"]), &mut counts, sc)
+            .unwrap()
+            .unwrap();
+        assert_eq!(out[5..].to_vec(), row(&[b"****"]));
     }
 }

@@ -320,20 +320,27 @@ pub fn pending_channel() -> (mpsc::Sender<Vec<Pending>>, mpsc::Receiver<Vec<Pend
     mpsc::channel(PENDING_BATCHES)
 }
 
-/// Writes `data` with the frames at `(offset, len)` swapped for new bytes;
-/// without replacements it is one write of the whole run.
+/// Writes `data` with the frames at `(offset, len)` swapped for new bytes,
+/// as one write either way: masking can replace every row of a read, and a
+/// write per replaced frame would cost a system call per row.
 async fn write_spliced<W: AsyncWrite + Unpin>(
     out: &mut W,
     data: &[u8],
     replaced: &mut Vec<(usize, usize, BytesMut)>,
 ) -> std::io::Result<()> {
+    if replaced.is_empty() {
+        return out.write_all(data).await;
+    }
+    let grown: usize = replaced.iter().map(|(_, _, b)| b.len()).sum();
+    let mut joined = Vec::with_capacity(data.len() + grown);
     let mut start = 0;
     for (offset, len, bytes) in replaced.drain(..) {
-        out.write_all(&data[start..offset]).await?;
-        out.write_all(&bytes).await?;
+        joined.extend_from_slice(&data[start..offset]);
+        joined.extend_from_slice(&bytes);
         start = offset + len;
     }
-    out.write_all(&data[start..]).await
+    joined.extend_from_slice(&data[start..]);
+    out.write_all(&joined).await
 }
 
 /// Drops a buffer that grew for one large message, so an idle session

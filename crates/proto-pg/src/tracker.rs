@@ -289,6 +289,12 @@ impl FrontendTracker {
                     }
                     None => Stmt::new("execute", Arc::from("")),
                 };
+                let mut s = s;
+                if s.mask.is_none() {
+                    // A portal the tracker never bound (a DECLAREd cursor's
+                    // name): its query was decided as its own statement.
+                    s.mask = gate.conservative_plan();
+                }
                 if gate.masks_results() {
                     // Rows of an Execute carry no description; ask for the
                     // portal's (with its result formats) right before it.
@@ -470,6 +476,9 @@ pub struct BackendTracker {
     copy: Option<CopyMasker>,
     /// What was masked outside any statement (notifications).
     loose_counts: MaskCounts,
+    /// The session's masking scratch space, made at first use (an idle
+    /// session holds none).
+    scratch: Option<portcullis_core::masking::Scratch>,
 }
 
 /// Said in place of an error's DETAIL when it may quote masked values.
@@ -584,10 +593,17 @@ impl BackendTracker {
                 let Some(masker) = self.rows.as_mut() else {
                     return Ok(None);
                 };
-                let mut counts = MaskCounts::default();
-                let out = masker.mask_row(body, &mut counts)?;
-                self.count(&counts);
-                Ok(out)
+                // Counted straight into the statement: no map per row.
+                let counts = match self.queue.front_mut() {
+                    Some(Pending::Query(s) | Pending::Execute(s)) => &mut s.masked,
+                    _ => &mut self.loose_counts,
+                };
+                let scratch = match (&mut self.scratch, &self.masking) {
+                    (Some(s), _) => s,
+                    (slot, Some(m)) => slot.insert(m.scratch()),
+                    (_, None) => return Ok(None),
+                };
+                Ok(masker.mask_row(body, counts, scratch)?)
             }
             b'H' => {
                 self.copy = self
@@ -600,9 +616,16 @@ impl BackendTracker {
                 let Some(masker) = self.copy.as_mut() else {
                     return Ok(None);
                 };
-                let mut counts = MaskCounts::default();
-                let out = masker.mask_line(body, &mut counts);
-                self.count(&counts);
+                let counts = match self.queue.front_mut() {
+                    Some(Pending::Query(s) | Pending::Execute(s)) => &mut s.masked,
+                    _ => &mut self.loose_counts,
+                };
+                let scratch = match (&mut self.scratch, &self.masking) {
+                    (Some(s), _) => s,
+                    (slot, Some(m)) => slot.insert(m.scratch()),
+                    (_, None) => return Ok(None),
+                };
+                let out = masker.mask_line(body, counts, scratch);
                 Ok(out.map(|line| framed(b'd', &line)))
             }
             b'A' => {

@@ -122,6 +122,10 @@ pub struct Scanner {
     detectors: Vec<Detector>,
 }
 
+/// A scanner's scratch space (see [`Scanner::cache`]).
+#[derive(Debug, Clone)]
+pub struct ScanCache(Option<regex_automata::meta::Cache>);
+
 /// A detector set that cannot be compiled (a bug, not a user error: the
 /// patterns are fixed).
 #[derive(Debug, thiserror::Error)]
@@ -173,12 +177,25 @@ impl Scanner {
 
     /// Every validated finding in `text`, leftmost first, none overlapping.
     pub fn scan(&self, text: &[u8], out: &mut Vec<Finding>) {
-        let Some(regex) = &self.regex else {
+        let mut cache = self.cache();
+        self.scan_with(&mut cache, text, out);
+    }
+
+    /// Scratch space for [`Scanner::scan_with`]. Each session keeps its
+    /// own, so scanning a value takes no lock (the regex's shared pool
+    /// would, from any thread but the first).
+    pub fn cache(&self) -> ScanCache {
+        ScanCache(self.regex.as_ref().map(Regex::create_cache))
+    }
+
+    /// [`Scanner::scan`] with the caller's scratch space.
+    pub fn scan_with(&self, cache: &mut ScanCache, text: &[u8], out: &mut Vec<Finding>) {
+        let (Some(regex), Some(cache)) = (&self.regex, cache.0.as_mut()) else {
             return;
         };
         let mut at = 0;
         while at < text.len() {
-            let Some(m) = regex.search(&Input::new(text).range(at..)) else {
+            let Some(m) = regex.search_with(cache, &Input::new(text).range(at..)) else {
                 break;
             };
             let detector = self.detector(m.pattern());

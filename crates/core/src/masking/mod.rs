@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use detectors::{Detector, Finding, Scanner, ScannerError};
+pub use detectors::{Detector, Finding, ScanCache, Scanner, ScannerError};
 pub use strategy::{HashKey, Strategy, REDACTED};
 
 /// What to do with an output computed from a sensitive column.
@@ -150,15 +150,23 @@ impl Masking {
             .filter(move |c| c.connection == connection)
     }
 
+    /// Scratch space for [`Masking::mask_value`], one per session.
+    pub fn scratch(&self) -> Scratch {
+        Scratch {
+            findings: Vec::new(),
+            cache: self.scanner.cache(),
+        }
+    }
+
     /// Masks one value of a column treated as `treatment`. `scratch` is
-    /// reused between calls so a clean value costs no allocation.
+    /// reused between calls so a clean value costs no allocation and no lock.
     pub fn mask_value(
         &self,
         treatment: &Treatment,
         kind: ValueKind,
         value: &[u8],
         counts: &mut MaskCounts,
-        scratch: &mut Vec<Finding>,
+        scratch: &mut Scratch,
     ) -> Masked {
         match treatment {
             Treatment::Column(col) => {
@@ -179,12 +187,13 @@ impl Masking {
                 if kind == ValueKind::Unscanned {
                     return Masked::Unchanged;
                 }
-                scratch.clear();
-                self.scanner.scan(value, scratch);
-                if scratch.is_empty() {
+                let Scratch { findings, cache } = scratch;
+                findings.clear();
+                self.scanner.scan_with(cache, value, findings);
+                if findings.is_empty() {
                     return Masked::Unchanged;
                 }
-                for f in scratch.iter() {
+                for f in findings.iter() {
                     counts.add(f.detector.name(), "detected");
                 }
                 if kind == ValueKind::Opaque {
@@ -195,7 +204,7 @@ impl Masking {
                 // or array elements.
                 let mut out = Vec::with_capacity(value.len());
                 let mut at = 0;
-                for f in scratch.iter() {
+                for f in findings.iter() {
                     out.extend_from_slice(&value[at..f.start]);
                     match strategy::apply(
                         self.rules.detector_strategy,
@@ -217,7 +226,7 @@ impl Masking {
     /// Masks detector findings inside free text (a notification payload,
     /// an error message): returns the text to send instead, if any.
     pub fn mask_text(&self, text: &str, counts: &mut MaskCounts) -> Option<String> {
-        let mut scratch = Vec::new();
+        let mut scratch = self.scratch();
         match self.mask_value(
             &Treatment::Scan,
             ValueKind::Text,
@@ -230,6 +239,14 @@ impl Masking {
             Masked::Null => Some(REDACTED.to_owned()),
         }
     }
+}
+
+/// A session's scratch space for masking: findings and the detectors'
+/// automaton cache.
+#[derive(Debug, Clone)]
+pub struct Scratch {
+    findings: Vec<Finding>,
+    cache: ScanCache,
 }
 
 /// How an output column relates to sensitive data.

@@ -22,7 +22,7 @@ fn email_column(strategy: Strategy) -> Arc<SensitiveColumn> {
 fn classified_columns_are_masked_whole_and_counted() {
     let m = masking(Strategy::Redact);
     let mut counts = MaskCounts::default();
-    let mut scratch = Vec::new();
+    let mut scratch = m.scratch();
     let t = Treatment::Column(email_column(Strategy::Partial));
     assert_eq!(
         m.mask_value(
@@ -53,7 +53,7 @@ fn classified_columns_are_masked_whole_and_counted() {
 fn derived_values_are_masked_whole() {
     let m = masking(Strategy::Redact);
     let mut counts = MaskCounts::default();
-    let mut scratch = Vec::new();
+    let mut scratch = m.scratch();
     assert_eq!(
         m.mask_value(
             &Treatment::Derived,
@@ -81,7 +81,7 @@ fn derived_values_are_masked_whole() {
 fn detector_findings_are_masked_in_place() {
     let m = masking(Strategy::Partial);
     let mut counts = MaskCounts::default();
-    let mut scratch = Vec::new();
+    let mut scratch = m.scratch();
     let v = b"contact alice@example.com, card 4111 1111 1111 1111.";
     assert_eq!(
         m.mask_value(

@@ -664,3 +664,55 @@ async fn masked_values_are_counted_in_the_audit_record() {
     // Three notes, each with six findings.
     assert_eq!(found["by_column"]["detected"], 18, "{found}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_read_by_a_protocol_execute_is_masked() {
+    let gw = masking_gateway("");
+    let port: u16 = gw
+        .conninfo("app-db", "")
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("port="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (seen, data_rows) = tokio::task::spawn_blocking(move || {
+        let mut raw = Raw::login(port, "app-db", ALICE_TOKEN).unwrap();
+        let mut out = bytes::BytesMut::new();
+        portcullis_pg_wire::encode::query(
+            &mut out,
+            "begin; declare c cursor for select full_name || '!', email from pii",
+        );
+        raw.send(&out);
+        while let Some((tag, body)) = raw.read_msg() {
+            assert_ne!(tag, b'E', "{:?}", error_fields(&body));
+            if tag == b'Z' {
+                break;
+            }
+        }
+        // The cursor is a portal the client never bound: Execute it by name.
+        let mut out = bytes::BytesMut::new();
+        portcullis_pg_wire::encode::execute(&mut out, "c", 0);
+        out.extend_from_slice(b"S\x00\x00\x00\x04");
+        raw.send(&out);
+        let mut seen = Vec::new();
+        let mut data_rows = 0;
+        while let Some((tag, body)) = raw.read_msg() {
+            assert_ne!(tag, b'E', "{:?}", error_fields(&body));
+            data_rows += usize::from(tag == b'D');
+            seen.push(tag);
+            seen.extend_from_slice(&body);
+            if tag == b'Z' {
+                break;
+            }
+        }
+        (seen, data_rows)
+    })
+    .await
+    .unwrap();
+    assert_eq!(data_rows as u64, ROWS);
+    let leaks = leaked(&seen);
+    assert!(
+        leaks.is_empty(),
+        "clear values reached the client: {leaks:?}"
+    );
+}
