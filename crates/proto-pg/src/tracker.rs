@@ -774,6 +774,11 @@ impl BackendTracker {
 
     fn on_error(&mut self, e: ErrorFields<'_>, done: &mut Vec<Stmt>) -> Option<BytesMut> {
         self.command_rows = 0;
+        // The gateway's own Describe failed (say, no such portal): the
+        // error belongs to the Execute it was sent for.
+        if matches!(self.queue.front(), Some(Pending::MaskDescribe)) {
+            self.queue.pop_front();
+        }
         let mut text = format!("{}: {}", e.code().unwrap_or("?"), e.message().unwrap_or(""));
         let mut replacement = None;
         if let Some(Pending::Query(s) | Pending::Parse(s) | Pending::Bind(s)) = self.queue.front() {

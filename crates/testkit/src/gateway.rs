@@ -97,6 +97,8 @@ impl GatewayBuilder {
 pub struct Gateway {
     child: Child,
     dir: PathBuf,
+    binary: PathBuf,
+    env: Vec<(String, String)>,
     /// PostgreSQL listener port.
     pub pg_port: u16,
     /// API port.
@@ -143,6 +145,8 @@ impl Gateway {
         Gateway {
             child,
             dir,
+            binary: b.binary.clone(),
+            env: b.env.clone(),
             pg_port,
             api_port,
         }
@@ -205,6 +209,32 @@ impl Gateway {
             .arg(format!("-{sig}"))
             .arg(self.child.id().to_string())
             .status();
+    }
+
+    /// Starts the gateway again with the same config, ports and data
+    /// directory (after [`Gateway::stop`] or a `KILL`), and waits until
+    /// both listeners accept.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("gateway.log"))
+            .expect("log file");
+        self.child = Command::new(&self.binary)
+            .arg("serve")
+            .arg("--config")
+            .arg(self.dir.join("portcullis.toml"))
+            .envs(self.env.iter().cloned())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn portcullis");
+        let ok = wait_for_port(self.pg_port, Duration::from_secs(30))
+            && wait_for_port(self.api_port, Duration::from_secs(10));
+        assert!(ok, "gateway did not restart:\n{}", self.log());
     }
 
     /// Stops with SIGTERM and waits, returning whether it exited cleanly.

@@ -7,6 +7,7 @@ mod audit;
 mod common;
 mod connect;
 mod identity;
+mod load;
 mod masking;
 mod policy;
 mod relay;
