@@ -3,8 +3,9 @@
 //! Sessions hand events to a bounded channel; one task batches them into a
 //! transaction per write, which keeps the store cheap under many sessions.
 //! A full channel makes sessions wait (backpressure) rather than drop a
-//! record, and a store that keeps failing flips [`Recorder::healthy`] so
-//! adapters refuse new statements instead of running them unrecorded.
+//! record, and a store that fails flips [`Recorder::healthy`] so adapters
+//! refuse new statements instead of running them unrecorded; the failed
+//! batch is tried again until the store takes it, which flips it back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +23,8 @@ const QUEUE: usize = 8192;
 /// Most events committed in one transaction.
 const BATCH: usize = 1024;
 const RETRIES: u32 = 5;
+/// Longest wait between attempts while the store keeps failing.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// The recorder stopped (shutdown) and takes no more events.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
@@ -92,30 +95,53 @@ async fn write_loop(
         if n == 0 {
             break;
         }
-        write_with_retry(store.as_ref(), &batch, &healthy).await;
+        write_with_retry(store.as_ref(), &batch, &healthy, &stop).await;
         batch.clear();
     }
 }
 
-async fn write_with_retry(store: &dyn AuditStore, batch: &[AuditEvent], healthy: &AtomicBool) {
+async fn write_with_retry(
+    store: &dyn AuditStore,
+    batch: &[AuditEvent],
+    healthy: &AtomicBool,
+    stop: &CancellationToken,
+) {
+    // The batch is kept and tried again until the store takes it (a full
+    // or read-only disk that comes back), so an outage loses nothing and
+    // the gateway recovers by itself; only at shutdown is it given up.
     let mut delay = Duration::from_millis(50);
-    for attempt in 1..=RETRIES {
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
         match store.write(batch).await {
             Ok(()) => {
+                if attempt > 1 {
+                    tracing::warn!(attempts = attempt, "the audit store takes writes again");
+                }
                 healthy.store(true, Ordering::Relaxed);
                 return;
             }
             Err(e) => {
-                tracing::error!(error = %e, attempt, events = batch.len(), "audit write failed");
+                // Every failure at first, then one line a minute or so.
+                if attempt <= RETRIES || attempt % 60 == 0 {
+                    tracing::error!(error = %e, attempt, events = batch.len(), "audit write failed; statements are refused until it succeeds");
+                }
                 healthy.store(false, Ordering::Relaxed);
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+                if stop.is_cancelled() && attempt >= RETRIES {
+                    metrics::counter!("portcullis_audit_events_lost_total")
+                        .increment(batch.len() as u64);
+                    tracing::error!(
+                        events = batch.len(),
+                        "audit events could not be stored before shutdown and are lost"
+                    );
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled(), if attempt < RETRIES => {}
+                }
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
             }
         }
     }
-    metrics::counter!("portcullis_audit_events_lost_total").increment(batch.len() as u64);
-    tracing::error!(
-        events = batch.len(),
-        "audit events could not be stored and are lost"
-    );
 }

@@ -21,6 +21,7 @@ permit(principal in Group::"admins", action, resource);
 /// What a gateway under test is configured with.
 pub struct GatewayBuilder {
     binary: PathBuf,
+    data_dir: Option<PathBuf>,
     connections: Vec<String>,
     policies: String,
     extra: String,
@@ -33,6 +34,7 @@ impl GatewayBuilder {
     pub fn new(binary: impl Into<PathBuf>) -> Self {
         Self {
             binary: binary.into(),
+            data_dir: None,
             connections: Vec::new(),
             policies: DEFAULT_POLICIES.to_owned(),
             extra: String::new(),
@@ -61,6 +63,13 @@ impl GatewayBuilder {
     /// Replaces the policy text.
     pub fn policies(mut self, cedar: &str) -> Self {
         self.policies = cedar.to_owned();
+        self
+    }
+
+    /// Keeps the store and keys in `dir` instead of the gateway's own
+    /// temporary directory.
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_path_buf());
         self
     }
 
@@ -113,8 +122,12 @@ impl Gateway {
             .expect("temp dir")
             .keep();
         let (pg_port, api_port) = (free_port(), free_port());
+        let data_dir = b
+            .data_dir
+            .as_ref()
+            .map_or_else(|| "./data".to_owned(), |d| d.display().to_string());
         let mut toml = format!(
-            "data_dir = \"./data\"\n\n[listen]\npostgres = \"127.0.0.1:{pg_port}\"\napi = \"127.0.0.1:{api_port}\"\n\n\
+            "data_dir = \"{data_dir}\"\n\n[listen]\npostgres = \"127.0.0.1:{pg_port}\"\napi = \"127.0.0.1:{api_port}\"\n\n\
              [[tokens]]\nuser = \"alice\"\ngroups = [\"engineering\"]\ntoken = \"{ALICE_TOKEN}\"\n\n\
              [[tokens]]\nuser = \"admin\"\ngroups = [\"admins\"]\ntoken = \"{ADMIN_TOKEN}\"\n\n\
              [[tokens]]\nuser = \"eve\"\ngroups = [\"contractors\"]\ntoken = \"{EVE_TOKEN}\"\n\n\

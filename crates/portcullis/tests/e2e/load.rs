@@ -264,3 +264,132 @@ fn trickling_clients_do_not_starve_the_others() {
     }
     assert_eq!(closed, slow.len(), "trickling clients were left open");
 }
+
+/// A small tmpfs mounted for one test, so the store's disk can be filled
+/// under a running gateway. (A read-only remount is refused while the
+/// store has files open for writing; a full disk fails the same writes.)
+/// Mounting needs root, as the test suite runs.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs() -> Mount {
+        let dir = tempfile::Builder::new()
+            .prefix("portcullis-store-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("mount must be installed");
+        assert!(
+            ok.success(),
+            "mounting a tmpfs needs root (the test suite runs as root)"
+        );
+        Mount(dir)
+    }
+
+    /// Fills what is left of the disk.
+    fn fill(&self) {
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).unwrap();
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_disk_stops_statements_until_it_takes_writes_again() {
+    let disk = Mount::tmpfs();
+    let gw = gateway()
+        .app_db("app-db", cluster())
+        .data_dir(&disk.0)
+        .start();
+    let client = connect(&gw, "app-db", ALICE_TOKEN).await.unwrap();
+    client.simple_query("select 1").await.unwrap();
+    // Let the first records reach the store before the disk fills.
+    eventually(Duration::from_secs(10), || {
+        (recorded(&gw).1 >= 1).then_some(())
+    })
+    .expect("the first statement was recorded");
+    disk.fill();
+    // The statement in flight as the disk fills runs; its record cannot be
+    // written, and from then on nothing runs unrecorded.
+    let _ = client.simple_query("select 2").await;
+    let refused = eventually(Duration::from_secs(10), || {
+        let out = psql(
+            &gw.conninfo("app-db", ""),
+            ALICE_TOKEN,
+            &["-c", "select 3"],
+            None,
+        );
+        (!out.ok).then_some(out.stderr)
+    })
+    .expect("statements kept running on a store that cannot write");
+    assert!(
+        refused.contains("the audit store is unavailable; refusing to run unrecorded"),
+        "{refused}"
+    );
+    let e = client.simple_query("select 4").await.unwrap_err();
+    let said = e
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_default();
+    assert!(
+        said.contains("audit store is unavailable") || e.is_closed(),
+        "{e:?}"
+    );
+    let (code, _) = curl(&gw, "/healthz", None);
+    assert_eq!(code, 503);
+    assert!(gw.log().contains("audit write failed"));
+    // Space again: the held batch is written and sessions run again.
+    disk.free();
+    let back = eventually(Duration::from_secs(15), || {
+        let out = psql(
+            &gw.conninfo("app-db", ""),
+            ALICE_TOKEN,
+            &["-c", "select 5"],
+            None,
+        );
+        out.ok.then_some(out.stdout)
+    });
+    assert_eq!(back.as_deref().map(str::trim), Some("5"));
+    let (code, _) = curl(&gw, "/healthz", None);
+    assert_eq!(code, 200);
+    // The statement that ran as the disk filled was kept, and written once
+    // there was room.
+    let (code, body) = curl(&gw, "/api/sessions?user=alice", Some(ADMIN_TOKEN));
+    assert_eq!(code, 200);
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let first = list.as_array().unwrap().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, detail) = curl(&gw, &format!("/api/sessions/{first}"), Some(ADMIN_TOKEN));
+    let detail: Value = serde_json::from_str(&detail).unwrap();
+    let texts: Vec<&str> = detail["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        texts.contains(&"select 1") && texts.contains(&"select 2"),
+        "{texts:?}"
+    );
+}
