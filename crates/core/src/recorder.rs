@@ -123,7 +123,7 @@ async fn write_with_retry(
             }
             Err(e) => {
                 // Every failure at first, then one line a minute or so.
-                if attempt <= RETRIES || attempt % 60 == 0 {
+                if attempt <= RETRIES || attempt.is_multiple_of(60) {
                     tracing::error!(error = %e, attempt, events = batch.len(), "audit write failed; statements are refused until it succeeds");
                 }
                 healthy.store(false, Ordering::Relaxed);
