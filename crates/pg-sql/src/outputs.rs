@@ -67,6 +67,9 @@ pub struct CopyOut {
     pub columns: Vec<String>,
     /// The delimiter, when one was given.
     pub delimiter: Option<String>,
+    /// Options besides FORMAT, DELIMITER, NULL and HEADER (QUOTE, ESCAPE,
+    /// FORCE_QUOTE, ENCODING, …), which change how fields are written.
+    pub other_options: bool,
 }
 
 /// Condition clauses: their column references are conditions.
@@ -86,7 +89,7 @@ const CONDITION_KEYS: &[&str] = &[
 pub(crate) fn analyze(kind: &str, body: &Value) -> OutputFacts {
     let mut out = OutputFacts::default();
     let mut scan = ConditionScan::default();
-    scan.visit(body, false);
+    scan.visit(body, false, false);
     out.has_conditions = scan.found;
     out.conditions_opaque = scan.opaque;
     let structure_opaque = has_renaming(body);
@@ -141,18 +144,9 @@ pub(crate) fn analyze(kind: &str, body: &Value) -> OutputFacts {
     for n in std::mem::take(&mut scan.output_refs) {
         match n {
             OutputRef::Alias(a) => match aliases.iter().find(|(n, _)| *n == a) {
-                Some((_, OutputColumn::Reads(r))) => {
-                    names.extend(r.iter().cloned());
-                    names.push(a);
-                }
-                Some((_, OutputColumn::Column(c))) => {
-                    names.push(c.clone());
-                    names.push(a);
-                }
-                Some((_, OutputColumn::Opaque)) => {
-                    out.conditions_opaque = true;
-                    names.push(a);
-                }
+                Some((_, OutputColumn::Reads(r))) => names.extend(r.iter().cloned()),
+                Some((_, OutputColumn::Column(c))) => names.push(c.clone()),
+                Some((_, OutputColumn::Opaque)) => out.conditions_opaque = true,
                 None => names.push(a),
             },
             OutputRef::Position(p) => {
@@ -244,12 +238,29 @@ fn simple_select(body: &Value) -> bool {
 
 fn tables_only(item: &Value) -> bool {
     match node(item) {
-        Some(("RangeVar", _)) => true,
+        Some(("RangeVar", r)) => !renames_columns(r),
         Some(("JoinExpr", j)) => {
-            j.get("larg").is_some_and(tables_only) && j.get("rarg").is_some_and(tables_only)
+            !renames_columns(j)
+                && j.get("larg").is_some_and(tables_only)
+                && j.get("rarg").is_some_and(tables_only)
         }
         _ => false,
     }
+}
+
+/// `FROM users AS u(i, m)`, `(a JOIN b) AS j(x, y)`, `JOIN … USING (k) AS
+/// j`: an alias with a column list (or a join alias) gives columns new
+/// names.
+fn renames_columns(v: &Value) -> bool {
+    let listed = |a: Option<&Value>| {
+        a.and_then(|a| a.get("colnames"))
+            .and_then(Value::as_array)
+            .is_some_and(|c| !c.is_empty())
+    };
+    let join_alias = v.get("jointype").is_some()
+        && (v.get("alias").is_some_and(|a| !a.is_null())
+            || v.get("join_using_alias").is_some_and(|a| !a.is_null()));
+    listed(v.get("alias")) || join_alias
 }
 
 /// Whether anything in the statement can give a column a new name that
@@ -270,6 +281,9 @@ fn has_renaming(v: &Value) -> bool {
                 && m.contains_key("op")
                 && m.get("op").and_then(Value::as_i64) != Some(1)
             {
+                return true;
+            }
+            if (m.contains_key("relname") || m.contains_key("jointype")) && renames_columns(v) {
                 return true;
             }
             m.values().any(has_renaming)
@@ -374,13 +388,15 @@ struct ConditionScan {
 }
 
 impl ConditionScan {
-    fn visit(&mut self, v: &Value, inside: bool) {
+    /// `inside`: within a condition clause; `sortish`: within ORDER BY,
+    /// GROUP BY or DISTINCT ON, where a single name may mean an output.
+    fn visit(&mut self, v: &Value, inside: bool, sortish: bool) {
         match v {
-            Value::Array(a) => a.iter().for_each(|i| self.visit(i, inside)),
+            Value::Array(a) => a.iter().for_each(|i| self.visit(i, inside, sortish)),
             Value::Object(m) => {
                 if inside {
                     if let Some(c) = m.get("ColumnRef") {
-                        self.column_ref(c);
+                        self.column_ref(c, sortish);
                         return;
                     }
                 }
@@ -400,14 +416,20 @@ impl ConditionScan {
                             self.names.extend(name_parts(child));
                         }
                     }
-                    self.visit(child, inside || cond);
+                    let sorts = matches!(
+                        k.as_str(),
+                        "sort_clause" | "group_clause" | "distinct_clause"
+                    );
+                    // A subquery inside starts its own scope of outputs.
+                    let nested = k == "SubLink" || k == "SelectStmt";
+                    self.visit(child, inside || cond, (sortish || sorts) && !nested);
                 }
             }
             _ => {}
         }
     }
 
-    fn column_ref(&mut self, c: &Value) {
+    fn column_ref(&mut self, c: &Value, sortish: bool) {
         let fields = c.get("fields").unwrap_or(&Value::Null);
         if fields
             .as_array()
@@ -418,7 +440,10 @@ impl ConditionScan {
         }
         let parts = name_parts(fields);
         match parts.as_slice() {
-            [single] => self.output_refs.push(OutputRef::Alias(single.clone())),
+            // Only ORDER BY / GROUP BY / DISTINCT ON see output aliases; in
+            // WHERE or ON a single name is a column.
+            [single] if sortish => self.output_refs.push(OutputRef::Alias(single.clone())),
+            [single] => self.names.push(single.clone()),
             [.., last] => self.names.push(last.clone()),
             [] => self.opaque = true,
         }
@@ -464,6 +489,7 @@ fn copy_out(body: &Value) -> Option<CopyOut> {
     let mut binary = false;
     let mut csv = false;
     let mut delimiter = None;
+    let mut other_options = false;
     for opt in body
         .get("options")
         .and_then(Value::as_array)
@@ -483,7 +509,8 @@ fn copy_out(body: &Value) -> Option<CopyOut> {
                 csv = arg.eq_ignore_ascii_case("csv");
             }
             "delimiter" => delimiter = Some(arg.to_owned()),
-            _ => {}
+            "null" | "header" => {}
+            _ => other_options = true,
         }
     }
     let table = body.get("relation").filter(|r| !r.is_null()).map(|r| {
@@ -508,6 +535,7 @@ fn copy_out(body: &Value) -> Option<CopyOut> {
         table,
         columns,
         delimiter,
+        other_options,
     })
 }
 

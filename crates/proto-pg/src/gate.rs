@@ -270,6 +270,49 @@ impl StatementGate {
         self.hidden_at = Some(g);
     }
 
+    /// `outputs` with every name the catalog does not list for the
+    /// relations in `touched` made opaque: such a name is not a column
+    /// (attribute notation `t.f` calls `f(t)`; an output alias; a column
+    /// newer than the catalog), so what it stands for cannot be told.
+    fn checked_outputs(
+        &self,
+        outputs: &portcullis_pg_sql::OutputFacts,
+        touched: &[String],
+    ) -> portcullis_pg_sql::OutputFacts {
+        use portcullis_pg_sql::OutputColumn;
+        // Candidates that do not exist (other schemas on the search_path)
+        // list nothing; a relation the catalog does not list (a system
+        // one, or one newer than the read) leaves its names unknown.
+        let known: std::collections::HashSet<&str> = touched
+            .iter()
+            .filter_map(|t| self.views.column_list(t))
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        let is_known = |n: &str| known.contains(n);
+        let mut out = outputs.clone();
+        if let Some(cols) = out.columns.as_mut() {
+            for c in cols.iter_mut() {
+                let unknown = match c {
+                    OutputColumn::Column(n) => !is_known(n),
+                    OutputColumn::Reads(names) => names.iter().any(|n| !is_known(n)),
+                    OutputColumn::Opaque => false,
+                };
+                if unknown {
+                    *c = OutputColumn::Opaque;
+                    out.only_plain_outputs = false;
+                }
+            }
+        }
+        if out.condition_names.iter().any(|n| !is_known(n)) {
+            out.conditions_opaque = true;
+        }
+        if out.referenced.iter().any(|n| !is_known(n)) {
+            out.references_opaque = true;
+        }
+        out
+    }
+
     /// How the results of `statements` are masked, or why they may not run.
     fn mask_plan(
         &mut self,
@@ -297,9 +340,24 @@ impl StatementGate {
                 .chain(prepared.into_iter().flat_map(|p| p.accesses.iter()));
             let mut touched: Vec<String> = Vec::new();
             let mut writes = false;
+            let mut ddl_on: Vec<String> = Vec::new();
+            let mut calls: Option<String> = None;
             for a in accesses {
+                if a.action == SqlAction::Execute {
+                    calls.get_or_insert_with(|| match &a.object {
+                        Object::Function(n) => n.to_string(),
+                        _ => "a code block".to_owned(),
+                    });
+                }
                 if !matches!(a.object, Object::Table(_)) {
                     continue;
+                }
+                if a.action == SqlAction::Ddl {
+                    for r in self.candidates(state, &a.object).unwrap_or_default() {
+                        if let Resource::Table { name, .. } = r {
+                            ddl_on.push(name);
+                        }
+                    }
                 }
                 writes |= matches!(
                     a.action,
@@ -317,14 +375,32 @@ impl StatementGate {
                     }
                 }
             }
-            // A cursor's rows come from a query decided earlier: treat
-            // every masked column as read.
-            let fetch = stmt.kind == "fetch";
-            let exposed: Vec<&Arc<SensitiveColumn>> = self
+            // Columns masking hides from this principal in what the
+            // statement reads itself.
+            let direct: Vec<&Arc<SensitiveColumn>> = self
                 .hidden
                 .iter()
-                .filter(|c| fetch || touched.iter().any(|t| *t == c.table_name()))
+                .filter(|c| touched.iter().any(|t| *t == c.table_name()))
                 .collect();
+            if let Some(c) = self
+                .hidden
+                .iter()
+                .find(|c| ddl_on.iter().any(|t| *t == c.table_name()))
+            {
+                return Err(deny(format!("portcullis: statement denied: DDL on a table with masked column {} (it could rename or copy it out of its masking rule)", describe(c))));
+            }
+            if let (Some(f), Some(c)) = (&calls, direct.first()) {
+                return Err(deny(format!("portcullis: statement denied: it reads masked column {} and calls {f}, which could carry the value where masking does not follow it", describe(c))));
+            }
+            // A cursor's rows come from a query decided earlier, and a
+            // function's body may read anything: treat every masked column
+            // as read.
+            let everything = stmt.kind == "fetch" || calls.is_some();
+            let exposed: Vec<&Arc<SensitiveColumn>> = if everything {
+                self.hidden.iter().collect()
+            } else {
+                direct
+            };
             if let Some(c) = &outputs.copy_out {
                 if c.binary && (self.scan || !exposed.is_empty()) {
                     return Err(deny("portcullis: statement denied: binary COPY output cannot be masked; use text or CSV format".into()));
@@ -333,6 +409,10 @@ impl StatementGate {
             if exposed.is_empty() {
                 continue;
             }
+            if statements.len() > 1 && statements.iter().any(|s| s.outputs.copy_out.is_some()) {
+                return Err(deny(format!("portcullis: statement denied: COPY in a text of several statements over masked column {}; send it alone", describe(exposed[0]))));
+            }
+            let outputs = &self.checked_outputs(outputs, &touched);
             let named = |names: &[String]| {
                 exposed
                     .iter()
@@ -373,6 +453,9 @@ impl StatementGate {
                 }
             }
             if let Some(c) = &outputs.copy_out {
+                if c.other_options {
+                    return Err(deny(format!("portcullis: statement denied: COPY options other than FORMAT, DELIMITER, NULL and HEADER change how fields are written, and masked column {} is copied", describe(exposed[0]))));
+                }
                 let Some((schema, table)) = &c.table else {
                     return Err(deny(format!("portcullis: statement denied: COPY of a query over masked column {} cannot be traced; COPY the table or use SELECT", describe(exposed[0]))));
                 };
@@ -418,13 +501,11 @@ impl StatementGate {
                 });
             }
             exposed_names.extend(exposed.iter().map(|c| c.column.clone()));
-        }
-        if let [only] = statements {
-            let prepared = only.executes.as_ref().and_then(|n| state.prepared.get(n));
-            columns = prepared
-                .map_or(&only.outputs, |p| &p.outputs)
-                .columns
-                .clone();
+            if statements.len() == 1 && !everything {
+                // With a function call, an output may return anything its
+                // body read, whatever names it mentions.
+                columns = outputs.columns.clone();
+            }
         }
         exposed_names.sort();
         exposed_names.dedup();
@@ -866,6 +947,16 @@ fn apply(state: &mut SessionState, stmt: &StatementFacts, service_user: &str) {
                     old.unqualified_builtins |= facts.unqualified_builtins;
                     old.builtin_names
                         .extend(facts.builtin_names.iter().cloned());
+                    // Either text may be the one the server holds: what its
+                    // outputs read can no longer be told by name.
+                    old.outputs.columns = None;
+                    old.outputs.only_plain_outputs = false;
+                    old.outputs.conditions_opaque = true;
+                    old.outputs.has_conditions = true;
+                    old.outputs.references_opaque = true;
+                    if old.outputs.copy_out.is_none() {
+                        old.outputs.copy_out = facts.outputs.copy_out.clone();
+                    }
                 }
                 None => {
                     state.prepared.insert(name.clone(), (**facts).clone());

@@ -290,11 +290,18 @@ impl CopyMasker {
         line: &[u8],
         counts: &mut MaskCounts,
         scratch: &mut Scratch,
-    ) -> Option<Vec<u8>> {
+    ) -> Result<Option<Vec<u8>>, String> {
         let mut out: Option<Vec<u8>> = None;
         if let Some(plan) = &self.plan {
             if plan.columns.iter().any(Option::is_some) {
                 let fields = split_copy_line(line, plan.delimiter, plan.csv);
+                if fields.len() != plan.columns.len() {
+                    return Err(format!(
+                        "a COPY line has {} fields where {} columns were traced",
+                        fields.len(),
+                        plan.columns.len()
+                    ));
+                }
                 let mut rebuilt = Vec::with_capacity(line.len());
                 let mut any = false;
                 for (i, (s, e)) in fields.iter().enumerate() {
@@ -340,22 +347,24 @@ impl CopyMasker {
             }
         }
         if !self.scan {
-            return out;
+            return Ok(out);
         }
         let current = out.as_deref().unwrap_or(line);
-        match self.masking.mask_value(
-            &Treatment::Scan,
-            ValueKind::Structured,
-            current,
-            counts,
-            scratch,
-        ) {
-            Masked::Replace(v) => Some(v),
-            // Detector findings are never masked as NULL (the configuration
-            // refuses it), but a line must stay a line.
-            Masked::Null => Some(b"****\n".to_vec()),
-            Masked::Unchanged => out,
-        }
+        Ok(
+            match self.masking.mask_value(
+                &Treatment::Scan,
+                ValueKind::Structured,
+                current,
+                counts,
+                scratch,
+            ) {
+                Masked::Replace(v) => Some(v),
+                // Detector findings are never masked as NULL (the configuration
+                // refuses it), but a line must stay a line.
+                Masked::Null => Some(b"****\n".to_vec()),
+                Masked::Unchanged => out,
+            },
+        )
     }
 }
 
@@ -435,8 +444,15 @@ fn split_copy_line(line: &[u8], delimiter: u8, csv: bool) -> Vec<(usize, usize)>
     let mut out = Vec::new();
     let mut start = 0;
     let mut quoted = false;
+    let mut escaped = false;
     for (i, &b) in line[..end].iter().enumerate() {
-        if csv && b == b'"' {
+        if escaped {
+            // Text format writes a delimiter inside a value as `\` and the
+            // delimiter byte.
+            escaped = false;
+        } else if !csv && b == b'\\' {
+            escaped = true;
+        } else if csv && b == b'"' {
             quoted = !quoted;
         } else if b == delimiter && !quoted {
             out.push((start, i));

@@ -481,8 +481,9 @@ pub struct BackendTracker {
     scratch: Option<portcullis_core::masking::Scratch>,
 }
 
-/// Said in place of an error's DETAIL when it may quote masked values.
-const DETAIL_WITHHELD: &str = "(detail withheld by portcullis: it may quote masked values)";
+/// Said in place of an error field that may quote masked values.
+const DETAIL_WITHHELD: &str =
+    "(withheld by portcullis: it may quote masked values; the SQLSTATE is the server's)";
 
 impl BackendTracker {
     /// A tracker that masks results with `masking`, when it is active.
@@ -625,7 +626,11 @@ impl BackendTracker {
                     (slot, Some(m)) => slot.insert(m.scratch()),
                     (_, None) => return Ok(None),
                 };
-                let out = masker.mask_line(body, counts, scratch);
+                let out = masker.mask_line(body, counts, scratch).map_err(|e| {
+                    SessionError::Unsupported(format!(
+                        "{e}; masking cannot follow it, so the session is ended"
+                    ))
+                })?;
                 Ok(out.map(|line| framed(b'd', &line)))
             }
             b'A' => {
@@ -678,7 +683,12 @@ impl BackendTracker {
         let fields: Vec<(u8, String)> = ErrorFields::new(body)
             .iter()
             .map(|(code, value)| {
-                if code == b'D' && withhold {
+                // DETAIL, CONTEXT and HINT quote values (a duplicate key, a
+                // COPY line); a message quotes a value in double quotes
+                // (`invalid input syntax for type integer: "…"`).
+                let quotes =
+                    matches!(code, b'D' | b'W' | b'H') || (code == b'M' && value.contains('"'));
+                if withhold && quotes {
                     changed = true;
                     return (code, DETAIL_WITHHELD.to_owned());
                 }
