@@ -594,15 +594,13 @@ impl BackendTracker {
                 let Some(masker) = self.rows.as_mut() else {
                     return Ok(None);
                 };
-                // Counted straight into the statement: no map per row.
-                let counts = match self.queue.front_mut() {
-                    Some(Pending::Query(s) | Pending::Execute(s)) => &mut s.masked,
-                    _ => &mut self.loose_counts,
-                };
-                let scratch = match (&mut self.scratch, &self.masking) {
-                    (Some(s), _) => s,
-                    (slot, Some(m)) => slot.insert(m.scratch()),
-                    (_, None) => return Ok(None),
+                let Some((counts, scratch)) = sinks(
+                    &mut self.queue,
+                    &mut self.loose_counts,
+                    &mut self.scratch,
+                    &self.masking,
+                ) else {
+                    return Ok(None);
                 };
                 Ok(masker.mask_row(body, counts, scratch)?)
             }
@@ -617,14 +615,13 @@ impl BackendTracker {
                 let Some(masker) = self.copy.as_mut() else {
                     return Ok(None);
                 };
-                let counts = match self.queue.front_mut() {
-                    Some(Pending::Query(s) | Pending::Execute(s)) => &mut s.masked,
-                    _ => &mut self.loose_counts,
-                };
-                let scratch = match (&mut self.scratch, &self.masking) {
-                    (Some(s), _) => s,
-                    (slot, Some(m)) => slot.insert(m.scratch()),
-                    (_, None) => return Ok(None),
+                let Some((counts, scratch)) = sinks(
+                    &mut self.queue,
+                    &mut self.loose_counts,
+                    &mut self.scratch,
+                    &self.masking,
+                ) else {
+                    return Ok(None);
                 };
                 let out = masker.mask_line(body, counts, scratch).map_err(|e| {
                     SessionError::Unsupported(format!(
@@ -828,6 +825,31 @@ impl BackendTracker {
         }
         replacement
     }
+}
+
+/// Where masking counts go (straight into the statement whose results
+/// these are: no map per row) and the session's scratch space, made at
+/// first use. Free-standing so the caller can hold its masker, another
+/// field, at the same time.
+fn sinks<'a>(
+    queue: &'a mut VecDeque<Pending>,
+    loose: &'a mut MaskCounts,
+    scratch: &'a mut Option<portcullis_core::masking::Scratch>,
+    masking: &Option<Arc<Masking>>,
+) -> Option<(
+    &'a mut MaskCounts,
+    &'a mut portcullis_core::masking::Scratch,
+)> {
+    let counts = match queue.front_mut() {
+        Some(Pending::Query(s) | Pending::Execute(s)) => &mut s.masked,
+        _ => loose,
+    };
+    let scratch = match (scratch, masking) {
+        (Some(s), _) => s,
+        (slot, Some(m)) => slot.insert(m.scratch()),
+        (_, None) => return None,
+    };
+    Some((counts, scratch))
 }
 
 /// A whole message with `tag` and `body`.

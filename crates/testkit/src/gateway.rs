@@ -144,17 +144,7 @@ impl Gateway {
             .expect("write policies");
         std::fs::write(dir.join("portcullis.toml"), toml).expect("write config");
         let log = std::fs::File::create(dir.join("gateway.log")).expect("log file");
-        let child = Command::new(&b.binary)
-            .arg("serve")
-            .arg("--config")
-            .arg(dir.join("portcullis.toml"))
-            .envs(b.env.iter().cloned())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn portcullis");
+        let child = spawn_serve(&b.binary, &dir, &b.env, log);
         Gateway {
             child,
             dir,
@@ -234,17 +224,7 @@ impl Gateway {
             .append(true)
             .open(self.dir.join("gateway.log"))
             .expect("log file");
-        self.child = Command::new(&self.binary)
-            .arg("serve")
-            .arg("--config")
-            .arg(self.dir.join("portcullis.toml"))
-            .envs(self.env.iter().cloned())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn portcullis");
+        self.child = spawn_serve(&self.binary, &self.dir, &self.env, log);
         let ok = wait_for_port(self.pg_port, Duration::from_secs(30))
             && wait_for_port(self.api_port, Duration::from_secs(10));
         assert!(ok, "gateway did not restart:\n{}", self.log());
@@ -262,6 +242,21 @@ impl Gateway {
         let _ = self.child.kill();
         false
     }
+}
+
+/// `portcullis serve` with the config in `dir`, logging to `log`.
+fn spawn_serve(binary: &Path, dir: &Path, env: &[(String, String)], log: std::fs::File) -> Child {
+    Command::new(binary)
+        .arg("serve")
+        .arg("--config")
+        .arg(dir.join("portcullis.toml"))
+        .envs(env.iter().cloned())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn portcullis")
 }
 
 fn proc_status_kib(pid: u32, key: &str) -> u64 {
