@@ -290,16 +290,23 @@ impl Mount {
         Mount(dir)
     }
 
-    /// Fills what is left of the disk.
+    /// Fills what is left of the disk (again: SQLite may free a little
+    /// when a failed transaction rolls back).
     fn fill(&self) {
-        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut f = std::fs::File::create(self.0.join(format!("filler-{n}"))).unwrap();
         let chunk = vec![0u8; 64 * 1024];
         while f.write_all(&chunk).is_ok() {}
         let _ = f.sync_all();
     }
 
     fn free(&self) {
-        std::fs::remove_file(self.0.join("filler")).unwrap();
+        for e in std::fs::read_dir(&self.0).unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with("filler-") {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
     }
 }
 
@@ -328,10 +335,11 @@ async fn a_full_store_disk_stops_statements_until_it_takes_writes_again() {
     })
     .expect("the first statement was recorded");
     disk.fill();
-    // The statement in flight as the disk fills runs; its record cannot be
-    // written, and from then on nothing runs unrecorded.
-    let _ = client.simple_query("select 2").await;
+    // The statement in flight as the disk fills may run (its record waits
+    // for room); once a write has failed, nothing runs unrecorded.
+    let second_ran = client.simple_query("select 2").await.is_ok();
     let refused = eventually(Duration::from_secs(10), || {
+        disk.fill();
         let out = psql(
             &gw.conninfo("app-db", ""),
             ALICE_TOKEN,
@@ -371,8 +379,8 @@ async fn a_full_store_disk_stops_statements_until_it_takes_writes_again() {
     assert_eq!(back.as_deref().map(str::trim), Some("5"));
     let (code, _) = curl(&gw, "/healthz", None);
     assert_eq!(code, 200);
-    // The statement that ran as the disk filled was kept, and written once
-    // there was room.
+    // Every statement the client saw answered is recorded: a record that
+    // waited for room was kept and written once there was some.
     let (code, body) = curl(&gw, "/api/sessions?user=alice", Some(ADMIN_TOKEN));
     assert_eq!(code, 200);
     let list: Value = serde_json::from_str(&body).unwrap();
@@ -388,8 +396,6 @@ async fn a_full_store_disk_stops_statements_until_it_takes_writes_again() {
         .iter()
         .map(|s| s["text"].as_str().unwrap())
         .collect();
-    assert!(
-        texts.contains(&"select 1") && texts.contains(&"select 2"),
-        "{texts:?}"
-    );
+    assert!(texts.contains(&"select 1"), "{texts:?}");
+    assert!(!second_ran || texts.contains(&"select 2"), "{texts:?}");
 }
