@@ -130,6 +130,12 @@ pub struct StatementFacts {
     /// The names of those built-ins, sorted: a user function of the same
     /// name could be chosen instead, so the gateway checks its catalog.
     pub builtin_names: Vec<String>,
+    /// Names written as field selections (`t.f`, `(expr).f`), sorted.
+    /// PostgreSQL calls the one-argument function `f` when `t` has no
+    /// column `f` (or `expr` no field `f`), so the caller, which knows the
+    /// catalog's functions, decides each name that is a function's as an
+    /// unqualified call to it.
+    pub attribute_names: Vec<String>,
     /// What its result columns and conditions read, for masking.
     pub outputs: crate::OutputFacts,
 }

@@ -138,6 +138,41 @@ const SAFE: &[&str] = &[
     "int8",
     "float8",
     "text",
+    // conversions to built-in types, by the type's name (`date(ts)`,
+    // and `t.name` read as `name(t)` when `t` has no such column)
+    "bool",
+    "bpchar",
+    "date",
+    "float4",
+    "int2",
+    "interval",
+    "name",
+    "time",
+    "timestamp",
+    "timestamptz",
+    "timetz",
+    "varchar",
+    // network and geometric accessors
+    "abbrev",
+    "broadcast",
+    "cidr",
+    "family",
+    "host",
+    "hostmask",
+    "inet",
+    "masklen",
+    "netmask",
+    "network",
+    "area",
+    "box",
+    "center",
+    "circle",
+    "diameter",
+    "height",
+    "point",
+    "polygon",
+    "radius",
+    "width",
     // dates and times
     "age",
     "clock_timestamp",
@@ -243,6 +278,6 @@ const SAFE: &[&str] = &[
 ];
 
 /// Whether the unqualified (or `pg_catalog.`) function `name` is safe.
-pub(crate) fn is_builtin_safe(name: &str) -> bool {
+pub fn is_builtin_safe(name: &str) -> bool {
     SAFE.contains(&name)
 }

@@ -19,6 +19,7 @@ mod walk;
 pub use facts::{
     Access, Analysis, Effect, Name, Object, SqlAction, StatementFacts, Unclassifiable,
 };
+pub use functions::is_builtin_safe;
 pub use outputs::{CopyOut, OutputColumn, OutputFacts};
 pub use statement::is_safe_client_encoding;
 

@@ -167,6 +167,9 @@ fn facts(kind: &'static str, w: Walker) -> StatementFacts {
     let mut builtin_names = w.builtin_names;
     builtin_names.sort();
     builtin_names.dedup();
+    let mut attribute_names = w.attribute_names;
+    attribute_names.sort();
+    attribute_names.dedup();
     StatementFacts {
         kind,
         accesses,
@@ -174,6 +177,7 @@ fn facts(kind: &'static str, w: Walker) -> StatementFacts {
         executes: None,
         unqualified_builtins: w.unqualified_builtins,
         builtin_names,
+        attribute_names,
         outputs: Default::default(),
     }
 }
@@ -405,6 +409,9 @@ fn merge(f: &mut StatementFacts, other: StatementFacts) {
     f.builtin_names.extend(other.builtin_names);
     f.builtin_names.sort();
     f.builtin_names.dedup();
+    f.attribute_names.extend(other.attribute_names);
+    f.attribute_names.sort();
+    f.attribute_names.dedup();
     if f.executes.is_none() {
         f.executes = other.executes;
     }

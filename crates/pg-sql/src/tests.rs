@@ -81,6 +81,30 @@ fn kinds_and_effects() {
     assert!(!analyze("select pg_catalog.lower('x')").unwrap().statements[0].unqualified_builtins);
 }
 
+/// `t.f` and `(expr).f` may be calls to `f`: every such name is listed,
+/// wherever it sits, and names that only qualify are not.
+#[test]
+fn field_selections_list_the_names_they_may_call() {
+    let names = |sql: &str| analyze(sql).unwrap().statements[0].attribute_names.clone();
+    assert_eq!(names("select u.f from t u"), ["f"]);
+    assert_eq!(names("select s.t.f, c.s.t.g from s.t"), ["f", "g"]);
+    assert_eq!(
+        names("select (u.id).g, (x).h.i from t u"),
+        ["g", "h", "i", "id"]
+    );
+    assert_eq!(
+        names("update t set a = 1 where t.f returning (t).g"),
+        ["f", "g"]
+    );
+    assert_eq!(names("explain analyze delete from t where t.f"), ["f"]);
+    assert!(names("select a, u.*, (u).* from t u").is_empty());
+    let a = analyze("prepare p as select u.f from t u").unwrap();
+    match &a.statements[0].effects[0] {
+        Effect::Prepare { facts, .. } => assert_eq!(facts.attribute_names, ["f"]),
+        e => panic!("{e:?}"),
+    }
+}
+
 /// Random statement text never panics the classifier, and text PostgreSQL
 /// cannot parse is always refused. A seeded generator keeps runs repeatable.
 #[test]

@@ -31,6 +31,8 @@ pub(crate) struct Walker {
     pub(crate) unqualified_builtins: bool,
     /// The names of those built-ins.
     pub(crate) builtin_names: Vec<String>,
+    /// Names written as field selections (`t.f`, `(expr).f`).
+    pub(crate) attribute_names: Vec<String>,
     /// CTE names visible at the current point, innermost last.
     scopes: Vec<Vec<String>>,
 }
@@ -138,6 +140,14 @@ impl Walker {
             }
             match k.as_str() {
                 "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => self.dml(k, v),
+                "ColumnRef" => {
+                    self.field_selection(v.get("fields"), true);
+                    self.visit(v);
+                }
+                "AIndirection" => {
+                    self.field_selection(v.get("indirection"), false);
+                    self.visit(v);
+                }
                 _ => self.visit(v),
             }
         }
@@ -251,6 +261,31 @@ impl Walker {
             }
         }
         self.visit_object(m, &["relation"]);
+    }
+
+    /// Records the names a field selection may call. PostgreSQL reads
+    /// `t.f` (`s.t.f`, …) as the column `f` of `t`, and failing that as the
+    /// call `f(t)`; `(expr).f` as the field `f` of `expr`, and failing that
+    /// as `f(expr)`, whatever `expr`'s type (`(t.id).pg_terminate_backend`
+    /// signals a backend). Which one it is depends on the catalog, so the
+    /// names are left to the caller. `last_only`: in a column reference only
+    /// the last name can be a call (the others name the relation).
+    fn field_selection(&mut self, names: Option<&Value>, last_only: bool) {
+        let Some(items) = names.and_then(Value::as_array) else {
+            return;
+        };
+        let field = |n: &Value| {
+            n.pointer("/node/String/sval")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        if last_only {
+            if items.len() >= 2 {
+                self.attribute_names.extend(items.last().and_then(field));
+            }
+        } else {
+            self.attribute_names.extend(items.iter().filter_map(field));
+        }
     }
 
     fn function_call(&mut self, funcname: &Value) {

@@ -396,6 +396,13 @@ fn policy_check(
         }
         Err(e) => println!("  {e}"),
     }
+    let fields = gate.undecided_field_calls(sql);
+    if !fields.is_empty() {
+        println!(
+            "  note: {} would call a function of that name where no such column exists; the gateway decides that with the upstream's catalog, which this check does not read",
+            fields.iter().map(|n| format!(".{n}")).collect::<Vec<_>>().join(", ")
+        );
+    }
     Ok(())
 }
 

@@ -28,7 +28,10 @@ pub const CATALOG_FINGERPRINT_SQL: &str = "\
 /// user view, `(view schema, view name, kind, dependency schema, name)`,
 /// where kind is `r` for a relation and `f` for a function; and one row per
 /// function created after initdb (kind `u`), whose names could shadow a
-/// built-in called by unqualified name.
+/// built-in called by unqualified name; and one row per distinct name of a
+/// function that one argument can call (kind `c`, any schema), which a
+/// field selection `t.f` or `(expr).f` calls when no column or field `f`
+/// exists there.
 pub const VIEW_DEPENDENCIES_SQL: &str = "\
 SELECT DISTINCT vn.nspname::text, v.relname::text, 'r', bn.nspname::text, b.relname::text \
 FROM pg_catalog.pg_rewrite r \
@@ -52,7 +55,11 @@ WHERE vn.nspname NOT IN ('pg_catalog', 'information_schema') \
 UNION \
 SELECT '', '', 'u', pn.nspname::text, p.proname::text \
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
-WHERE p.oid >= 16384";
+WHERE p.oid >= 16384 \
+UNION \
+SELECT DISTINCT '', '', 'c', '', p.proname::text \
+FROM pg_catalog.pg_proc p \
+WHERE p.prokind <> 'p' AND p.pronargs >= 1 AND p.pronargs - p.pronargdefaults <= 1";
 
 /// Added to [`VIEW_DEPENDENCIES_SQL`] when masking classifies columns of
 /// the connection: every relation with its kind (kind `o` followed by the
@@ -101,6 +108,8 @@ pub struct ViewCatalog {
     views: HashMap<String, ViewReads>,
     /// Bare names of functions created after initdb (users', extensions').
     user_functions: HashSet<String>,
+    /// Names of functions one argument can call (field-selection calls).
+    attribute_callable: HashSet<String>,
     /// Relations by oid (read only when masking needs them).
     relations: HashMap<u32, RelationInfo>,
     /// User relations' columns by (oid, attribute number): name and position.
@@ -120,6 +129,7 @@ impl ViewCatalog {
     {
         let mut direct: HashMap<String, (Vec<String>, Vec<String>)> = HashMap::new();
         let mut user_functions = HashSet::new();
+        let mut attribute_callable = HashSet::new();
         let mut relations = HashMap::new();
         let mut attrs: Vec<(u32, i16, String, usize)> = Vec::new();
         let mut traced = false;
@@ -149,6 +159,10 @@ impl ViewCatalog {
             }
             if kind.as_ref() == "u" {
                 user_functions.insert(dn.as_ref().to_owned());
+                continue;
+            }
+            if kind.as_ref() == "c" {
+                attribute_callable.insert(dn.as_ref().to_owned());
                 continue;
             }
             let view = format!("{}.{}", vs.as_ref(), vn.as_ref());
@@ -208,6 +222,7 @@ impl ViewCatalog {
         Self {
             views,
             user_functions,
+            attribute_callable,
             relations,
             columns,
             column_lists,
@@ -234,6 +249,12 @@ impl ViewCatalog {
     /// unqualified call to a built-in of that name might reach it instead.
     pub fn shadows_builtin(&self, name: &str) -> bool {
         self.user_functions.contains(name)
+    }
+
+    /// Whether some function named `name` takes one argument, so the field
+    /// selection `t.name` or `(expr).name` may call it.
+    pub fn callable_by_attribute(&self, name: &str) -> bool {
+        self.attribute_callable.contains(name)
     }
 
     /// What the view `schema.name` reads, if it is a view.

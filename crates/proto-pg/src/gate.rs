@@ -334,10 +334,14 @@ impl StatementGate {
         for stmt in statements {
             let prepared = stmt.executes.as_ref().and_then(|n| state.prepared.get(n));
             let outputs = prepared.map_or(&stmt.outputs, |p| &p.outputs);
+            // Calls only the catalog reveals (`t.f` as `f(t)`) read what
+            // their bodies read, like any other.
+            let implied = self.catalog_calls(state, stmt)?;
             let accesses = stmt
                 .accesses
                 .iter()
-                .chain(prepared.into_iter().flat_map(|p| p.accesses.iter()));
+                .chain(prepared.into_iter().flat_map(|p| p.accesses.iter()))
+                .chain(implied.iter());
             let mut touched: Vec<String> = Vec::new();
             let mut writes = false;
             let mut ddl_on: Vec<String> = Vec::new();
@@ -728,6 +732,86 @@ impl StatementGate {
         }
     }
 
+    /// The calls a statement makes that only the catalog reveals, as
+    /// `execute` pairs on unqualified functions.
+    ///
+    /// - A built-in called by unqualified name is trusted only while no
+    ///   function of that name exists outside the initial catalog: one in a
+    ///   schema on the search_path with a closer argument type would be
+    ///   chosen instead, so such a call is decided as `execute` on every
+    ///   function it could resolve to.
+    /// - A field selection `t.f` or `(expr).f` is the call `f(t)` when no
+    ///   column or field `f` exists there. Whether one does would take the
+    ///   type of every expression, so a name that is a one-argument
+    ///   function's anywhere is decided as a call to it: a built-in safe
+    ///   one as an unqualified built-in, any other as `execute`. A real
+    ///   column of such a name is over-decided, never under-decided.
+    fn catalog_calls(
+        &self,
+        state: &SessionState,
+        stmt: &StatementFacts,
+    ) -> Result<Vec<Access>, GateDecision> {
+        let prepared = stmt.executes.as_ref().and_then(|n| state.prepared.get(n));
+        let builtins = stmt.builtin_names.iter().chain(
+            prepared
+                .map(|p| p.builtin_names.iter())
+                .into_iter()
+                .flatten(),
+        );
+        let attributes = stmt
+            .attribute_names
+            .iter()
+            .chain(
+                prepared
+                    .map(|p| p.attribute_names.iter())
+                    .into_iter()
+                    .flatten(),
+            )
+            .filter(|n| self.views.callable_by_attribute(n));
+        let mut calls = Vec::new();
+        for name in attributes {
+            if !portcullis_pg_sql::is_builtin_safe(name) || self.views.shadows_builtin(name) {
+                calls.push(name);
+            } else if !state.catalog_first {
+                return Err(GateDecision::Deny {
+                    message: format!("portcullis: statement denied: field selection .{name} may call a function by unqualified name while search_path puts another schema before pg_catalog"),
+                    policies: Vec::new(),
+                });
+            }
+        }
+        calls.extend(builtins.filter(|n| self.views.shadows_builtin(n)));
+        calls.sort();
+        calls.dedup();
+        Ok(calls
+            .into_iter()
+            .map(|n| Access {
+                action: SqlAction::Execute,
+                object: Object::Function(portcullis_pg_sql::Name::new(None, n)),
+            })
+            .collect())
+    }
+
+    /// The field-selection names of `sql` (`t.f`, `(expr).f`) that would
+    /// be calls if no column or field of that name exists, safe built-ins
+    /// aside: without the upstream's catalog (`portcullis policy check`)
+    /// they cannot be decided, so they are shown instead.
+    pub fn undecided_field_calls(&self, sql: &str) -> Vec<String> {
+        let parsed = self.cache.get(sql);
+        let Ok(analysis) = parsed.as_ref().as_ref() else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = analysis
+            .statements
+            .iter()
+            .flat_map(|s| s.attribute_names.iter())
+            .filter(|n| !portcullis_pg_sql::is_builtin_safe(n))
+            .cloned()
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Every (action, resource) pair of `sql` with its verdict, for
     /// `portcullis policy check`; `Err` when the text cannot be classified.
     pub fn explain(
@@ -752,6 +836,11 @@ impl StatementGate {
             {
                 accesses.extend(p.accesses.iter());
             }
+            let implied = self.catalog_calls(&self.state, stmt).map_err(|d| match d {
+                GateDecision::Deny { message, .. } => message,
+                GateDecision::Allow { .. } => String::new(),
+            })?;
+            accesses.extend(implied.iter());
             for access in accesses {
                 let action = action(access.action);
                 let resources =
@@ -801,29 +890,8 @@ impl StatementGate {
             }
             accesses.extend(prepared.accesses.iter());
         }
-        // A built-in called by unqualified name is trusted only while no
-        // function of that name exists outside the initial catalog: one in
-        // a schema on the search_path with a closer argument type would be
-        // chosen instead, so such a call is decided as `execute` on every
-        // function it could resolve to.
-        let shadowed: Vec<Access> = stmt
-            .builtin_names
-            .iter()
-            .chain(
-                stmt.executes
-                    .as_ref()
-                    .and_then(|n| state.prepared.get(n))
-                    .map(|p| p.builtin_names.iter())
-                    .into_iter()
-                    .flatten(),
-            )
-            .filter(|n| self.views.shadows_builtin(n))
-            .map(|n| Access {
-                action: SqlAction::Execute,
-                object: Object::Function(portcullis_pg_sql::Name::new(None, n)),
-            })
-            .collect();
-        accesses.extend(shadowed.iter());
+        let implied = self.catalog_calls(state, stmt)?;
+        accesses.extend(implied.iter());
         let facts = RequestFacts {
             protocol: "postgres",
             client_address: self.client_address.clone(),
@@ -947,6 +1015,8 @@ fn apply(state: &mut SessionState, stmt: &StatementFacts, service_user: &str) {
                     old.unqualified_builtins |= facts.unqualified_builtins;
                     old.builtin_names
                         .extend(facts.builtin_names.iter().cloned());
+                    old.attribute_names
+                        .extend(facts.attribute_names.iter().cloned());
                     // Either text may be the one the server holds: what its
                     // outputs read can no longer be told by name.
                     old.outputs.columns = None;

@@ -327,7 +327,7 @@ fn policy_check_explains_a_decision_without_a_gateway() {
             "engineering",
             "--connection",
             "app-db",
-            "select * from users",
+            "select u.email, u.name from users u",
         ])
         .output()
         .unwrap();
@@ -338,6 +338,12 @@ fn policy_check_explains_a_decision_without_a_gateway() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.starts_with("allow"), "{text}");
+    // Without the catalog, `u.email` may be `email(u)`: said, not hidden.
+    // `name` is a safe built-in conversion, so it needs no note.
+    assert!(
+        text.contains("note: .email would call a function of that name"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -435,4 +441,58 @@ async fn a_view_created_during_a_session_is_resolved_within_seconds() {
         "new view resolved after {:.2} s",
         start.elapsed().as_secs_f64()
     );
+}
+
+/// PostgreSQL reads `p.f` as `f(p)` when `p` has no column `f`, and
+/// `(expr).f` as `f(expr)` for any type: a call written as a column must
+/// be decided as the call it is.
+#[test]
+fn a_function_called_by_field_selection_needs_execute() {
+    let c = cluster();
+    let gw = policy_gateway();
+    c.superuser_sql(
+        "app",
+        "create or replace function people_secret(people) returns text \
+         language sql as 'select secret from api_keys limit 1'; \
+         grant execute on function people_secret(people) to portcullis_reader",
+    );
+    let run = |sql: &str| psql(&gw.conninfo("app-db", ""), ALICE_TOKEN, &["-c", sql], None);
+    for sql in [
+        "select p.people_secret from people p limit 1",
+        "select (p).people_secret from people p limit 1",
+        "select public.people.people_secret from people limit 1",
+        "select count(*) from people p where p.people_secret like 'sk-%'",
+    ] {
+        let out = run(sql);
+        assert!(!out.ok, "{sql} ran: {}", out.stdout);
+        assert!(!out.stdout.contains("sk-live"), "{sql} leaked");
+        assert!(
+            out.stderr.contains("portcullis: execute on app-db/")
+                && out.stderr.contains(".people_secret denied"),
+            "{sql}: {}",
+            out.stderr
+        );
+    }
+    // Any type: `(p.id).pg_terminate_backend` would signal backend `id`.
+    let out = run("select (p.id).pg_terminate_backend from people p limit 1");
+    assert!(
+        out.stderr
+            .contains("execute on app-db/pg_catalog.pg_terminate_backend denied"),
+        "{}",
+        out.stderr
+    );
+    // Real columns, including one named like a built-in conversion, read as
+    // before.
+    let out = run("select p.name from people p order by p.id limit 1");
+    assert!(out.ok, "{}", out.stderr);
+    assert!(!out.stdout.trim().is_empty());
+    // An admin may call it (policy admins-all), and it really is a call.
+    let out = psql(
+        &gw.conninfo("app-db", ""),
+        ADMIN_TOKEN,
+        &["-c", "select p.people_secret from people p limit 1"],
+        None,
+    );
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("sk-live-123"), "{}", out.stdout);
 }

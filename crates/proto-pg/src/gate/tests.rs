@@ -288,3 +288,53 @@ fn a_user_function_named_like_a_builtin_makes_unqualified_calls_need_execute() {
         GateDecision::Allow { .. }
     ));
 }
+
+#[test]
+fn field_selection_that_names_a_function_is_decided_as_its_call() {
+    let catalog = crate::catalog::ViewCatalog::from_rows([
+        ["", "", "u", "public", "leak"],
+        ["", "", "c", "", "leak"],
+        ["", "", "c", "", "pg_terminate_backend"],
+        ["", "", "c", "", "to_jsonb"],
+    ]);
+    let mut g = gate(&["public"]).with_views(Arc::new(catalog));
+    // `u.leak` is `leak(u)` when users has no column leak.
+    for sql in [
+        "select u.leak from users u",
+        "select users.leak from users",
+        "select public.users.leak from users",
+        "select (u).leak from users u",
+        "select 1 from users u where u.leak is not null",
+        "select count(*) from users u group by u.leak",
+        "with x as (select * from users) select x.leak from x",
+        "prepare p as select u.leak from users u; execute p",
+    ] {
+        let msg = denied(&mut g, sql);
+        assert!(
+            msg.starts_with("portcullis: execute on app-db/"),
+            "{sql}: {msg}"
+        );
+        assert!(msg.contains(".leak denied"), "{sql}: {msg}");
+    }
+    // Any expression, any type: `(u.id).pg_terminate_backend` signals.
+    let msg = denied(&mut g, "select (u.id).pg_terminate_backend from users u");
+    assert!(msg.contains(".pg_terminate_backend denied"), "{msg}");
+    // A safe built-in read this way is a built-in call.
+    assert!(matches!(
+        g.check("select u.to_jsonb from users u"),
+        GateDecision::Allow { .. }
+    ));
+    // Columns and fields no function is named after stay plain reads.
+    assert!(matches!(
+        g.check("select u.email, (u.addr).city, (u).* from users u"),
+        GateDecision::Allow { .. }
+    ));
+    // The built-in shortcut needs pg_catalog searched first, as for calls.
+    let mut g = g;
+    assert!(matches!(
+        g.check("set search_path = public, pg_catalog"),
+        GateDecision::Allow { .. }
+    ));
+    let msg = denied(&mut g, "select u.to_jsonb from users u");
+    assert!(msg.contains("field selection .to_jsonb"), "{msg}");
+}
