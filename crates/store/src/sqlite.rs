@@ -12,7 +12,7 @@ use portcullis_core::identity::RevocationStore;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, SqlitePool};
+use sqlx::{Acquire, Row, SqliteConnection, SqlitePool};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -22,7 +22,13 @@ const SCHEMA: &str = include_str!("sqlite_schema.sql");
 /// Audit records in one SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Readers (the API, revocation checks).
     pool: SqlitePool,
+    /// The one connection every write goes through. SQLite takes one
+    /// writer at a time anyway, and a single connection keeps its page
+    /// cache warm: writes spread over a pool make each connection re-read
+    /// the pages the others changed.
+    writer: SqlitePool,
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
@@ -60,18 +66,26 @@ impl SqliteStore {
             // process; only an OS crash can lose the last commits.
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_secs(5));
+            .busy_timeout(std::time::Duration::from_secs(5))
+            // A multi-row INSERT OR REPLACE keeps a statement journal; in
+            // memory it costs no temporary file per transaction.
+            .pragma("temp_store", "memory");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await
+            .map_err(backend)?;
+        sqlx::raw_sql(SCHEMA)
+            .execute(&writer)
+            .await
+            .map_err(backend)?;
+        migrate(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
             .await
             .map_err(backend)?;
-        sqlx::raw_sql(SCHEMA)
-            .execute(&pool)
-            .await
-            .map_err(backend)?;
-        migrate(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer })
     }
 }
 
@@ -94,52 +108,17 @@ async fn migrate(pool: &sqlx::SqlitePool) -> Result<(), StoreError> {
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn write(&self, batch: &[AuditEvent]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        // Consecutive statements go in one multi-row INSERT: one round trip
-        // to SQLite's thread per batch instead of one per statement.
-        let mut statements: Vec<&StatementRecord> = Vec::new();
-        for event in batch {
-            if !matches!(event, AuditEvent::Statement(_)) {
-                insert_statements(&mut tx, &mut statements).await?;
-            }
-            match event {
-                AuditEvent::SessionStarted(s) => {
-                    sqlx::query(
-                        "INSERT OR IGNORE INTO sessions (id, protocol, connection, user, groups, actor, auth_method,
-                         client_user, client_address, application_name, client_tls, connect_policies, started_at)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(s.id.to_string())
-                    .bind(&s.protocol)
-                    .bind(&s.connection)
-                    .bind(&s.user)
-                    .bind(json(&s.groups))
-                    .bind(&s.actor)
-                    .bind(&s.auth_method)
-                    .bind(&s.client_user)
-                    .bind(&s.client_address)
-                    .bind(&s.application_name)
-                    .bind(s.client_tls)
-                    .bind(json(&s.connect_policies))
-                    .bind(ts(s.started_at))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                }
-                AuditEvent::Statement(st) => statements.push(st),
-                AuditEvent::SessionEnded(e) => {
-                    sqlx::query("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?")
-                        .bind(ts(e.ended_at))
-                        .bind(&e.reason)
-                        .bind(e.id.to_string())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(backend)?;
-                }
-            }
+        let mut conn = self.writer.acquire().await.map_err(backend)?;
+        let written = write_batch(&mut conn, batch).await;
+        if written.is_err() {
+            // A failed write (a full disk) can leave SQLite and sqlx
+            // disagreeing on whether a transaction is open, and later
+            // "commits" would then only release savepoints of a transaction
+            // that never ends. A fresh connection for the retry starts
+            // clean.
+            conn.close_on_drop();
         }
-        insert_statements(&mut tx, &mut statements).await?;
-        tx.commit().await.map_err(backend)
+        written
     }
 
     async fn list_sessions(&self, q: &SessionQuery) -> Result<Vec<SessionSummary>, StoreError> {
@@ -191,11 +170,61 @@ impl AuditStore for SqliteStore {
             sqlx::query("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE ended_at IS NULL")
                 .bind(ts(OffsetDateTime::now_utc()))
                 .bind(reason)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(backend)?;
         Ok(r.rows_affected())
     }
+}
+
+/// Writes `batch` in one transaction on `conn`.
+async fn write_batch(conn: &mut SqliteConnection, batch: &[AuditEvent]) -> Result<(), StoreError> {
+    let mut tx = conn.begin().await.map_err(backend)?;
+    // Consecutive statements go in one multi-row INSERT: one round trip
+    // to SQLite's thread per batch instead of one per statement.
+    let mut statements: Vec<&StatementRecord> = Vec::new();
+    for event in batch {
+        if !matches!(event, AuditEvent::Statement(_)) {
+            insert_statements(&mut tx, &mut statements).await?;
+        }
+        match event {
+            AuditEvent::SessionStarted(s) => {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO sessions (id, protocol, connection, user, groups, actor, auth_method,
+                     client_user, client_address, application_name, client_tls, connect_policies, started_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(s.id.to_string())
+                .bind(&s.protocol)
+                .bind(&s.connection)
+                .bind(&s.user)
+                .bind(json(&s.groups))
+                .bind(&s.actor)
+                .bind(&s.auth_method)
+                .bind(&s.client_user)
+                .bind(&s.client_address)
+                .bind(&s.application_name)
+                .bind(s.client_tls)
+                .bind(json(&s.connect_policies))
+                .bind(ts(s.started_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            }
+            AuditEvent::Statement(st) => statements.push(st),
+            AuditEvent::SessionEnded(e) => {
+                sqlx::query("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?")
+                    .bind(ts(e.ended_at))
+                    .bind(&e.reason)
+                    .bind(e.id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            }
+        }
+    }
+    insert_statements(&mut tx, &mut statements).await?;
+    tx.commit().await.map_err(backend)
 }
 
 /// Rows per INSERT: 12 bound values each, well under SQLite's variable limit.
@@ -213,14 +242,14 @@ async fn insert_statements(
         q.push_values(chunk, |mut row, st| {
             row.push_bind(st.session_id.to_string())
                 .push_bind(st.seq as i64)
-                .push_bind(st.kind.clone())
-                .push_bind(st.text.clone())
+                .push_bind(st.kind.as_str())
+                .push_bind(st.text.as_str())
                 .push_bind(st.params.as_ref().map(json))
-                .push_bind(st.prepared_name.clone())
+                .push_bind(st.prepared_name.as_deref())
                 .push_bind(ts(st.started_at))
                 .push_bind(st.duration_us as i64)
                 .push_bind(st.rows.map(|r| r as i64))
-                .push_bind(st.error.clone())
+                .push_bind(st.error.as_deref())
                 .push_bind(st.decision.allowed)
                 .push_bind(json(&st.decision.policies))
                 .push_bind(st.masked.as_ref().map(json));
@@ -299,7 +328,7 @@ impl RevocationStore for SqliteStore {
         .bind(user)
         .bind(at)
         .bind(by)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(backend)?;
         Ok(())
@@ -308,7 +337,7 @@ impl RevocationStore for SqliteStore {
     async fn delete_revocation(&self, user: &str) -> Result<bool, StoreError> {
         let r = sqlx::query("DELETE FROM revocations WHERE user = ?")
             .bind(user)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(backend)?;
         Ok(r.rows_affected() > 0)

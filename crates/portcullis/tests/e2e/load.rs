@@ -397,5 +397,9 @@ async fn a_full_store_disk_stops_statements_until_it_takes_writes_again() {
         .map(|s| s["text"].as_str().unwrap())
         .collect();
     assert!(texts.contains(&"select 1"), "{texts:?}");
-    assert!(!second_ran || texts.contains(&"select 2"), "{texts:?}");
+    assert!(
+        !second_ran || texts.contains(&"select 2"),
+        "{texts:?}\n{}",
+        gw.log()
+    );
 }
