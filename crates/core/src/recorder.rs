@@ -23,6 +23,14 @@ const QUEUE: usize = 8192;
 /// Most events committed in one transaction.
 const BATCH: usize = 1024;
 const RETRIES: u32 = 5;
+/// How long the writer lets a small batch gather more events before it
+/// commits: a commit costs far more than a row, so a trickle of statements
+/// (one client) would otherwise pay a whole transaction each. Records are
+/// written after the statement is answered either way; this widens the
+/// window a killed process can lose by as much.
+const LINGER: Duration = Duration::from_millis(2);
+/// A batch at least this large is written at once.
+const LINGER_BELOW: usize = 64;
 /// Longest wait between attempts while the store keeps failing.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
 
@@ -94,6 +102,15 @@ async fn write_loop(
         };
         if n == 0 {
             break;
+        }
+        if batch.len() < LINGER_BELOW && !stop.is_cancelled() {
+            tokio::time::sleep(LINGER).await;
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(event) => batch.push(event),
+                    Err(_) => break,
+                }
+            }
         }
         write_with_retry(store.as_ref(), &batch, &healthy, &stop).await;
         batch.clear();
