@@ -148,6 +148,15 @@ fn statement_classifier() {
         "do $$ begin perform 1; end $$",
         "select row_to_json(p), (select e from x limit 1) from p order by 2",
         "explain analyze update t set a = b from (select 1 b) s where t.id = s.b",
+        "select abalance from pgbench_accounts where aid = 4242 and n = 'it''s'",
+        // regression: a NUL the quick key took and the scanner refuses
+        "select r\0\0\0\0son(p), (select e from x limit 1\n) ",
+        // regression: a character the scanner's token enum does not name
+        "ccU{Xo",
+        // regression: a dollar quote right after a parameter
+        "$1$$0$",
+        // regression: a carriage return continues a string literal
+        "'it'\r's's)+",
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
@@ -174,6 +183,15 @@ fn statement_classifier() {
         b",",
         b"::text",
         b"\0",
+        b"$1",
+        b"12345",
+        b"1.5",
+        b"e1",
+        b"'it''s'",
+        b"\n'x'",
+        b"0x1f",
+        b"1_000",
+        b"&'",
     ];
     let r = fuzz("classifier", &seeds, dict, |input| {
         // Statement text reaches the gateway as UTF-8 (the session's
@@ -182,6 +200,11 @@ fn statement_classifier() {
         let sql = String::from_utf8_lossy(input);
         let ours = portcullis_pg_sql::analyze(&sql);
         let _ = portcullis_pg_sql::literal_free_key(&sql);
+        // The scanner-free cache key delimits literals exactly as the
+        // server's lexer does, or declines.
+        if let Err(e) = portcullis_pg_sql::check_against_scanner(&sql) {
+            panic!("{e}");
+        }
         // What PostgreSQL's grammar rejects is never classified (fail closed).
         if pg_query_rejects(&sql) {
             assert!(ours.is_err(), "unparseable text was classified: {sql:?}");

@@ -13,6 +13,7 @@
 mod facts;
 mod functions;
 mod outputs;
+mod quick_key;
 mod statement;
 mod walk;
 
@@ -21,6 +22,7 @@ pub use facts::{
 };
 pub use functions::is_builtin_safe;
 pub use outputs::{CopyOut, OutputColumn, OutputFacts};
+pub use quick_key::{check_against_scanner, quick_literal_free_key};
 pub use statement::is_safe_client_encoding;
 
 /// Parses `sql` and lists what each statement in it would do.

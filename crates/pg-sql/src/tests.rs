@@ -199,3 +199,60 @@ fn literal_free_keys_ignore_values_but_not_structure() {
     assert_eq!(k("select U&\"d!0061ta\" UESCAPE '!'"), None);
     assert_eq!(k("select 'unterminated"), None);
 }
+
+/// The scanner-free key delimits literals exactly as PostgreSQL's scanner
+/// does wherever it accepts a text, and texts that differ in more than
+/// literal values never share a key.
+#[test]
+fn quick_keys_agree_with_the_scanner() {
+    let mut accepted = 0;
+    let extra = [
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 4242;",
+        "select 'it''s', 'a' 'b', x1, a$1, $1, $2::int, -1, 1+2, t.c from t",
+        "select 'a'\n'b'",
+        "select E'x', U&'x', B'1', X'1f', N'x'",
+        "select 1.5, .5, 1e3, 0x1f, 0b1, 0o7, 1_000, 1234567890, 123456789",
+        "select 1from t",
+        "select $$x$$, $a$x$a$",
+        "select 'unterminated",
+        "select \"q\" from t -- c",
+        "select /* c */ 1",
+        "update t set a = 1",
+        "select 'x' \t\n  'y'",
+        "select 'x'::text, '2024-01-01'::date, array[1,2][1]",
+        "insert into t values (1, 'a'), (2, 'b') returning id",
+    ];
+    for sql in extra.iter().chain(corpus::CASES.iter().map(|(s, _)| s)) {
+        if let Err(e) = crate::check_against_scanner(sql) {
+            panic!("{e}");
+        }
+        accepted += usize::from(crate::quick_literal_free_key(sql).is_some());
+    }
+    assert!(accepted > 100, "only {accepted} texts took the quick key");
+    let k = crate::quick_literal_free_key;
+    assert_eq!(
+        k("select * from t where id = 1 and n = 'a'"),
+        k("select * from t where id = 42 and n = 'it''s'")
+    );
+    assert!(k("select * from t where id = 1").is_some());
+    assert_ne!(
+        k("select * from t where id = 1"),
+        k("select * from u where id = 1")
+    );
+    assert_ne!(k("select 1"), k("select '1'"));
+    assert_ne!(k("select $1"), k("select $2"));
+    for declined in [
+        "select 1.5",
+        "select E'x'",
+        "select 1 -- c",
+        "select \"T\"",
+        "set search_path = x",
+        "select 1; reset all",
+        "select $$x$$",
+        "select 'a'\n'b'",
+        "select 1234567890",
+        "select 'é'",
+    ] {
+        assert_eq!(k(declined), None, "{declined}");
+    }
+}

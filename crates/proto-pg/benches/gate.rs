@@ -81,9 +81,19 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+    // The two ways to the literal-free key, side by side: PostgreSQL's
+    // scanner, and the quick walk plain texts take.
     c.bench_function("scan-only/point-select-literal", |b| {
         b.iter(|| {
             portcullis_pg_sql::literal_free_key(
+                "SELECT abalance FROM pgbench_accounts WHERE aid = 12345",
+            )
+            .expect("key")
+        })
+    });
+    c.bench_function("quick-key-only/point-select-literal", |b| {
+        b.iter(|| {
+            portcullis_pg_sql::quick_literal_free_key(
                 "SELECT abalance FROM pgbench_accounts WHERE aid = 12345",
             )
             .expect("key")

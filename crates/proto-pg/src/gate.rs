@@ -18,8 +18,8 @@ use portcullis_core::masking::{Masking, OnDerived, OnPredicate, SensitiveColumn}
 use portcullis_core::policy::RequestFacts;
 use portcullis_core::{Action, Identity, PolicyEngine, Resource};
 use portcullis_pg_sql::{
-    analyze, literal_free_key, Access, Analysis, Effect, Object, SqlAction, StatementFacts,
-    Unclassifiable,
+    analyze, literal_free_key, quick_literal_free_key, Access, Analysis, Effect, Object, SqlAction,
+    StatementFacts, Unclassifiable,
 };
 
 /// Distinct statement texts whose parses are kept.
@@ -51,7 +51,10 @@ impl ParseCache {
         }
         // A text without literals is its own key: exact hits then skip the
         // scanner, which costs more than the rest of a cached decision.
-        let norm = literal_free_key(sql).filter(|n| n.contains('\u{1}'));
+        // Plain texts get their key without the scanner at all.
+        let norm = quick_literal_free_key(sql)
+            .or_else(|| literal_free_key(sql))
+            .filter(|n| n.contains('\u{1}'));
         if let Some(n) = &norm {
             if let Some((k, hit)) = self.lock().get_key_value(n.as_str()) {
                 return (hit.clone(), k.clone());
