@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use portcullis_core::audit::{
@@ -12,9 +13,10 @@ use portcullis_core::identity::RevocationStore;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Acquire, Row, SqliteConnection, SqlitePool};
+use sqlx::{ConnectOptions, Connection, Row, SqliteConnection, SqlitePool};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use tokio::sync::{MappedMutexGuard, MutexGuard};
 use uuid::Uuid;
 
 const SCHEMA: &str = include_str!("sqlite_schema.sql");
@@ -24,11 +26,42 @@ const SCHEMA: &str = include_str!("sqlite_schema.sql");
 pub struct SqliteStore {
     /// Readers (the API, revocation checks).
     pool: SqlitePool,
-    /// The one connection every write goes through. SQLite takes one
-    /// writer at a time anyway, and a single connection keeps its page
-    /// cache warm: writes spread over a pool make each connection re-read
-    /// the pages the others changed.
-    writer: SqlitePool,
+    /// The one connection every write goes through.
+    writer: Arc<Writer>,
+}
+
+/// The writing connection, held outside any pool. SQLite takes one writer
+/// at a time anyway; one connection keeps its page cache warm (writes
+/// spread over a pool make each connection re-read the pages the others
+/// changed), and no pool bookkeeping sits between batches (a pool of one
+/// logged a 2 s acquire during a burst of 1,000 logins).
+#[derive(Debug)]
+struct Writer {
+    options: SqliteConnectOptions,
+    /// `None` until first used, and again after a failed write.
+    conn: tokio::sync::Mutex<Option<SqliteConnection>>,
+}
+
+impl Writer {
+    /// The connection, opened if there is none.
+    async fn get(&self) -> Result<MappedMutexGuard<'_, SqliteConnection>, StoreError> {
+        let mut slot = self.conn.lock().await;
+        if slot.is_none() {
+            *slot = Some(self.options.connect().await.map_err(backend)?);
+        }
+        MutexGuard::try_map(slot, Option::as_mut).map_err(|_| corrupt("no writer connection"))
+    }
+
+    /// Closes the connection after a failed write. A write that failed on
+    /// a full disk can leave SQLite and sqlx disagreeing on whether a
+    /// transaction is open, and later "commits" then only release
+    /// savepoints of a transaction that never ends; the next write opens a
+    /// fresh connection instead.
+    async fn reset(&self) {
+        if let Some(conn) = self.conn.lock().await.take() {
+            let _ = conn.close().await;
+        }
+    }
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
@@ -70,16 +103,16 @@ impl SqliteStore {
             // A multi-row INSERT OR REPLACE keeps a statement journal; in
             // memory it costs no temporary file per transaction.
             .pragma("temp_store", "memory");
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts.clone())
-            .await
-            .map_err(backend)?;
+        let mut first = opts.connect().await.map_err(backend)?;
         sqlx::raw_sql(SCHEMA)
-            .execute(&writer)
+            .execute(&mut first)
             .await
             .map_err(backend)?;
-        migrate(&writer).await?;
+        migrate(&mut first).await?;
+        let writer = Arc::new(Writer {
+            options: opts.clone(),
+            conn: tokio::sync::Mutex::new(Some(first)),
+        });
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
@@ -90,15 +123,15 @@ impl SqliteStore {
 }
 
 /// Columns added after the first release, added to stores made before.
-async fn migrate(pool: &sqlx::SqlitePool) -> Result<(), StoreError> {
+async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
     let columns: Vec<String> =
         sqlx::query_scalar("SELECT name FROM pragma_table_info('statements')")
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await
             .map_err(backend)?;
     if !columns.iter().any(|c| c == "masked") {
         sqlx::raw_sql("ALTER TABLE statements ADD COLUMN masked TEXT")
-            .execute(pool)
+            .execute(&mut *conn)
             .await
             .map_err(backend)?;
     }
@@ -108,15 +141,12 @@ async fn migrate(pool: &sqlx::SqlitePool) -> Result<(), StoreError> {
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn write(&self, batch: &[AuditEvent]) -> Result<(), StoreError> {
-        let mut conn = self.writer.acquire().await.map_err(backend)?;
-        let written = write_batch(&mut conn, batch).await;
+        let written = {
+            let mut conn = self.writer.get().await?;
+            write_batch(&mut conn, batch).await
+        };
         if written.is_err() {
-            // A failed write (a full disk) can leave SQLite and sqlx
-            // disagreeing on whether a transaction is open, and later
-            // "commits" would then only release savepoints of a transaction
-            // that never ends. A fresh connection for the retry starts
-            // clean.
-            conn.close_on_drop();
+            self.writer.reset().await;
         }
         written
     }
@@ -170,7 +200,7 @@ impl AuditStore for SqliteStore {
             sqlx::query("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE ended_at IS NULL")
                 .bind(ts(OffsetDateTime::now_utc()))
                 .bind(reason)
-                .execute(&self.writer)
+                .execute(&mut *self.writer.get().await?)
                 .await
                 .map_err(backend)?;
         Ok(r.rows_affected())
@@ -328,7 +358,7 @@ impl RevocationStore for SqliteStore {
         .bind(user)
         .bind(at)
         .bind(by)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.get().await?)
         .await
         .map_err(backend)?;
         Ok(())
@@ -337,7 +367,7 @@ impl RevocationStore for SqliteStore {
     async fn delete_revocation(&self, user: &str) -> Result<bool, StoreError> {
         let r = sqlx::query("DELETE FROM revocations WHERE user = ?")
             .bind(user)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.get().await?)
             .await
             .map_err(backend)?;
         Ok(r.rows_affected() > 0)
