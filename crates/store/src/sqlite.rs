@@ -257,14 +257,33 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &[AuditEvent]) -> Resul
     tx.commit().await.map_err(backend)
 }
 
-/// Rows per INSERT: 12 bound values each, well under SQLite's variable limit.
+/// Most rows per INSERT: 13 bound values each, well under SQLite's
+/// variable limit.
 const STATEMENT_ROWS_PER_INSERT: usize = 256;
+
+/// Splits `n` rows into INSERTs of power-of-two sizes, largest first: a
+/// batch of any size then uses at most nine distinct statement texts, which
+/// stay in the connection's prepared-statement cache instead of one text
+/// (and one SQLite parse of hundreds of placeholders) per batch size.
+fn insert_sizes(mut n: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if n == 0 {
+            return None;
+        }
+        let size = STATEMENT_ROWS_PER_INSERT.min(1 << n.ilog2());
+        n -= size;
+        Some(size)
+    })
+}
 
 async fn insert_statements(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     pending: &mut Vec<&StatementRecord>,
 ) -> Result<(), StoreError> {
-    for chunk in pending.chunks(STATEMENT_ROWS_PER_INSERT) {
+    let mut rest: &[&StatementRecord] = pending;
+    for size in insert_sizes(rest.len()) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT OR REPLACE INTO statements (session_id, seq, kind, text, params, prepared_name, \
              started_at, duration_us, rows, error, allowed, policies, masked) ",

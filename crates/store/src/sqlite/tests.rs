@@ -105,3 +105,33 @@ async fn revocations_persist_and_lift() {
     assert!(!store.delete_revocation("alice").await.unwrap());
     assert_eq!(store.revocations().await.unwrap().len(), 1);
 }
+
+#[test]
+fn insert_sizes_are_powers_of_two_that_add_up() {
+    for n in [0usize, 1, 2, 3, 7, 64, 255, 256, 257, 300, 1024, 1027] {
+        let sizes: Vec<usize> = insert_sizes(n).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), n, "{n}: {sizes:?}");
+        assert!(
+            sizes
+                .iter()
+                .all(|s| s.is_power_of_two() && *s <= STATEMENT_ROWS_PER_INSERT),
+            "{n}: {sizes:?}"
+        );
+        assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{n}: {sizes:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_any_size_is_stored_whole_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("audit.db"))
+        .await
+        .unwrap();
+    let a = session("alice");
+    let mut batch = vec![AuditEvent::SessionStarted(a.clone())];
+    let statements: Vec<StatementRecord> = (1..=300).map(|seq| statement(&a, seq)).collect();
+    batch.extend(statements.iter().cloned().map(AuditEvent::Statement));
+    store.write(&batch).await.unwrap();
+    let detail = store.session(a.id).await.unwrap().unwrap();
+    assert_eq!(detail.statements, statements);
+}
