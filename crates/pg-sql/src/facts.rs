@@ -136,6 +136,15 @@ pub struct StatementFacts {
     /// catalog's functions, decides each name that is a function's as an
     /// unqualified call to it.
     pub attribute_names: Vec<String>,
+    /// Whether what it does depends on literal values that a literal-free
+    /// cache key drops: COPY (its file name, even an empty one, and its
+    /// options) and ORDER BY / GROUP BY / DISTINCT ON positions (`ORDER BY
+    /// 2`). Such texts must be cached by their exact text only.
+    pub literal_sensitive: bool,
+    /// Whether it creates, renames or moves functions, types or domains:
+    /// names a field selection can call change before the caller's catalog
+    /// shows them.
+    pub redefines_callables: bool,
     /// What its result columns and conditions read, for masking.
     pub outputs: crate::OutputFacts,
 }

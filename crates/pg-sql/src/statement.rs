@@ -67,7 +67,49 @@ const IMPLICIT_CALLS: &[&str] = &[
     "AlterOpFamilyStmt",
     "CreateTransformStmt",
     "CreateConversionStmt",
+    // a domain's CHECK runs at every cast to it (`42::d`, `(42).d`); a
+    // range names subtype_diff and canonical functions
+    "CreateDomainStmt",
+    "AlterDomainStmt",
+    "CreateRangeStmt",
 ];
+
+/// DDL after which a field selection `t.f` may call something the
+/// caller's catalog does not list yet (a new or renamed function, a type or
+/// domain whose name casts).
+const REDEFINES_CALLABLES: &[&str] = &[
+    "CreateFunctionStmt",
+    "AlterFunctionStmt",
+    "DefineStmt",
+    "RenameStmt",
+    "AlterObjectSchemaStmt",
+    "CreateDomainStmt",
+    "AlterDomainStmt",
+    "CreateRangeStmt",
+    "CompositeTypeStmt",
+    "CreateEnumStmt",
+];
+
+/// Whether `v` holds a COPY, or a constant in an ORDER BY, GROUP BY or
+/// DISTINCT ON list (where an integer names an output column).
+fn has_copy_or_positions(v: &Value) -> bool {
+    fn has_const(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => m.contains_key("AConst") || m.values().any(has_const),
+            Value::Array(a) => a.iter().any(has_const),
+            _ => false,
+        }
+    }
+    match v {
+        Value::Object(m) => m.iter().any(|(k, x)| match k.as_str() {
+            "CopyStmt" => true,
+            "sort_clause" | "group_clause" | "distinct_clause" if has_const(x) => true,
+            _ => has_copy_or_positions(x),
+        }),
+        Value::Array(a) => a.iter().any(has_copy_or_positions),
+        _ => false,
+    }
+}
 
 /// Statements that administer the server, roles or privileges: `admin`.
 const ADMIN: &[&str] = &[
@@ -178,6 +220,8 @@ fn facts(kind: &'static str, w: Walker) -> StatementFacts {
         unqualified_builtins: w.unqualified_builtins,
         builtin_names,
         attribute_names,
+        literal_sensitive: false,
+        redefines_callables: false,
         outputs: Default::default(),
     }
 }
@@ -185,6 +229,10 @@ fn facts(kind: &'static str, w: Walker) -> StatementFacts {
 /// Classifies one top-level statement node.
 pub(crate) fn classify(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
     let mut f = classify_actions(tree)?;
+    f.literal_sensitive |= has_copy_or_positions(tree);
+    if let Some((kind, _)) = node(tree) {
+        f.redefines_callables |= REDEFINES_CALLABLES.contains(&kind);
+    }
     if let Some((kind, body)) = node(tree) {
         match kind {
             // The inner statement's own facts stand (EXECUTE, PREPARE).
@@ -271,10 +319,11 @@ fn classify_actions(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
         "TransactionStmt" => {
             // COMMIT/ROLLBACK PREPARED reach two-phase transactions that
             // other sessions of the shared service role left behind.
-            if matches!(
-                str_field(body, "gid"),
-                gid if !gid.is_empty()
-            ) && int_field(body, "kind") != TransactionStmtKind::TransStmtPrepare as i64
+            // Decided by the kind, not the name: an empty name ('') reads
+            // back as no name at all.
+            let kind = int_field(body, "kind");
+            if kind == TransactionStmtKind::TransStmtCommitPrepared as i64
+                || kind == TransactionStmtKind::TransStmtRollbackPrepared as i64
             {
                 w.push(SqlAction::Admin, Object::Connection);
                 facts("admin", w)
@@ -412,6 +461,8 @@ fn merge(f: &mut StatementFacts, other: StatementFacts) {
     f.attribute_names.extend(other.attribute_names);
     f.attribute_names.sort();
     f.attribute_names.dedup();
+    f.literal_sensitive |= other.literal_sensitive;
+    f.redefines_callables |= other.redefines_callables;
     if f.executes.is_none() {
         f.executes = other.executes;
     }

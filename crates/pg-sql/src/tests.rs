@@ -256,3 +256,36 @@ fn quick_keys_agree_with_the_scanner() {
         assert_eq!(k(declined), None, "{declined}");
     }
 }
+
+/// What literal values change must keep texts apart in the shape cache,
+/// and two-phase commits are decided by their kind, not their name.
+#[test]
+fn literal_sensitive_texts_and_prepared_transactions() {
+    let facts = |sql: &str| analyze(sql).unwrap().statements.remove(0);
+    for sql in [
+        "copy t to ''",
+        "copy t to stdout (delimiter '|')",
+        "select a, b from t order by 2",
+        "select a, count(*) from t group by 1",
+        "select distinct on (1) a from t",
+        "explain copy (select 1) to stdout",
+    ] {
+        if let Ok(a) = analyze(sql) {
+            assert!(a.statements[0].literal_sensitive, "{sql}");
+        }
+    }
+    assert!(!facts("select a from t where id = 1 order by a").literal_sensitive);
+    for sql in [
+        "commit prepared ''",
+        "rollback prepared 'x'",
+        "commit prepared 'x'",
+    ] {
+        assert_eq!(facts(sql).kind, "admin", "{sql}");
+    }
+    assert_eq!(facts("prepare transaction 'x'").kind, "transaction");
+    assert!(
+        facts("create function f(t) returns int language sql as 'select 1'").redefines_callables
+    );
+    assert!(facts("alter function f(t) rename to g").redefines_callables);
+    assert!(!facts("select 1").redefines_callables);
+}

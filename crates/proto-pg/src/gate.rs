@@ -46,6 +46,12 @@ impl ParseCache {
     /// every literal value (so `… where id = 1` and `… = 2` share one
     /// parse, and one decision).
     pub fn get_keyed(&self, sql: &str) -> (Parsed, Arc<str>) {
+        // Shape keys are built with \u{1} and \u{2}: a text holding them
+        // could equal another text's key, so it is neither looked up nor
+        // kept, and its key cannot match any (NUL never occurs in a text).
+        if sql.contains(['\u{1}', '\u{2}']) {
+            return (Arc::new(analyze(sql)), Arc::from(format!("\0\0{sql}")));
+        }
         if let Some((k, hit)) = self.lock().get_key_value(sql) {
             return (hit.clone(), k.clone());
         }
@@ -62,10 +68,11 @@ impl ParseCache {
         }
         // Parse outside the lock: other sessions keep hitting the cache.
         let parsed: Parsed = Arc::new(analyze(sql));
-        let literal_free = parsed
-            .as_ref()
-            .as_ref()
-            .is_ok_and(|a| a.statements.iter().all(|s| s.effects.is_empty()));
+        let literal_free = parsed.as_ref().as_ref().is_ok_and(|a| {
+            a.statements
+                .iter()
+                .all(|s| s.effects.is_empty() && !s.literal_sensitive)
+        });
         let key: Arc<str> = match norm {
             Some(n) if literal_free => Arc::from(n),
             _ => Arc::from(sql),
@@ -127,6 +134,11 @@ struct SessionState {
     /// twice keeps the union of both: the gateway cannot see which one the
     /// server accepted.
     prepared: HashMap<String, StatementFacts>,
+    /// Set by a statement that created or renamed something a field
+    /// selection can call, with the catalog generation of that moment:
+    /// until a newer catalog arrives, every field-selection name is decided
+    /// as a call.
+    callables_stale: Option<u64>,
 }
 
 /// Per-session gate state.
@@ -187,6 +199,7 @@ impl StatementGate {
                 schemas,
                 catalog_first: true,
                 prepared: HashMap::new(),
+                callables_stale: None,
             },
             generation: 0,
             views: Arc::new(ViewCatalog::default()),
@@ -550,6 +563,9 @@ impl StatementGate {
             if g != self.views_generation {
                 self.views = shared.latest();
                 self.views_generation = g;
+                if self.state.callables_stale.is_some_and(|at| g > at) {
+                    self.state.callables_stale = None;
+                }
             }
         }
     }
@@ -694,7 +710,10 @@ impl StatementGate {
             }
         };
         let mut policies = Vec::new();
-        let has_effects = analysis.statements.iter().any(|s| !s.effects.is_empty());
+        let has_effects = analysis
+            .statements
+            .iter()
+            .any(|s| !s.effects.is_empty() || s.redefines_callables);
         let before = self.state.clone();
         if !has_effects {
             for stmt in &analysis.statements {
@@ -712,6 +731,9 @@ impl StatementGate {
                     return deny;
                 }
                 apply(&mut scratch, stmt, &self.service_user);
+                if stmt.redefines_callables {
+                    scratch.callables_stale = Some(self.views_generation);
+                }
             }
             self.state = scratch;
             self.generation += 1;
@@ -770,7 +792,7 @@ impl StatementGate {
                     .into_iter()
                     .flatten(),
             )
-            .filter(|n| self.views.callable_by_attribute(n));
+            .filter(|n| state.callables_stale.is_some() || self.views.callable_by_attribute(n));
         let mut calls = Vec::new();
         for name in attributes {
             if !portcullis_pg_sql::is_builtin_safe(name) || self.views.shadows_builtin(name) {

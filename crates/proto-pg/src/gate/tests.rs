@@ -338,3 +338,81 @@ fn field_selection_that_names_a_function_is_decided_as_its_call() {
     let msg = denied(&mut g, "select u.to_jsonb from users u");
     assert!(msg.contains("field selection .to_jsonb"), "{msg}");
 }
+
+#[test]
+fn the_shape_cache_keeps_apart_what_literals_change() {
+    let cache = ParseCache::default();
+    let admin = |p: &Parsed| {
+        p.as_ref().as_ref().unwrap().statements[0]
+            .accesses
+            .iter()
+            .any(|a| a.action == SqlAction::Admin)
+    };
+    // An empty file name reads back as none: it must not stand for others.
+    let (first, _) = cache.get_keyed("copy t to ''");
+    assert!(!admin(&first));
+    let (second, _) = cache.get_keyed("copy t to '/tmp/x'");
+    assert!(admin(&second), "a file name was read as STDOUT");
+    // ORDER BY positions name different columns.
+    let (one, k1) = cache.get_keyed("select a, b from t order by 1");
+    let (two, k2) = cache.get_keyed("select a, b from t order by 2");
+    assert_ne!(k1, k2);
+    assert!(!Arc::ptr_eq(&one, &two));
+    // A text spelling another text's key cannot take its place.
+    let (bad, _) = cache.get_keyed("\u{2}select * from t where id = \u{1}i");
+    assert!(bad.as_ref().is_err());
+    let (good, _) = cache.get_keyed("select * from t where id = 1");
+    assert!(good.as_ref().is_ok());
+    // Literal values elsewhere still share one parse.
+    let (a, ka) = cache.get_keyed("select * from t where id = 2");
+    assert_eq!(ka, cache.get_keyed("select * from t where id = 3").1);
+    assert!(a.as_ref().is_ok());
+}
+
+#[test]
+fn a_function_defined_in_the_session_is_a_call_before_the_catalog_shows_it() {
+    let engine = PolicyEngine::from_text(
+        r#"permit(principal in Group::"engineering",
+                  action in [Action::"connect", Action::"select", Action::"ddl"],
+                  resource in Connection::"app-db");"#,
+    )
+    .unwrap();
+    let catalog = crate::catalog::ViewCatalog::from_rows([["", "", "c", "", "lower"]]);
+    let mut g = StatementGate::new(
+        Arc::new(engine),
+        Arc::new(ParseCache::default()),
+        Identity {
+            user: "alice".into(),
+            groups: vec!["engineering".into()],
+            actor: None,
+            method: "test",
+            credential: Default::default(),
+        },
+        "app-db".into(),
+        "svc".into(),
+        "127.0.0.1".into(),
+        vec!["public".into()],
+    )
+    .with_views(Arc::new(catalog));
+    assert!(matches!(
+        g.check("select u.email from users u"),
+        GateDecision::Allow { .. }
+    ));
+    // In one text: create, then call by field selection.
+    let msg = denied(
+        &mut g,
+        "create function leak(users) returns text language sql as 'select 1'; select u.leak from users u",
+    );
+    assert!(
+        msg.contains("execute on app-db/") && msg.contains(".leak denied"),
+        "{msg}"
+    );
+    // In the next text of the session too: until a newer catalog arrives,
+    // every field selection is a possible call.
+    assert!(matches!(
+        g.check("create function leak(users) returns text language sql as 'select 1'"),
+        GateDecision::Allow { .. }
+    ));
+    let msg = denied(&mut g, "select u.leak from users u");
+    assert!(msg.contains(".leak denied"), "{msg}");
+}
