@@ -15,8 +15,13 @@ permit(principal in Group::"engineering",
 "#;
 
 fn gate(schemas: &[&str]) -> StatementGate {
+    gate_with(POLICIES, schemas)
+}
+
+/// Alice (group engineering) on app-db under `policies`.
+fn gate_with(policies: &str, schemas: &[&str]) -> StatementGate {
     StatementGate::new(
-        Arc::new(PolicyEngine::from_text(POLICIES).unwrap()),
+        Arc::new(PolicyEngine::from_text(policies).unwrap()),
         Arc::new(ParseCache::default()),
         Identity {
             user: "alice".into(),
@@ -371,27 +376,12 @@ fn the_shape_cache_keeps_apart_what_literals_change() {
 
 #[test]
 fn a_function_defined_in_the_session_is_a_call_before_the_catalog_shows_it() {
-    let engine = PolicyEngine::from_text(
+    let catalog = crate::catalog::ViewCatalog::from_rows([["", "", "c", "", "lower"]]);
+    let mut g = gate_with(
         r#"permit(principal in Group::"engineering",
                   action in [Action::"connect", Action::"select", Action::"ddl"],
                   resource in Connection::"app-db");"#,
-    )
-    .unwrap();
-    let catalog = crate::catalog::ViewCatalog::from_rows([["", "", "c", "", "lower"]]);
-    let mut g = StatementGate::new(
-        Arc::new(engine),
-        Arc::new(ParseCache::default()),
-        Identity {
-            user: "alice".into(),
-            groups: vec!["engineering".into()],
-            actor: None,
-            method: "test",
-            credential: Default::default(),
-        },
-        "app-db".into(),
-        "svc".into(),
-        "127.0.0.1".into(),
-        vec!["public".into()],
+        &["public"],
     )
     .with_views(Arc::new(catalog));
     assert!(matches!(
