@@ -66,6 +66,17 @@ pub struct RawConfig {
     /// Result masking.
     #[serde(default)]
     pub masking: masking::MaskingConfig,
+    /// Threads.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Threads that run client sessions; 0 means one per CPU.
+    pub session_threads: usize,
 }
 
 /// `[audit]`.
@@ -250,6 +261,8 @@ pub struct Config {
     pub identity: identity::IdentitySettings,
     /// Result masking.
     pub masking: portcullis_core::masking::MaskingRules,
+    /// Threads that run client sessions (at least one).
+    pub session_threads: usize,
 }
 
 impl Config {
@@ -481,6 +494,16 @@ impl Config {
                 "must be between 8192 and 1073741824".into(),
             ));
         }
+        if raw.runtime.session_threads > 1024 {
+            return Err(err(
+                "runtime.session_threads".into(),
+                "must be at most 1024 (0 means one per CPU)".into(),
+            ));
+        }
+        let session_threads = match raw.runtime.session_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
         let log_json = match raw.log.format.as_deref().unwrap_or("text") {
             "text" => false,
             "json" => true,
@@ -524,6 +547,7 @@ impl Config {
             log_json,
             log_level: raw.log.level.unwrap_or_else(|| "info".into()),
             record_statements: raw.audit.record_statements,
+            session_threads,
         })
     }
 }

@@ -9,7 +9,8 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use portcullis_core::audit::AuditStore;
 use portcullis_core::identity::{RevocationStore, TokenIssuer};
 use portcullis_core::{
-    Core, GatewayAuthenticator, PolicyEngine, Recorder, SessionRegistry, StaticTokens,
+    Core, GatewayAuthenticator, PolicyEngine, Recorder, SessionRegistry, SessionThreads,
+    StaticTokens,
 };
 use portcullis_proto_pg::{PgAdapter, PgAdapterConfig, PgTarget, Upstream};
 use portcullis_store::SqliteStore;
@@ -129,7 +130,10 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
                 expiry_grace: config.identity.expiry_grace,
             },
             core.clone(),
-        );
+        )
+        .with_session_threads(Arc::new(
+            SessionThreads::start(config.session_threads).context("starting session threads")?,
+        ));
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening for PostgreSQL clients on {addr}"))?;

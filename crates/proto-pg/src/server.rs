@@ -9,7 +9,9 @@ use std::time::Instant;
 use bytes::BytesMut;
 use portcullis_core::audit::{AuditEvent, Decision, SessionEnd, SessionRecord};
 use portcullis_core::policy::RequestFacts;
-use portcullis_core::{Action, AuthError, Core, Identity, LiveSession, Resource, Verdict};
+use portcullis_core::{
+    Action, AuthError, Core, Identity, LiveSession, Resource, SessionThreads, Verdict,
+};
 use portcullis_pg_wire::encode::{self, Severity};
 use rustls::ServerConfig;
 use time::OffsetDateTime;
@@ -73,6 +75,8 @@ pub struct PgAdapter {
     core: Core,
     cancels: CancelRegistry,
     parses: Arc<ParseCache>,
+    /// Where sessions run; `None` runs them on the caller's runtime.
+    threads: Option<Arc<SessionThreads>>,
 }
 
 /// A client that passed every check, with its upstream session open.
@@ -91,7 +95,15 @@ impl PgAdapter {
             core,
             cancels: CancelRegistry::default(),
             parses: Arc::new(ParseCache::default()),
+            threads: None,
         }
+    }
+
+    /// Runs each session on one of `threads` instead of the caller's
+    /// runtime (see [`SessionThreads`] for why).
+    pub fn with_session_threads(mut self, threads: Arc<SessionThreads>) -> Self {
+        self.threads = Some(threads);
+        self
     }
 
     /// Accepts clients until `shutdown`, then ends live sessions and waits
@@ -116,7 +128,30 @@ impl PgAdapter {
             };
             let this = self.clone();
             let kill = shutdown.child_token();
-            tasks.spawn(async move { this.serve_connection(tcp, peer, kill).await });
+            let Some(threads) = &self.threads else {
+                tasks.spawn(async move { this.serve_connection(tcp, peer, kill).await });
+                continue;
+            };
+            // A socket belongs to the runtime that registered it: hand the
+            // session thread a plain socket to register on its own.
+            let tcp = match tcp.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "cannot hand the connection to a session thread");
+                    continue;
+                }
+            };
+            let session = tasks.track_future(async move {
+                match TcpStream::from_std(tcp) {
+                    Ok(tcp) => this.serve_connection(tcp, peer, kill).await,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "cannot register the connection on its session thread")
+                    }
+                }
+            });
+            if let Err(e) = threads.spawn(session) {
+                tracing::warn!(%peer, error = %e, "connection dropped");
+            }
         }
         tasks.close();
         tasks.wait().await;

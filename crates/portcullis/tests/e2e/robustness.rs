@@ -141,4 +141,11 @@ fn configuration_errors_name_the_file_and_key() {
         .policies("permit(principal, action == Action::\"conect\", resource);")
         .start_expecting_failure();
     assert!(log.contains("loading policies from"), "{log}");
+    let log = gateway()
+        .extra("[runtime]\nsession_threads = 5000\n")
+        .start_expecting_failure();
+    assert!(
+        log.contains("portcullis.toml: runtime.session_threads: must be at most 1024"),
+        "{log}"
+    );
 }
