@@ -52,14 +52,24 @@ impl SessionThreads {
     pub fn start(count: usize) -> Result<Self, SessionThreadError> {
         let mut threads = Vec::new();
         for index in 0..count.max(1) {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|source| SessionThreadError::Start { index, source })?;
             let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
+            // The runtime is built (and dropped) on its own thread: dropping
+            // one inside another runtime's task panics.
+            let (built_tx, built_rx) = std::sync::mpsc::channel();
             std::thread::Builder::new()
                 .name(format!("portcullis-session-{index}"))
                 .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = built_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = built_tx.send(Ok(()));
                     // Ends when every sender is gone; the owner waits for its
                     // sessions before dropping this set.
                     runtime.block_on(async move {
@@ -69,6 +79,18 @@ impl SessionThreads {
                     })
                 })
                 .map_err(|source| SessionThreadError::Start { index, source })?;
+            match built_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(source)) => return Err(SessionThreadError::Start { index, source }),
+                Err(_) => {
+                    return Err(SessionThreadError::Start {
+                        index,
+                        source: std::io::Error::other(
+                            "the thread ended before its runtime started",
+                        ),
+                    })
+                }
+            }
             threads.push(SessionThread {
                 jobs,
                 live: Arc::new(AtomicUsize::new(0)),

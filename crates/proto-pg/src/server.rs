@@ -77,6 +77,10 @@ pub struct PgAdapter {
     parses: Arc<ParseCache>,
     /// Where sessions run; `None` runs them on the caller's runtime.
     threads: Option<Arc<SessionThreads>>,
+    /// Sessions and the work they leave behind (a cancel sent upstream as
+    /// a session ends): `serve` returns, and the session threads stop, only
+    /// once all of it is done.
+    tasks: TaskTracker,
 }
 
 /// A client that passed every check, with its upstream session open.
@@ -96,6 +100,7 @@ impl PgAdapter {
             cancels: CancelRegistry::default(),
             parses: Arc::new(ParseCache::default()),
             threads: None,
+            tasks: TaskTracker::new(),
         }
     }
 
@@ -109,7 +114,7 @@ impl PgAdapter {
     /// Accepts clients until `shutdown`, then ends live sessions and waits
     /// for them to record their end.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
-        let tasks = TaskTracker::new();
+        let tasks = self.tasks.clone();
         for upstream in self.cfg.targets.values() {
             tasks.spawn(upstream.clone().watch_catalog(shutdown.child_token()));
         }
@@ -434,7 +439,7 @@ impl PgAdapter {
         if tracker.in_flight() && !matches!(outcome, Ok(RelayEnd::UpstreamClosed)) {
             let upstream = upstream.clone();
             let key = up.key;
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let _ = upstream.cancel(key).await;
             });
         }

@@ -95,6 +95,32 @@ fn stalled_clients_time_out() {
 }
 
 #[test]
+fn a_query_running_when_the_gateway_stops_is_cancelled_upstream() {
+    // The server would not notice the closed socket until pg_sleep ends:
+    // only the cancel the gateway sends as the session ends stops it.
+    let mut gw = app_gateway();
+    let mut r = Raw::login(gw.pg_port, "app-db", ALICE_TOKEN).unwrap();
+    let mut out = BytesMut::new();
+    encode::query(&mut out, "select pg_sleep(33)");
+    r.send(&out);
+    assert!(eventually(Duration::from_secs(10), || (backends_running(
+        "pg_sleep(33)"
+    ) == 1)
+        .then_some(()))
+    .is_some());
+    assert!(gw.stop(), "gateway did not stop cleanly:\n{}", gw.log());
+    let gone = eventually(Duration::from_secs(10), || {
+        (backends_running("pg_sleep(33)") == 0).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "the query still runs upstream after the gateway stopped:\n{}",
+        gw.log()
+    );
+    drop(r);
+}
+
+#[test]
 fn a_vanishing_client_releases_its_upstream_backend() {
     let gw = app_gateway();
     let mut r = Raw::login(gw.pg_port, "app-db", ALICE_TOKEN).unwrap();
