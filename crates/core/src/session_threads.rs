@@ -99,21 +99,6 @@ impl SessionThreads {
         Ok(Self { threads })
     }
 
-    /// One thread per CPU the process may use.
-    pub fn per_cpu() -> Result<Self, SessionThreadError> {
-        Self::start(std::thread::available_parallelism().map_or(1, usize::from))
-    }
-
-    /// How many threads run sessions.
-    pub fn len(&self) -> usize {
-        self.threads.len()
-    }
-
-    /// Always false: a set has at least one thread.
-    pub fn is_empty(&self) -> bool {
-        self.threads.is_empty()
-    }
-
     /// Live sessions per thread, in thread order.
     pub fn live(&self) -> Vec<usize> {
         self.threads
