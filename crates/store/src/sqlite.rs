@@ -62,6 +62,15 @@ impl Writer {
             let _ = conn.close().await;
         }
     }
+
+    /// Passes on the outcome of a write, closing the connection first if it
+    /// failed. Every write ends here, with the connection's guard dropped.
+    async fn settle<T>(&self, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
+        if outcome.is_err() {
+            self.reset().await;
+        }
+        outcome
+    }
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
@@ -145,10 +154,7 @@ impl AuditStore for SqliteStore {
             let mut conn = self.writer.get().await?;
             write_batch(&mut conn, batch).await
         };
-        if written.is_err() {
-            self.writer.reset().await;
-        }
-        written
+        self.writer.settle(written).await
     }
 
     async fn list_sessions(&self, q: &SessionQuery) -> Result<Vec<SessionSummary>, StoreError> {
@@ -202,8 +208,8 @@ impl AuditStore for SqliteStore {
                 .bind(reason)
                 .execute(&mut *self.writer.get().await?)
                 .await
-                .map_err(backend)?;
-        Ok(r.rows_affected())
+                .map_err(backend);
+        Ok(self.writer.settle(r).await?.rows_affected())
     }
 }
 
@@ -370,7 +376,7 @@ mod tests;
 #[async_trait]
 impl RevocationStore for SqliteStore {
     async fn save_revocation(&self, user: &str, at: i64, by: &str) -> Result<(), StoreError> {
-        sqlx::query(
+        let r = sqlx::query(
             "INSERT INTO revocations (user, revoked_at, revoked_by) VALUES (?, ?, ?) \
              ON CONFLICT (user) DO UPDATE SET revoked_at = excluded.revoked_at, revoked_by = excluded.revoked_by",
         )
@@ -379,8 +385,8 @@ impl RevocationStore for SqliteStore {
         .bind(by)
         .execute(&mut *self.writer.get().await?)
         .await
-        .map_err(backend)?;
-        Ok(())
+        .map_err(backend);
+        self.writer.settle(r).await.map(drop)
     }
 
     async fn delete_revocation(&self, user: &str) -> Result<bool, StoreError> {
@@ -388,8 +394,8 @@ impl RevocationStore for SqliteStore {
             .bind(user)
             .execute(&mut *self.writer.get().await?)
             .await
-            .map_err(backend)?;
-        Ok(r.rows_affected() > 0)
+            .map_err(backend);
+        Ok(self.writer.settle(r).await?.rows_affected() > 0)
     }
 
     async fn revocations(&self) -> Result<Vec<(String, i64)>, StoreError> {
