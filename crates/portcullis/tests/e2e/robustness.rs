@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use portcullis_pg_wire::encode;
-use portcullis_testkit::{ADMIN_TOKEN, ALICE_TOKEN};
+use portcullis_testkit::{Gateway, ADMIN_TOKEN, ALICE_TOKEN};
 
 use crate::common::*;
 
@@ -94,20 +94,29 @@ fn stalled_clients_time_out() {
     assert!(logged.is_some(), "{}", gw.log());
 }
 
+/// A raw client whose `select <sleep>` is running upstream (one backend).
+fn sleep_running_upstream(gw: &Gateway, sleep: &str) -> Raw {
+    let mut r = Raw::login(gw.pg_port, "app-db", ALICE_TOKEN).unwrap();
+    let mut out = BytesMut::new();
+    encode::query(&mut out, &format!("select {sleep}"));
+    r.send(&out);
+    let running = eventually(Duration::from_secs(10), || {
+        (backends_running(sleep) == 1).then_some(())
+    });
+    assert!(
+        running.is_some(),
+        "{sleep} never ran upstream:\n{}",
+        gw.log()
+    );
+    r
+}
+
 #[test]
 fn a_query_running_when_the_gateway_stops_is_cancelled_upstream() {
     // The server would not notice the closed socket until pg_sleep ends:
     // only the cancel the gateway sends as the session ends stops it.
     let mut gw = app_gateway();
-    let mut r = Raw::login(gw.pg_port, "app-db", ALICE_TOKEN).unwrap();
-    let mut out = BytesMut::new();
-    encode::query(&mut out, "select pg_sleep(33)");
-    r.send(&out);
-    assert!(eventually(Duration::from_secs(10), || (backends_running(
-        "pg_sleep(33)"
-    ) == 1)
-        .then_some(()))
-    .is_some());
+    let r = sleep_running_upstream(&gw, "pg_sleep(33)");
     assert!(gw.stop(), "gateway did not stop cleanly:\n{}", gw.log());
     let gone = eventually(Duration::from_secs(10), || {
         (backends_running("pg_sleep(33)") == 0).then_some(())
@@ -123,15 +132,7 @@ fn a_query_running_when_the_gateway_stops_is_cancelled_upstream() {
 #[test]
 fn a_vanishing_client_releases_its_upstream_backend() {
     let gw = app_gateway();
-    let mut r = Raw::login(gw.pg_port, "app-db", ALICE_TOKEN).unwrap();
-    let mut out = BytesMut::new();
-    encode::query(&mut out, "select pg_sleep(32)");
-    r.send(&out);
-    assert!(eventually(Duration::from_secs(10), || (backends_running(
-        "pg_sleep(32)"
-    ) == 1)
-        .then_some(()))
-    .is_some());
+    let r = sleep_running_upstream(&gw, "pg_sleep(32)");
     drop(r);
     let gone = eventually(Duration::from_secs(10), || {
         (backends_running("pg_sleep(32)") == 0).then_some(())
