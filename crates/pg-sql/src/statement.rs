@@ -230,10 +230,8 @@ fn facts(kind: &'static str, w: Walker) -> StatementFacts {
 pub(crate) fn classify(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
     let mut f = classify_actions(tree)?;
     f.literal_sensitive |= has_copy_or_positions(tree);
-    if let Some((kind, _)) = node(tree) {
-        f.redefines_callables |= REDEFINES_CALLABLES.contains(&kind);
-    }
     if let Some((kind, body)) = node(tree) {
+        f.redefines_callables |= REDEFINES_CALLABLES.contains(&kind);
         match kind {
             // The inner statement's own facts stand (EXECUTE, PREPARE).
             "PrepareStmt" | "ExecuteStmt" => {}
