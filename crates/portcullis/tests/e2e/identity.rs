@@ -134,10 +134,21 @@ fn api_post_form(gw: &Gateway, path: &str, fields: &[(&str, &str)]) -> (u16, Val
     )
 }
 
-fn sessions_of(gw: &Gateway, user: &str) -> Vec<Value> {
-    let (code, body) = curl(gw, &format!("/api/sessions?user={user}"), Some(ADMIN_TOKEN));
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str::<Vec<Value>>(&body).unwrap()
+/// `user`'s sessions once `complete` holds for them and every one has
+/// ended: records reach the store up to the recorder's linger (10 ms) after
+/// a session ends, so a query right after psql exits can miss them. After
+/// 5 s, whatever is there, for the caller's assertion to show.
+fn sessions_of(gw: &Gateway, user: &str, complete: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let fetch = || {
+        let (code, body) = curl(gw, &format!("/api/sessions?user={user}"), Some(ADMIN_TOKEN));
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<Vec<Value>>(&body).unwrap()
+    };
+    eventually(Duration::from_secs(5), || {
+        let s = fetch();
+        (complete(&s) && s.iter().all(|s| !s["ended_at"].is_null())).then_some(s)
+    })
+    .unwrap_or_else(fetch)
 }
 
 #[test]
@@ -149,7 +160,7 @@ fn oidc_tokens_are_passwords_and_carry_groups() {
         .get("id_token");
     let out = run_psql(&gw, &alice, "select count(*) from people");
     assert!(out.ok, "{}\n{}", out.stderr, gw.log());
-    let s = sessions_of(&gw, "alice@example.com");
+    let s = sessions_of(&gw, "alice@example.com", |s| !s.is_empty());
     assert_eq!(s.len(), 1, "{s:?}");
     assert_eq!(s[0]["auth_method"], "oidc");
     assert_eq!(s[0]["groups"], serde_json::json!(["engineering"]));
@@ -358,7 +369,9 @@ fn an_agent_acts_for_a_user_through_token_exchange() {
     assert!(!out.stderr.contains("agents-only-read"), "{}", out.stderr);
 
     // Sessions and statements say who acted for whom.
-    let s = sessions_of(&gw, "alice@example.com");
+    let s = sessions_of(&gw, "alice@example.com", |s| {
+        s.iter().filter(|s| s["actor"] == "agent-x").count() >= 2
+    });
     let delegated: Vec<&Value> = s.iter().filter(|s| s["actor"] == "agent-x").collect();
     assert_eq!(delegated.len(), 2, "{s:?}");
     assert!(delegated
@@ -435,7 +448,9 @@ fn ci_jobs_get_exactly_their_rule_s_scope() {
         "{}",
         out.stderr
     );
-    let s = sessions_of(&gw, "repo:acme/app:environment:production");
+    let s = sessions_of(&gw, "repo:acme/app:environment:production", |s| {
+        s.len() >= 2
+    });
     assert_eq!(s.len(), 2, "{s:?}");
     assert_eq!(s[0]["groups"], serde_json::json!(["app-deployers"]));
 
@@ -526,7 +541,7 @@ fn wait_ended(
 }
 
 fn end_reason(gw: &Gateway, user: &str) -> String {
-    let s = sessions_of(gw, user);
+    let s = sessions_of(gw, user, |s| !s.is_empty());
     s[0]["end_reason"].as_str().unwrap_or_default().to_owned()
 }
 
@@ -774,7 +789,7 @@ fn login_token_and_connect_for_people() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = sessions_of(&gw, "alice@example.com");
+    let s = sessions_of(&gw, "alice@example.com", |s| s.len() >= 3);
     assert!(s.len() >= 3, "{s:?}");
 
     // Without a login, the commands say what to do.
