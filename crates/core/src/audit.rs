@@ -1,6 +1,8 @@
 //! The audit model: what is recorded about sessions and statements, and the
 //! store interface that persists it outside the target.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -158,8 +160,10 @@ pub enum StoreError {
 /// atomically: all of it or none.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
-    /// Persists a batch in one transaction.
-    async fn write(&self, batch: &[AuditEvent]) -> Result<(), StoreError>;
+    /// Persists a batch in one transaction. The batch is shared rather
+    /// than borrowed so that a store may hand it to a thread of its own
+    /// without copying it.
+    async fn write(&self, batch: Arc<[AuditEvent]>) -> Result<(), StoreError>;
     /// Sessions matching the query, newest first.
     async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<SessionSummary>, StoreError>;
     /// One session with its statements.

@@ -122,14 +122,14 @@ async fn write_loop(
                 }
             }
         }
-        write_with_retry(store.as_ref(), &batch, &healthy, &stop).await;
-        batch.clear();
+        let events: Arc<[AuditEvent]> = batch.drain(..).collect();
+        write_with_retry(store.as_ref(), &events, &healthy, &stop).await;
     }
 }
 
 async fn write_with_retry(
     store: &dyn AuditStore,
-    batch: &[AuditEvent],
+    batch: &Arc<[AuditEvent]>,
     healthy: &AtomicBool,
     stop: &CancellationToken,
 ) {
@@ -140,7 +140,7 @@ async fn write_with_retry(
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
-        match store.write(batch).await {
+        match store.write(batch.clone()).await {
             Ok(()) => {
                 if attempt > 1 {
                     tracing::warn!(attempts = attempt, "the audit store takes writes again");

@@ -1,7 +1,7 @@
 //! The audit store's write path: a batch of statement records committed in
 //! one transaction, as the recorder hands them over. Per-row cost is the
 //! batch time over its size; the fixed part (BEGIN, COMMIT, the WAL frames
-//! and the round trips to sqlx's SQLite thread) shows as the difference
+//! and the hand-off to the writer thread) shows as the difference
 //! between batch sizes.
 
 // criterion_main! generates an undocumented main.
@@ -66,7 +66,7 @@ fn bench(c: &mut Criterion) {
     );
     let s = session();
     let id = s.id;
-    rt.block_on(store.write(&[AuditEvent::SessionStarted(s)]))
+    rt.block_on(store.write(Arc::new([AuditEvent::SessionStarted(s)])))
         .expect("session row");
     let mut seq = 0u64;
     let mut group = c.benchmark_group("store-write");
@@ -80,9 +80,9 @@ fn bench(c: &mut Criterion) {
                             seq += 1;
                             statement(id, seq)
                         })
-                        .collect::<Vec<_>>()
+                        .collect::<Arc<[_]>>()
                 },
-                |batch| rt.block_on(store.write(&batch)).expect("write"),
+                |batch| rt.block_on(store.write(batch)).expect("write"),
                 BatchSize::SmallInput,
             )
         });

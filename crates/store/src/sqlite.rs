@@ -16,8 +16,8 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection, Row, SqliteConnection, SqlitePool};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-use tokio::sync::{MappedMutexGuard, MutexGuard};
 use uuid::Uuid;
+use writer::WriteThread;
 
 const SCHEMA: &str = include_str!("sqlite_schema.sql");
 
@@ -26,51 +26,10 @@ const SCHEMA: &str = include_str!("sqlite_schema.sql");
 pub struct SqliteStore {
     /// Readers (the API, revocation checks).
     pool: SqlitePool,
-    /// The one connection every write goes through.
-    writer: Arc<Writer>,
-}
-
-/// The writing connection, held outside any pool. SQLite takes one writer
-/// at a time anyway; one connection keeps its page cache warm (writes
-/// spread over a pool make each connection re-read the pages the others
-/// changed), and no pool bookkeeping sits between batches (a pool of one
-/// logged a 2 s acquire during a burst of 1,000 logins).
-#[derive(Debug)]
-struct Writer {
-    options: SqliteConnectOptions,
-    /// `None` until first used, and again after a failed write.
-    conn: tokio::sync::Mutex<Option<SqliteConnection>>,
-}
-
-impl Writer {
-    /// The connection, opened if there is none.
-    async fn get(&self) -> Result<MappedMutexGuard<'_, SqliteConnection>, StoreError> {
-        let mut slot = self.conn.lock().await;
-        if slot.is_none() {
-            *slot = Some(self.options.connect().await.map_err(backend)?);
-        }
-        MutexGuard::try_map(slot, Option::as_mut).map_err(|_| corrupt("no writer connection"))
-    }
-
-    /// Closes the connection after a failed write. A write that failed on
-    /// a full disk can leave SQLite and sqlx disagreeing on whether a
-    /// transaction is open, and later "commits" then only release
-    /// savepoints of a transaction that never ends; the next write opens a
-    /// fresh connection instead.
-    async fn reset(&self) {
-        if let Some(conn) = self.conn.lock().await.take() {
-            let _ = conn.close().await;
-        }
-    }
-
-    /// Passes on the outcome of a write, closing the connection first if it
-    /// failed. Every write ends here, with the connection's guard dropped.
-    async fn settle<T>(&self, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
-        if outcome.is_err() {
-            self.reset().await;
-        }
-        outcome
-    }
+    /// The one connection every write goes through, on its own thread.
+    /// SQLite takes one writer at a time anyway; one connection keeps its
+    /// page cache and prepared statements warm.
+    writer: Arc<WriteThread>,
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
@@ -108,20 +67,15 @@ impl SqliteStore {
             // process; only an OS crash can lose the last commits.
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_secs(5))
-            // A multi-row INSERT OR REPLACE keeps a statement journal; in
-            // memory it costs no temporary file per transaction.
-            .pragma("temp_store", "memory");
+            .busy_timeout(std::time::Duration::from_secs(5));
         let mut first = opts.connect().await.map_err(backend)?;
         sqlx::raw_sql(SCHEMA)
             .execute(&mut first)
             .await
             .map_err(backend)?;
         migrate(&mut first).await?;
-        let writer = Arc::new(Writer {
-            options: opts.clone(),
-            conn: tokio::sync::Mutex::new(Some(first)),
-        });
+        first.close().await.map_err(backend)?;
+        let writer = Arc::new(WriteThread::start(path)?);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
@@ -149,12 +103,8 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
 
 #[async_trait]
 impl AuditStore for SqliteStore {
-    async fn write(&self, batch: &[AuditEvent]) -> Result<(), StoreError> {
-        let written = {
-            let mut conn = self.writer.get().await?;
-            write_batch(&mut conn, batch).await
-        };
-        self.writer.settle(written).await
+    async fn write(&self, batch: Arc<[AuditEvent]>) -> Result<(), StoreError> {
+        self.writer.run(move |conn| write_batch(conn, &batch)).await
     }
 
     async fn list_sessions(&self, q: &SessionQuery) -> Result<Vec<SessionSummary>, StoreError> {
@@ -202,117 +152,90 @@ impl AuditStore for SqliteStore {
     }
 
     async fn close_dangling(&self, reason: &str) -> Result<u64, StoreError> {
-        let r =
-            sqlx::query("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE ended_at IS NULL")
-                .bind(ts(OffsetDateTime::now_utc()))
-                .bind(reason)
-                .execute(&mut *self.writer.get().await?)
-                .await
-                .map_err(backend);
-        Ok(self.writer.settle(r).await?.rows_affected())
+        let reason = reason.to_owned();
+        let closed = self
+            .writer
+            .run(move |conn| {
+                conn.execute(
+                    "UPDATE sessions SET ended_at = ?, end_reason = ? WHERE ended_at IS NULL",
+                    rusqlite::params![ts(OffsetDateTime::now_utc()), reason],
+                )
+            })
+            .await?;
+        Ok(closed as u64)
     }
 }
 
 /// Writes `batch` in one transaction on `conn`.
-async fn write_batch(conn: &mut SqliteConnection, batch: &[AuditEvent]) -> Result<(), StoreError> {
-    let mut tx = conn.begin().await.map_err(backend)?;
-    // Consecutive statements go in one multi-row INSERT: one round trip
-    // to SQLite's thread per batch instead of one per statement.
-    let mut statements: Vec<&StatementRecord> = Vec::new();
-    for event in batch {
-        if !matches!(event, AuditEvent::Statement(_)) {
-            insert_statements(&mut tx, &mut statements).await?;
-        }
-        match event {
-            AuditEvent::SessionStarted(s) => {
-                sqlx::query(
-                    "INSERT OR IGNORE INTO sessions (id, protocol, connection, user, groups, actor, auth_method,
-                     client_user, client_address, application_name, client_tls, connect_policies, started_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(s.id.to_string())
-                .bind(&s.protocol)
-                .bind(&s.connection)
-                .bind(&s.user)
-                .bind(json(&s.groups))
-                .bind(&s.actor)
-                .bind(&s.auth_method)
-                .bind(&s.client_user)
-                .bind(&s.client_address)
-                .bind(&s.application_name)
-                .bind(s.client_tls)
-                .bind(json(&s.connect_policies))
-                .bind(ts(s.started_at))
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-            }
-            AuditEvent::Statement(st) => statements.push(st),
-            AuditEvent::SessionEnded(e) => {
-                sqlx::query("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?")
-                    .bind(ts(e.ended_at))
-                    .bind(&e.reason)
-                    .bind(e.id.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
+fn write_batch(conn: &mut rusqlite::Connection, batch: &[AuditEvent]) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        // Cached on the connection: one parse per statement text for the
+        // life of the writer, not per batch. OR IGNORE keeps a retried
+        // batch whose commit did land from failing on its own rows; OR
+        // REPLACE did the same but made SQLite keep a statement journal
+        // for every row, a third of the cost of writing it.
+        let mut insert_statement = tx.prepare_cached(
+            "INSERT OR IGNORE INTO statements (session_id, seq, kind, text, params, prepared_name, \
+             started_at, duration_us, rows, error, allowed, policies, masked) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )?;
+        for event in batch {
+            match event {
+                AuditEvent::Statement(st) => {
+                    let mut id = Uuid::encode_buffer();
+                    insert_statement.execute(rusqlite::params![
+                        st.session_id.hyphenated().encode_lower(&mut id) as &str,
+                        st.seq as i64,
+                        st.kind,
+                        st.text,
+                        st.params.as_ref().map(json),
+                        st.prepared_name,
+                        ts(st.started_at),
+                        st.duration_us as i64,
+                        st.rows.map(|r| r as i64),
+                        st.error,
+                        st.decision.allowed,
+                        json(&st.decision.policies),
+                        st.masked.as_ref().map(json),
+                    ])?;
+                }
+                AuditEvent::SessionStarted(s) => {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO sessions (id, protocol, connection, user, groups, actor, auth_method,
+                         client_user, client_address, application_name, client_tls, connect_policies, started_at)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    )?
+                    .execute(rusqlite::params![
+                        s.id.to_string(),
+                        s.protocol,
+                        s.connection,
+                        s.user,
+                        json(&s.groups),
+                        s.actor,
+                        s.auth_method,
+                        s.client_user,
+                        s.client_address,
+                        s.application_name,
+                        s.client_tls,
+                        json(&s.connect_policies),
+                        ts(s.started_at),
+                    ])?;
+                }
+                AuditEvent::SessionEnded(e) => {
+                    tx.prepare_cached(
+                        "UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?",
+                    )?
+                    .execute(rusqlite::params![
+                        ts(e.ended_at),
+                        e.reason,
+                        e.id.to_string()
+                    ])?;
+                }
             }
         }
     }
-    insert_statements(&mut tx, &mut statements).await?;
-    tx.commit().await.map_err(backend)
-}
-
-/// Most rows per INSERT: 13 bound values each, well under SQLite's
-/// variable limit.
-const STATEMENT_ROWS_PER_INSERT: usize = 256;
-
-/// Splits `n` rows into INSERTs of power-of-two sizes, largest first: a
-/// batch of any size then uses at most nine distinct statement texts, which
-/// stay in the connection's prepared-statement cache instead of one text
-/// (and one SQLite parse of hundreds of placeholders) per batch size.
-fn insert_sizes(mut n: usize) -> impl Iterator<Item = usize> {
-    std::iter::from_fn(move || {
-        if n == 0 {
-            return None;
-        }
-        let size = STATEMENT_ROWS_PER_INSERT.min(1 << n.ilog2());
-        n -= size;
-        Some(size)
-    })
-}
-
-async fn insert_statements(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    pending: &mut Vec<&StatementRecord>,
-) -> Result<(), StoreError> {
-    let mut rest: &[&StatementRecord] = pending;
-    for size in insert_sizes(rest.len()) {
-        let (chunk, tail) = rest.split_at(size);
-        rest = tail;
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT OR REPLACE INTO statements (session_id, seq, kind, text, params, prepared_name, \
-             started_at, duration_us, rows, error, allowed, policies, masked) ",
-        );
-        q.push_values(chunk, |mut row, st| {
-            row.push_bind(st.session_id.to_string())
-                .push_bind(st.seq as i64)
-                .push_bind(st.kind.as_str())
-                .push_bind(st.text.as_str())
-                .push_bind(st.params.as_ref().map(json))
-                .push_bind(st.prepared_name.as_deref())
-                .push_bind(ts(st.started_at))
-                .push_bind(st.duration_us as i64)
-                .push_bind(st.rows.map(|r| r as i64))
-                .push_bind(st.error.as_deref())
-                .push_bind(st.decision.allowed)
-                .push_bind(json(&st.decision.policies))
-                .push_bind(st.masked.as_ref().map(json));
-        });
-        q.build().execute(&mut **tx).await.map_err(backend)?;
-    }
-    pending.clear();
-    Ok(())
+    tx.commit()
 }
 
 fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
@@ -372,30 +295,31 @@ fn statement_from_row(row: &SqliteRow) -> Result<StatementRecord, StoreError> {
 
 #[cfg(test)]
 mod tests;
+mod writer;
 
 #[async_trait]
 impl RevocationStore for SqliteStore {
     async fn save_revocation(&self, user: &str, at: i64, by: &str) -> Result<(), StoreError> {
-        let r = sqlx::query(
-            "INSERT INTO revocations (user, revoked_at, revoked_by) VALUES (?, ?, ?) \
-             ON CONFLICT (user) DO UPDATE SET revoked_at = excluded.revoked_at, revoked_by = excluded.revoked_by",
-        )
-        .bind(user)
-        .bind(at)
-        .bind(by)
-        .execute(&mut *self.writer.get().await?)
-        .await
-        .map_err(backend);
-        self.writer.settle(r).await.map(drop)
+        let (user, by) = (user.to_owned(), by.to_owned());
+        self.writer
+            .run(move |conn| {
+                conn.execute(
+                    "INSERT INTO revocations (user, revoked_at, revoked_by) VALUES (?, ?, ?) \
+                     ON CONFLICT (user) DO UPDATE SET revoked_at = excluded.revoked_at, revoked_by = excluded.revoked_by",
+                    rusqlite::params![user, at, by],
+                )
+            })
+            .await
+            .map(drop)
     }
 
     async fn delete_revocation(&self, user: &str) -> Result<bool, StoreError> {
-        let r = sqlx::query("DELETE FROM revocations WHERE user = ?")
-            .bind(user)
-            .execute(&mut *self.writer.get().await?)
-            .await
-            .map_err(backend);
-        Ok(self.writer.settle(r).await?.rows_affected() > 0)
+        let user = user.to_owned();
+        let deleted = self
+            .writer
+            .run(move |conn| conn.execute("DELETE FROM revocations WHERE user = ?", [user]))
+            .await?;
+        Ok(deleted > 0)
     }
 
     async fn revocations(&self) -> Result<Vec<(String, i64)>, StoreError> {

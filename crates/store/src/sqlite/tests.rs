@@ -49,7 +49,7 @@ async fn round_trip_and_filters() {
     let b = session("bob");
     let st = statement(&a, 1);
     store
-        .write(&[
+        .write(Arc::new([
             AuditEvent::SessionStarted(a.clone()),
             AuditEvent::SessionStarted(b.clone()),
             AuditEvent::Statement(st.clone()),
@@ -58,7 +58,7 @@ async fn round_trip_and_filters() {
                 ended_at: b.started_at,
                 reason: "client terminated".into(),
             }),
-        ])
+        ]))
         .await
         .unwrap();
 
@@ -106,21 +106,6 @@ async fn revocations_persist_and_lift() {
     assert_eq!(store.revocations().await.unwrap().len(), 1);
 }
 
-#[test]
-fn insert_sizes_are_powers_of_two_that_add_up() {
-    for n in [0usize, 1, 2, 3, 7, 64, 255, 256, 257, 300, 1024, 1027] {
-        let sizes: Vec<usize> = insert_sizes(n).collect();
-        assert_eq!(sizes.iter().sum::<usize>(), n, "{n}: {sizes:?}");
-        assert!(
-            sizes
-                .iter()
-                .all(|s| s.is_power_of_two() && *s <= STATEMENT_ROWS_PER_INSERT),
-            "{n}: {sizes:?}"
-        );
-        assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{n}: {sizes:?}");
-    }
-}
-
 #[tokio::test]
 async fn a_batch_of_any_size_is_stored_whole_and_in_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -131,7 +116,39 @@ async fn a_batch_of_any_size_is_stored_whole_and_in_order() {
     let mut batch = vec![AuditEvent::SessionStarted(a.clone())];
     let statements: Vec<StatementRecord> = (1..=300).map(|seq| statement(&a, seq)).collect();
     batch.extend(statements.iter().cloned().map(AuditEvent::Statement));
-    store.write(&batch).await.unwrap();
+    store.write(batch.into()).await.unwrap();
     let detail = store.session(a.id).await.unwrap().unwrap();
     assert_eq!(detail.statements, statements);
+}
+
+#[tokio::test]
+async fn a_failed_batch_leaves_nothing_and_the_next_one_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("audit.db"))
+        .await
+        .unwrap();
+    let a = session("alice");
+    let orphan = session("nobody");
+    // The orphan's statement names a session never started: the foreign
+    // key refuses it, after the first two rows went in.
+    let failing = Arc::new([
+        AuditEvent::SessionStarted(a.clone()),
+        AuditEvent::Statement(statement(&a, 1)),
+        AuditEvent::Statement(statement(&orphan, 1)),
+    ]);
+    let err = store.write(failing).await.unwrap_err();
+    assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
+    assert!(
+        store.session(a.id).await.unwrap().is_none(),
+        "a failed batch is rolled back whole"
+    );
+    store
+        .write(Arc::new([
+            AuditEvent::SessionStarted(a.clone()),
+            AuditEvent::Statement(statement(&a, 1)),
+        ]))
+        .await
+        .unwrap();
+    let detail = store.session(a.id).await.unwrap().unwrap();
+    assert_eq!(detail.statements, vec![statement(&a, 1)]);
 }
