@@ -52,6 +52,8 @@ pub struct RecorderClosed;
 pub struct Recorder {
     tx: mpsc::Sender<AuditEvent>,
     healthy: Arc<AtomicBool>,
+    /// Times a session found the queue full and waited for the writer.
+    waits: metrics::Counter,
 }
 
 /// The running writer; [`RecorderTask::finish`] drains it.
@@ -67,12 +69,25 @@ impl Recorder {
         let healthy = Arc::new(AtomicBool::new(true));
         let stop = CancellationToken::new();
         let handle = tokio::spawn(write_loop(store, rx, healthy.clone(), stop.clone()));
-        (Recorder { tx, healthy }, RecorderTask { stop, handle })
+        let waits = metrics::counter!("portcullis_audit_queue_waits_total");
+        (
+            Recorder { tx, healthy, waits },
+            RecorderTask { stop, handle },
+        )
     }
 
     /// Queues an event, waiting while the queue is full.
     pub async fn record(&self, event: AuditEvent) -> Result<(), RecorderClosed> {
-        self.tx.send(event).await.map_err(|_| RecorderClosed)
+        match self.tx.try_send(event) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                // Counted so that an operator can see the store holding
+                // sessions back.
+                self.waits.increment(1);
+                self.tx.send(event).await.map_err(|_| RecorderClosed)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(RecorderClosed),
+        }
     }
 
     /// False once the store has failed to take a batch; adapters must then
