@@ -67,7 +67,9 @@ impl SqliteStore {
             // process; only an OS crash can lose the last commits.
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_secs(5));
+            .busy_timeout(std::time::Duration::from_secs(5))
+            // Temporary tables and sorts that spill stay off the disk.
+            .pragma("temp_store", "memory");
         let mut first = opts.connect().await.map_err(backend)?;
         sqlx::raw_sql(SCHEMA)
             .execute(&mut first)

@@ -152,3 +152,23 @@ async fn a_failed_batch_leaves_nothing_and_the_next_one_is_stored() {
     let detail = store.session(a.id).await.unwrap().unwrap();
     assert_eq!(detail.statements, vec![statement(&a, 1)]);
 }
+
+#[tokio::test]
+async fn a_write_that_panics_fails_alone_and_the_writer_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let _store = SqliteStore::open(&path).await.unwrap();
+    let writer = WriteThread::start(&path).unwrap();
+    let err = writer
+        .run(|conn| -> rusqlite::Result<()> {
+            conn.execute_batch("BEGIN; DELETE FROM sessions;")?;
+            panic!("a bug in a write");
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("panicked"), "{err}");
+    // The next write runs on a fresh connection: no transaction is left
+    // open from the one that panicked.
+    let open = writer.run(|conn| Ok(conn.is_autocommit())).await.unwrap();
+    assert!(open, "a transaction outlived the panic");
+}

@@ -9,6 +9,7 @@
 //! bindings link the same `libsqlite3-sys`, so there is one SQLite in the
 //! binary; sqlx keeps the reads.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -45,7 +46,14 @@ impl WriteThread {
             .name("portcullis-audit".into())
             .spawn(move || {
                 for job in queue {
-                    job(&mut slot);
+                    // A job that panics (a bug) fails its own write, which
+                    // the recorder retries, instead of ending the thread and
+                    // every write after it; the connection it may have left
+                    // mid-transaction is dropped, which rolls that back.
+                    let ran = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut slot)));
+                    if ran.is_err() {
+                        slot.conn = None;
+                    }
                 }
             })
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
@@ -70,7 +78,10 @@ impl WriteThread {
             let _ = done.send(result);
         });
         self.jobs.send(job).map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?.map_err(backend)
+        outcome
+            .await
+            .map_err(|_| StoreError::Backend("the audit write panicked (see the log)".into()))?
+            .map_err(backend)
     }
 }
 
