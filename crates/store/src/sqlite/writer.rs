@@ -3,8 +3,8 @@
 //! Why rusqlite here, beside sqlx: every statement run through sqlx's
 //! SQLite driver is a round trip to its worker thread (BEGIN, each INSERT
 //! and COMMIT are one each), and every bound value is copied twice on the
-//! way. Recording every statement of a busy gateway went that way, and cost
-//! more CPU than the SQLite work itself. This thread takes a whole batch in
+//! way: a batch of one row took 208 µs, most of it that traffic rather
+//! than SQLite's own work (63 µs here). This thread takes a whole batch in
 //! one hand-off and runs one cached single-row INSERT per statement. Both
 //! bindings link the same `libsqlite3-sys`, so there is one SQLite in the
 //! binary; sqlx keeps the reads.
