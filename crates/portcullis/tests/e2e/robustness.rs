@@ -111,6 +111,14 @@ fn sleep_running_upstream(gw: &Gateway, sleep: &str) -> Raw {
     r
 }
 
+/// Asserts that `select <sleep>` stops running upstream within 10 s.
+fn assert_stops_running_upstream(gw: &Gateway, sleep: &str, what: &str) {
+    let gone = eventually(Duration::from_secs(10), || {
+        (backends_running(sleep) == 0).then_some(())
+    });
+    assert!(gone.is_some(), "{what}:\n{}", gw.log());
+}
+
 #[test]
 fn a_query_running_when_the_gateway_stops_is_cancelled_upstream() {
     // The server would not notice the closed socket until pg_sleep ends:
@@ -118,13 +126,10 @@ fn a_query_running_when_the_gateway_stops_is_cancelled_upstream() {
     let mut gw = app_gateway();
     let r = sleep_running_upstream(&gw, "pg_sleep(33)");
     assert!(gw.stop(), "gateway did not stop cleanly:\n{}", gw.log());
-    let gone = eventually(Duration::from_secs(10), || {
-        (backends_running("pg_sleep(33)") == 0).then_some(())
-    });
-    assert!(
-        gone.is_some(),
-        "the query still runs upstream after the gateway stopped:\n{}",
-        gw.log()
+    assert_stops_running_upstream(
+        &gw,
+        "pg_sleep(33)",
+        "the query still runs upstream after the gateway stopped",
     );
     drop(r);
 }
@@ -134,14 +139,7 @@ fn a_vanishing_client_releases_its_upstream_backend() {
     let gw = app_gateway();
     let r = sleep_running_upstream(&gw, "pg_sleep(32)");
     drop(r);
-    let gone = eventually(Duration::from_secs(10), || {
-        (backends_running("pg_sleep(32)") == 0).then_some(())
-    });
-    assert!(
-        gone.is_some(),
-        "upstream backend still running:\n{}",
-        gw.log()
-    );
+    assert_stops_running_upstream(&gw, "pg_sleep(32)", "upstream backend still running");
 }
 
 #[test]
