@@ -59,8 +59,12 @@ pub struct Decision {
     /// Whether the statement was allowed to run.
     pub allowed: bool,
     /// The determining policies.
-    pub policies: Vec<String>,
+    pub policies: PolicyIds,
 }
+
+/// Ids of the policies behind a decision: shared, because a cached
+/// decision is handed to every statement it decides.
+pub type PolicyIds = std::sync::Arc<[String]>;
 
 /// One statement a client ran, with its outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,21 +27,49 @@ pub(crate) enum LiteralKind {
 /// Byte ranges of the literals of `sql`, or `None` when the text has
 /// anything this walk cannot delimit exactly.
 pub(crate) fn literal_spans(sql: &str) -> Option<Vec<(usize, usize, LiteralKind)>> {
-    let b = sql.as_bytes();
-    let plain = |c: &u8| (b' '..0x7f).contains(c) || matches!(c, b'\t' | b'\n' | b'\r');
-    if !b.iter().all(plain) || mentions(b, b"set") || mentions(b, b"uescape") {
+    let mut spans = Vec::new();
+    walk(sql, |start, end, kind| spans.push((start, end, kind))).then_some(spans)
+}
+
+/// The key for `sql`: the text with each literal replaced by its kind, or
+/// `None` as for [`literal_spans`]. Keys start with `\u{2}`, so they never
+/// equal a statement text or a scanner-built key.
+pub fn quick_literal_free_key(sql: &str) -> Option<String> {
+    let mut key = String::with_capacity(sql.len() + 1);
+    key.push('\u{2}');
+    let mut at = 0;
+    let complete = walk(sql, |start, end, kind| {
+        key.push_str(&sql[at..start]);
+        key.push_str(match kind {
+            LiteralKind::String => "\u{1}s",
+            LiteralKind::Integer => "\u{1}i",
+        });
+        at = end;
+    });
+    if !complete {
         return None;
     }
-    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$';
-    let mut spans = Vec::new();
+    key.push_str(&sql[at..]);
+    Some(key)
+}
+
+/// Calls `literal` with each literal's span, in order; `false` when the
+/// text has anything this walk cannot delimit exactly (the spans already
+/// reported are then meaningless).
+fn walk(sql: &str, mut literal: impl FnMut(usize, usize, LiteralKind)) -> bool {
+    let b = sql.as_bytes();
+    if !plain_without_risky_words(b) {
+        return false;
+    }
+    let ident = |c: u8| CLASS[usize::from(c)] & IDENT != 0;
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
         let prev = if i == 0 { b' ' } else { b[i - 1] };
         match c {
-            b'"' | b'\\' | b'`' => return None,
-            b'-' if b.get(i + 1) == Some(&b'-') => return None,
-            b'/' if b.get(i + 1) == Some(&b'*') => return None,
+            b'"' | b'\\' | b'`' => return false,
+            b'-' if b.get(i + 1) == Some(&b'-') => return false,
+            b'/' if b.get(i + 1) == Some(&b'*') => return false,
             // An identifier or keyword, whole: digits and `$` inside it
             // are part of it.
             b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
@@ -56,39 +84,39 @@ pub(crate) fn literal_spans(sql: &str) -> Option<Vec<(usize, usize, LiteralKind)
                 let digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
                 i += digits;
                 if digits == 0 || b.get(i).is_some_and(|&c| ident(c) || c == b'.') {
-                    return None;
+                    return false;
                 }
             }
             b'\'' => {
                 // A prefix (`E`, `B`, `X`, `N`, `U&`) makes it another kind
                 // of string; so might anything glued to it.
                 if ident(prev) || prev == b'&' || prev == b'\'' {
-                    return None;
+                    return false;
                 }
                 let start = i;
                 i += 1;
                 loop {
                     match b.get(i) {
-                        None => return None,
+                        None => return false,
                         Some(b'\'') if b.get(i + 1) == Some(&b'\'') => i += 2,
                         Some(b'\'') => break,
                         Some(_) => i += 1,
                     }
                 }
                 i += 1;
-                spans.push((start, i, LiteralKind::String));
+                literal(start, i, LiteralKind::String);
                 // `'a'` newline `'b'` is one literal to the server (a
                 // carriage return is a newline too).
                 let rest = &b[i..];
                 let gap = rest.iter().take_while(|c| c.is_ascii_whitespace()).count();
                 let newline = rest[..gap].iter().any(|c| matches!(c, b'\n' | b'\r'));
                 if rest.get(gap) == Some(&b'\'') && newline {
-                    return None;
+                    return false;
                 }
             }
             b'0'..=b'9' => {
                 if prev == b'.' {
-                    return None;
+                    return false;
                 }
                 let start = i;
                 while i < b.len() && b[i].is_ascii_digit() {
@@ -96,41 +124,60 @@ pub(crate) fn literal_spans(sql: &str) -> Option<Vec<(usize, usize, LiteralKind)
                 }
                 let next = b.get(i).copied().unwrap_or(b' ');
                 if ident(next) || next == b'.' || next == b'\'' || i - start > 9 {
-                    return None;
+                    return false;
                 }
-                spans.push((start, i, LiteralKind::Integer));
+                literal(start, i, LiteralKind::Integer);
             }
             _ => i += 1,
         }
     }
-    Some(spans)
+    true
 }
 
-/// The key for `sql`: the text with each literal replaced by its kind, or
-/// `None` as for [`literal_spans`]. Keys start with `\u{2}`, so they never
-/// equal a statement text or a scanner-built key.
-pub fn quick_literal_free_key(sql: &str) -> Option<String> {
-    let spans = literal_spans(sql)?;
-    let mut key = String::with_capacity(sql.len() + 1);
-    key.push('\u{2}');
-    let mut at = 0;
-    for (start, end, kind) in spans {
-        key.push_str(&sql[at..start]);
-        key.push_str(match kind {
-            LiteralKind::String => "\u{1}s",
-            LiteralKind::Integer => "\u{1}i",
-        });
-        at = end;
+/// Whether every byte of `b` is printable ASCII or whitespace, and `b`
+/// never mentions `set` or `uescape`, ignoring ASCII case, anywhere
+/// (inside longer words too: erring towards the scanner is safe).
+///
+/// One pass with a window of the last seven bytes, each with bit 5 set:
+/// that maps an upper-case letter to its lower case and nothing else onto
+/// a letter, so the window spells a word exactly when the bytes do in
+/// some case.
+fn plain_without_risky_words(b: &[u8]) -> bool {
+    const SET: u64 = u64::from_be_bytes([0, 0, 0, 0, 0, b's', b'e', b't']);
+    const UESCAPE: u64 = u64::from_be_bytes([0, b'u', b'e', b's', b'c', b'a', b'p', b'e']);
+    let mut window = 0u64;
+    for &c in b {
+        if CLASS[usize::from(c)] & PLAIN == 0 {
+            return false;
+        }
+        window = (window << 8) | u64::from(c | 0x20);
+        if window & 0xff_ffff == SET || window & 0xff_ffff_ffff_ffff == UESCAPE {
+            return false;
+        }
     }
-    key.push_str(&sql[at..]);
-    Some(key)
+    true
 }
 
-/// Whether `word` occurs in `b`, ignoring ASCII case, anywhere (inside
-/// longer words too: erring towards the scanner is safe).
-fn mentions(b: &[u8], word: &[u8]) -> bool {
-    b.windows(word.len()).any(|w| w.eq_ignore_ascii_case(word))
-}
+/// Printable ASCII, tab, newline or carriage return.
+const PLAIN: u8 = 1;
+/// Continues an identifier: an ASCII letter or digit, `_` or `$`.
+const IDENT: u8 = 2;
+/// The classes of every byte: a lookup per byte instead of range tests.
+const CLASS: [u8; 256] = {
+    let mut class = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if (b >= b' ' && b < 0x7f) || b == b'\t' || b == b'\n' || b == b'\r' {
+            class[c] |= PLAIN;
+        }
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'$' {
+            class[c] |= IDENT;
+        }
+        c += 1;
+    }
+    class
+};
 
 /// Checks [`literal_spans`] against PostgreSQL's scanner: where the quick
 /// walk accepts a text, its spans must be exactly the scanner's literal

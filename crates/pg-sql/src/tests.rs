@@ -235,6 +235,8 @@ fn quick_keys_agree_with_the_scanner() {
         k("select * from t where id = 42 and n = 'it''s'")
     );
     assert!(k("select * from t where id = 1").is_some());
+    // Near misses of the declined words are plain texts.
+    assert!(k("select 's-e-t', 'se', 'uescap', sex from t").is_some());
     assert_ne!(
         k("select * from t where id = 1"),
         k("select * from u where id = 1")
@@ -247,7 +249,12 @@ fn quick_keys_agree_with_the_scanner() {
         "select 1 -- c",
         "select \"T\"",
         "set search_path = x",
+        "SeT search_path = x",
         "select 1; reset all",
+        "select 1 uEsCaPe",
+        "select 'subset'",
+        "select '\u{7f}'",
+        "select '\u{1}i'",
         "select $$x$$",
         "select 'a'\n'b'",
         "select 1234567890",

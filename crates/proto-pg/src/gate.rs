@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::catalog::{SharedCatalog, ViewCatalog};
 use crate::masker::{CopyPlan, MaskPlan};
+use portcullis_core::audit::PolicyIds;
 use portcullis_core::masking::{Masking, OnDerived, OnPredicate, SensitiveColumn};
 use portcullis_core::policy::RequestFacts;
 use portcullis_core::{Action, Identity, PolicyEngine, Resource};
@@ -46,26 +47,46 @@ impl ParseCache {
     /// every literal value (so `… where id = 1` and `… = 2` share one
     /// parse, and one decision).
     pub fn get_keyed(&self, sql: &str) -> (Parsed, Arc<str>) {
+        self.get_with_quick_key(sql, quick_literal_free_key(sql))
+    }
+
+    /// [`ParseCache::get_keyed`] for a caller that already has the text's
+    /// [`quick_literal_free_key`].
+    fn get_with_quick_key(&self, sql: &str, quick: Option<String>) -> (Parsed, Arc<str>) {
         // Shape keys are built with \u{1} and \u{2}: a text holding them
         // could equal another text's key, so it is neither looked up nor
         // kept, and its key cannot match any (NUL never occurs in a text).
         if sql.contains(['\u{1}', '\u{2}']) {
             return (Arc::new(analyze(sql)), Arc::from(format!("\0\0{sql}")));
         }
-        if let Some((k, hit)) = self.lock().get_key_value(sql) {
-            return (hit.clone(), k.clone());
-        }
-        // A text without literals is its own key: exact hits then skip the
-        // scanner, which costs more than the rest of a cached decision.
-        // Plain texts get their key without the scanner at all.
-        let norm = quick_literal_free_key(sql)
-            .or_else(|| literal_free_key(sql))
-            .filter(|n| n.contains('\u{1}'));
-        if let Some(n) = &norm {
+        // A text with literals is looked up by its shape first: that is
+        // where its parse is when the parse holds for every value. A text
+        // without literals is its own key.
+        let quick_declined = quick.is_none();
+        let shape = quick.filter(|k| k.contains('\u{1}'));
+        if let Some(n) = &shape {
             if let Some((k, hit)) = self.lock().get_key_value(n.as_str()) {
                 return (hit.clone(), k.clone());
             }
         }
+        if let Some((k, hit)) = self.lock().get_key_value(sql) {
+            return (hit.clone(), k.clone());
+        }
+        // Texts the quick walk declined get their shape from the scanner,
+        // which costs more than the rest of a cached decision.
+        let norm = match shape {
+            Some(n) => Some(n),
+            None if quick_declined => {
+                let n = literal_free_key(sql).filter(|n| n.contains('\u{1}'));
+                if let Some(n) = &n {
+                    if let Some((k, hit)) = self.lock().get_key_value(n.as_str()) {
+                        return (hit.clone(), k.clone());
+                    }
+                }
+                n
+            }
+            None => None,
+        };
         // Parse outside the lock: other sessions keep hitting the cache.
         let parsed: Parsed = Arc::new(analyze(sql));
         let literal_free = parsed.as_ref().as_ref().is_ok_and(|a| {
@@ -98,7 +119,7 @@ pub enum GateDecision {
     /// Every pair is permitted.
     Allow {
         /// The permits that decided, sorted and deduplicated.
-        policies: Vec<String>,
+        policies: PolicyIds,
         /// How its results are masked, when masking is configured.
         mask: Option<MaskRef>,
     },
@@ -107,7 +128,7 @@ pub enum GateDecision {
         /// One line for the client: what, on what, and which policy.
         message: String,
         /// The policies that decided (empty when nothing permitted it).
-        policies: Vec<String>,
+        policies: PolicyIds,
     },
 }
 
@@ -341,7 +362,7 @@ impl StatementGate {
         self.refresh_hidden();
         let deny = |message: String| GateDecision::Deny {
             message,
-            policies: Vec::new(),
+            policies: PolicyIds::default(),
         };
         let describe = |c: &SensitiveColumn| format!("{}/{}", self.connection, c.qualified());
         let mut exposed_names: Vec<String> = Vec::new();
@@ -651,7 +672,10 @@ impl StatementGate {
         }
         let state = self.state.clone();
         Some(match self.mask_plan(&state, &[&facts]) {
-            Ok(mask) => GateDecision::Allow { policies, mask },
+            Ok(mask) => GateDecision::Allow {
+                policies: policies.into(),
+                mask,
+            },
             Err(deny) => deny,
         })
     }
@@ -667,13 +691,21 @@ impl StatementGate {
             self.decided.clear();
             self.decided_at = generation;
         }
+        // A text without literals is decided by itself; one with literals
+        // by its shape, which the quick walk builds without the scanner.
         if let Some(d) = self.decided.get(sql) {
             return d.clone();
         }
-        let (parsed, key) = self.cache.get_keyed(sql);
+        let quick = quick_literal_free_key(sql);
+        let shape = quick.as_deref().filter(|k| k.contains('\u{1}'));
+        if let Some(d) = shape.and_then(|k| self.decided.get(k)) {
+            return d.clone();
+        }
+        let by_shape = shape.is_some();
+        let (parsed, key) = self.cache.get_with_quick_key(sql, quick);
         if let Some(d) = self.decided.get(&key) {
             let d = d.clone();
-            self.remember(sql, &key, &d);
+            self.remember(sql, &key, by_shape, &d);
             return d;
         }
         let decision = self.decide(sql, &parsed);
@@ -681,20 +713,21 @@ impl StatementGate {
             && parsed.as_ref().as_ref().is_ok()
             && !self.policy.reads_per_request_context();
         if reusable {
-            self.remember(sql, &key, &decision);
+            self.remember(sql, &key, by_shape, &decision);
         }
         decision
     }
 
-    /// Keeps `decision` under its cache key and under the exact text, so
-    /// the same text again is answered without the shared parse cache or
-    /// the scanner.
-    fn remember(&mut self, sql: &str, key: &Arc<str>, decision: &GateDecision) {
+    /// Keeps `decision` under its cache key, and under the exact text when
+    /// that differs and the text is not looked up by its quick shape, so
+    /// the same text again is answered without the scanner.
+    fn remember(&mut self, sql: &str, key: &Arc<str>, by_shape: bool, decision: &GateDecision) {
         if self.decided.len() + 2 > DECISION_CACHE_ENTRIES {
             self.decided.clear();
         }
         self.decided.insert(key.clone(), decision.clone());
-        if &**key != sql {
+        // A text holding \u{1} or \u{2} could equal a shape key.
+        if &**key != sql && !by_shape && !sql.contains(['\u{1}', '\u{2}']) {
             self.decided.insert(Arc::from(sql), decision.clone());
         }
     }
@@ -705,7 +738,7 @@ impl StatementGate {
             Err(e) => {
                 return GateDecision::Deny {
                     message: format!("portcullis: statement denied: {e}"),
-                    policies: Vec::new(),
+                    policies: PolicyIds::default(),
                 }
             }
         };
@@ -745,7 +778,10 @@ impl StatementGate {
         // same text included).
         let after = self.state.clone();
         match self.mask_plan(&after, &statements) {
-            Ok(mask) => GateDecision::Allow { policies, mask },
+            Ok(mask) => GateDecision::Allow {
+                policies: policies.into(),
+                mask,
+            },
             Err(deny) => {
                 // Nothing runs, so no session effect takes hold.
                 if has_effects {
@@ -800,7 +836,7 @@ impl StatementGate {
             } else if !state.catalog_first {
                 return Err(GateDecision::Deny {
                     message: format!("portcullis: statement denied: field selection .{name} may call a function by unqualified name while search_path puts another schema before pg_catalog"),
-                    policies: Vec::new(),
+                    policies: PolicyIds::default(),
                 });
             }
         }
@@ -896,7 +932,7 @@ impl StatementGate {
     ) -> Result<(), GateDecision> {
         let deny = |message: String| GateDecision::Deny {
             message,
-            policies: Vec::new(),
+            policies: PolicyIds::default(),
         };
         if stmt.unqualified_builtins && !state.catalog_first {
             return Err(deny(
@@ -944,7 +980,7 @@ impl StatementGate {
                             resource.describe(),
                             v.reason()
                         ),
-                        policies: v.policies,
+                        policies: v.policies.into(),
                     });
                 }
                 if !v.reviews.is_empty() {
@@ -956,7 +992,7 @@ impl StatementGate {
                             v.reviews.join(", "),
                             v.policies.join(", ")
                         ),
-                        policies: v.policies,
+                        policies: v.policies.into(),
                     });
                 }
                 policies.extend(v.policies);
@@ -1007,7 +1043,7 @@ impl StatementGate {
                     "portcullis: statement denied: {} cannot be resolved: the session's search_path is empty",
                     name.name
                 ),
-                policies: Vec::new(),
+                policies: PolicyIds::default(),
             });
         }
         schemas.dedup();

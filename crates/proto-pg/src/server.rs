@@ -400,7 +400,7 @@ impl PgAdapter {
             self.cfg.record_statements,
             Decision {
                 allowed: true,
-                policies: verdict.policies,
+                policies: verdict.policies.into(),
             },
         );
         let mut gate = StatementGate::new(

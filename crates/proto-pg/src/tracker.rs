@@ -217,7 +217,7 @@ impl FrontendTracker {
                 let decision = if reused_too_often {
                     GateDecision::Deny {
                         message: format!("portcullis: statement denied: prepared statement name \"{name}\" reused too often"),
-                        policies: Vec::new(),
+                        policies: Default::default(),
                     }
                 } else {
                     gate.check(sql)
@@ -401,7 +401,7 @@ impl FrontendTracker {
                     policies: p,
                     mask: m,
                 } => {
-                    policies.extend(p);
+                    policies.extend(p.iter().cloned());
                     // The last text is the current one.
                     mask = m.map(|m| m.0);
                 }
@@ -414,7 +414,7 @@ impl FrontendTracker {
         updated.mask = mask;
         updated.decision = Some(Decision {
             allowed: true,
-            policies,
+            policies: policies.into(),
         });
         updated.generation = gate.generation();
         self.statements.insert(key.clone(), updated.clone());

@@ -48,7 +48,7 @@ fn statement(session: Uuid, seq: u64) -> AuditEvent {
         error: None,
         decision: Decision {
             allowed: true,
-            policies: vec!["policy0".into()],
+            policies: vec!["policy0".into()].into(),
         },
         masked: None,
     })

@@ -50,7 +50,7 @@ fn reads_allowed_secrets_forbidden_writes_need_review() {
     assert_eq!(
         g.check("select * from users"),
         GateDecision::Allow {
-            policies: vec!["engineering-reads-app".into()],
+            policies: vec!["engineering-reads-app".into()].into(),
             mask: None
         }
     );

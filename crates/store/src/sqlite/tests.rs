@@ -33,7 +33,7 @@ fn statement(s: &SessionRecord, seq: u64) -> StatementRecord {
         error: None,
         decision: Decision {
             allowed: true,
-            policies: vec!["p:1".into()],
+            policies: vec!["p:1".into()].into(),
         },
         masked: None,
     }
