@@ -18,7 +18,6 @@ use portcullis_core::audit::{AuditEvent, Decision, StatementRecord};
 use portcullis_core::Recorder;
 use portcullis_pg_wire::{next_frame, FrontendMessage};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::error::SessionError;
@@ -27,8 +26,6 @@ use crate::tracker::{BackendTracker, Forward, FrontendTracker, Pending, Stmt};
 
 /// Bytes requested per read; buffers grow past it only for larger messages.
 const READ_CHUNK: usize = 64 * 1024;
-/// Batches of pending entries in flight between the two directions.
-const PENDING_BATCHES: usize = 64;
 
 /// Limits that protect the gateway from a client (or upstream).
 #[derive(Debug, Clone)]
@@ -145,7 +142,7 @@ impl RecordCtx {
 pub async fn client_to_upstream<R, W>(
     mut client: R,
     mut upstream: W,
-    pending: mpsc::Sender<Vec<Pending>>,
+    pending: &Handoff,
     limits: &Limits,
     recorder: &Recorder,
     gate: &mut StatementGate,
@@ -193,9 +190,7 @@ where
                 return Err(SessionError::AuditUnavailable);
             }
             // Hand the entries over before the upstream can answer them.
-            if pending.send(std::mem::take(&mut batch)).await.is_err() {
-                return Ok(RelayEnd::UpstreamClosed);
-            }
+            pending.put(&mut batch);
         }
         if used > 0 {
             write_spliced(&mut upstream, &buf[..used], &mut replaced).await?;
@@ -213,7 +208,7 @@ pub async fn upstream_to_client<R, W>(
     mut upstream: R,
     client: &mut W,
     mut buf: BytesMut,
-    mut pending: mpsc::Receiver<Vec<Pending>>,
+    pending: &Handoff,
     tracker: &mut BackendTracker,
     limits: &Limits,
     rec: &mut RecordCtx,
@@ -228,28 +223,13 @@ where
     loop {
         if buf.is_empty() || next_frame(&buf, limits.max_message_bytes)?.is_none() {
             buf.reserve(READ_CHUNK);
-            tokio::select! {
-                biased;
-                batch = pending.recv() => {
-                    match batch {
-                        Some(b) => tracker.push(b),
-                        // The client side ended; the caller tears down.
-                        None => std::future::pending::<()>().await,
-                    }
-                    continue;
-                }
-                n = upstream.read_buf(&mut buf) => {
-                    if n? == 0 {
-                        return Ok(RelayEnd::UpstreamClosed);
-                    }
-                }
+            if upstream.read_buf(&mut buf).await? == 0 {
+                return Ok(RelayEnd::UpstreamClosed);
             }
         }
-        // Entries are sent before their messages are forwarded, so every
-        // response we can read is already matched by one in the channel.
-        while let Ok(b) = pending.try_recv() {
-            tracker.push(b);
-        }
+        // Entries are handed over before their messages are forwarded, so
+        // every response we can read is already matched by one.
+        pending.drain_into(tracker);
         let mut used = 0;
         while let Some(frame) = next_frame(&buf[used..], limits.max_message_bytes)
             .map_err(|e| SessionError::Upstream(format!("upstream sent an invalid message: {e}")))?
@@ -315,9 +295,37 @@ fn check_backend_tag(tag: u8) -> Result<(), SessionError> {
     }
 }
 
-/// The shared pending channel between the two directions.
-pub fn pending_channel() -> (mpsc::Sender<Vec<Pending>>, mpsc::Receiver<Vec<Pending>>) {
-    mpsc::channel(PENDING_BATCHES)
+/// What the client side has sent and the server will answer, handed to
+/// the upstream side in order.
+///
+/// Both sides run in one task, so a queue under a lock that is never
+/// contended replaces a channel: a channel's send woke the task for
+/// another poll of both sides on every statement. It holds what the
+/// upstream side has not yet read a response for, the same entries a
+/// channel would; the sockets' buffers bound how far a client can get
+/// ahead of the server's answers.
+#[derive(Default)]
+pub struct Handoff(std::sync::Mutex<Vec<Pending>>);
+
+impl Handoff {
+    /// Appends `batch`, leaving it empty.
+    fn put(&self, batch: &mut Vec<Pending>) {
+        self.lock().append(batch);
+    }
+
+    /// Moves everything handed over so far into `tracker`.
+    pub fn drain_into(&self, tracker: &mut BackendTracker) {
+        let mut queue = self.lock();
+        if !queue.is_empty() {
+            tracker.push(queue.drain(..));
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        // A panic cannot leave the queue half-changed: append and drain
+        // run to completion.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Writes `data` with the frames at `(offset, len)` swapped for new bytes,

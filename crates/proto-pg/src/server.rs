@@ -421,17 +421,20 @@ impl PgAdapter {
         let outcome = match client_w.write_all(&welcome).await {
             Err(e) => Err(SessionError::Io(e)),
             Ok(()) => {
-                let (tx, rx) = relay::pending_channel();
+                let pending = relay::Handoff::default();
                 let limits = &self.cfg.limits;
-                tokio::select! {
-                    r = relay::client_to_upstream(client_r, upstream_w, tx, limits, &recorder, &mut gate) => r,
-                    r = relay::upstream_to_client(upstream_r, &mut client_w, up.leftover, rx, &mut tracker, limits, &mut rec) => r,
+                let outcome = tokio::select! {
+                    r = relay::client_to_upstream(client_r, upstream_w, &pending, limits, &recorder, &mut gate) => r,
+                    r = relay::upstream_to_client(upstream_r, &mut client_w, up.leftover, &pending, &mut tracker, limits, &mut rec) => r,
                     _ = kill.cancelled() => Err(SessionError::refused("57P01", "portcullis: the session was ended by the gateway")),
                     _ = sleep_until_expiry(expiry) => Err(SessionError::refused(
                         "57P01",
                         format!("portcullis: the token for {} expired; reconnect with a fresh token", identity.describe()),
                     )),
-                }
+                };
+                // What was sent but not yet met by a response is unfinished too.
+                pending.drain_into(&mut tracker);
+                outcome
             }
         };
 
