@@ -64,10 +64,15 @@ fn bench(c: &mut Criterion) {
         rt.block_on(SqliteStore::open(&dir.path().join("audit.db")))
             .expect("store"),
     );
-    let s = session();
-    let id = s.id;
-    rt.block_on(store.write(Arc::new([AuditEvent::SessionStarted(s)])))
-        .expect("session row");
+    // Eight sessions at once, their statements interleaved, as under load:
+    // rows then land at eight places in the key order, not only at its end.
+    let sessions: Vec<SessionRecord> = (0..8).map(|_| session()).collect();
+    let ids: Vec<Uuid> = sessions.iter().map(|s| s.id).collect();
+    let started: Arc<[AuditEvent]> = sessions
+        .into_iter()
+        .map(AuditEvent::SessionStarted)
+        .collect();
+    rt.block_on(store.write(started)).expect("session rows");
     let mut seq = 0u64;
     let mut group = c.benchmark_group("store-write");
     for size in [1usize, 16, 64, 256] {
@@ -78,7 +83,7 @@ fn bench(c: &mut Criterion) {
                     (0..size)
                         .map(|_| {
                             seq += 1;
-                            statement(id, seq)
+                            statement(ids[seq as usize % ids.len()], seq)
                         })
                         .collect::<Arc<[_]>>()
                 },
