@@ -322,8 +322,8 @@ impl Handoff {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
-        // A panic cannot leave the queue half-changed: append and drain
-        // run to completion.
+        // Poisoned only by a panic, which ends the session anyway; the
+        // queue has no invariant a half-done call could break.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
