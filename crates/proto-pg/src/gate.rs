@@ -693,7 +693,9 @@ impl StatementGate {
         }
         // A text without literals is decided by itself; one with literals
         // by its shape, which the quick walk builds without the scanner.
-        if let Some(d) = self.decided.get(sql) {
+        // No text holding \u{1} or \u{2} is kept under itself, so one
+        // starting with \u{2} could only match a shape key: skip it.
+        if let Some(d) = self.decided.get(sql).filter(|_| !sql.starts_with('\u{2}')) {
             return d.clone();
         }
         let quick = quick_literal_free_key(sql);

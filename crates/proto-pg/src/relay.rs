@@ -223,8 +223,20 @@ where
     loop {
         if buf.is_empty() || next_frame(&buf, limits.max_message_bytes)?.is_none() {
             buf.reserve(READ_CHUNK);
-            if upstream.read_buf(&mut buf).await? == 0 {
-                return Ok(RelayEnd::UpstreamClosed);
+            tokio::select! {
+                biased;
+                n = upstream.read_buf(&mut buf) => {
+                    if n? == 0 {
+                        return Ok(RelayEnd::UpstreamClosed);
+                    }
+                }
+                // The server may be answering nothing for a while (after an
+                // error it discards messages up to Sync): take the entries
+                // now, so the tracker can drop what will never be answered.
+                () = pending.grown() => {
+                    pending.drain_into(tracker);
+                    continue;
+                }
             }
         }
         // Entries are handed over before their messages are forwarded, so
@@ -300,17 +312,37 @@ fn check_backend_tag(tag: u8) -> Result<(), SessionError> {
 ///
 /// Both sides run in one task, so a queue under a lock that is never
 /// contended replaces a channel: a channel's send woke the task for
-/// another poll of both sides on every statement. It holds what the
-/// upstream side has not yet read a response for, the same entries a
-/// channel would; the sockets' buffers bound how far a client can get
-/// ahead of the server's answers.
+/// another poll of both sides on every statement. The upstream side takes
+/// the entries right before it reads the responses that answer them, and
+/// also whenever the queue passes [`HANDOFF_WAKE`] entries: after an
+/// extended-protocol error the server answers nothing up to the next Sync,
+/// and the tracker must drop what a client sends meanwhile rather than let
+/// it pile up here.
 #[derive(Default)]
-pub struct Handoff(std::sync::Mutex<Vec<Pending>>);
+pub struct Handoff {
+    queue: std::sync::Mutex<Vec<Pending>>,
+    grown: tokio::sync::Notify,
+}
+
+/// Entries waiting in a [`Handoff`] that make the upstream side take them
+/// without waiting for a response.
+const HANDOFF_WAKE: usize = 256;
 
 impl Handoff {
     /// Appends `batch`, leaving it empty.
     fn put(&self, batch: &mut Vec<Pending>) {
-        self.lock().append(batch);
+        let mut queue = self.lock();
+        let before = queue.len();
+        queue.append(batch);
+        if before < HANDOFF_WAKE && queue.len() >= HANDOFF_WAKE {
+            self.grown.notify_one();
+        }
+    }
+
+    /// Resolves once the queue has passed [`HANDOFF_WAKE`] entries (or
+    /// had, since the last time this resolved).
+    async fn grown(&self) {
+        self.grown.notified().await
     }
 
     /// Moves everything handed over so far into `tracker`.
@@ -318,13 +350,16 @@ impl Handoff {
         let mut queue = self.lock();
         if !queue.is_empty() {
             tracker.push(queue.drain(..));
+            // One burst of small messages must not keep its size for the
+            // rest of the session.
+            queue.shrink_to(HANDOFF_WAKE);
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
         // Poisoned only by a panic, which ends the session anyway; the
         // queue has no invariant a half-done call could break.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -356,5 +391,46 @@ async fn write_spliced<W: AsyncWrite + Unpin>(
 fn shrink(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
         *buf = BytesMut::with_capacity(READ_CHUNK);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn describes(n: usize) -> Vec<Pending> {
+        (0..n).map(|_| Pending::Describe).collect()
+    }
+
+    /// A client that floods messages the server will not answer (as after
+    /// an extended-protocol error) must not pile them up in the handoff:
+    /// past the threshold the upstream side is woken to take them, and the
+    /// queue gives its room back.
+    #[tokio::test]
+    async fn a_growing_handoff_wakes_the_upstream_side_and_shrinks_back() {
+        let handoff = Handoff::default();
+        let mut batch = describes(HANDOFF_WAKE - 1);
+        handoff.put(&mut batch);
+        assert!(batch.is_empty(), "put takes the whole batch");
+        let quiet = tokio::time::timeout(Duration::from_millis(50), handoff.grown()).await;
+        assert!(
+            quiet.is_err(),
+            "below the threshold nothing wakes the upstream side"
+        );
+
+        handoff.put(&mut describes(4 * HANDOFF_WAKE));
+        tokio::time::timeout(Duration::from_secs(5), handoff.grown())
+            .await
+            .expect("passing the threshold wakes the upstream side");
+        let mut tracker = BackendTracker::default();
+        handoff.drain_into(&mut tracker);
+        assert!(tracker.in_flight(), "the entries reached the tracker");
+        let queue = handoff.lock();
+        assert!(queue.is_empty());
+        assert!(
+            queue.capacity() <= HANDOFF_WAKE,
+            "capacity {} kept after the burst",
+            queue.capacity()
+        );
     }
 }

@@ -374,6 +374,18 @@ fn the_shape_cache_keeps_apart_what_literals_change() {
     assert!(a.as_ref().is_ok());
 }
 
+/// A session decides a text with new literals by its shape; a text that
+/// spells that shape's key must still be decided as itself.
+#[test]
+fn a_text_spelling_a_decided_shape_key_is_decided_as_itself() {
+    let mut g = gate(&["public"]);
+    for id in 1..4 {
+        let sql = format!("select * from orders where id = {id}");
+        assert!(matches!(g.check(&sql), GateDecision::Allow { .. }), "{sql}");
+    }
+    denied(&mut g, "\u{2}select * from orders where id = \u{1}i");
+}
+
 #[test]
 fn a_function_defined_in_the_session_is_a_call_before_the_catalog_shows_it() {
     let catalog = crate::catalog::ViewCatalog::from_rows([["", "", "c", "", "lower"]]);
