@@ -183,6 +183,8 @@ pub struct LimitsConfig {
     pub upstream_connect_timeout_secs: u64,
     /// Named prepared statements per session.
     pub max_prepared_statements: usize,
+    /// Messages per session sent upstream and not yet answered.
+    pub max_unanswered_messages: usize,
 }
 
 impl Default for LimitsConfig {
@@ -193,6 +195,7 @@ impl Default for LimitsConfig {
             login_timeout_secs: 15,
             upstream_connect_timeout_secs: 10,
             max_prepared_statements: 10_000,
+            max_unanswered_messages: 65_536,
         }
     }
 }
@@ -494,6 +497,12 @@ impl Config {
                 "must be between 8192 and 1073741824".into(),
             ));
         }
+        if l.max_unanswered_messages < 64 {
+            return Err(err(
+                "limits.max_unanswered_messages".into(),
+                "must be at least 64".into(),
+            ));
+        }
         if raw.runtime.session_threads > 1024 {
             return Err(err(
                 "runtime.session_threads".into(),
@@ -542,6 +551,7 @@ impl Config {
                 message_timeout: Duration::from_secs(l.message_timeout_secs.max(1)),
                 login_timeout: Duration::from_secs(l.login_timeout_secs.max(1)),
                 max_prepared_statements: l.max_prepared_statements,
+                max_unanswered_messages: l.max_unanswered_messages,
             },
             upstream_connect_timeout: Duration::from_secs(l.upstream_connect_timeout_secs.max(1)),
             log_json,

@@ -38,6 +38,9 @@ pub struct Limits {
     pub login_timeout: Duration,
     /// Named prepared statements per session.
     pub max_prepared_statements: usize,
+    /// Messages a session may have sent upstream that the server has not
+    /// answered yet (each is held until its answer arrives).
+    pub max_unanswered_messages: usize,
 }
 
 impl Default for Limits {
@@ -47,6 +50,7 @@ impl Default for Limits {
             message_timeout: Duration::from_secs(30),
             login_timeout: Duration::from_secs(15),
             max_prepared_statements: 10_000,
+            max_unanswered_messages: 65_536,
         }
     }
 }
@@ -191,6 +195,7 @@ where
             }
             // Hand the entries over before the upstream can answer them.
             pending.put(&mut batch);
+            check_unanswered(pending.len(), limits)?;
         }
         if used > 0 {
             write_spliced(&mut upstream, &buf[..used], &mut replaced).await?;
@@ -235,6 +240,7 @@ where
                 // now, so the tracker can drop what will never be answered.
                 () = pending.grown() => {
                     pending.drain_into(tracker);
+                    check_unanswered(tracker.unanswered(), limits)?;
                     continue;
                 }
             }
@@ -242,6 +248,7 @@ where
         // Entries are handed over before their messages are forwarded, so
         // every response we can read is already matched by one.
         pending.drain_into(tracker);
+        check_unanswered(tracker.unanswered(), limits)?;
         let mut used = 0;
         while let Some(frame) = next_frame(&buf[used..], limits.max_message_bytes)
             .map_err(|e| SessionError::Upstream(format!("upstream sent an invalid message: {e}")))?
@@ -295,6 +302,23 @@ pub fn check_reported_setting(name: &str, value: &str) -> Result<(), SessionErro
     Ok(())
 }
 
+/// Ends a session holding more unanswered messages than the limit: each
+/// is kept until the server answers, and a client that pipelines small
+/// messages without reading the answers would otherwise hold as many as
+/// the sockets' buffers let through.
+fn check_unanswered(held: usize, limits: &Limits) -> Result<(), SessionError> {
+    if held > limits.max_unanswered_messages {
+        return Err(SessionError::refused(
+            "53400",
+            format!(
+                "portcullis: the session sent more than {} messages the server has not answered yet (limits.max_unanswered_messages); it is ended",
+                limits.max_unanswered_messages
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Messages a server may send after login; anything else ends the session.
 fn check_backend_tag(tag: u8) -> Result<(), SessionError> {
     match tag {
@@ -337,6 +361,11 @@ impl Handoff {
         if before < HANDOFF_WAKE && queue.len() >= HANDOFF_WAKE {
             self.grown.notify_one();
         }
+    }
+
+    /// Entries handed over and not yet taken.
+    fn len(&self) -> usize {
+        self.lock().len()
     }
 
     /// Resolves once the queue has passed [`HANDOFF_WAKE`] entries (or

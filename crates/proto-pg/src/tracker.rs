@@ -520,6 +520,11 @@ impl BackendTracker {
         !self.queue.is_empty()
     }
 
+    /// How many messages sent are still unanswered.
+    pub fn unanswered(&self) -> usize {
+        self.queue.len()
+    }
+
     /// The last transaction status the server reported.
     pub fn status(&self) -> Option<TransactionStatus> {
         self.status

@@ -45,6 +45,16 @@ fn the_documented_example_loads() {
     assert!(c.policy_dir.is_absolute());
     // The secret never shows in Debug output.
     assert!(!format!("{c:?}").contains("s3cret-value"));
+    // Limits are checked once the password resolves (it does here).
+    let e = parse(&format!(
+        "{EXAMPLE}\n[limits]\nmax_unanswered_messages = 8\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "/etc/portcullis/portcullis.toml: limits.max_unanswered_messages: must be at least 64"
+    );
 }
 
 #[test]

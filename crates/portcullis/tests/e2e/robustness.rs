@@ -64,6 +64,40 @@ fn oversized_messages_are_refused() {
 }
 
 #[test]
+fn a_client_far_ahead_of_the_server_is_ended() {
+    let gw = gateway()
+        .app_db("app-db", cluster())
+        .extra("[limits]\nmax_unanswered_messages = 64\n")
+        .start();
+    let mut r = Raw::login(gw.pg_port, "app-db", ALICE_TOKEN).unwrap();
+    // A thousand pipelined Syncs in one write, none read back yet.
+    let mut out = BytesMut::new();
+    for _ in 0..1000 {
+        out.extend_from_slice(b"S\0\0\0\x04"); // Sync
+    }
+    r.send(&out);
+    let (code, msg) = r.next_error().expect("ended");
+    assert_eq!(
+        (code.as_str(), msg.as_str()),
+        (
+            "53400",
+            "portcullis: the session sent more than 64 messages the server has not answered yet (limits.max_unanswered_messages); it is ended"
+        )
+    );
+    assert!(r.is_closed());
+    // Pipelining within the limit is served, and so is everyone else.
+    let mut r = Raw::login(gw.pg_port, "app-db", ALICE_TOKEN).unwrap();
+    let mut out = BytesMut::new();
+    for _ in 0..60 {
+        out.extend_from_slice(b"S\0\0\0\x04"); // Sync
+    }
+    r.send(&out);
+    for _ in 0..60 {
+        assert_eq!(r.read_msg().map(|(tag, _)| tag), Some(b'Z'));
+    }
+}
+
+#[test]
 fn stalled_clients_time_out() {
     let gw = gateway()
         .app_db("app-db", cluster())
