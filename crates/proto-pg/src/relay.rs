@@ -194,8 +194,8 @@ where
                 return Err(SessionError::AuditUnavailable);
             }
             // Hand the entries over before the upstream can answer them.
-            pending.put(&mut batch);
-            check_unanswered(pending.len(), limits)?;
+            let held = pending.put(&mut batch);
+            check_unanswered(held, limits)?;
         }
         if used > 0 {
             write_spliced(&mut upstream, &buf[..used], &mut replaced).await?;
@@ -353,19 +353,15 @@ pub struct Handoff {
 const HANDOFF_WAKE: usize = 256;
 
 impl Handoff {
-    /// Appends `batch`, leaving it empty.
-    fn put(&self, batch: &mut Vec<Pending>) {
+    /// Appends `batch`, leaving it empty; returns how many entries wait.
+    fn put(&self, batch: &mut Vec<Pending>) -> usize {
         let mut queue = self.lock();
         let before = queue.len();
         queue.append(batch);
         if before < HANDOFF_WAKE && queue.len() >= HANDOFF_WAKE {
             self.grown.notify_one();
         }
-    }
-
-    /// Entries handed over and not yet taken.
-    fn len(&self) -> usize {
-        self.lock().len()
+        queue.len()
     }
 
     /// Resolves once the queue has passed [`HANDOFF_WAKE`] entries (or
