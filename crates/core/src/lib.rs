@@ -11,6 +11,7 @@ pub mod masking;
 pub mod policy;
 pub mod recorder;
 pub mod secret;
+pub mod session_stop;
 pub mod session_threads;
 pub mod sessions;
 
@@ -24,6 +25,7 @@ pub use identity::{
 pub use policy::{Action, PolicyEngine, PolicyError, RequestFacts, Resource, Verdict};
 pub use recorder::{Recorder, RecorderClosed, RecorderTask};
 pub use secret::Secret;
+pub use session_stop::{SessionStop, StopReason, StopWatcher};
 pub use session_threads::SessionThreads;
 pub use sessions::{LiveSession, SessionGuard, SessionRegistry};
 

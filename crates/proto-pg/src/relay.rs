@@ -11,6 +11,8 @@
 //! `max(READ_CHUNK, largest message)`, and `max_message_bytes` caps the
 //! largest message in either direction.
 
+use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -196,6 +198,12 @@ where
             // Hand the entries over before the upstream can answer them.
             let held = pending.put(&mut batch);
             check_unanswered(held, limits)?;
+            if held >= HANDOFF_WAKE {
+                // Both sides run in this task: yielding has it polled again,
+                // so the upstream side, if it waits for a read, sees the
+                // queue has grown.
+                tokio::task::yield_now().await;
+            }
         }
         if used > 0 {
             write_spliced(&mut upstream, &buf[..used], &mut replaced).await?;
@@ -342,10 +350,15 @@ fn check_backend_tag(tag: u8) -> Result<(), SessionError> {
 /// extended-protocol error the server answers nothing up to the next Sync,
 /// and the tracker must drop what a client sends meanwhile rather than let
 /// it pile up here.
+///
+/// That second case needs no waker: the client side yields after passing
+/// the threshold, and the task's next poll polls the upstream side too,
+/// which finds the flag. (A `Notify` cost a lock on every poll of the
+/// task, that is twice a statement, for a signal that almost never fires.)
 #[derive(Default)]
 pub struct Handoff {
     queue: std::sync::Mutex<Vec<Pending>>,
-    grown: tokio::sync::Notify,
+    grown: std::sync::atomic::AtomicBool,
 }
 
 /// Entries waiting in a [`Handoff`] that make the upstream side take them
@@ -359,15 +372,24 @@ impl Handoff {
         let before = queue.len();
         queue.append(batch);
         if before < HANDOFF_WAKE && queue.len() >= HANDOFF_WAKE {
-            self.grown.notify_one();
+            self.grown.store(true, Ordering::Relaxed);
         }
         queue.len()
     }
 
     /// Resolves once the queue has passed [`HANDOFF_WAKE`] entries (or
-    /// had, since the last time this resolved).
+    /// had, since the last time this resolved). It registers no waker:
+    /// it relies on being polled in the same task as [`Handoff::put`]'s
+    /// caller, which yields after passing the threshold.
     async fn grown(&self) {
-        self.grown.notified().await
+        std::future::poll_fn(|_| {
+            if self.grown.swap(false, Ordering::Relaxed) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     /// Moves everything handed over so far into `tracker`.
@@ -429,8 +451,8 @@ mod tests {
 
     /// A client that floods messages the server will not answer (as after
     /// an extended-protocol error) must not pile them up in the handoff:
-    /// past the threshold the upstream side is woken to take them, and the
-    /// queue gives its room back.
+    /// past the threshold the upstream side's next poll takes them, and
+    /// the queue gives its room back.
     #[tokio::test]
     async fn a_growing_handoff_wakes_the_upstream_side_and_shrinks_back() {
         let handoff = Handoff::default();
@@ -446,7 +468,9 @@ mod tests {
         handoff.put(&mut describes(4 * HANDOFF_WAKE));
         tokio::time::timeout(Duration::from_secs(5), handoff.grown())
             .await
-            .expect("passing the threshold wakes the upstream side");
+            .expect("passing the threshold releases the upstream side");
+        let again = tokio::time::timeout(Duration::from_millis(50), handoff.grown()).await;
+        assert!(again.is_err(), "one crossing releases it once");
         let mut tracker = BackendTracker::default();
         handoff.drain_into(&mut tracker);
         assert!(tracker.in_flight(), "the entries reached the tracker");

@@ -10,7 +10,8 @@ use bytes::BytesMut;
 use portcullis_core::audit::{AuditEvent, Decision, SessionEnd, SessionRecord};
 use portcullis_core::policy::RequestFacts;
 use portcullis_core::{
-    Action, AuthError, Core, Identity, LiveSession, Resource, SessionThreads, Verdict,
+    Action, AuthError, Core, Identity, LiveSession, Resource, SessionStop, SessionThreads,
+    StopReason, Verdict,
 };
 use portcullis_pg_wire::encode::{self, Severity};
 use rustls::ServerConfig;
@@ -423,14 +424,17 @@ impl PgAdapter {
             Ok(()) => {
                 let pending = relay::Handoff::default();
                 let limits = &self.cfg.limits;
+                let (stop, _watcher) = SessionStop::watch(kill.clone(), expiry);
                 let outcome = tokio::select! {
                     r = relay::client_to_upstream(client_r, upstream_w, &pending, limits, &recorder, &mut gate) => r,
                     r = relay::upstream_to_client(upstream_r, &mut client_w, up.leftover, &pending, &mut tracker, limits, &mut rec) => r,
-                    _ = kill.cancelled() => Err(SessionError::refused("57P01", "portcullis: the session was ended by the gateway")),
-                    _ = sleep_until_expiry(expiry) => Err(SessionError::refused(
-                        "57P01",
-                        format!("portcullis: the token for {} expired; reconnect with a fresh token", identity.describe()),
-                    )),
+                    why = stop.stopped() => Err(match why {
+                        StopReason::Killed => SessionError::refused("57P01", "portcullis: the session was ended by the gateway"),
+                        StopReason::Expired => SessionError::refused(
+                            "57P01",
+                            format!("portcullis: the token for {} expired; reconnect with a fresh token", identity.describe()),
+                        ),
+                    }),
                 };
                 // What was sent but not yet met by a response is unfinished too.
                 pending.drain_into(&mut tracker);
@@ -480,13 +484,6 @@ fn expiry_deadline(
         .saturating_sub(portcullis_core::identity::now_secs())
         .max(0) as u64;
     Some(tokio::time::Instant::now() + std::time::Duration::from_secs(left) + grace)
-}
-
-async fn sleep_until_expiry(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 fn is_loopback(peer: SocketAddr) -> bool {
