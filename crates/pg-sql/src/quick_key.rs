@@ -141,17 +141,21 @@ fn walk(sql: &str, mut literal: impl FnMut(usize, usize, LiteralKind)) -> bool {
 /// One pass with a window of the last seven bytes, each with bit 5 set:
 /// that maps an upper-case letter to its lower case and nothing else onto
 /// a letter, so the window spells a word exactly when the bytes do in
-/// some case.
+/// some case. The window is compared only at a byte that can end one of
+/// the words, which the byte's class says (most bytes cannot).
 fn plain_without_risky_words(b: &[u8]) -> bool {
     const SET: u64 = u64::from_be_bytes([0, 0, 0, 0, 0, b's', b'e', b't']);
     const UESCAPE: u64 = u64::from_be_bytes([0, b'u', b'e', b's', b'c', b'a', b'p', b'e']);
     let mut window = 0u64;
     for &c in b {
-        if CLASS[usize::from(c)] & PLAIN == 0 {
+        let class = CLASS[usize::from(c)];
+        if class & PLAIN == 0 {
             return false;
         }
         window = (window << 8) | u64::from(c | 0x20);
-        if window & 0xff_ffff == SET || window & 0xff_ffff_ffff_ffff == UESCAPE {
+        if class & ENDS_RISKY_WORD != 0
+            && (window & 0xff_ffff == SET || window & 0xff_ffff_ffff_ffff == UESCAPE)
+        {
             return false;
         }
     }
@@ -162,6 +166,8 @@ fn plain_without_risky_words(b: &[u8]) -> bool {
 const PLAIN: u8 = 1;
 /// Continues an identifier: an ASCII letter or digit, `_` or `$`.
 const IDENT: u8 = 2;
+/// The last letter of `set` or `uescape`, in either case.
+const ENDS_RISKY_WORD: u8 = 4;
 /// The classes of every byte: a lookup per byte instead of range tests.
 const CLASS: [u8; 256] = {
     let mut class = [0u8; 256];
@@ -173,6 +179,9 @@ const CLASS: [u8; 256] = {
         }
         if b.is_ascii_alphanumeric() || b == b'_' || b == b'$' {
             class[c] |= IDENT;
+        }
+        if matches!(b, b't' | b'T' | b'e' | b'E') {
+            class[c] |= ENDS_RISKY_WORD;
         }
         c += 1;
     }
