@@ -444,6 +444,12 @@ fn shrink(buf: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    use portcullis_core::{Identity, PolicyEngine};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::gate::ParseCache;
 
     fn describes(n: usize) -> Vec<Pending> {
         (0..n).map(|_| Pending::Describe).collect()
@@ -454,7 +460,7 @@ mod tests {
     /// past the threshold the upstream side's next poll takes them, and
     /// the queue gives its room back.
     #[tokio::test]
-    async fn a_growing_handoff_wakes_the_upstream_side_and_shrinks_back() {
+    async fn a_growing_handoff_releases_the_upstream_side_once_and_shrinks_back() {
         let handoff = Handoff::default();
         let mut batch = describes(HANDOFF_WAKE - 1);
         handoff.put(&mut batch);
@@ -481,5 +487,75 @@ mod tests {
             "capacity {} kept after the burst",
             queue.capacity()
         );
+    }
+
+    /// The relay end to end over in-memory sockets: a client far ahead of
+    /// a server that answers nothing (as after an extended-protocol error)
+    /// still has its entries taken from the handoff. Nothing but the client
+    /// side's yield after passing the threshold polls the upstream side
+    /// then; the relay runs in its own task, so this test cannot.
+    #[tokio::test]
+    async fn a_silent_server_still_gets_a_growing_handoff_taken() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = portcullis_store::SqliteStore::open(&dir.path().join("audit.db"))
+            .await
+            .expect("store");
+        let (recorder, _writer) = Recorder::spawn(Arc::new(store));
+        let (mut client, gateway_client_side) = tokio::io::duplex(1 << 20);
+        let (gateway_upstream_side, mut server) = tokio::io::duplex(1 << 20);
+        let handoff = Arc::new(Handoff::default());
+        let relay = tokio::spawn({
+            let handoff = handoff.clone();
+            async move {
+                let (client_r, mut client_w) = tokio::io::split(gateway_client_side);
+                let (upstream_r, upstream_w) = tokio::io::split(gateway_upstream_side);
+                let limits = Limits::default();
+                let policy = PolicyEngine::from_text("permit(principal, action, resource);")
+                    .expect("policy");
+                let mut gate = StatementGate::new(
+                    Arc::new(policy),
+                    Arc::new(ParseCache::default()),
+                    Identity {
+                        user: "t".into(),
+                        groups: vec![],
+                        actor: None,
+                        method: "test",
+                        credential: Default::default(),
+                    },
+                    "db".into(),
+                    "svc".into(),
+                    "127.0.0.1".into(),
+                    vec!["public".into()],
+                );
+                let mut tracker = BackendTracker::default();
+                let decision = Decision {
+                    allowed: true,
+                    policies: Default::default(),
+                };
+                let mut rec = RecordCtx::new(Uuid::nil(), recorder.clone(), false, decision);
+                tokio::select! {
+                    r = client_to_upstream(client_r, upstream_w, &handoff, &limits, &recorder, &mut gate) => r,
+                    r = upstream_to_client(upstream_r, &mut client_w, BytesMut::new(), &handoff, &mut tracker, &limits, &mut rec) => r,
+                }
+            }
+        });
+        let mut flood = BytesMut::new();
+        for _ in 0..2 * HANDOFF_WAKE {
+            portcullis_pg_wire::encode::describe_portal(&mut flood, "");
+        }
+        client.write_all(&flood).await.expect("client writes");
+        let mut forwarded = vec![0; flood.len()];
+        server
+            .read_exact(&mut forwarded)
+            .await
+            .expect("every message reaches the server");
+        for _ in 0..500 {
+            if handoff.lock().is_empty() {
+                relay.abort();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{} entries still wait in the handoff", handoff.lock().len());
     }
 }
