@@ -1166,5 +1166,26 @@ fn action(a: SqlAction) -> Action {
     }
 }
 
+/// A gate for user `t` on connection `db` under `policies`, for the
+/// tests of the modules that drive a gate.
+#[cfg(test)]
+pub(crate) fn test_gate(policies: &str, schemas: &[&str]) -> StatementGate {
+    StatementGate::new(
+        Arc::new(PolicyEngine::from_text(policies).unwrap()),
+        Arc::new(ParseCache::default()),
+        Identity {
+            user: "t".into(),
+            groups: vec![],
+            actor: None,
+            method: "test",
+            credential: Default::default(),
+        },
+        "db".into(),
+        "svc".into(),
+        "127.0.0.1".into(),
+        schemas.iter().map(|s| s.to_string()).collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests;

@@ -446,10 +446,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    use portcullis_core::{Identity, PolicyEngine};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    use crate::gate::ParseCache;
 
     fn describes(n: usize) -> Vec<Pending> {
         (0..n).map(|_| Pending::Describe).collect()
@@ -510,23 +507,8 @@ mod tests {
                 let (client_r, mut client_w) = tokio::io::split(gateway_client_side);
                 let (upstream_r, upstream_w) = tokio::io::split(gateway_upstream_side);
                 let limits = Limits::default();
-                let policy = PolicyEngine::from_text("permit(principal, action, resource);")
-                    .expect("policy");
-                let mut gate = StatementGate::new(
-                    Arc::new(policy),
-                    Arc::new(ParseCache::default()),
-                    Identity {
-                        user: "t".into(),
-                        groups: vec![],
-                        actor: None,
-                        method: "test",
-                        credential: Default::default(),
-                    },
-                    "db".into(),
-                    "svc".into(),
-                    "127.0.0.1".into(),
-                    vec!["public".into()],
-                );
+                let mut gate =
+                    crate::gate::test_gate("permit(principal, action, resource);", &["public"]);
                 let mut tracker = BackendTracker::default();
                 let decision = Decision {
                     allowed: true,

@@ -1,6 +1,5 @@
 use super::*;
-use crate::gate::{ParseCache, StatementGate};
-use portcullis_core::{Identity, PolicyEngine};
+use crate::gate::StatementGate;
 
 fn permissive_gate() -> StatementGate {
     gate_with("permit(principal, action, resource);")
@@ -11,21 +10,7 @@ fn gate_with(policies: &str) -> StatementGate {
 }
 
 fn gate_in(policies: &str, schemas: &[&str]) -> StatementGate {
-    StatementGate::new(
-        Arc::new(PolicyEngine::from_text(policies).unwrap()),
-        Arc::new(ParseCache::default()),
-        Identity {
-            user: "t".into(),
-            groups: vec![],
-            actor: None,
-            method: "test",
-            credential: Default::default(),
-        },
-        "db".into(),
-        "svc".into(),
-        "127.0.0.1".into(),
-        schemas.iter().map(|s| s.to_string()).collect(),
-    )
+    crate::gate::test_gate(policies, schemas)
 }
 
 fn feed(front: &mut FrontendTracker, back: &mut BackendTracker, msgs: &[FrontendMessage<'_>]) {
