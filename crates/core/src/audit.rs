@@ -1,5 +1,5 @@
-//! The audit model: what is recorded about sessions and statements, and the
-//! store interface that persists it outside the target.
+//! The audit model: what is recorded about sessions and the commands run in
+//! them, and the store interface that persists it outside the target.
 
 use std::sync::Arc;
 
@@ -66,37 +66,91 @@ pub struct Decision {
 /// decision is handed to every statement it decides.
 pub type PolicyIds = std::sync::Arc<[String]>;
 
-/// One statement a client ran, with its outcome.
+/// One command a client ran, with its outcome: a SQL statement, a shell
+/// command, an HTTP request. What only one protocol knows (a statement's
+/// parameters, a row count) goes in [`CommandRecord::detail`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatementRecord {
+pub struct CommandRecord {
     /// The session.
     pub session_id: Uuid,
     /// Position within the session, from 1.
     pub seq: u64,
-    /// `query` (simple protocol), `execute` (extended protocol), `parse`
-    /// (an extended-protocol Parse that failed), `copy`, …
+    /// What sort of command, in the protocol's words: `query` (simple
+    /// protocol), `execute` (extended protocol), `parse` (a Parse that
+    /// failed), `exec` (an SSH command), …
     pub kind: String,
-    /// The statement text.
+    /// The command as the client sent it.
     pub text: String,
-    /// Extended-protocol parameters from Bind, text-format values as text,
-    /// binary ones as `\x…` hex; `None` inside for NULL.
-    pub params: Option<Vec<Option<String>>>,
-    /// The prepared statement's name, for extended-protocol statements.
-    pub prepared_name: Option<String>,
     /// When the gateway received it.
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
     /// Time from receipt to completion, in microseconds.
     pub duration_us: u64,
-    /// Rows returned or affected, when the server reported them.
-    pub rows: Option<u64>,
-    /// `SQLSTATE: message` when it failed.
+    /// `SQLSTATE: message` (or the protocol's own form) when it failed.
     pub error: Option<String>,
     /// The decision that let it run (or stopped it).
     pub decision: Decision,
     /// How many values of its results were masked, when any were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub masked: Option<crate::masking::MaskCounts>,
+    /// The protocol's own facts about the command, as its adapter typed
+    /// them (for SQL: `params`, `prepared_name`, `rows`). Flattened into
+    /// the record when serialised, so each protocol's fields read as the
+    /// record's own.
+    #[serde(flatten)]
+    pub detail: CommandDetail,
+}
+
+/// Protocol-specific facts of a command. Each adapter defines a typed
+/// struct and converts it with [`CommandDetail::of`]; the core and the
+/// store keep it as a JSON object, so a new protocol changes neither.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CommandDetail(serde_json::Map<String, serde_json::Value>);
+
+impl CommandDetail {
+    /// The detail of an adapter's typed facts. A value that does not
+    /// serialise as an object (a bug in the adapter) is kept under `detail`.
+    pub fn of<T: Serialize>(facts: &T) -> Self {
+        match serde_json::to_value(facts) {
+            Ok(serde_json::Value::Object(map)) => CommandDetail(map),
+            Ok(other) => {
+                let mut map = serde_json::Map::new();
+                map.insert("detail".into(), other);
+                CommandDetail(map)
+            }
+            Err(e) => {
+                let mut map = serde_json::Map::new();
+                map.insert("detail_error".into(), e.to_string().into());
+                CommandDetail(map)
+            }
+        }
+    }
+
+    /// The typed facts back, when they are of type `T`.
+    pub fn get<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_value(serde_json::Value::Object(self.0.clone())).ok()
+    }
+
+    /// One field, untyped.
+    pub fn field(&self, name: &str) -> Option<&serde_json::Value> {
+        self.0.get(name)
+    }
+
+    /// Whether the adapter recorded nothing of its own.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The JSON object, for stores.
+    pub fn as_map(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.0
+    }
+
+    /// A detail from a stored JSON object.
+    pub fn from_map(map: serde_json::Map<String, serde_json::Value>) -> Self {
+        CommandDetail(map)
+    }
 }
 
 /// One thing to record.
@@ -104,8 +158,8 @@ pub struct StatementRecord {
 pub enum AuditEvent {
     /// A session began.
     SessionStarted(SessionRecord),
-    /// A statement finished.
-    Statement(StatementRecord),
+    /// A command finished.
+    Command(CommandRecord),
     /// A session ended.
     SessionEnded(SessionEnd),
 }
@@ -121,18 +175,22 @@ pub struct SessionSummary {
     pub ended_at: Option<OffsetDateTime>,
     /// Why it ended, if it has.
     pub end_reason: Option<String>,
-    /// Statements recorded so far.
-    pub statement_count: u64,
+    /// Commands recorded so far (`statement_count` in the API, as it was
+    /// named before the second protocol).
+    #[serde(rename = "statement_count")]
+    pub command_count: u64,
 }
 
-/// A session with its statements.
+/// A session with its commands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionDetail {
     /// The session.
     #[serde(flatten)]
     pub summary: SessionSummary,
-    /// Its statements in order.
-    pub statements: Vec<StatementRecord>,
+    /// Its commands in order (`statements` in the API, as it was named
+    /// before the second protocol).
+    #[serde(rename = "statements")]
+    pub commands: Vec<CommandRecord>,
 }
 
 /// Filters for listing sessions.
@@ -170,7 +228,7 @@ pub trait AuditStore: Send + Sync {
     async fn write(&self, batch: Arc<[AuditEvent]>) -> Result<(), StoreError>;
     /// Sessions matching the query, newest first.
     async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<SessionSummary>, StoreError>;
-    /// One session with its statements.
+    /// One session with its commands.
     async fn session(&self, id: Uuid) -> Result<Option<SessionDetail>, StoreError>;
     /// Marks sessions left open by an earlier process (crash) as ended.
     async fn close_dangling(&self, reason: &str) -> Result<u64, StoreError>;

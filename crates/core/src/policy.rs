@@ -1,7 +1,8 @@
 //! Cedar policy decisions: may this identity do this action on this resource?
 //!
 //! Policies are loaded from `*.cedar` files, validated against the schema
-//! that ships with Portcullis ([`SCHEMA`]), and swapped atomically on reload
+//! generated from the core's and the protocols' vocabularies
+//! ([`crate::vocabulary`]), and swapped atomically on reload
 //! so live sessions never see a half-loaded set. Anything not permitted is
 //! denied.
 
@@ -20,8 +21,17 @@ use thiserror::Error;
 
 use crate::Identity;
 
-/// The Cedar schema policies are validated against.
-pub const SCHEMA: &str = include_str!("schema.cedarschema");
+use crate::vocabulary::{cedar_schema, Vocabulary};
+
+/// The context attributes `protocols` mark as differing per request.
+fn per_request_attributes(protocols: &[&Vocabulary]) -> Vec<&'static str> {
+    protocols
+        .iter()
+        .flat_map(|v| v.context.iter())
+        .filter(|c| c.per_request)
+        .map(|c| c.name)
+        .collect()
+}
 
 /// Why a policy set could not be loaded.
 #[derive(Debug, Error)]
@@ -53,62 +63,31 @@ pub enum PolicyError {
     DuplicateId(String),
 }
 
-/// An action a principal asks to perform.
+/// An action a principal asks to perform, by its Cedar id. The core names
+/// the actions every protocol shares; a protocol names its own with
+/// [`Action::named`] from its [`Vocabulary`] (for SQL, `select` …
+/// `unmask`; for SSH, `ssh_shell` …), so the core needs no change for a
+/// new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// Open a session on a connection.
-    Connect,
-    /// Read rows.
-    Select,
-    /// Add rows.
-    Insert,
-    /// Change rows.
-    Update,
-    /// Remove rows.
-    Delete,
-    /// MERGE.
-    Merge,
-    /// Empty a table.
-    Truncate,
-    /// Bulk export (COPY … TO).
-    CopyOut,
-    /// Bulk import (COPY … FROM).
-    CopyIn,
-    /// Change the schema.
-    Ddl,
-    /// Run a function, procedure or code block.
-    Execute,
-    /// Roles, grants, server settings.
-    Admin,
-    /// See a masked column in clear.
-    Unmask,
-    /// Read the session list and recordings through the API.
-    ViewSessions,
-    /// End or otherwise change sessions through the API.
-    ManageSessions,
-}
+#[serde(transparent)]
+pub struct Action(&'static str);
 
 impl Action {
+    /// Open a session on a connection.
+    pub const CONNECT: Action = Action("connect");
+    /// Read the session list and recordings through the API.
+    pub const VIEW_SESSIONS: Action = Action("view_sessions");
+    /// End or otherwise change sessions through the API.
+    pub const MANAGE_SESSIONS: Action = Action("manage_sessions");
+
+    /// The action with Cedar id `id`, as a protocol's vocabulary declares it.
+    pub const fn named(id: &'static str) -> Action {
+        Action(id)
+    }
+
     /// The Cedar action id.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Connect => "connect",
-            Action::Select => "select",
-            Action::Insert => "insert",
-            Action::Update => "update",
-            Action::Delete => "delete",
-            Action::Merge => "merge",
-            Action::Truncate => "truncate",
-            Action::CopyOut => "copy_out",
-            Action::CopyIn => "copy_in",
-            Action::Ddl => "ddl",
-            Action::Execute => "execute",
-            Action::Admin => "admin",
-            Action::Unmask => "unmask",
-            Action::ViewSessions => "view_sessions",
-            Action::ManageSessions => "manage_sessions",
-        }
+        self.0
     }
 }
 
@@ -117,74 +96,75 @@ impl Action {
 pub enum Resource {
     /// A configured connection, by name.
     Connection(String),
-    /// A table in a connection: `Table::"<connection>/<schema>.<table>"`.
-    Table {
-        /// The connection.
-        connection: String,
-        /// `schema.table`.
-        name: String,
-    },
-    /// A column of a table: `Column::"<connection>/<schema>.<table>.<column>"`.
-    Column {
-        /// The connection.
-        connection: String,
-        /// `schema.table.column`.
-        name: String,
-    },
-    /// A function in a connection: `Function::"<connection>/<schema>.<name>"`.
-    Function {
-        /// The connection.
-        connection: String,
-        /// `schema.name`.
-        name: String,
-    },
     /// The gateway itself (its admin API).
     Gateway,
+    /// An object inside a connection, of a type a protocol declares.
+    Object(ObjectRef),
+}
+
+/// An object inside a connection: `<Entity>::"<connection>/<name>"`, such
+/// as `Table::"app-db/public.users"`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ObjectRef {
+    /// The Cedar entity type (`Table`), declared by a protocol's vocabulary.
+    pub entity: &'static str,
+    /// The connection.
+    pub connection: String,
+    /// The object's name within the connection (`public.users`).
+    pub name: String,
+    /// The object it lies in, nearest first, as (entity type, name): a
+    /// column's table. The connection is always last and implied.
+    pub within: Option<(&'static str, String)>,
 }
 
 impl Resource {
-    fn uid(&self, t: &Types) -> EntityUid {
+    /// An object of type `entity` named `name` in `connection`.
+    pub fn object(entity: &'static str, connection: &str, name: impl Into<String>) -> Resource {
+        Resource::Object(ObjectRef {
+            entity,
+            connection: connection.to_owned(),
+            name: name.into(),
+            within: None,
+        })
+    }
+
+    /// The object's name when it is of type `entity`.
+    pub fn object_name(&self, entity: &str) -> Option<&str> {
         match self {
-            Resource::Connection(name) => t.uid(&t.connection, name),
-            Resource::Table { connection, name } => {
-                t.uid(&t.table, &format!("{connection}/{name}"))
-            }
-            Resource::Column { connection, name } => {
-                t.uid(&t.column, &format!("{connection}/{name}"))
-            }
-            Resource::Function { connection, name } => {
-                t.uid(&t.function, &format!("{connection}/{name}"))
-            }
-            Resource::Gateway => t.uid(&t.gateway, "portcullis"),
+            Resource::Object(o) if o.entity == entity => Some(&o.name),
+            _ => None,
         }
+    }
+
+    fn uid(&self, t: &Types) -> Result<EntityUid, String> {
+        Ok(match self {
+            Resource::Connection(name) => t.uid(&t.connection, name),
+            Resource::Gateway => t.uid(&t.gateway, "portcullis"),
+            Resource::Object(o) => {
+                t.uid(&t.named(o.entity)?, &format!("{}/{}", o.connection, o.name))
+            }
+        })
     }
 
     /// What the resource lies in, nearest first: a column's table, then
     /// the connection.
-    fn ancestors(&self, t: &Types) -> Vec<EntityUid> {
-        match self {
-            Resource::Table { connection, .. } | Resource::Function { connection, .. } => {
-                vec![t.uid(&t.connection, connection)]
-            }
-            Resource::Column { connection, name } => {
-                // `schema.table.column`: the table is everything before the last dot.
-                let table = name.rsplit_once('.').map_or(name.as_str(), |(t, _)| t);
-                vec![
-                    t.uid(&t.table, &format!("{connection}/{table}")),
-                    t.uid(&t.connection, connection),
-                ]
-            }
-            _ => Vec::new(),
+    fn ancestors(&self, t: &Types) -> Result<Vec<EntityUid>, String> {
+        let Resource::Object(o) = self else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(2);
+        if let Some((entity, name)) = &o.within {
+            out.push(t.uid(&t.named(entity)?, &format!("{}/{name}", o.connection)));
         }
+        out.push(t.uid(&t.connection, &o.connection));
+        Ok(out)
     }
 
     /// How the resource reads in messages: `app-db/public.users`.
     pub fn describe(&self) -> String {
         match self {
             Resource::Connection(name) => name.clone(),
-            Resource::Table { connection, name }
-            | Resource::Column { connection, name }
-            | Resource::Function { connection, name } => format!("{connection}/{name}"),
+            Resource::Object(o) => format!("{}/{}", o.connection, o.name),
             Resource::Gateway => "the gateway".into(),
         }
     }
@@ -197,10 +177,26 @@ pub struct RequestFacts {
     pub protocol: &'static str,
     /// Client address as seen by the gateway.
     pub client_address: String,
-    /// The kind of statement being decided (`select`, `insert`, …).
-    pub statement_kind: Option<&'static str>,
-    /// The statement text being decided.
-    pub statement: Option<String>,
+    /// Context attributes a protocol's vocabulary declares (for SQL,
+    /// `statement_kind` and `statement`; for SSH, `command`).
+    pub extra: Vec<(&'static str, ContextValue)>,
+}
+
+/// The value of a protocol's context attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContextValue {
+    /// A string.
+    Str(String),
+    /// A number.
+    Long(i64),
+}
+
+impl RequestFacts {
+    /// Adds the context attribute `name`.
+    pub fn with(mut self, name: &'static str, value: ContextValue) -> Self {
+        self.extra.push((name, value));
+        self
+    }
 }
 
 /// The outcome of a decision, with the policies that determined it.
@@ -236,8 +232,9 @@ struct Loaded {
     /// `Policy::annotation` parses its key on every call, which cost more
     /// than the rest of a decision.
     reviews: HashMap<PolicyId, String>,
-    /// Whether any policy reads `context.statement` (the exact text) or the
-    /// time: then a decision holds for this request only.
+    /// Whether any policy reads a per-request attribute (the exact
+    /// statement text) or the time: then a decision holds for this
+    /// request only.
     reads_per_request_context: bool,
 }
 
@@ -245,6 +242,9 @@ struct Loaded {
 pub struct PolicyEngine {
     generation: std::sync::atomic::AtomicU64,
     schema: Schema,
+    schema_text: String,
+    /// Context attributes that differ per request (see [`crate::vocabulary::ContextSpec`]).
+    per_request: Vec<&'static str>,
     types: Types,
     authorizer: Authorizer,
     current: RwLock<Arc<Loaded>>,
@@ -252,13 +252,35 @@ pub struct PolicyEngine {
 }
 
 impl PolicyEngine {
-    /// An engine over the policies in `dir` (all `*.cedar` files).
-    pub fn from_dir(dir: &Path) -> Result<Self, PolicyError> {
-        let schema = builtin_schema()?;
-        let loaded = load_dir(dir, &schema)?;
+    /// An engine over the policies in `dir` (all `*.cedar` files), in the
+    /// language of the core and `protocols`.
+    pub fn from_dir(dir: &Path, protocols: &[&Vocabulary]) -> Result<Self, PolicyError> {
+        let (schema_text, schema) = builtin_schema(protocols)?;
+        let per_request = per_request_attributes(protocols);
+        let loaded = load_dir(dir, &schema, &per_request)?;
+        Self::with(schema_text, schema, per_request, loaded)
+    }
+
+    /// An engine over policies given as text (for tests and `policy check`).
+    pub fn from_text(text: &str, protocols: &[&Vocabulary]) -> Result<Self, PolicyError> {
+        let (schema_text, schema) = builtin_schema(protocols)?;
+        let per_request = per_request_attributes(protocols);
+        let sources = vec![(PathBuf::from("<inline>"), text.to_owned())];
+        let loaded = load_sources(sources, &schema, &per_request)?;
+        Self::with(schema_text, schema, per_request, loaded)
+    }
+
+    fn with(
+        schema_text: String,
+        schema: Schema,
+        per_request: Vec<&'static str>,
+        loaded: Loaded,
+    ) -> Result<Self, PolicyError> {
         Ok(Self {
             generation: std::sync::atomic::AtomicU64::new(0),
             schema,
+            schema_text,
+            per_request,
             types: Types::new()?,
             authorizer: Authorizer::new(),
             current: RwLock::new(Arc::new(loaded)),
@@ -266,24 +288,15 @@ impl PolicyEngine {
         })
     }
 
-    /// An engine over policies given as text (for tests and `policy check`).
-    pub fn from_text(text: &str) -> Result<Self, PolicyError> {
-        let schema = builtin_schema()?;
-        let loaded = load_sources(vec![(PathBuf::from("<inline>"), text.to_owned())], &schema)?;
-        Ok(Self {
-            generation: std::sync::atomic::AtomicU64::new(0),
-            schema,
-            types: Types::new()?,
-            authorizer: Authorizer::new(),
-            current: RwLock::new(Arc::new(loaded)),
-            entities: Mutex::new(HashMap::new()),
-        })
+    /// The Cedar schema policies are validated against.
+    pub fn schema(&self) -> &str {
+        &self.schema_text
     }
 
     /// Replaces the policy set with the one in `dir`, or keeps the old set and
     /// returns the error. Returns the number of policies loaded.
     pub fn reload(&self, dir: &Path) -> Result<usize, PolicyError> {
-        let loaded = load_dir(dir, &self.schema)?;
+        let loaded = load_dir(dir, &self.schema, &self.per_request)?;
         let n = loaded.count;
         let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
         *cur = Arc::new(loaded);
@@ -344,13 +357,13 @@ impl PolicyEngine {
                 .into_iter()
                 .map(|g| Entity::new_no_attrs(g, HashSet::new())),
         );
-        let ancestors = resource.ancestors(t);
+        let ancestors = resource.ancestors(t)?;
         for (i, a) in ancestors.iter().enumerate() {
             let above: HashSet<EntityUid> = ancestors.get(i + 1).cloned().into_iter().collect();
             list.push(Entity::new_no_attrs(a.clone(), above));
         }
         let parents: HashSet<EntityUid> = ancestors.first().cloned().into_iter().collect();
-        list.push(Entity::new_no_attrs(resource.uid(t), parents));
+        list.push(Entity::new_no_attrs(resource.uid(t)?, parents));
         let entities =
             Arc::new(Entities::from_entities(list, Some(&self.schema)).map_err(|e| e.to_string())?);
         let mut map = lock();
@@ -405,17 +418,12 @@ impl PolicyEngine {
                 RestrictedExpression::new_string(actor.clone()),
             ));
         }
-        if let Some(kind) = facts.statement_kind {
-            ctx.push((
-                "statement_kind".into(),
-                RestrictedExpression::new_string(kind.to_owned()),
-            ));
-        }
-        if let Some(text) = &facts.statement {
-            ctx.push((
-                "statement".into(),
-                RestrictedExpression::new_string(text.clone()),
-            ));
+        for (name, value) in &facts.extra {
+            let value = match value {
+                ContextValue::Str(v) => RestrictedExpression::new_string(v.clone()),
+                ContextValue::Long(v) => RestrictedExpression::new_long(*v),
+            };
+            ctx.push(((*name).into(), value));
         }
         let now = time::OffsetDateTime::now_utc();
         ctx.push((
@@ -437,7 +445,7 @@ impl PolicyEngine {
         let request = Request::new(
             t.uid(&t.user, &identity.user),
             t.uid(&t.action, action.as_str()),
-            resource.uid(t),
+            resource.uid(t)?,
             context,
             None,
         )
@@ -474,11 +482,10 @@ struct Types {
     user: EntityTypeName,
     group: EntityTypeName,
     connection: EntityTypeName,
-    table: EntityTypeName,
-    column: EntityTypeName,
-    function: EntityTypeName,
     gateway: EntityTypeName,
     action: EntityTypeName,
+    /// Protocols' types, parsed at first use.
+    others: Mutex<HashMap<&'static str, EntityTypeName>>,
 }
 
 impl Types {
@@ -489,12 +496,21 @@ impl Types {
             user: p("User")?,
             group: p("Group")?,
             connection: p("Connection")?,
-            table: p("Table")?,
-            column: p("Column")?,
-            function: p("Function")?,
             gateway: p("Gateway")?,
             action: p("Action")?,
+            others: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The type `name`, parsed once.
+    fn named(&self, name: &'static str) -> Result<EntityTypeName, String> {
+        let mut map = self.others.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = map.get(name) {
+            return Ok(t.clone());
+        }
+        let t = EntityTypeName::from_str(name).map_err(|e| e.to_string())?;
+        map.insert(name, t.clone());
+        Ok(t)
     }
 
     fn uid(&self, ty: &EntityTypeName, id: &str) -> EntityUid {
@@ -513,13 +529,15 @@ struct EntityKey {
 /// Entity sets kept for reuse; cleared when full.
 const ENTITY_CACHE_ENTRIES: usize = 4096;
 
-fn builtin_schema() -> Result<Schema, PolicyError> {
-    Schema::from_cedarschema_str(SCHEMA)
+fn builtin_schema(protocols: &[&Vocabulary]) -> Result<(String, Schema), PolicyError> {
+    let text = cedar_schema(protocols);
+    let schema = Schema::from_cedarschema_str(&text)
         .map(|(s, _warnings)| s)
-        .map_err(|e| PolicyError::Schema(e.to_string()))
+        .map_err(|e| PolicyError::Schema(e.to_string()))?;
+    Ok((text, schema))
 }
 
-fn load_dir(dir: &Path, schema: &Schema) -> Result<Loaded, PolicyError> {
+fn load_dir(dir: &Path, schema: &Schema, per_request: &[&str]) -> Result<Loaded, PolicyError> {
     let io = |source| PolicyError::Io {
         path: dir.to_owned(),
         source,
@@ -538,18 +556,22 @@ fn load_dir(dir: &Path, schema: &Schema) -> Result<Loaded, PolicyError> {
         })?;
         sources.push((path, text));
     }
-    load_sources(sources, schema)
+    load_sources(sources, schema, per_request)
 }
 
 /// Parses every source, naming each policy by its `@id("…")` annotation or
 /// `<file stem>:<n>`, and validates the whole set.
-fn load_sources(sources: Vec<(PathBuf, String)>, schema: &Schema) -> Result<Loaded, PolicyError> {
+fn load_sources(
+    sources: Vec<(PathBuf, String)>,
+    schema: &Schema,
+    per_request: &[&str],
+) -> Result<Loaded, PolicyError> {
     let mut set = PolicySet::new();
     let mut count = 0;
     let mut reviews = HashMap::new();
     let mut reads_per_request_context = false;
     for (path, text) in sources {
-        reads_per_request_context |= mentions_per_request_context(&text);
+        reads_per_request_context |= mentions_per_request_context(&text, per_request);
         let parsed = PolicySet::from_str(&text).map_err(|e| PolicyError::Parse {
             path: path.clone(),
             message: format!("{:?}", miette_free(&e)),
@@ -594,19 +616,24 @@ fn load_sources(sources: Vec<(PathBuf, String)>, schema: &Schema) -> Result<Load
     })
 }
 
-/// Whether policy text may read `context.statement` or the time.
-/// Conservative: any mention of the words `statement` (not followed by `_`,
-/// as in `statement_kind`), `time`, `hour` or `weekday` counts, comments
-/// and strings included.
-fn mentions_per_request_context(text: &str) -> bool {
-    ["statement", "time", "hour", "weekday"].iter().any(|word| {
-        text.match_indices(word).any(|(i, m)| {
-            let before = text[..i].chars().next_back();
-            let next = text[i + m.len()..].chars().next();
-            let ident = |c: Option<char>| matches!(c, Some(c) if c == '_' || c.is_alphanumeric());
-            !ident(before) && !ident(next)
+/// Whether policy text may read an attribute that differs from request
+/// to request (the time, or one a vocabulary marks so, such as the
+/// statement text). Conservative: any mention of such a word as a whole
+/// identifier (`statement`, not `statement_kind`) counts, comments and
+/// strings included.
+fn mentions_per_request_context(text: &str, per_request: &[&str]) -> bool {
+    ["time", "hour", "weekday"]
+        .iter()
+        .chain(per_request)
+        .any(|word| {
+            text.match_indices(word).any(|(i, m)| {
+                let before = text[..i].chars().next_back();
+                let next = text[i + m.len()..].chars().next();
+                let ident =
+                    |c: Option<char>| matches!(c, Some(c) if c == '_' || c.is_alphanumeric());
+                !ident(before) && !ident(next)
+            })
         })
-    })
 }
 
 fn miette_free(e: &cedar_policy::ParseErrors) -> String {

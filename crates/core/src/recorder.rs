@@ -90,6 +90,27 @@ impl Recorder {
         }
     }
 
+    /// Queues an event without waiting; when the queue is full, a task on
+    /// the current runtime waits for room. False when the event could not
+    /// be queued at all (the recorder has shut down, or no runtime runs).
+    pub fn record_without_waiting(&self, event: AuditEvent) -> bool {
+        match self.tx.try_send(event) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                self.waits.increment(1);
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return false;
+                };
+                let tx = self.tx.clone();
+                runtime.spawn(async move {
+                    let _closed_at_shutdown = tx.send(event).await;
+                });
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
     /// False once the store has failed to take a batch; adapters must then
     /// refuse work that would go unrecorded.
     pub fn healthy(&self) -> bool {

@@ -102,7 +102,7 @@ pub fn print_sessions(v: serde_json::Value) -> anyhow::Result<()> {
             who,
             s.session.connection,
             when(s.session.started_at),
-            s.statement_count,
+            s.command_count,
             match (&s.ended_at, &s.end_reason) {
                 (Some(_), Some(r)) => r.clone(),
                 (Some(t), None) => when(*t),
@@ -148,8 +148,9 @@ pub fn print_session(v: serde_json::Value) -> anyhow::Result<()> {
         );
     }
     println!();
-    for st in &d.statements {
-        let outcome = match (&st.error, st.rows) {
+    for st in &d.commands {
+        let rows = st.detail.field("rows").and_then(|r| r.as_u64());
+        let outcome = match (&st.error, rows) {
             (Some(e), _) => format!("error {e}"),
             (None, Some(r)) => format!("{r} rows"),
             (None, None) => "ok".into(),
@@ -167,10 +168,10 @@ pub fn print_session(v: serde_json::Value) -> anyhow::Result<()> {
             }
         );
         println!("      {}", st.text.replace('\n', "\n      "));
-        if let Some(p) = &st.params {
+        if let Some(p) = st.detail.field("params").and_then(|p| p.as_array()) {
             let shown: Vec<String> = p
                 .iter()
-                .map(|v| v.clone().unwrap_or_else(|| "NULL".into()))
+                .map(|v| v.as_str().map_or_else(|| "NULL".into(), str::to_owned))
                 .collect();
             println!("      params: {}", shown.join(", "));
         }

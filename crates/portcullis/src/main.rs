@@ -7,6 +7,7 @@ mod connect;
 mod credentials;
 mod login;
 mod masking_key;
+mod protocols;
 mod serve;
 mod tls_material;
 
@@ -312,7 +313,7 @@ fn policy(command: PolicyCommand) -> anyhow::Result<()> {
                 Some(d) => d,
                 None => config::Config::policy_dir(&config)?,
             };
-            let engine = portcullis_core::PolicyEngine::from_dir(&dir)?;
+            let engine = portcullis_core::PolicyEngine::from_dir(&dir, protocols::VOCABULARIES)?;
             println!(
                 "{}: {} policies valid",
                 dir.display(),
@@ -330,7 +331,10 @@ fn policy(command: PolicyCommand) -> anyhow::Result<()> {
             sql,
         } => policy_check(config, dir, user, groups, connection, search_path, &sql),
         PolicyCommand::Schema => {
-            print!("{}", portcullis_core::policy::SCHEMA);
+            print!(
+                "{}",
+                portcullis_core::vocabulary::cedar_schema(protocols::VOCABULARIES)
+            );
             Ok(())
         }
     }
@@ -345,13 +349,16 @@ fn policy_check(
     search_path: Vec<String>,
     sql: &str,
 ) -> anyhow::Result<()> {
-    use portcullis_proto_pg::gate::{GateDecision, ParseCache, StatementGate};
+    use portcullis_pg_decide::{GateDecision, ParseCache, StatementGate};
     use std::sync::Arc;
     let dir = match dir {
         Some(d) => d,
         None => config::Config::policy_dir(&config)?,
     };
-    let engine = Arc::new(portcullis_core::PolicyEngine::from_dir(&dir)?);
+    let engine = Arc::new(portcullis_core::PolicyEngine::from_dir(
+        &dir,
+        protocols::VOCABULARIES,
+    )?);
     let identity = portcullis_core::Identity {
         user,
         groups,

@@ -9,8 +9,8 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use portcullis_core::audit::AuditStore;
 use portcullis_core::identity::{RevocationStore, TokenIssuer};
 use portcullis_core::{
-    Core, GatewayAuthenticator, PolicyEngine, Recorder, SessionRegistry, SessionThreads,
-    StaticTokens,
+    Core, GatewayAuthenticator, PolicyEngine, Recorder, SessionRegistry, SessionSettings,
+    SessionThreads, StaticTokens,
 };
 use portcullis_proto_pg::{PgAdapter, PgAdapterConfig, PgTarget, Upstream};
 use portcullis_store::SqliteStore;
@@ -31,7 +31,7 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
         .context("installing the metrics recorder")?;
 
     let policy = Arc::new(
-        PolicyEngine::from_dir(&config.policy_dir)
+        PolicyEngine::from_dir(&config.policy_dir, crate::protocols::VOCABULARIES)
             .with_context(|| format!("loading policies from {}", config.policy_dir.display()))?,
     );
     if policy.policy_count() == 0 {
@@ -93,6 +93,10 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
         recorder,
         sessions: SessionRegistry::default(),
         masking: masking.clone(),
+        settings: SessionSettings {
+            expiry_grace: config.identity.expiry_grace,
+            record_commands: config.record_statements,
+        },
     };
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
@@ -126,8 +130,6 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
                 plaintext: config.plaintext,
                 targets,
                 limits: config.limits.clone(),
-                record_statements: config.record_statements,
-                expiry_grace: config.identity.expiry_grace,
             },
             core.clone(),
         )

@@ -1,5 +1,7 @@
-//! Session errors and the SQLSTATE each one reaches the client with.
+//! How a PostgreSQL session ends abnormally: a [`Refusal`] (which carries
+//! its SQLSTATE and message) or a broken socket.
 
+use portcullis_core::Refusal;
 use portcullis_pg_wire::WireError;
 use thiserror::Error;
 
@@ -7,51 +9,41 @@ use thiserror::Error;
 /// client and the log, so they never carry credentials.
 #[derive(Debug, Error)]
 pub enum SessionError {
-    /// The gateway refused the client: bad token, unknown connection, denied.
-    #[error("{message}")]
-    Refused {
-        /// SQLSTATE sent to the client.
-        code: &'static str,
-        /// One line saying why.
-        message: String,
-    },
-    /// The client broke the protocol.
-    #[error("portcullis: protocol violation: {0}")]
-    Protocol(#[from] WireError),
-    /// The client sent a message the gateway does not allow.
-    #[error("portcullis: {0}")]
-    Unsupported(String),
-    /// The client took too long.
-    #[error("portcullis: timed out waiting for {0}")]
-    Timeout(&'static str),
-    /// The upstream could not be reached or refused the gateway.
-    #[error("portcullis: {0}")]
-    Upstream(String),
-    /// The audit recorder is unavailable, so nothing may run unrecorded.
-    #[error("portcullis: the audit store is unavailable; refusing to run unrecorded")]
-    AuditUnavailable,
-    /// A socket failed.
+    /// The gateway refused something; the client is told why.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// A socket failed; there is nobody left to tell.
     #[error("connection error: {0}")]
     Io(#[from] std::io::Error),
 }
 
+impl From<WireError> for SessionError {
+    fn from(e: WireError) -> Self {
+        SessionError::Refused(Refusal::ProtocolViolation(e.to_string()))
+    }
+}
+
 impl SessionError {
-    /// A refusal with its SQLSTATE.
-    pub fn refused(code: &'static str, message: impl Into<String>) -> Self {
-        SessionError::Refused {
-            code,
-            message: message.into(),
-        }
+    /// The upstream could not be reached, refused the gateway or broke its
+    /// protocol.
+    pub fn upstream(message: String) -> Self {
+        SessionError::Refused(Refusal::Upstream(message))
+    }
+
+    /// The client sent something the gateway never forwards.
+    pub fn not_allowed(message: String) -> Self {
+        SessionError::Refused(Refusal::NotAllowed(message))
+    }
+
+    /// A result could not be masked faithfully.
+    pub fn masking_failed(message: String) -> Self {
+        SessionError::Refused(Refusal::MaskingFailed(message))
     }
 
     /// The SQLSTATE for the client.
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            SessionError::Refused { code, .. } => code,
-            SessionError::Protocol(_) | SessionError::Unsupported(_) => "08P01",
-            SessionError::Timeout(_) => "08006",
-            SessionError::Upstream(_) => "08001",
-            SessionError::AuditUnavailable => "58000",
+            SessionError::Refused(r) => r.sqlstate(),
             SessionError::Io(_) => "08006",
         }
     }

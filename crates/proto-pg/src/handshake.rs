@@ -61,7 +61,7 @@ pub async fn open(
     let n = tcp.peek(&mut first).await?;
     let mut stream = if n == 1 && first[0] == TLS_HANDSHAKE {
         let cfg = tls.ok_or_else(|| {
-            SessionError::Unsupported("TLS is not configured on this listener".into())
+            SessionError::not_allowed("TLS is not configured on this listener".into())
         })?;
         accept_tls(tcp, cfg).await?
     } else {
@@ -74,12 +74,12 @@ pub async fn open(
                 // Bytes after SSLRequest and before the handshake would be
                 // read as if encrypted (CVE-2021-23222): refuse them.
                 if !buf.is_empty() {
-                    return Err(SessionError::Unsupported(
+                    return Err(SessionError::not_allowed(
                         "data sent after SSLRequest before TLS".into(),
                     ));
                 }
                 let (Stream::Plain(mut tcp), Some(cfg)) = (stream, tls) else {
-                    return Err(SessionError::Unsupported(
+                    return Err(SessionError::not_allowed(
                         "TLS requested twice or not configured".into(),
                     ));
                 };
@@ -93,7 +93,7 @@ pub async fn open(
                 params,
             } => {
                 if !buf.is_empty() {
-                    return Err(SessionError::Unsupported(
+                    return Err(SessionError::not_allowed(
                         "data sent before authentication was requested".into(),
                     ));
                 }
@@ -111,7 +111,7 @@ async fn accept_tls(tcp: TcpStream, cfg: &Arc<ServerConfig>) -> Result<Stream, S
     let tls = tokio_rustls::TlsAcceptor::from(cfg.clone())
         .accept(tcp)
         .await
-        .map_err(|e| SessionError::Unsupported(format!("TLS handshake failed: {e}")))?;
+        .map_err(|e| SessionError::not_allowed(format!("TLS handshake failed: {e}")))?;
     Ok(Stream::ServerTls(Box::new(tls)))
 }
 
@@ -133,12 +133,15 @@ pub async fn read_token(hello: &mut ClientHello) -> Result<String, SessionError>
     let mut buf = BytesMut::with_capacity(1024);
     let (tag, body) = read_message(&mut hello.stream, &mut buf, PASSWORD_LIMIT).await?;
     let FrontendMessage::Password(raw) = FrontendMessage::decode(tag, &body)? else {
-        return Err(SessionError::Unsupported(
+        return Err(SessionError::not_allowed(
             "expected a password message".into(),
         ));
     };
     let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
-    let token = std::str::from_utf8(raw)
-        .map_err(|_| SessionError::refused("28P01", "portcullis: the token is not valid UTF-8"))?;
+    let token = std::str::from_utf8(raw).map_err(|_| {
+        SessionError::Refused(portcullis_core::Refusal::Authentication(
+            portcullis_core::AuthError::Rejected("the token is not valid UTF-8".into()),
+        ))
+    })?;
     Ok(token.to_owned())
 }

@@ -1,18 +1,16 @@
 //! The PostgreSQL protocol adapter.
 //!
-//! It turns the wire protocol into the core's neutral requests: a startup
-//! packet and a token become an [`portcullis_core::Identity`] and a
-//! `connect` decision; each statement becomes a recorded
-//! [`portcullis_core::StatementRecord`]. The relay itself ([`relay`]) is
-//! hand-written because it is the hot path.
+//! It implements the core's session seam ([`portcullis_core::session`])
+//! for PostgreSQL: a startup packet and a token become an
+//! [`portcullis_core::Identity`] and an admission; each statement is
+//! decided by `portcullis-pg-decide` before it is forwarded and recorded as
+//! a [`portcullis_core::CommandRecord`] with its [`relay::SqlDetail`]. The
+//! relay itself ([`relay`]) is hand-written because it is the hot path.
 
 pub mod cancel;
-pub mod catalog;
 pub mod error;
 mod framed;
-pub mod gate;
 pub mod handshake;
-pub mod masker;
 pub mod relay;
 pub mod scram;
 pub mod server;

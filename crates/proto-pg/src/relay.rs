@@ -16,14 +16,13 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use portcullis_core::audit::{AuditEvent, Decision, StatementRecord};
-use portcullis_core::Recorder;
+use portcullis_core::audit::{CommandDetail, Decision};
+use portcullis_core::{FinishedCommand, Recorder, SessionHandle};
+use portcullis_pg_decide::StatementGate;
 use portcullis_pg_wire::{next_frame, FrontendMessage};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use uuid::Uuid;
 
 use crate::error::SessionError;
-use crate::gate::StatementGate;
 use crate::tracker::{BackendTracker, Forward, FrontendTracker, Pending, Stmt};
 
 /// Bytes requested per read; buffers grow past it only for larger messages.
@@ -79,68 +78,57 @@ impl RelayEnd {
     }
 }
 
-/// What the relay needs to record statements.
-pub struct RecordCtx {
-    /// The session.
-    pub session_id: Uuid,
-    /// Where records go.
-    pub recorder: Recorder,
-    /// Whether statements are recorded (sessions always are).
-    pub record_statements: bool,
-    /// The decision that admitted the session's statements.
-    pub decision: Decision,
-    /// Statements finished so far.
-    pub seq: u64,
-    statements_total: metrics::Counter,
+/// What SQL adds to a recorded command: the core's record is protocol
+/// neutral, and these are the PostgreSQL facts kept with it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SqlDetail {
+    /// Extended-protocol parameters from Bind, text-format values as text,
+    /// binary ones as `\x…` hex; `None` inside for NULL.
+    pub params: Option<Vec<Option<String>>>,
+    /// The prepared statement's name, for extended-protocol statements.
+    pub prepared_name: Option<String>,
+    /// Rows returned or affected, when the server reported them.
+    pub rows: Option<u64>,
 }
 
-impl RecordCtx {
-    /// A recording context for one session.
-    pub fn new(
-        session_id: Uuid,
-        recorder: Recorder,
-        record_statements: bool,
-        decision: Decision,
-    ) -> Self {
-        Self {
-            session_id,
-            recorder,
-            record_statements,
-            decision,
-            seq: 0,
-            // Resolved once per session: a labelled lookup per statement costs a hash.
-            statements_total: metrics::counter!("portcullis_statements_total", "protocol" => "postgres"),
-        }
+/// Where the relay records finished statements: the session's handle.
+pub struct StatementLog<'s> {
+    session: &'s mut SessionHandle,
+}
+
+impl<'s> StatementLog<'s> {
+    /// Records through `session`.
+    pub fn new(session: &'s mut SessionHandle) -> Self {
+        Self { session }
     }
 
     /// Records a finished statement.
     pub async fn record(&mut self, s: Stmt) -> Result<(), SessionError> {
-        self.seq += 1;
-        self.statements_total.increment(1);
-        if !self.record_statements {
-            return Ok(());
-        }
-        let rec = StatementRecord {
-            session_id: self.session_id,
-            seq: self.seq,
-            kind: s.kind.to_owned(),
-            text: s.text.to_string(),
+        let detail = SqlDetail {
             params: s.params.map(|p| p.as_ref().clone()),
             prepared_name: s
                 .prepared_name
                 .filter(|n| !n.is_empty())
                 .map(|n| n.to_string()),
+            rows: s.has_rows.then_some(s.rows),
+        };
+        // A statement the gate never decided on its own (an Execute of a
+        // cursor's portal) ran under the session's connect decision.
+        let decision = s.decision.unwrap_or_else(|| Decision {
+            allowed: true,
+            policies: self.session.connect_policies().clone(),
+        });
+        let command = FinishedCommand {
+            kind: s.kind,
+            text: s.text.to_string(),
             started_at: s.received_at,
             duration_us: u64::try_from(s.received.elapsed().as_micros()).unwrap_or(u64::MAX),
-            rows: s.has_rows.then_some(s.rows),
             error: s.error,
-            decision: s.decision.unwrap_or_else(|| self.decision.clone()),
-            masked: (!s.masked.is_empty()).then_some(s.masked),
+            decision,
+            masked: s.masked,
+            detail: CommandDetail::of(&detail),
         };
-        self.recorder
-            .record(AuditEvent::Statement(rec))
-            .await
-            .map_err(|_| SessionError::AuditUnavailable)
+        Ok(self.session.record(command).await?)
     }
 }
 
@@ -170,7 +158,11 @@ where
             // A partial message is waiting: the client must finish it in time.
             tokio::time::timeout(limits.message_timeout, client.read_buf(&mut buf))
                 .await
-                .map_err(|_| SessionError::Timeout("the rest of a client message"))??
+                .map_err(|_| {
+                    SessionError::Refused(portcullis_core::Refusal::Timeout(
+                        "the rest of a client message",
+                    ))
+                })??
         };
         if n == 0 {
             return Ok(RelayEnd::ClientVanished);
@@ -193,7 +185,9 @@ where
         if !batch.is_empty() {
             // Fail closed: nothing runs that could not be recorded.
             if !recorder.healthy() {
-                return Err(SessionError::AuditUnavailable);
+                return Err(SessionError::Refused(
+                    portcullis_core::Refusal::AuditUnavailable,
+                ));
             }
             // Hand the entries over before the upstream can answer them.
             let held = pending.put(&mut batch);
@@ -224,7 +218,7 @@ pub async fn upstream_to_client<R, W>(
     pending: &Handoff,
     tracker: &mut BackendTracker,
     limits: &Limits,
-    rec: &mut RecordCtx,
+    rec: &mut StatementLog<'_>,
 ) -> Result<RelayEnd, SessionError>
 where
     R: AsyncRead + Unpin,
@@ -259,7 +253,7 @@ where
         check_unanswered(tracker.unanswered(), limits)?;
         let mut used = 0;
         while let Some(frame) = next_frame(&buf[used..], limits.max_message_bytes)
-            .map_err(|e| SessionError::Upstream(format!("upstream sent an invalid message: {e}")))?
+            .map_err(|e| SessionError::upstream(format!("upstream sent an invalid message: {e}")))?
         {
             if !matches!(frame.tag, b'D' | b'd') {
                 check_backend_tag(frame.tag)?;
@@ -303,7 +297,7 @@ pub fn check_reported_setting(name: &str, value: &str) -> Result<(), SessionErro
         _ => false,
     };
     if unsafe_setting {
-        return Err(SessionError::Unsupported(format!(
+        return Err(SessionError::not_allowed(format!(
             "the server switched {name} to {value:?}, under which it would read statements differently from the gateway; the session is ended"
         )));
     }
@@ -316,13 +310,12 @@ pub fn check_reported_setting(name: &str, value: &str) -> Result<(), SessionErro
 /// the sockets' buffers let through.
 fn check_unanswered(held: usize, limits: &Limits) -> Result<(), SessionError> {
     if held > limits.max_unanswered_messages {
-        return Err(SessionError::refused(
-            "53400",
+        return Err(SessionError::Refused(portcullis_core::Refusal::LimitExceeded(
             format!(
-                "portcullis: the session sent more than {} messages the server has not answered yet (limits.max_unanswered_messages); it is ended",
+                "the session sent more than {} messages the server has not answered yet (limits.max_unanswered_messages); it is ended",
                 limits.max_unanswered_messages
             ),
-        ));
+        )));
     }
     Ok(())
 }
@@ -332,7 +325,7 @@ fn check_backend_tag(tag: u8) -> Result<(), SessionError> {
     match tag {
         b'T' | b'C' | b'E' | b'N' | b'I' | b'1' | b'2' | b'3' | b'n' | b's' | b't' | b'G'
         | b'H' | b'W' | b'c' | b'A' | b'S' | b'Z' | b'V' => Ok(()),
-        other => Err(SessionError::Upstream(format!(
+        other => Err(SessionError::upstream(format!(
             "upstream sent unexpected message type {:?}",
             other as char
         ))),
@@ -498,6 +491,47 @@ mod tests {
             .await
             .expect("store");
         let (recorder, _writer) = Recorder::spawn(Arc::new(store));
+        let policy = "permit(principal, action, resource);";
+        let core = portcullis_core::Core {
+            authenticator: Arc::new(portcullis_core::GatewayAuthenticator::new(
+                portcullis_core::StaticTokens::new(Vec::new()),
+                Vec::new(),
+                None,
+                Default::default(),
+            )),
+            policy: Arc::new(
+                portcullis_core::PolicyEngine::from_text(
+                    policy,
+                    &[&portcullis_pg_decide::vocabulary::SQL],
+                )
+                .expect("policy"),
+            ),
+            recorder,
+            sessions: Default::default(),
+            masking: Arc::new(
+                portcullis_core::masking::Masking::new(
+                    Default::default(),
+                    portcullis_core::masking::HashKey::new(vec![7; 32]),
+                )
+                .expect("masking"),
+            ),
+            settings: portcullis_core::SessionSettings {
+                record_commands: false,
+                ..Default::default()
+            },
+        };
+        let client_info = portcullis_core::ClientInfo {
+            address: "127.0.0.1:1".parse().expect("address"),
+            encrypted: false,
+            claimed_user: None,
+            application: None,
+        };
+        let mut session = core
+            .admit("postgres", "db", Default::default(), client_info)
+            .expect("admitted")
+            .open(tokio_util::sync::CancellationToken::new())
+            .await
+            .expect("opened");
         let (mut client, gateway_client_side) = tokio::io::duplex(1 << 20);
         let (gateway_upstream_side, mut server) = tokio::io::duplex(1 << 20);
         let handoff = Arc::new(Handoff::default());
@@ -507,16 +541,12 @@ mod tests {
                 let (client_r, mut client_w) = tokio::io::split(gateway_client_side);
                 let (upstream_r, upstream_w) = tokio::io::split(gateway_upstream_side);
                 let limits = Limits::default();
-                let mut gate =
-                    crate::gate::test_gate("permit(principal, action, resource);", &["public"]);
+                let mut gate = portcullis_pg_decide::gate::test_gate(policy, &["public"]);
                 let mut tracker = BackendTracker::default();
-                let decision = Decision {
-                    allowed: true,
-                    policies: Default::default(),
-                };
-                let mut rec = RecordCtx::new(Uuid::nil(), recorder.clone(), false, decision);
+                let health = session.recording_health();
+                let mut rec = StatementLog::new(&mut session);
                 tokio::select! {
-                    r = client_to_upstream(client_r, upstream_w, &handoff, &limits, &recorder, &mut gate) => r,
+                    r = client_to_upstream(client_r, upstream_w, &handoff, &limits, &health, &mut gate) => r,
                     r = upstream_to_client(upstream_r, &mut client_w, BytesMut::new(), &handoff, &mut tracker, &limits, &mut rec) => r,
                 }
             }

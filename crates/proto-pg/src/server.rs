@@ -7,26 +7,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use portcullis_core::audit::{AuditEvent, Decision, SessionEnd, SessionRecord};
-use portcullis_core::policy::RequestFacts;
-use portcullis_core::{
-    Action, AuthError, Core, Identity, LiveSession, Resource, SessionStop, SessionThreads,
-    StopReason, Verdict,
-};
+use portcullis_core::{Admission, ClientInfo, Core, Refusal, SessionThreads};
+use portcullis_pg_decide::{ParseCache, StatementGate};
 use portcullis_pg_wire::encode::{self, Severity};
 use rustls::ServerConfig;
-use time::OffsetDateTime;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use uuid::Uuid;
 
 use crate::cancel::CancelRegistry;
 use crate::error::SessionError;
-use crate::gate::{ParseCache, StatementGate};
 use crate::handshake::{self, ClientHello, Opening};
-use crate::relay::{self, Limits, RecordCtx, RelayEnd};
+use crate::relay::{self, Limits, RelayEnd, StatementLog};
 use crate::tracker::BackendTracker;
 use crate::upstream::{Upstream, UpstreamSession};
 
@@ -63,10 +56,6 @@ pub struct PgAdapterConfig {
     pub targets: HashMap<String, Arc<Upstream>>,
     /// Protective limits.
     pub limits: Limits,
-    /// Record every statement (sessions are always recorded).
-    pub record_statements: bool,
-    /// How long a session may outlive the token it started with.
-    pub expiry_grace: std::time::Duration,
 }
 
 /// The PostgreSQL protocol adapter.
@@ -86,10 +75,9 @@ pub struct PgAdapter {
 
 /// A client that passed every check, with its upstream session open.
 struct Admitted {
-    identity: Identity,
+    admission: Admission,
     upstream: Arc<Upstream>,
     session: UpstreamSession,
-    verdict: Verdict,
 }
 
 impl PgAdapter {
@@ -232,26 +220,25 @@ impl PgAdapter {
             PlaintextLogin::LoopbackOnly => is_loopback(peer),
         };
         if !hello.stream.is_tls() && !plaintext_ok {
-            return Err(SessionError::refused(
-                "28000",
-                "portcullis: TLS is required to present a token here (connect with sslmode=require or stronger)",
-            ));
+            return Err(Refusal::TlsRequired {
+                hint: "connect with sslmode=require or stronger",
+            }
+            .into());
         }
         if hello
             .param("replication")
             .is_some_and(|r| r != "false" && r != "0")
         {
-            return Err(SessionError::refused(
-                "0A000",
-                "portcullis: replication connections are not supported",
-            ));
+            return Err(
+                Refusal::Unsupported("replication connections are not supported".into()).into(),
+            );
         }
         if let Some(enc) = hello.param("client_encoding") {
             if !portcullis_pg_sql::is_safe_client_encoding(enc) {
-                return Err(SessionError::refused(
-                    "22023",
-                    format!("portcullis: client_encoding {enc:?} is not allowed: multi-byte encodings can hide quotes from the gateway"),
-                ));
+                return Err(Refusal::InvalidParameter(format!(
+                    "client_encoding {enc:?} is not allowed: multi-byte encodings can hide quotes from the gateway"
+                ))
+                .into());
             }
         }
         let connection = hello
@@ -261,56 +248,20 @@ impl PgAdapter {
             .to_owned();
 
         let token = handshake::read_token(hello).await?;
-        let identity = self
-            .core
-            .authenticator
-            .authenticate(&token)
-            .await
-            .map_err(|e| {
-                metrics::counter!("portcullis_auth_failures_total", "reason" => e.label())
-                    .increment(1);
-                // 28000 when the gateway could not check at all; 28P01 when
-                // the token itself was refused.
-                let code = if matches!(e, AuthError::Unavailable(_)) {
-                    "28000"
-                } else {
-                    "28P01"
-                };
-                SessionError::refused(
-                    code,
-                    format!("portcullis: token authentication failed: {e}"),
-                )
-            })?;
-
-        let upstream = self.cfg.targets.get(&connection).cloned().ok_or_else(|| {
-            SessionError::refused(
-                "3D000",
-                format!("portcullis: connection \"{connection}\" does not exist"),
-            )
-        })?;
-        let facts = RequestFacts {
-            protocol: "postgres",
-            client_address: peer.ip().to_string(),
-            ..Default::default()
+        let identity = self.core.authenticate(&token).await?;
+        let upstream = self
+            .cfg
+            .targets
+            .get(&connection)
+            .cloned()
+            .ok_or_else(|| Refusal::UnknownConnection(connection.clone()))?;
+        let client = ClientInfo {
+            address: peer,
+            encrypted: hello.stream.is_tls(),
+            claimed_user: hello.param("user").map(str::to_owned),
+            application: hello.param("application_name").map(str::to_owned),
         };
-        let verdict = self.core.policy.decide(
-            &identity,
-            Action::Connect,
-            &Resource::Connection(connection.clone()),
-            &facts,
-        );
-        let outcome = if verdict.allowed { "allow" } else { "deny" };
-        metrics::counter!("portcullis_decisions_total", "action" => "connect", "outcome" => outcome).increment(1);
-        if !verdict.allowed {
-            return Err(SessionError::refused(
-                "42501",
-                format!(
-                    "portcullis: connect to {connection} denied for {} ({})",
-                    identity.describe(),
-                    verdict.reason()
-                ),
-            ));
-        }
+        let admission = self.core.admit(PROTOCOL, &connection, identity, client)?;
 
         let forwarded: Vec<(&str, &str)> = hello
             .params
@@ -327,10 +278,9 @@ impl PgAdapter {
         metrics::histogram!("portcullis_upstream_connect_seconds")
             .record(started.elapsed().as_secs_f64());
         Ok(Admitted {
-            identity,
+            admission,
             upstream,
             session,
-            verdict,
         })
     }
 
@@ -342,49 +292,18 @@ impl PgAdapter {
         kill: CancellationToken,
     ) {
         let Admitted {
-            identity,
+            admission,
             upstream,
             session: up,
-            verdict,
         } = admitted;
-        let id = Uuid::now_v7();
-        let recorder = self.core.recorder.clone();
-        let record = SessionRecord {
-            id,
-            protocol: "postgres".into(),
-            connection: upstream.target.name.clone(),
-            user: identity.user.clone(),
-            groups: identity.groups.clone(),
-            actor: identity.actor.clone(),
-            auth_method: identity.method.into(),
-            client_user: hello.param("user").map(str::to_owned),
-            client_address: peer.to_string(),
-            application_name: hello.param("application_name").map(str::to_owned),
-            client_tls: hello.stream.is_tls(),
-            connect_policies: verdict.policies.clone(),
-            started_at: OffsetDateTime::now_utc(),
-        };
         let mut client = hello.stream;
-        if !recorder.healthy()
-            || recorder
-                .record(AuditEvent::SessionStarted(record))
-                .await
-                .is_err()
-        {
-            send_fatal(&mut client, &SessionError::AuditUnavailable).await;
-            return;
-        }
-        metrics::counter!("portcullis_sessions_total", "protocol" => "postgres").increment(1);
-        tracing::info!(session = %id, user = %identity.describe(), connection = %upstream.target.name, %peer, "session started");
-        let _live = self.core.sessions.register(LiveSession {
-            id,
-            user: identity.user.clone(),
-            actor: identity.actor.clone(),
-            credential_id: identity.credential.id.clone(),
-            connection: upstream.target.name.clone(),
-            kill: kill.clone(),
-        });
-        let expiry = expiry_deadline(&identity, self.cfg.expiry_grace);
+        let mut session = match admission.open(kill).await {
+            Ok(s) => s,
+            Err(refusal) => {
+                send_fatal(&mut client, &refusal.into()).await;
+                return;
+            }
+        };
         let (key, _cancel_key) = self.cancels.issue(upstream.clone(), up.key);
 
         let mut welcome = BytesMut::new();
@@ -395,19 +314,10 @@ impl PgAdapter {
         encode::backend_key_data(&mut welcome, key.0, key.1);
         encode::ready_for_query(&mut welcome, up.status);
 
-        let mut rec = RecordCtx::new(
-            id,
-            recorder.clone(),
-            self.cfg.record_statements,
-            Decision {
-                allowed: true,
-                policies: verdict.policies.into(),
-            },
-        );
         let mut gate = StatementGate::new(
             self.core.policy.clone(),
             self.parses.clone(),
-            identity.clone(),
+            session.identity().clone(),
             upstream.target.name.clone(),
             upstream.target.user.clone(),
             peer.ip().to_string(),
@@ -419,22 +329,18 @@ impl PgAdapter {
         let mut tracker = BackendTracker::with_masking(self.core.masking.clone());
         let (client_r, mut client_w) = tokio::io::split(client);
         let (upstream_r, upstream_w) = tokio::io::split(up.stream);
+        let health = session.recording_health();
+        let stop = session.stop_signal();
+        let mut log = StatementLog::new(&mut session);
         let outcome = match client_w.write_all(&welcome).await {
             Err(e) => Err(SessionError::Io(e)),
             Ok(()) => {
                 let pending = relay::Handoff::default();
                 let limits = &self.cfg.limits;
-                let (stop, _watcher) = SessionStop::watch(kill.clone(), expiry);
                 let outcome = tokio::select! {
-                    r = relay::client_to_upstream(client_r, upstream_w, &pending, limits, &recorder, &mut gate) => r,
-                    r = relay::upstream_to_client(upstream_r, &mut client_w, up.leftover, &pending, &mut tracker, limits, &mut rec) => r,
-                    why = stop.stopped() => Err(match why {
-                        StopReason::Killed => SessionError::refused("57P01", "portcullis: the session was ended by the gateway"),
-                        StopReason::Expired => SessionError::refused(
-                            "57P01",
-                            format!("portcullis: the token for {} expired; reconnect with a fresh token", identity.describe()),
-                        ),
-                    }),
+                    r = relay::client_to_upstream(client_r, upstream_w, &pending, limits, &health, &mut gate) => r,
+                    r = relay::upstream_to_client(upstream_r, &mut client_w, up.leftover, &pending, &mut tracker, limits, &mut log) => r,
+                    refusal = stop.stopped() => Err(refusal.into()),
                 };
                 // What was sent but not yet met by a response is unfinished too.
                 pending.drain_into(&mut tracker);
@@ -447,44 +353,32 @@ impl PgAdapter {
             let upstream = upstream.clone();
             let key = up.key;
             self.tasks.spawn(async move {
-                let _ = upstream.cancel(key).await;
+                if let Err(e) = upstream.cancel(key).await {
+                    tracing::warn!(error = %e, "cancelling the statement of an ended session failed");
+                }
             });
         }
         for mut s in tracker.drain_unfinished() {
             s.error
                 .get_or_insert_with(|| "session ended before the statement completed".into());
-            let _ = rec.record(s).await;
+            if let Err(e) = log.record(s).await {
+                tracing::warn!(error = %e, "an unfinished statement could not be recorded");
+            }
         }
         let reason = match &outcome {
             Ok(end) => end.describe().to_owned(),
             Err(e) => {
-                tracing::info!(session = %id, error = %e, "session ended with an error");
+                tracing::info!(session = %session.id(), error = %e, "session ended with an error");
                 send_fatal(&mut client_w, e).await;
                 e.to_string()
             }
         };
-        tracing::info!(session = %id, reason = %reason, statements = rec.seq, "session ended");
-        let _ = recorder
-            .record(AuditEvent::SessionEnded(SessionEnd {
-                id,
-                ended_at: OffsetDateTime::now_utc(),
-                reason,
-            }))
-            .await;
+        session.end(&reason).await;
     }
 }
 
-/// When a session must end because its token has expired.
-fn expiry_deadline(
-    identity: &Identity,
-    grace: std::time::Duration,
-) -> Option<tokio::time::Instant> {
-    let exp = identity.credential.expires_at?;
-    let left = exp
-        .saturating_sub(portcullis_core::identity::now_secs())
-        .max(0) as u64;
-    Some(tokio::time::Instant::now() + std::time::Duration::from_secs(left) + grace)
-}
+/// The protocol's name in records and policy context.
+const PROTOCOL: &str = "postgres";
 
 fn is_loopback(peer: SocketAddr) -> bool {
     match peer {

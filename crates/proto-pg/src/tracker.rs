@@ -19,9 +19,9 @@ use portcullis_pg_wire::{
 use time::OffsetDateTime;
 
 use crate::error::SessionError;
-use crate::gate::{GateDecision, StatementGate};
-use crate::masker::{CopyMasker, MaskPlan, RowMasker};
 use portcullis_core::masking::{MaskCounts, Masking};
+use portcullis_pg_decide::gate::{GateDecision, StatementGate};
+use portcullis_pg_decide::masker::{CopyMasker, MaskPlan, RowMasker};
 
 /// Sent upstream in place of a denied statement: a guaranteed syntax error,
 /// so the server fails it (and any open transaction) exactly as it would
@@ -200,7 +200,7 @@ impl FrontendTracker {
             }
             FrontendMessage::Parse { name, sql, .. } => {
                 if !name.is_empty() && !self.statements.contains_key(*name) && self.statements.len() >= self.max_statements {
-                    return Err(SessionError::Unsupported(format!(
+                    return Err(SessionError::not_allowed(format!(
                         "too many prepared statements (limit {})",
                         self.max_statements
                     )));
@@ -330,12 +330,12 @@ impl FrontendTracker {
             | FrontendMessage::CopyFail { .. }
             | FrontendMessage::Terminate => {}
             FrontendMessage::FunctionCall { oid } => {
-                return Err(SessionError::Unsupported(format!(
+                return Err(SessionError::not_allowed(format!(
                     "fast-path function calls (function {oid}) bypass statement policy and are not allowed"
                 )))
             }
             FrontendMessage::Password(_) => {
-                return Err(SessionError::Unsupported("unexpected password message after login".into()))
+                return Err(SessionError::not_allowed("unexpected password message after login".into()))
             }
         }
         Ok(forward)
@@ -629,7 +629,7 @@ impl BackendTracker {
                     return Ok(None);
                 };
                 let out = masker.mask_line(body, counts, scratch).map_err(|e| {
-                    SessionError::Unsupported(format!(
+                    SessionError::not_allowed(format!(
                         "{e}; masking cannot follow it, so the session is ended"
                     ))
                 })?;

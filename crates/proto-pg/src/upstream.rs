@@ -50,7 +50,7 @@ pub struct Upstream {
     scram_cache: SaltedPasswordCache,
     /// The latest view catalog, with the fingerprint it was read at:
     /// sessions whose login reports the same fingerprint reuse it.
-    pub views: Arc<crate::catalog::SharedCatalog>,
+    pub views: Arc<portcullis_pg_decide::catalog::SharedCatalog>,
     /// Whether masking traces columns of this connection, so the catalog
     /// read includes relations and columns.
     pub traces_columns: bool,
@@ -80,7 +80,7 @@ impl Upstream {
     pub async fn open_stream(&self) -> Result<Stream, SessionError> {
         let t = &self.target;
         let tcp = TcpStream::connect(&t.upstream).await.map_err(|e| {
-            SessionError::Upstream(format!("cannot reach upstream of {}: {e}", t.name))
+            SessionError::upstream(format!("cannot reach upstream of {}: {e}", t.name))
         })?;
         tcp.set_nodelay(true)?;
         crate::stream::keepalive(&tcp);
@@ -93,19 +93,19 @@ impl Upstream {
         tcp.write_all(&req).await?;
         let answer = tcp.read_u8().await?;
         if answer != b'S' {
-            return Err(SessionError::Upstream(format!(
+            return Err(SessionError::upstream(format!(
                 "upstream of {} does not accept TLS, which this connection requires",
                 t.name
             )));
         }
         let name = ServerName::try_from(t.host().to_owned()).map_err(|_| {
-            SessionError::Upstream(format!("invalid upstream host name for {}", t.name))
+            SessionError::upstream(format!("invalid upstream host name for {}", t.name))
         })?;
         let conn = tokio_rustls::TlsConnector::from(tls.clone())
             .connect(name, tcp)
             .await
             .map_err(|e| {
-                SessionError::Upstream(format!("TLS to upstream of {} failed: {e}", t.name))
+                SessionError::upstream(format!("TLS to upstream of {} failed: {e}", t.name))
             })?;
         Ok(Stream::ClientTls(Box::new(conn)))
     }
@@ -119,7 +119,7 @@ impl Upstream {
         tokio::time::timeout(self.connect_timeout, self.login_inner(client_params))
             .await
             .map_err(|_| {
-                SessionError::Upstream(format!(
+                SessionError::upstream(format!(
                     "upstream of {} did not answer in time",
                     self.target.name
                 ))
@@ -187,10 +187,10 @@ impl Upstream {
                     } else {
                         format!("the upstream of {} refused the session: {msg}", t.name)
                     };
-                    return Err(SessionError::Upstream(text));
+                    return Err(SessionError::upstream(text));
                 }
                 other => {
-                    return Err(SessionError::Upstream(format!(
+                    return Err(SessionError::upstream(format!(
                         "unexpected message from upstream of {} during login: {other:?}",
                         t.name
                     )))
@@ -206,7 +206,7 @@ impl Upstream {
         fingerprint: &str,
         stream: &mut Stream,
         buf: &mut BytesMut,
-    ) -> Result<Arc<crate::catalog::ViewCatalog>, SessionError> {
+    ) -> Result<Arc<portcullis_pg_decide::catalog::ViewCatalog>, SessionError> {
         if let Some(views) = self.views.at(fingerprint) {
             return Ok(views);
         }
@@ -263,17 +263,20 @@ impl Upstream {
         &self,
         stream: &mut Stream,
         buf: &mut BytesMut,
-    ) -> Result<crate::catalog::ViewCatalog, SessionError> {
+    ) -> Result<portcullis_pg_decide::catalog::ViewCatalog, SessionError> {
         let mut out = BytesMut::new();
         if self.traces_columns {
             let sql = format!(
                 "{}{}",
-                crate::catalog::VIEW_DEPENDENCIES_SQL,
-                crate::catalog::MASKING_CATALOG_SQL
+                portcullis_pg_decide::catalog::VIEW_DEPENDENCIES_SQL,
+                portcullis_pg_decide::catalog::MASKING_CATALOG_SQL
             );
             encode::query(&mut out, &sql);
         } else {
-            encode::query(&mut out, crate::catalog::VIEW_DEPENDENCIES_SQL);
+            encode::query(
+                &mut out,
+                portcullis_pg_decide::catalog::VIEW_DEPENDENCIES_SQL,
+            );
         }
         stream.write_all(&out).await?;
         let mut rows = Vec::new();
@@ -293,7 +296,7 @@ impl Upstream {
                 BackendMessage::ErrorResponse(e) => {
                     // Without the catalog, views could not be resolved:
                     // refuse the session rather than decide blind.
-                    return Err(SessionError::Upstream(format!(
+                    return Err(SessionError::upstream(format!(
                         "the upstream of {} could not list its views: {}",
                         self.target.name,
                         e.message().unwrap_or("")
@@ -302,7 +305,7 @@ impl Upstream {
                 _ => {}
             }
         }
-        Ok(crate::catalog::ViewCatalog::from_rows(rows))
+        Ok(portcullis_pg_decide::catalog::ViewCatalog::from_rows(rows))
     }
 
     /// Asks the fresh session which schemas its search_path resolves to.
@@ -314,7 +317,7 @@ impl Upstream {
         let mut out = BytesMut::new();
         let sql = format!(
             "SELECT pg_catalog.current_schemas(false)::text, pg_catalog.current_setting('search_path'), {}",
-            crate::catalog::CATALOG_FINGERPRINT_SQL
+            portcullis_pg_decide::catalog::CATALOG_FINGERPRINT_SQL
         );
         encode::query(&mut out, &sql);
         stream.write_all(&out).await?;
@@ -332,7 +335,7 @@ impl Upstream {
                 }
                 BackendMessage::ReadyForQuery(_) => break,
                 BackendMessage::ErrorResponse(e) => {
-                    return Err(SessionError::Upstream(format!(
+                    return Err(SessionError::upstream(format!(
                         "the upstream of {} could not report its search_path: {}",
                         self.target.name,
                         e.message().unwrap_or("")
@@ -342,7 +345,7 @@ impl Upstream {
             }
         }
         let text = value.ok_or_else(|| {
-            SessionError::Upstream(format!(
+            SessionError::upstream(format!(
                 "the upstream of {} did not report its search_path",
                 self.target.name
             ))
@@ -363,7 +366,7 @@ impl Upstream {
                 .as_ref()
                 .map(|p| p.expose().as_bytes())
                 .ok_or_else(|| {
-                    SessionError::Upstream(format!(
+                    SessionError::upstream(format!(
                         "the upstream of {} asks for a password and none is configured",
                         t.name
                     ))
@@ -378,7 +381,7 @@ impl Upstream {
             }
             AuthRequest::Sasl { mechanisms } => {
                 if !mechanisms.contains(&"SCRAM-SHA-256") {
-                    return Err(SessionError::Upstream(format!(
+                    return Err(SessionError::upstream(format!(
                         "the upstream of {} offers no supported SASL mechanism ({})",
                         t.name,
                         mechanisms.join(", ")
@@ -391,11 +394,11 @@ impl Upstream {
             AuthRequest::SaslContinue(data) => {
                 let s = scram
                     .as_mut()
-                    .ok_or_else(|| SessionError::Upstream("SASL challenge out of order".into()))?;
+                    .ok_or_else(|| SessionError::upstream("SASL challenge out of order".into()))?;
                 let reply = s
                     .client_final(data, password()?, &self.scram_cache)
                     .map_err(|e| {
-                        SessionError::Upstream(format!(
+                        SessionError::upstream(format!(
                             "SCRAM exchange with upstream of {} failed: {e}",
                             t.name
                         ))
@@ -405,17 +408,17 @@ impl Upstream {
             AuthRequest::SaslFinal(data) => {
                 let s = scram
                     .take()
-                    .ok_or_else(|| SessionError::Upstream("SASL outcome out of order".into()))?;
+                    .ok_or_else(|| SessionError::upstream("SASL outcome out of order".into()))?;
                 // Verifies the server knows the password too (mutual auth).
                 s.verify_server_final(data).map_err(|e| {
-                    SessionError::Upstream(format!(
+                    SessionError::upstream(format!(
                         "upstream of {} failed SCRAM server proof: {e}",
                         t.name
                     ))
                 })?;
             }
             AuthRequest::Other(code) => {
-                return Err(SessionError::Upstream(format!(
+                return Err(SessionError::upstream(format!(
                     "the upstream of {} asks for unsupported authentication method {code}",
                     t.name
                 )))

@@ -10,7 +10,9 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use portcullis_core::audit::{AuditEvent, AuditStore, Decision, SessionRecord, StatementRecord};
+use portcullis_core::audit::{
+    AuditEvent, AuditStore, CommandDetail, CommandRecord, Decision, SessionRecord,
+};
 use portcullis_store::SqliteStore;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -35,22 +37,20 @@ fn session() -> SessionRecord {
 
 /// A `pgbench -S` statement as the relay records it.
 fn statement(session: Uuid, seq: u64) -> AuditEvent {
-    AuditEvent::Statement(StatementRecord {
+    AuditEvent::Command(CommandRecord {
         session_id: session,
         seq,
         kind: "query".into(),
         text: format!("SELECT abalance FROM pgbench_accounts WHERE aid = {seq};"),
-        params: None,
-        prepared_name: None,
         started_at: OffsetDateTime::now_utc(),
         duration_us: 80,
-        rows: Some(1),
         error: None,
         decision: Decision {
             allowed: true,
             policies: vec!["policy0".into()].into(),
         },
         masked: None,
+        detail: CommandDetail::of(&serde_json::json!({ "rows": 1 })),
     })
 }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use portcullis_core::audit::{
-    AuditEvent, AuditStore, Decision, SessionDetail, SessionQuery, SessionRecord, SessionSummary,
-    StatementRecord, StoreError,
+    AuditEvent, AuditStore, CommandDetail, CommandRecord, Decision, SessionDetail, SessionQuery,
+    SessionRecord, SessionSummary, StoreError,
 };
 use portcullis_core::identity::RevocationStore;
 use sqlx::sqlite::{
@@ -87,19 +87,81 @@ impl SqliteStore {
     }
 }
 
-/// Columns added after the first release, added to stores made before.
+/// Brings a store made by an earlier release up to this one's layout.
+/// Each step runs once, in order, inside one transaction with the bump
+/// of `PRAGMA user_version` that marks it done.
 async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
-    let columns: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM pragma_table_info('statements')")
-            .fetch_all(&mut *conn)
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend)?;
+    for target in (version + 1)..=LATEST_VERSION {
+        let mut tx = conn.begin().await.map_err(backend)?;
+        match target {
+            1 => add_masked_column(&mut tx).await?,
+            2 => move_sql_facts_into_detail(&mut tx).await?,
+            other => return Err(corrupt(format!("no migration to version {other}"))),
+        }
+        sqlx::raw_sql(&format!("PRAGMA user_version = {target}"))
+            .execute(&mut *tx)
             .await
             .map_err(backend)?;
-    if !columns.iter().any(|c| c == "masked") {
+        tx.commit().await.map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// The layout this release writes.
+const LATEST_VERSION: i64 = 2;
+
+async fn columns_of(conn: &mut SqliteConnection, table: &str) -> Result<Vec<String>, StoreError> {
+    sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+        .bind(table)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)
+}
+
+/// 1: masking counts (added before versions were numbered, so a store
+/// may have the column already).
+async fn add_masked_column(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    if !columns_of(conn, "statements")
+        .await?
+        .iter()
+        .any(|c| c == "masked")
+    {
         sqlx::raw_sql("ALTER TABLE statements ADD COLUMN masked TEXT")
             .execute(&mut *conn)
             .await
             .map_err(backend)?;
     }
+    Ok(())
+}
+
+/// 2: commands of any protocol. What only SQL has (parameters, the
+/// prepared statement's name, the row count) moves from columns of its
+/// own into the protocol-specific `detail` object; the old columns stay,
+/// empty, so an older binary can still open the store.
+async fn move_sql_facts_into_detail(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    if !columns_of(conn, "statements")
+        .await?
+        .iter()
+        .any(|c| c == "detail")
+    {
+        sqlx::raw_sql("ALTER TABLE statements ADD COLUMN detail TEXT")
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+    }
+    sqlx::raw_sql(
+        "UPDATE statements SET
+             detail = json_object('params', json(params), 'prepared_name', prepared_name, 'rows', rows),
+             params = NULL, prepared_name = NULL, rows = NULL
+         WHERE detail IS NULL",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
     Ok(())
 }
 
@@ -143,14 +205,11 @@ impl AuditStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?;
-        let statements = rows
+        let commands = rows
             .iter()
-            .map(statement_from_row)
+            .map(command_from_row)
             .collect::<Result<_, _>>()?;
-        Ok(Some(SessionDetail {
-            summary,
-            statements,
-        }))
+        Ok(Some(SessionDetail { summary, commands }))
     }
 
     async fn close_dangling(&self, reason: &str) -> Result<u64, StoreError> {
@@ -178,28 +237,26 @@ fn write_batch(conn: &mut rusqlite::Connection, batch: &[AuditEvent]) -> rusqlit
         // REPLACE did the same but made SQLite keep a statement journal
         // for every row, a third of the cost of writing it.
         let mut insert_statement = tx.prepare_cached(
-            "INSERT OR IGNORE INTO statements (session_id, seq, kind, text, params, prepared_name, \
-             started_at, duration_us, rows, error, allowed, policies, masked) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO statements (session_id, seq, kind, text, \
+             started_at, duration_us, error, allowed, policies, masked, detail) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )?;
         for event in batch {
             match event {
-                AuditEvent::Statement(st) => {
+                AuditEvent::Command(st) => {
                     let mut id = Uuid::encode_buffer();
                     insert_statement.execute(rusqlite::params![
                         st.session_id.hyphenated().encode_lower(&mut id) as &str,
                         st.seq as i64,
                         st.kind,
                         st.text,
-                        st.params.as_ref().map(json),
-                        st.prepared_name,
                         ts(st.started_at),
                         st.duration_us as i64,
-                        st.rows.map(|r| r as i64),
                         st.error,
                         st.decision.allowed,
                         json(&st.decision.policies),
                         st.masked.as_ref().map(json),
+                        (!st.detail.is_empty()).then(|| json(st.detail.as_map())),
                     ])?;
                 }
                 AuditEvent::SessionStarted(s) => {
@@ -268,25 +325,26 @@ fn summary_from_row(row: &SqliteRow) -> Result<SessionSummary, StoreError> {
         },
         ended_at: ended_at.as_deref().map(parse_ts).transpose()?,
         end_reason: get(row, "end_reason")?,
-        statement_count: get::<i64>(row, "statement_count")? as u64,
+        command_count: get::<i64>(row, "statement_count")? as u64,
     })
 }
 
-fn statement_from_row(row: &SqliteRow) -> Result<StatementRecord, StoreError> {
+fn command_from_row(row: &SqliteRow) -> Result<CommandRecord, StoreError> {
     let session_id: String = get(row, "session_id")?;
-    let params: Option<String> = get(row, "params")?;
     let masked: Option<String> = get(row, "masked")?;
-    Ok(StatementRecord {
+    let detail: Option<String> = get(row, "detail")?;
+    Ok(CommandRecord {
         session_id: Uuid::parse_str(&session_id).map_err(corrupt)?,
         seq: get::<i64>(row, "seq")? as u64,
         kind: get(row, "kind")?,
         text: get(row, "text")?,
-        params: params.as_deref().map(from_json).transpose()?,
-        prepared_name: get(row, "prepared_name")?,
         started_at: parse_ts(&get::<String>(row, "started_at")?)?,
         duration_us: get::<i64>(row, "duration_us")? as u64,
-        rows: get::<Option<i64>>(row, "rows")?.map(|r| r as u64),
         error: get(row, "error")?,
+        detail: match detail {
+            Some(d) => CommandDetail::from_map(from_json(&d)?),
+            None => CommandDetail::default(),
+        },
         decision: Decision {
             allowed: get(row, "allowed")?,
             policies: from_json(&get::<String>(row, "policies")?)?,

@@ -19,20 +19,22 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user, id);
 CREATE INDEX IF NOT EXISTS sessions_open ON sessions (ended_at) WHERE ended_at IS NULL;
 
+-- Commands of every protocol (named when SQL was the only one).
 CREATE TABLE IF NOT EXISTS statements (
     session_id    TEXT NOT NULL REFERENCES sessions (id),
     seq           INTEGER NOT NULL,
     kind          TEXT NOT NULL,
     text          TEXT NOT NULL,
-    params        TEXT,                     -- JSON array, NULL for simple queries
-    prepared_name TEXT,
+    params        TEXT,                     -- before version 2; now in detail
+    prepared_name TEXT,                     -- before version 2; now in detail
     started_at    TEXT NOT NULL,
     duration_us   INTEGER NOT NULL,
-    rows          INTEGER,
+    rows          INTEGER,                  -- before version 2; now in detail
     error         TEXT,
     allowed       INTEGER NOT NULL,
     policies      TEXT NOT NULL,            -- JSON array
     masked        TEXT,                     -- JSON {by_class, by_column}, when values were masked
+    detail        TEXT,                     -- JSON object: the protocol's own facts (SQL: params, prepared_name, rows)
     PRIMARY KEY (session_id, seq)
 );
 

@@ -48,7 +48,7 @@ pub async fn revoke(
     headers: HeaderMap,
     Json(req): Json<RevokeRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let admin = authorize(&s, &headers, peer, Action::ManageSessions).await?;
+    let admin = authorize(&s, &headers, peer, Action::MANAGE_SESSIONS).await?;
     let user = req.user.trim();
     if user.is_empty() {
         return Err(ApiError(

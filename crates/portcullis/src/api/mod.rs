@@ -145,7 +145,7 @@ async fn list_sessions(
     headers: HeaderMap,
     Query(q): Query<SessionQuery>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, &headers, peer, Action::ViewSessions).await?;
+    authorize(&s, &headers, peer, Action::VIEW_SESSIONS).await?;
     let list = s
         .store
         .list_sessions(&q)
@@ -160,7 +160,7 @@ async fn show_session(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, &headers, peer, Action::ViewSessions).await?;
+    authorize(&s, &headers, peer, Action::VIEW_SESSIONS).await?;
     let id = Uuid::parse_str(&id).map_err(|_| {
         ApiError(
             StatusCode::BAD_REQUEST,

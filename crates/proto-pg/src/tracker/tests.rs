@@ -1,5 +1,5 @@
 use super::*;
-use crate::gate::StatementGate;
+use portcullis_pg_decide::gate::StatementGate;
 
 fn permissive_gate() -> StatementGate {
     gate_with("permit(principal, action, resource);")
@@ -10,7 +10,7 @@ fn gate_with(policies: &str) -> StatementGate {
 }
 
 fn gate_in(policies: &str, schemas: &[&str]) -> StatementGate {
-    crate::gate::test_gate(policies, schemas)
+    portcullis_pg_decide::gate::test_gate(policies, schemas)
 }
 
 fn feed(front: &mut FrontendTracker, back: &mut BackendTracker, msgs: &[FrontendMessage<'_>]) {

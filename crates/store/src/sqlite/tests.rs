@@ -19,23 +19,25 @@ fn session(user: &str) -> SessionRecord {
     }
 }
 
-fn statement(s: &SessionRecord, seq: u64) -> StatementRecord {
-    StatementRecord {
+fn statement(s: &SessionRecord, seq: u64) -> CommandRecord {
+    CommandRecord {
         session_id: s.id,
         seq,
         kind: "execute".into(),
         text: "select $1".into(),
-        params: Some(vec![Some("1".into()), None]),
-        prepared_name: Some("s1".into()),
         started_at: s.started_at,
         duration_us: 42,
-        rows: Some(1),
         error: None,
         decision: Decision {
             allowed: true,
             policies: vec!["p:1".into()].into(),
         },
         masked: None,
+        detail: CommandDetail::of(&serde_json::json!({
+            "params": ["1", null],
+            "prepared_name": "s1",
+            "rows": 1,
+        })),
     }
 }
 
@@ -52,7 +54,7 @@ async fn round_trip_and_filters() {
         .write(Arc::new([
             AuditEvent::SessionStarted(a.clone()),
             AuditEvent::SessionStarted(b.clone()),
-            AuditEvent::Statement(st.clone()),
+            AuditEvent::Command(st.clone()),
             AuditEvent::SessionEnded(SessionEnd {
                 id: b.id,
                 ended_at: b.started_at,
@@ -76,8 +78,8 @@ async fn round_trip_and_filters() {
     assert_eq!(active[0].session, a);
 
     let detail = store.session(a.id).await.unwrap().unwrap();
-    assert_eq!(detail.statements, vec![st]);
-    assert_eq!(detail.summary.statement_count, 1);
+    assert_eq!(detail.commands, vec![st]);
+    assert_eq!(detail.summary.command_count, 1);
     assert!(store.session(Uuid::now_v7()).await.unwrap().is_none());
 
     assert_eq!(store.close_dangling("gateway restarted").await.unwrap(), 1);
@@ -114,11 +116,11 @@ async fn a_batch_of_any_size_is_stored_whole_and_in_order() {
         .unwrap();
     let a = session("alice");
     let mut batch = vec![AuditEvent::SessionStarted(a.clone())];
-    let statements: Vec<StatementRecord> = (1..=300).map(|seq| statement(&a, seq)).collect();
-    batch.extend(statements.iter().cloned().map(AuditEvent::Statement));
+    let statements: Vec<CommandRecord> = (1..=300).map(|seq| statement(&a, seq)).collect();
+    batch.extend(statements.iter().cloned().map(AuditEvent::Command));
     store.write(batch.into()).await.unwrap();
     let detail = store.session(a.id).await.unwrap().unwrap();
-    assert_eq!(detail.statements, statements);
+    assert_eq!(detail.commands, statements);
 }
 
 #[tokio::test]
@@ -133,8 +135,8 @@ async fn a_failed_batch_leaves_nothing_and_the_next_one_is_stored() {
     // key refuses it, after the first two rows went in.
     let failing = Arc::new([
         AuditEvent::SessionStarted(a.clone()),
-        AuditEvent::Statement(statement(&a, 1)),
-        AuditEvent::Statement(statement(&orphan, 1)),
+        AuditEvent::Command(statement(&a, 1)),
+        AuditEvent::Command(statement(&orphan, 1)),
     ]);
     let err = store.write(failing).await.unwrap_err();
     assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
@@ -145,12 +147,12 @@ async fn a_failed_batch_leaves_nothing_and_the_next_one_is_stored() {
     store
         .write(Arc::new([
             AuditEvent::SessionStarted(a.clone()),
-            AuditEvent::Statement(statement(&a, 1)),
+            AuditEvent::Command(statement(&a, 1)),
         ]))
         .await
         .unwrap();
     let detail = store.session(a.id).await.unwrap().unwrap();
-    assert_eq!(detail.statements, vec![statement(&a, 1)]);
+    assert_eq!(detail.commands, vec![statement(&a, 1)]);
 }
 
 #[tokio::test]
@@ -171,4 +173,61 @@ async fn a_write_that_panics_fails_alone_and_the_writer_carries_on() {
     // open from the one that panicked.
     let open = writer.run(|conn| Ok(conn.is_autocommit())).await.unwrap();
     assert!(open, "a transaction outlived the panic");
+}
+
+/// A store written before commands had a protocol-specific detail keeps
+/// its SQL facts: the migration moves them into `detail`.
+#[tokio::test]
+async fn a_store_from_before_version_2_keeps_its_sql_facts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let a = session("alice");
+    {
+        let old = rusqlite::Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE sessions (id TEXT PRIMARY KEY, protocol TEXT NOT NULL, connection TEXT NOT NULL,
+                user TEXT NOT NULL, groups TEXT NOT NULL, actor TEXT, auth_method TEXT NOT NULL,
+                client_user TEXT, client_address TEXT NOT NULL, application_name TEXT,
+                client_tls INTEGER NOT NULL, connect_policies TEXT NOT NULL, started_at TEXT NOT NULL,
+                ended_at TEXT, end_reason TEXT);
+             CREATE TABLE statements (session_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+                text TEXT NOT NULL, params TEXT, prepared_name TEXT, started_at TEXT NOT NULL,
+                duration_us INTEGER NOT NULL, rows INTEGER, error TEXT, allowed INTEGER NOT NULL,
+                policies TEXT NOT NULL, masked TEXT, PRIMARY KEY (session_id, seq));",
+        )
+        .unwrap();
+        old.execute(
+            "INSERT INTO sessions VALUES (?, 'postgres', 'app-db', 'alice', '[]', NULL, 'static-token',
+                NULL, '127.0.0.1:1', NULL, 0, '[]', ?, NULL, NULL)",
+            rusqlite::params![a.id.to_string(), ts(a.started_at)],
+        )
+        .unwrap();
+        old.execute(
+            "INSERT INTO statements VALUES (?, 1, 'execute', 'select $1', '[\"1\",null]', 's1', ?, 42, 7,
+                NULL, 1, '[\"p:1\"]', NULL)",
+            rusqlite::params![a.id.to_string(), ts(a.started_at)],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let detail = store.session(a.id).await.unwrap().unwrap();
+    let command = &detail.commands[0];
+    assert_eq!(command.text, "select $1");
+    assert_eq!(
+        command.detail.field("params"),
+        Some(&serde_json::json!(["1", null]))
+    );
+    assert_eq!(
+        command.detail.field("prepared_name"),
+        Some(&serde_json::json!("s1"))
+    );
+    assert_eq!(command.detail.field("rows"), Some(&serde_json::json!(7)));
+    // Opening again runs no step twice.
+    drop(store);
+    let again = SqliteStore::open(&path).await.unwrap();
+    let detail = again.session(a.id).await.unwrap().unwrap();
+    assert_eq!(
+        detail.commands[0].detail.field("rows"),
+        Some(&serde_json::json!(7))
+    );
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use portcullis_core::{Identity, PolicyEngine};
-use portcullis_proto_pg::gate::{GateDecision, ParseCache, StatementGate};
+use portcullis_pg_decide::gate::{GateDecision, ParseCache, StatementGate};
 
 const POLICIES: &str = r#"
 permit(principal in Group::"engineering",
@@ -54,7 +54,10 @@ fn gate(engine: &Arc<PolicyEngine>, cache: Arc<ParseCache>) -> StatementGate {
 }
 
 fn bench(c: &mut Criterion) {
-    let engine = Arc::new(PolicyEngine::from_text(POLICIES).expect("policies"));
+    let engine = Arc::new(
+        PolicyEngine::from_text(POLICIES, &[&portcullis_pg_decide::vocabulary::SQL])
+            .expect("policies"),
+    );
     let mut group = c.benchmark_group("classify+decide");
     for (name, sql) in OLTP {
         group.bench_function(format!("uncached/{name}"), |b| {
@@ -108,21 +111,26 @@ fn bench(c: &mut Criterion) {
         method: "bench",
         credential: Default::default(),
     };
-    let table = portcullis_core::Resource::Table {
-        connection: "app-db".into(),
-        name: "public.pgbench_accounts".into(),
-    };
+    use portcullis_core::policy::ContextValue;
+    use portcullis_pg_decide::vocabulary as sql;
+    let table = sql::table("app-db", "public.pgbench_accounts");
     let facts = portcullis_core::RequestFacts {
         protocol: "postgres",
         client_address: "127.0.0.1".into(),
-        statement_kind: Some("select"),
-        statement: Some(OLTP[0].1.into()),
-    };
+        extra: Vec::new(),
+    }
+    .with(sql::STATEMENT_KIND, ContextValue::Str("select".into()))
+    .with(sql::STATEMENT, ContextValue::Str(OLTP[0].1.into()));
     c.bench_function("decide-only/select-table", |b| {
         b.iter(|| {
             assert!(
                 engine
-                    .decide(&alice, portcullis_core::Action::Select, &table, &facts)
+                    .decide(
+                        &alice,
+                        sql::action(portcullis_pg_sql::SqlAction::Select),
+                        &table,
+                        &facts
+                    )
                     .allowed
             )
         })

@@ -14,9 +14,9 @@ use portcullis_core::masking::{
     Detector, Finding, HashKey, MaskCounts, Masking, MaskingRules, Scanner, SensitiveColumn,
     Strategy,
 };
+use portcullis_pg_decide::catalog::ViewCatalog;
+use portcullis_pg_decide::masker::{MaskPlan, RowMasker};
 use portcullis_pg_wire::rows::{encode_data_row, FieldDescription};
-use portcullis_proto_pg::catalog::ViewCatalog;
-use portcullis_proto_pg::masker::{MaskPlan, RowMasker};
 
 /// About 1 MiB of log-like text: words, numbers, dates, and now and then
 /// an e-mail address or a card number.

@@ -14,9 +14,10 @@ use std::sync::{Arc, Mutex};
 
 use crate::catalog::{SharedCatalog, ViewCatalog};
 use crate::masker::{CopyPlan, MaskPlan};
+use crate::vocabulary::{self as sql, action};
 use portcullis_core::audit::PolicyIds;
 use portcullis_core::masking::{Masking, OnDerived, OnPredicate, SensitiveColumn};
-use portcullis_core::policy::RequestFacts;
+use portcullis_core::policy::{ContextValue, RequestFacts};
 use portcullis_core::{Action, Identity, PolicyEngine, Resource};
 use portcullis_pg_sql::{
     analyze, literal_free_key, quick_literal_free_key, Access, Analysis, Effect, Object, SqlAction,
@@ -235,6 +236,25 @@ impl StatementGate {
         }
     }
 
+    /// The facts every decision of this session starts from.
+    fn base_facts(&self) -> RequestFacts {
+        RequestFacts {
+            protocol: "postgres",
+            client_address: self.client_address.clone(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// The facts for deciding `stmt` of the text `text`.
+    fn statement_facts(&self, stmt: &StatementFacts, text: &str) -> RequestFacts {
+        self.base_facts()
+            .with(sql::STATEMENT_KIND, ContextValue::Str(stmt.kind.to_owned()))
+            .with(
+                sql::STATEMENT,
+                ContextValue::Str(text.chars().take(CONTEXT_STATEMENT_LIMIT).collect()),
+            )
+    }
+
     /// Masks results with `masking` (when it is active at all).
     pub fn with_masking(mut self, masking: Arc<Masking>) -> Self {
         self.masking = masking.is_active().then_some(masking);
@@ -277,22 +297,14 @@ impl StatementGate {
         if self.hidden_at == Some(g) && !self.policy.reads_per_request_context() {
             return;
         }
-        let facts = RequestFacts {
-            protocol: "postgres",
-            client_address: self.client_address.clone(),
-            statement_kind: None,
-            statement: None,
-        };
+        let facts = self.base_facts();
         let hidden: Vec<Arc<SensitiveColumn>> = masking
             .columns_of(&self.connection)
             .filter(|c| {
-                let column = Resource::Column {
-                    connection: self.connection.clone(),
-                    name: c.qualified().to_owned(),
-                };
+                let column = sql::column(&self.connection, c.qualified());
                 !self
                     .policy
-                    .decide(&self.identity, Action::Unmask, &column, &facts)
+                    .decide(&self.identity, sql::UNMASK, &column, &facts)
                     .allowed
             })
             .cloned()
@@ -301,7 +313,7 @@ impl StatementGate {
         self.scan = masking.scans()
             && !self
                 .policy
-                .decide(&self.identity, Action::Unmask, &connection, &facts)
+                .decide(&self.identity, sql::UNMASK, &connection, &facts)
                 .allowed;
         self.hidden = Arc::new(hidden);
         self.hidden_at = Some(g);
@@ -395,8 +407,8 @@ impl StatementGate {
                 }
                 if a.action == SqlAction::Ddl {
                     for r in self.candidates(state, &a.object).unwrap_or_default() {
-                        if let Resource::Table { name, .. } = r {
-                            ddl_on.push(name);
+                        if let Some(name) = sql::table_name(&r) {
+                            ddl_on.push(name.to_owned());
                         }
                     }
                 }
@@ -409,9 +421,9 @@ impl StatementGate {
                         | SqlAction::CopyIn
                 );
                 for r in self.candidates(state, &a.object).unwrap_or_default() {
-                    for (_, res, _) in self.expand(Action::Select, r) {
-                        if let Resource::Table { name, .. } = res {
-                            touched.push(name);
+                    for (_, res, _) in self.expand(action(SqlAction::Select), r) {
+                        if let Some(name) = sql::table_name(&res) {
+                            touched.push(name.to_owned());
                         }
                     }
                 }
@@ -505,10 +517,7 @@ impl StatementGate {
                     .candidates(state, &object)
                     .unwrap_or_default()
                     .into_iter()
-                    .filter_map(|r| match r {
-                        Resource::Table { name, .. } => Some(name),
-                        _ => None,
-                    })
+                    .filter_map(|r| sql::table_name(&r).map(str::to_owned))
                     .filter(|n| self.views.column_list(n).is_some())
                     .collect();
                 let [name] = resolved.as_slice() else {
@@ -601,18 +610,9 @@ impl StatementGate {
     ) -> Vec<(Action, Resource, Option<String>)> {
         // Only data actions reach through a view: dropping or altering one
         // touches nothing beneath it.
-        let data = matches!(
-            action,
-            Action::Select
-                | Action::CopyOut
-                | Action::Insert
-                | Action::Update
-                | Action::Delete
-                | Action::Merge
-                | Action::CopyIn
-        );
+        let data = sql::is_data_action(action);
         let reads = match &resource {
-            Resource::Table { name, .. } if data => self.views.reads(name),
+            r if data => sql::table_name(r).and_then(|name| self.views.reads(name)),
             _ => None,
         };
         let Some(reads) = reads else {
@@ -622,18 +622,12 @@ impl StatementGate {
         let conn = &self.connection;
         let mut out = Vec::with_capacity(1 + reads.relations.len() + reads.functions.len());
         for r in &reads.relations {
-            let table = Resource::Table {
-                connection: conn.clone(),
-                name: r.clone(),
-            };
+            let table = sql::table(conn, r.clone());
             out.push((action, table, Some(via.clone())));
         }
         for f in &reads.functions {
-            let func = Resource::Function {
-                connection: conn.clone(),
-                name: f.clone(),
-            };
-            out.push((Action::Execute, func, Some(via.clone())));
+            let func = sql::function(conn, f.clone());
+            out.push((sql::action(SqlAction::Execute), func, Some(via.clone())));
         }
         out.insert(0, (action, resource, None));
         out
@@ -885,12 +879,7 @@ impl StatementGate {
         let analysis = parsed.as_ref().as_ref().map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         for stmt in &analysis.statements {
-            let facts = RequestFacts {
-                protocol: "postgres",
-                client_address: self.client_address.clone(),
-                statement_kind: Some(stmt.kind),
-                statement: Some(sql.chars().take(CONTEXT_STATEMENT_LIMIT).collect()),
-            };
+            let facts = self.statement_facts(stmt, sql);
             let mut accesses: Vec<&Access> = stmt.accesses.iter().collect();
             if let Some(p) = stmt
                 .executes
@@ -955,12 +944,7 @@ impl StatementGate {
         }
         let implied = self.catalog_calls(state, stmt)?;
         accesses.extend(implied.iter());
-        let facts = RequestFacts {
-            protocol: "postgres",
-            client_address: self.client_address.clone(),
-            statement_kind: Some(stmt.kind),
-            statement: Some(sql.chars().take(CONTEXT_STATEMENT_LIMIT).collect()),
-        };
+        let facts = self.statement_facts(stmt, sql);
         for access in accesses {
             let action = action(access.action);
             let pairs = self
@@ -1018,15 +1002,9 @@ impl StatementGate {
         let make = |schema: &str| {
             let name = format!("{schema}.{}", name.name);
             if is_function {
-                Resource::Function {
-                    connection: conn.clone(),
-                    name,
-                }
+                sql::function(conn, name)
             } else {
-                Resource::Table {
-                    connection: conn.clone(),
-                    name,
-                }
+                sql::table(conn, name)
             }
         };
         if let Some(schema) = &name.schema {
@@ -1150,28 +1128,13 @@ fn split_search_path(setting: &str) -> Vec<String> {
     out
 }
 
-fn action(a: SqlAction) -> Action {
-    match a {
-        SqlAction::Select => Action::Select,
-        SqlAction::Insert => Action::Insert,
-        SqlAction::Update => Action::Update,
-        SqlAction::Delete => Action::Delete,
-        SqlAction::Merge => Action::Merge,
-        SqlAction::Truncate => Action::Truncate,
-        SqlAction::CopyOut => Action::CopyOut,
-        SqlAction::CopyIn => Action::CopyIn,
-        SqlAction::Ddl => Action::Ddl,
-        SqlAction::Execute => Action::Execute,
-        SqlAction::Admin => Action::Admin,
-    }
-}
-
 /// A gate for user `t` on connection `db` under `policies`, for the
-/// tests of the modules that drive a gate.
-#[cfg(test)]
-pub(crate) fn test_gate(policies: &str, schemas: &[&str]) -> StatementGate {
+/// tests of the crates that drive a gate. Panics on invalid policies.
+#[doc(hidden)]
+#[allow(clippy::unwrap_used)]
+pub fn test_gate(policies: &str, schemas: &[&str]) -> StatementGate {
     StatementGate::new(
-        Arc::new(PolicyEngine::from_text(policies).unwrap()),
+        Arc::new(PolicyEngine::from_text(policies, &[&sql::SQL]).unwrap()),
         Arc::new(ParseCache::default()),
         Identity {
             user: "t".into(),

@@ -21,7 +21,7 @@ fn gate(schemas: &[&str]) -> StatementGate {
 /// Alice (group engineering) on app-db under `policies`.
 fn gate_with(policies: &str, schemas: &[&str]) -> StatementGate {
     StatementGate::new(
-        Arc::new(PolicyEngine::from_text(policies).unwrap()),
+        Arc::new(PolicyEngine::from_text(policies, &[&crate::vocabulary::SQL]).unwrap()),
         Arc::new(ParseCache::default()),
         Identity {
             user: "alice".into(),
@@ -247,7 +247,7 @@ fn decisions_are_reused_across_literals_only_when_policies_ignore_the_text() {
         "{POLICIES}\nforbid(principal, action, resource) when {{ context has statement && context.statement like \"*canary*\" }};"
     );
     let mut g = StatementGate::new(
-        Arc::new(PolicyEngine::from_text(&text_policy).unwrap()),
+        Arc::new(PolicyEngine::from_text(&text_policy, &[&crate::vocabulary::SQL]).unwrap()),
         Arc::new(ParseCache::default()),
         Identity {
             user: "alice".into(),

@@ -1,0 +1,403 @@
+//! The seam between the core and every protocol adapter.
+//!
+//! An adapter does only what its protocol needs: read the credential the
+//! client presents, name the connection, log in upstream, relay bytes and
+//! turn them into commands. Everything else about a session is the same
+//! for every protocol and lives here, so a new protocol cannot get it
+//! wrong:
+//!
+//! 1. [`Core::authenticate`] turns the credential into an [`Identity`].
+//! 2. [`Core::admit`] decides `connect` with Cedar and returns an
+//!    [`Admission`], the only way to a session.
+//! 3. [`Admission::open`] refuses to start while the audit store cannot
+//!    record, records the session's start, registers it (so it can be
+//!    listed, revoked and killed) and arms its end at the token's expiry;
+//!    it returns the [`SessionHandle`].
+//! 4. While the session runs, the adapter polls [`SessionHandle::stop_signal`]
+//!    beside its relay, asks [`SessionHandle::check_recording`] before it
+//!    forwards a command (fail closed), and hands every finished command
+//!    to [`SessionHandle::record`].
+//! 5. [`SessionHandle::end`] records the end. A handle dropped without it
+//!    (a panic, a cancelled task) still records an end and unregisters.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::audit::{AuditEvent, CommandDetail, CommandRecord, Decision, SessionEnd, SessionRecord};
+use crate::masking::MaskCounts;
+use crate::policy::{Action, RequestFacts, Resource, Verdict};
+use crate::refusal::Refusal;
+use crate::session_stop::{SessionStop, StopReason, StopWatcher};
+use crate::sessions::{LiveSession, SessionGuard};
+use crate::{Core, Identity, Recorder};
+
+/// How sessions of every protocol are run.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// How long a session may outlive the token it started with.
+    pub expiry_grace: Duration,
+    /// Whether each command is recorded (sessions always are).
+    pub record_commands: bool,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            expiry_grace: Duration::ZERO,
+            record_commands: true,
+        }
+    }
+}
+
+/// What the adapter knows of the client before it is admitted.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// The client's address as the gateway saw it.
+    pub address: SocketAddr,
+    /// Whether the client's connection uses TLS (or another encrypted
+    /// transport, such as SSH).
+    pub encrypted: bool,
+    /// The user name the client claimed in its protocol (recorded, never
+    /// trusted).
+    pub claimed_user: Option<String>,
+    /// The client program's own name, when the protocol carries one.
+    pub application: Option<String>,
+}
+
+/// A client that policy lets connect; [`Admission::open`] starts its
+/// session. Only [`Core::admit`] makes one.
+pub struct Admission {
+    core: Core,
+    protocol: &'static str,
+    connection: String,
+    identity: Identity,
+    client: ClientInfo,
+    verdict: Verdict,
+}
+
+impl Core {
+    /// The identity `credential` proves; failures are counted by reason.
+    pub async fn authenticate(&self, credential: &str) -> Result<Identity, Refusal> {
+        self.authenticator
+            .authenticate(credential)
+            .await
+            .map_err(|e| {
+                metrics::counter!("portcullis_auth_failures_total", "reason" => e.label())
+                    .increment(1);
+                Refusal::Authentication(e)
+            })
+    }
+
+    /// Decides whether `identity` may connect to `connection` over
+    /// `protocol`. The caller has checked that the connection exists.
+    pub fn admit(
+        &self,
+        protocol: &'static str,
+        connection: &str,
+        identity: Identity,
+        client: ClientInfo,
+    ) -> Result<Admission, Refusal> {
+        let facts = RequestFacts {
+            protocol,
+            client_address: client.address.ip().to_string(),
+            ..Default::default()
+        };
+        let verdict = self.policy.decide(
+            &identity,
+            Action::CONNECT,
+            &Resource::Connection(connection.to_owned()),
+            &facts,
+        );
+        let outcome = if verdict.allowed { "allow" } else { "deny" };
+        metrics::counter!("portcullis_decisions_total", "action" => "connect", "outcome" => outcome)
+            .increment(1);
+        if !verdict.allowed {
+            return Err(Refusal::ConnectDenied {
+                connection: connection.to_owned(),
+                who: identity.describe(),
+                reason: verdict.reason(),
+            });
+        }
+        Ok(Admission {
+            core: self.clone(),
+            protocol,
+            connection: connection.to_owned(),
+            identity,
+            client,
+            verdict,
+        })
+    }
+}
+
+impl Admission {
+    /// Who was admitted.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The connection they were admitted to.
+    pub fn connection(&self) -> &str {
+        &self.connection
+    }
+
+    /// Starts the session: refuses while the audit store cannot record,
+    /// records the start, registers the session so `kill` (an operator,
+    /// a revocation, shutdown) can end it, and arms its end when the
+    /// token expires. Call it once the upstream is ready, so a session
+    /// that failed to reach its target leaves no record of having run.
+    pub async fn open(self, kill: CancellationToken) -> Result<SessionHandle, Refusal> {
+        let Admission {
+            core,
+            protocol,
+            connection,
+            identity,
+            client,
+            verdict,
+        } = self;
+        let id = Uuid::now_v7();
+        let recorder = core.recorder.clone();
+        let record = SessionRecord {
+            id,
+            protocol: protocol.into(),
+            connection: connection.clone(),
+            user: identity.user.clone(),
+            groups: identity.groups.clone(),
+            actor: identity.actor.clone(),
+            auth_method: identity.method.into(),
+            client_user: client.claimed_user,
+            client_address: client.address.to_string(),
+            application_name: client.application,
+            client_tls: client.encrypted,
+            connect_policies: verdict.policies.clone(),
+            started_at: OffsetDateTime::now_utc(),
+        };
+        if !recorder.healthy() {
+            return Err(Refusal::AuditUnavailable);
+        }
+        recorder
+            .record(AuditEvent::SessionStarted(record))
+            .await
+            .map_err(|_| Refusal::AuditUnavailable)?;
+        metrics::counter!("portcullis_sessions_total", "protocol" => protocol).increment(1);
+        let live = core.sessions.register(LiveSession {
+            id,
+            user: identity.user.clone(),
+            actor: identity.actor.clone(),
+            credential_id: identity.credential.id.clone(),
+            connection: connection.clone(),
+            kill: kill.clone(),
+        });
+        let deadline = expiry_deadline(&identity, core.settings.expiry_grace);
+        let (stop, watcher) = SessionStop::watch(kill, deadline);
+        tracing::info!(session = %id, user = %identity.describe(), %connection, peer = %client.address, protocol, "session started");
+        Ok(SessionHandle {
+            id,
+            protocol,
+            connection,
+            client_address: client.address.ip().to_string(),
+            identity,
+            recorder,
+            record_commands: core.settings.record_commands,
+            connect_policies: verdict.policies.into(),
+            seq: 0,
+            stop,
+            _watcher: watcher,
+            _live: live,
+            ended: false,
+            commands_total: metrics::counter!("portcullis_statements_total", "protocol" => protocol),
+        })
+    }
+}
+
+/// A command the adapter has seen through, ready to record. The handle
+/// numbers it and attributes it to the session.
+#[derive(Debug, Clone)]
+pub struct FinishedCommand {
+    /// The protocol's word for it (`query`, `execute`, `exec`).
+    pub kind: &'static str,
+    /// The command as the client sent it.
+    pub text: String,
+    /// When the gateway received it.
+    pub started_at: OffsetDateTime,
+    /// How long it took, in microseconds.
+    pub duration_us: u64,
+    /// Its error, when it failed.
+    pub error: Option<String>,
+    /// The decision that let it run or stopped it: every command has one.
+    pub decision: Decision,
+    /// What was masked in its results.
+    pub masked: MaskCounts,
+    /// The protocol's own facts about it.
+    pub detail: CommandDetail,
+}
+
+/// Ends a session from outside; see [`SessionHandle::stop_signal`].
+pub struct StopSignal {
+    stop: Arc<SessionStop>,
+    who: String,
+}
+
+impl StopSignal {
+    /// Resolves with the refusal to send the client when the session is
+    /// stopped. Cheap to poll: one atomic load.
+    pub async fn stopped(&self) -> Refusal {
+        match self.stop.stopped().await {
+            StopReason::Killed => Refusal::Killed,
+            StopReason::Expired => Refusal::Expired {
+                who: self.who.clone(),
+            },
+        }
+    }
+}
+
+/// A live session, as the core runs it for an adapter. Dropping it ends
+/// the session (see the module docs).
+pub struct SessionHandle {
+    id: Uuid,
+    protocol: &'static str,
+    connection: String,
+    client_address: String,
+    identity: Identity,
+    recorder: Recorder,
+    record_commands: bool,
+    connect_policies: crate::audit::PolicyIds,
+    seq: u64,
+    stop: Arc<SessionStop>,
+    _watcher: StopWatcher,
+    _live: SessionGuard,
+    ended: bool,
+    /// Resolved once per session: a labelled lookup per command costs a hash.
+    commands_total: metrics::Counter,
+}
+
+impl SessionHandle {
+    /// The session's id.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// Who the session acts as.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The connection it uses.
+    pub fn connection(&self) -> &str {
+        &self.connection
+    }
+
+    /// The policies that let it connect.
+    pub fn connect_policies(&self) -> &crate::audit::PolicyIds {
+        &self.connect_policies
+    }
+
+    /// The request facts every decision in this session starts from.
+    pub fn request_facts(&self) -> RequestFacts {
+        RequestFacts {
+            protocol: self.protocol,
+            client_address: self.client_address.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// What tells the relay the session was ended from outside: a kill
+    /// (operator, revocation, shutdown) or the token's expiry. Owned, so a
+    /// relay can poll it while it records through the handle.
+    pub fn stop_signal(&self) -> StopSignal {
+        StopSignal {
+            stop: self.stop.clone(),
+            who: self.identity.describe(),
+        }
+    }
+
+    /// Fails while the audit store cannot take records: nothing may run
+    /// that could not be recorded.
+    pub fn check_recording(&self) -> Result<(), Refusal> {
+        if self.recorder.healthy() {
+            Ok(())
+        } else {
+            Err(Refusal::AuditUnavailable)
+        }
+    }
+
+    /// A handle on the recorder's health, for a relay half that cannot
+    /// borrow the session.
+    pub fn recording_health(&self) -> Recorder {
+        self.recorder.clone()
+    }
+
+    /// How many commands have finished.
+    pub fn commands(&self) -> u64 {
+        self.seq
+    }
+
+    /// Records a finished command. Fails only when the recorder has shut
+    /// down; the session must then end.
+    pub async fn record(&mut self, command: FinishedCommand) -> Result<(), Refusal> {
+        self.seq += 1;
+        self.commands_total.increment(1);
+        if !self.record_commands {
+            return Ok(());
+        }
+        let record = CommandRecord {
+            session_id: self.id,
+            seq: self.seq,
+            kind: command.kind.to_owned(),
+            text: command.text,
+            started_at: command.started_at,
+            duration_us: command.duration_us,
+            error: command.error,
+            decision: command.decision,
+            masked: (!command.masked.is_empty()).then_some(command.masked),
+            detail: command.detail,
+        };
+        self.recorder
+            .record(AuditEvent::Command(record))
+            .await
+            .map_err(|_| Refusal::AuditUnavailable)
+    }
+
+    /// Records the session's end, with `reason` in one line.
+    pub async fn end(mut self, reason: &str) {
+        self.ended = true;
+        tracing::info!(session = %self.id, reason = %reason, commands = self.seq, "session ended");
+        let end = AuditEvent::SessionEnded(SessionEnd {
+            id: self.id,
+            ended_at: OffsetDateTime::now_utc(),
+            reason: reason.to_owned(),
+        });
+        if self.recorder.record(end).await.is_err() {
+            // Shutdown closed the recorder first; the next start closes
+            // the session as dangling, so the record still ends.
+            tracing::warn!(session = %self.id, "the session's end could not be recorded");
+        }
+    }
+}
+
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let end = AuditEvent::SessionEnded(SessionEnd {
+            id: self.id,
+            ended_at: OffsetDateTime::now_utc(),
+            reason: "the session's task ended without closing it".into(),
+        });
+        if !self.recorder.record_without_waiting(end) {
+            tracing::warn!(session = %self.id, "the session's end could not be recorded");
+        }
+    }
+}
+
+/// When a session must end because its token has expired.
+fn expiry_deadline(identity: &Identity, grace: Duration) -> Option<tokio::time::Instant> {
+    let exp = identity.credential.expires_at?;
+    let left = exp.saturating_sub(crate::identity::now_secs()).max(0) as u64;
+    Some(tokio::time::Instant::now() + Duration::from_secs(left) + grace)
+}
