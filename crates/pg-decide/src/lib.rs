@@ -7,8 +7,8 @@
 //!   through `portcullis-pg-sql`), its names resolved as the session's
 //!   search_path and the upstream's catalog resolve them, and each
 //!   (action, object) pair put to Cedar. The decision comes back as a
-//!   [`permit::Permit`] or a refusal: nothing else lets a command reach the
-//!   upstream.
+//!   [`GateDecision`]: allowed with its mask plan, or denied with the
+//!   message the client gets.
 //! - [`masker`]: the mask plan made with each decision, and the row and
 //!   COPY maskers made from a plan and the row description it meets.
 //! - [`catalog`]: what the upstream's catalog says of relations, views and

@@ -572,7 +572,11 @@ impl BackendTracker {
     fn mask_message(&mut self, tag: u8, body: &[u8]) -> Result<Option<BytesMut>, SessionError> {
         match tag {
             b'T' => {
-                let fields = portcullis_pg_wire::rows::row_description(body)?;
+                let fields = portcullis_pg_wire::rows::row_description(body).map_err(|e| {
+                    SessionError::masking_failed(format!(
+                        "a row description could not be read ({e}), so its rows cannot be masked; the session is ended"
+                    ))
+                })?;
                 if matches!(self.queue.front(), Some(Pending::MaskDescribe)) {
                     self.queue.pop_front();
                     self.rows = self
@@ -607,7 +611,11 @@ impl BackendTracker {
                 ) else {
                     return Ok(None);
                 };
-                Ok(masker.mask_row(body, counts, scratch)?)
+                masker.mask_row(body, counts, scratch).map_err(|e| {
+                    SessionError::masking_failed(format!(
+                        "a result row could not be masked ({e}); the session is ended"
+                    ))
+                })
             }
             b'H' => {
                 self.copy = self
@@ -629,7 +637,7 @@ impl BackendTracker {
                     return Ok(None);
                 };
                 let out = masker.mask_line(body, counts, scratch).map_err(|e| {
-                    SessionError::not_allowed(format!(
+                    SessionError::masking_failed(format!(
                         "{e}; masking cannot follow it, so the session is ended"
                     ))
                 })?;

@@ -305,3 +305,61 @@ fn messages_after_an_extended_error_are_skipped_until_sync() {
     );
     assert!(!b.in_flight());
 }
+
+/// A row masking cannot read (here: more values than its description
+/// has columns) is never passed on, and the client hears 42501 with what
+/// went wrong, not a protocol violation.
+#[test]
+fn a_row_that_cannot_be_masked_is_refused_with_42501() {
+    use portcullis_core::masking::{Detector, HashKey, Masking, MaskingRules};
+    let masking = std::sync::Arc::new(
+        Masking::new(
+            MaskingRules {
+                detectors: Detector::ALL.to_vec(),
+                ..MaskingRules::default()
+            },
+            HashKey::new(vec![3; 32]),
+        )
+        .unwrap(),
+    );
+    // Everything but seeing values in clear.
+    let mut gate = gate_with(
+        r#"permit(principal, action, resource);
+           forbid(principal, action == Action::"unmask", resource);"#,
+    )
+    .with_masking(masking.clone());
+    let mut front = FrontendTracker::new(10);
+    let mut back = BackendTracker::with_masking(masking);
+    let mut out = Vec::new();
+    front
+        .on_message(
+            &FrontendMessage::Query {
+                sql: "select note from t",
+            },
+            &mut out,
+            &mut gate,
+        )
+        .unwrap();
+    back.push(out);
+    // One text column (type 25), unknown table.
+    let mut description = Vec::new();
+    description.extend_from_slice(&1i16.to_be_bytes());
+    description.extend_from_slice(b"note\0");
+    description.extend_from_slice(&0u32.to_be_bytes());
+    description.extend_from_slice(&0i16.to_be_bytes());
+    description.extend_from_slice(&25u32.to_be_bytes());
+    description.extend_from_slice(&(-1i16).to_be_bytes());
+    description.extend_from_slice(&(-1i32).to_be_bytes());
+    description.extend_from_slice(&0i16.to_be_bytes());
+    let mut done = Vec::new();
+    back.on_message(b'T', &description, &mut done).unwrap();
+    let mut row = BytesMut::new();
+    portcullis_pg_wire::rows::encode_data_row(&mut row, [Some(&b"a"[..]), Some(&b"b"[..])]);
+    let err = back.on_message(b'D', &row[5..], &mut done).unwrap_err();
+    assert_eq!(err.sqlstate(), "42501", "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("portcullis: result withheld: a result row could not be masked"),
+        "{err}"
+    );
+}
