@@ -119,15 +119,18 @@ pub fn cedar_schema(protocols: &[&Vocabulary]) -> String {
          // resources are connections and the objects inside them, with ids\n\
          // that carry the connection name: Table::\"app-db/public.users\".\n\n",
     );
-    let mut seen: Vec<&str> = Vec::new();
-    let mut first_time = |name: &'static str| {
+    // Each kind of name is deduplicated on its own: an attribute may share
+    // a name with an action.
+    let first_time = |seen: &mut Vec<&'static str>, name: &'static str| {
         let new = !seen.contains(&name);
         seen.push(name);
         new
     };
+    let (mut entities, mut attributes, mut groups, mut actions) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for v in &all {
         for e in v.entities {
-            if !first_time(e.name) {
+            if !first_time(&mut entities, e.name) {
                 continue;
             }
             if e.within.is_empty() {
@@ -142,7 +145,7 @@ pub fn cedar_schema(protocols: &[&Vocabulary]) -> String {
     out.push_str("  // The client's address as the gateway saw it.\n  client_address: String,\n");
     for v in &all {
         for c in v.context {
-            if !first_time(c.name) {
+            if !first_time(&mut attributes, c.name) {
                 continue;
             }
             let _ = writeln!(out, "  // {}\n  {}?: {},", c.doc, c.name, c.cedar_type);
@@ -155,7 +158,7 @@ pub fn cedar_schema(protocols: &[&Vocabulary]) -> String {
     );
     for v in &all {
         for g in v.groups {
-            if first_time(g) {
+            if first_time(&mut groups, g) {
                 let _ = writeln!(out, "action {g};");
             }
         }
@@ -163,7 +166,12 @@ pub fn cedar_schema(protocols: &[&Vocabulary]) -> String {
     for v in &all {
         let _ = writeln!(out, "\n// {}", v.owner);
         for a in v.actions {
-            let names: Vec<&str> = a.names.iter().copied().filter(|n| first_time(n)).collect();
+            let names: Vec<&str> = a
+                .names
+                .iter()
+                .copied()
+                .filter(|n| first_time(&mut actions, n))
+                .collect();
             if names.is_empty() {
                 continue;
             }

@@ -139,9 +139,10 @@ async fn add_masked_column(conn: &mut SqliteConnection) -> Result<(), StoreError
 }
 
 /// 2: commands of any protocol. What only SQL has (parameters, the
-/// prepared statement's name, the row count) moves from columns of its
-/// own into the protocol-specific `detail` object; the old columns stay,
-/// empty, so an older binary can still open the store.
+/// prepared statement's name, the row count) is copied from columns of
+/// its own into the protocol-specific `detail` object. The old columns
+/// keep their values, so an older binary still shows them; a row such a
+/// binary writes later has no `detail`, and is read from them.
 async fn move_sql_facts_into_detail(conn: &mut SqliteConnection) -> Result<(), StoreError> {
     if !columns_of(conn, "statements")
         .await?
@@ -155,8 +156,7 @@ async fn move_sql_facts_into_detail(conn: &mut SqliteConnection) -> Result<(), S
     }
     sqlx::raw_sql(
         "UPDATE statements SET
-             detail = json_object('params', json(params), 'prepared_name', prepared_name, 'rows', rows),
-             params = NULL, prepared_name = NULL, rows = NULL
+             detail = json_object('params', json(params), 'prepared_name', prepared_name, 'rows', rows)
          WHERE detail IS NULL",
     )
     .execute(&mut *conn)
@@ -329,6 +329,23 @@ fn summary_from_row(row: &SqliteRow) -> Result<SessionSummary, StoreError> {
     })
 }
 
+/// The SQL facts of a row without `detail`, from the columns that held
+/// them before version 2.
+fn legacy_sql_detail(row: &SqliteRow) -> Result<CommandDetail, StoreError> {
+    let params: Option<String> = get(row, "params")?;
+    let params: Option<serde_json::Value> = params.as_deref().map(from_json).transpose()?;
+    let prepared_name: Option<String> = get(row, "prepared_name")?;
+    let rows: Option<i64> = get(row, "rows")?;
+    if params.is_none() && prepared_name.is_none() && rows.is_none() {
+        return Ok(CommandDetail::default());
+    }
+    Ok(CommandDetail::of(&serde_json::json!({
+        "params": params,
+        "prepared_name": prepared_name,
+        "rows": rows,
+    })))
+}
+
 fn command_from_row(row: &SqliteRow) -> Result<CommandRecord, StoreError> {
     let session_id: String = get(row, "session_id")?;
     let masked: Option<String> = get(row, "masked")?;
@@ -343,7 +360,9 @@ fn command_from_row(row: &SqliteRow) -> Result<CommandRecord, StoreError> {
         error: get(row, "error")?,
         detail: match detail {
             Some(d) => CommandDetail::from_map(from_json(&d)?),
-            None => CommandDetail::default(),
+            // Written by a binary from before version 2 after this one
+            // migrated the store.
+            None => legacy_sql_detail(row)?,
         },
         decision: Decision {
             allowed: get(row, "allowed")?,

@@ -222,8 +222,20 @@ async fn a_store_from_before_version_2_keeps_its_sql_facts() {
         Some(&serde_json::json!("s1"))
     );
     assert_eq!(command.detail.field("rows"), Some(&serde_json::json!(7)));
-    // Opening again runs no step twice.
+    // A row an older binary writes after the migration is read from the
+    // old columns.
     drop(store);
+    {
+        let old = rusqlite::Connection::open(&path).unwrap();
+        old.execute(
+            "INSERT INTO statements (session_id, seq, kind, text, params, prepared_name, started_at,
+                duration_us, rows, error, allowed, policies) VALUES (?, 2, 'execute', 'select 2',
+                NULL, 's2', ?, 1, 3, NULL, 1, '[]')",
+            rusqlite::params![a.id.to_string(), ts(a.started_at)],
+        )
+        .unwrap();
+    }
+    // Opening again runs no step twice.
     let again = SqliteStore::open(&path).await.unwrap();
     let detail = again.session(a.id).await.unwrap().unwrap();
     assert_eq!(
