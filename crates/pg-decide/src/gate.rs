@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::catalog::{SharedCatalog, ViewCatalog};
 use crate::masker::{CopyPlan, MaskPlan};
+pub use crate::permit::GateDecision;
+use crate::permit::{Allowed, Denied};
 use crate::vocabulary::{self as sql, action};
 use portcullis_core::audit::PolicyIds;
 use portcullis_core::masking::{Masking, OnDerived, OnPredicate, SensitiveColumn};
@@ -113,37 +115,6 @@ impl ParseCache {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
-
-/// The outcome for one statement text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GateDecision {
-    /// Every pair is permitted.
-    Allow {
-        /// The permits that decided, sorted and deduplicated.
-        policies: PolicyIds,
-        /// How its results are masked, when masking is configured.
-        mask: Option<MaskRef>,
-    },
-    /// At least one pair is not; the statement must not reach the upstream.
-    Deny {
-        /// One line for the client: what, on what, and which policy.
-        message: String,
-        /// The policies that decided (empty when nothing permitted it).
-        policies: PolicyIds,
-    },
-}
-
-/// A shared mask plan; equal when it is the same plan.
-#[derive(Debug, Clone)]
-pub struct MaskRef(pub Arc<MaskPlan>);
-
-impl PartialEq for MaskRef {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl Eq for MaskRef {}
 
 /// What the gate knows of the session's state on the server.
 #[derive(Clone, Default)]
@@ -267,10 +238,51 @@ impl StatementGate {
         self.masking.is_some()
     }
 
+    /// Decides an Execute of a portal the gateway never bound: a cursor
+    /// opened by DECLARE, whose query was decided as its own statement.
+    /// Its rows are masked as if they read every masked column; the
+    /// decision names no policy of its own.
+    pub fn check_unbound_portal(&mut self) -> Allowed {
+        Allowed::new(PolicyIds::default(), self.conservative_plan())
+    }
+
+    /// Decides every text that may stand under one prepared statement name
+    /// (the server holds one of them; the gateway cannot always tell
+    /// which): allowed only if each is, with the policies of all and the
+    /// mask plan of the last, the current one.
+    pub fn check_texts<'t>(&mut self, texts: impl IntoIterator<Item = &'t str>) -> GateDecision {
+        let mut policies: Vec<String> = Vec::new();
+        let mut mask = None;
+        for text in texts {
+            match self.check(text) {
+                GateDecision::Allow(a) => {
+                    policies.extend(a.policies().iter().cloned());
+                    mask = a.mask().cloned();
+                }
+                deny @ GateDecision::Deny(_) => return deny,
+            }
+        }
+        policies.sort();
+        policies.dedup();
+        GateDecision::Allow(Allowed::new(policies.into(), mask))
+    }
+
+    /// Decides a Bind of the prepared statement `name` that the adapter
+    /// did not see parsed: a SQL `PREPARE`, or a name the gateway cannot
+    /// place, which is refused rather than forwarded undecided.
+    pub fn check_unparsed_statement(&mut self, name: &str) -> GateDecision {
+        self.check_sql_prepared(name).unwrap_or_else(|| {
+            GateDecision::Deny(Denied::new(
+                format!("portcullis: statement denied: unknown prepared statement \"{name}\""),
+                PolicyIds::default(),
+            ))
+        })
+    }
+
     /// A plan for rows the gateway did not decide the query of (a cursor
     /// opened by DECLARE and read by a protocol Execute of its name):
     /// every masked column counts as read. `None` without masking.
-    pub fn conservative_plan(&mut self) -> Option<Arc<MaskPlan>> {
+    fn conservative_plan(&mut self) -> Option<Arc<MaskPlan>> {
         let masking = self.masking.clone()?;
         self.refresh_hidden();
         let mut exposed_names: Vec<String> = self.hidden.iter().map(|c| c.column.clone()).collect();
@@ -367,15 +379,12 @@ impl StatementGate {
         &mut self,
         state: &SessionState,
         statements: &[&StatementFacts],
-    ) -> Result<Option<MaskRef>, GateDecision> {
+    ) -> Result<Option<Arc<MaskPlan>>, GateDecision> {
         let Some(masking) = self.masking.clone() else {
             return Ok(None);
         };
         self.refresh_hidden();
-        let deny = |message: String| GateDecision::Deny {
-            message,
-            policies: PolicyIds::default(),
-        };
+        let deny = |message: String| GateDecision::Deny(Denied::new(message, PolicyIds::default()));
         let describe = |c: &SensitiveColumn| format!("{}/{}", self.connection, c.qualified());
         let mut exposed_names: Vec<String> = Vec::new();
         let mut copy = None;
@@ -559,7 +568,7 @@ impl StatementGate {
         }
         exposed_names.sort();
         exposed_names.dedup();
-        Ok(Some(MaskRef(Arc::new(MaskPlan {
+        Ok(Some(Arc::new(MaskPlan {
             masking,
             hidden: self.hidden.clone(),
             scan: self.scan,
@@ -567,7 +576,7 @@ impl StatementGate {
             exposed_names,
             columns,
             copy,
-        }))))
+        })))
     }
 
     /// Resolves views through `views`: a statement that touches a view is
@@ -666,10 +675,7 @@ impl StatementGate {
         }
         let state = self.state.clone();
         Some(match self.mask_plan(&state, &[&facts]) {
-            Ok(mask) => GateDecision::Allow {
-                policies: policies.into(),
-                mask,
-            },
+            Ok(mask) => GateDecision::Allow(Allowed::new(policies.into(), mask)),
             Err(deny) => deny,
         })
     }
@@ -732,10 +738,10 @@ impl StatementGate {
         let analysis = match parsed.as_ref() {
             Ok(a) => a,
             Err(e) => {
-                return GateDecision::Deny {
-                    message: format!("portcullis: statement denied: {e}"),
-                    policies: PolicyIds::default(),
-                }
+                return GateDecision::Deny(Denied::new(
+                    format!("portcullis: statement denied: {e}"),
+                    PolicyIds::default(),
+                ))
             }
         };
         let mut policies = Vec::new();
@@ -774,10 +780,7 @@ impl StatementGate {
         // same text included).
         let after = self.state.clone();
         match self.mask_plan(&after, &statements) {
-            Ok(mask) => GateDecision::Allow {
-                policies: policies.into(),
-                mask,
-            },
+            Ok(mask) => GateDecision::Allow(Allowed::new(policies.into(), mask)),
             Err(deny) => {
                 // Nothing runs, so no session effect takes hold.
                 if has_effects {
@@ -830,10 +833,7 @@ impl StatementGate {
             if !portcullis_pg_sql::is_builtin_safe(name) || self.views.shadows_builtin(name) {
                 calls.push(name);
             } else if !state.catalog_first {
-                return Err(GateDecision::Deny {
-                    message: format!("portcullis: statement denied: field selection .{name} may call a function by unqualified name while search_path puts another schema before pg_catalog"),
-                    policies: PolicyIds::default(),
-                });
+                return Err(GateDecision::Deny(Denied::new(format!("portcullis: statement denied: field selection .{name} may call a function by unqualified name while search_path puts another schema before pg_catalog"), PolicyIds::default())));
             }
         }
         calls.extend(builtins.filter(|n| self.views.shadows_builtin(n)));
@@ -889,8 +889,8 @@ impl StatementGate {
                 accesses.extend(p.accesses.iter());
             }
             let implied = self.catalog_calls(&self.state, stmt).map_err(|d| match d {
-                GateDecision::Deny { message, .. } => message,
-                GateDecision::Allow { .. } => String::new(),
+                GateDecision::Deny(d) => d.message().to_owned(),
+                GateDecision::Allow(_) => String::new(),
             })?;
             accesses.extend(implied.iter());
             for access in accesses {
@@ -898,8 +898,8 @@ impl StatementGate {
                 let resources =
                     self.candidates(&self.state, &access.object)
                         .map_err(|d| match d {
-                            GateDecision::Deny { message, .. } => message,
-                            GateDecision::Allow { .. } => String::new(),
+                            GateDecision::Deny(d) => d.message().to_owned(),
+                            GateDecision::Allow(_) => String::new(),
                         })?;
                 for (action, resource, _) in
                     resources.into_iter().flat_map(|r| self.expand(action, r))
@@ -921,10 +921,7 @@ impl StatementGate {
         sql: &str,
         policies: &mut Vec<String>,
     ) -> Result<(), GateDecision> {
-        let deny = |message: String| GateDecision::Deny {
-            message,
-            policies: PolicyIds::default(),
-        };
+        let deny = |message: String| GateDecision::Deny(Denied::new(message, PolicyIds::default()));
         if stmt.unqualified_builtins && !state.catalog_first {
             return Err(deny(
                 "portcullis: statement denied: functions called by unqualified name while search_path puts another schema before pg_catalog".into(),
@@ -959,27 +956,23 @@ impl StatementGate {
                     .map(|v| format!(" (read through view {v})"))
                     .unwrap_or_default();
                 if !v.allowed {
-                    return Err(GateDecision::Deny {
-                        message: format!(
-                            "portcullis: {} on {}{through} denied ({})",
-                            action.as_str(),
-                            resource.describe(),
-                            v.reason()
-                        ),
-                        policies: v.policies.into(),
-                    });
+                    let message = format!(
+                        "portcullis: {} on {}{through} denied ({})",
+                        action.as_str(),
+                        resource.describe(),
+                        v.reason()
+                    );
+                    return Err(GateDecision::Deny(Denied::new(message, v.policies.into())));
                 }
                 if !v.reviews.is_empty() {
-                    return Err(GateDecision::Deny {
-                        message: format!(
-                            "portcullis: {} on {}{through} needs approval by {} (policy {}); approvals are not available yet, so it is refused",
-                            action.as_str(),
-                            resource.describe(),
-                            v.reviews.join(", "),
-                            v.policies.join(", ")
-                        ),
-                        policies: v.policies.into(),
-                    });
+                    let message = format!(
+                        "portcullis: {} on {}{through} needs approval by {} (policy {}); approvals are not available yet, so it is refused",
+                        action.as_str(),
+                        resource.describe(),
+                        v.reviews.join(", "),
+                        v.policies.join(", ")
+                    );
+                    return Err(GateDecision::Deny(Denied::new(message, v.policies.into())));
                 }
                 policies.extend(v.policies);
             }
@@ -1018,13 +1011,13 @@ impl StatementGate {
         }
         schemas.extend(state.schemas.iter().map(String::as_str));
         if schemas.is_empty() {
-            return Err(GateDecision::Deny {
-                message: format!(
+            return Err(GateDecision::Deny(Denied::new(
+                format!(
                     "portcullis: statement denied: {} cannot be resolved: the session's search_path is empty",
                     name.name
                 ),
-                policies: PolicyIds::default(),
-            });
+                PolicyIds::default(),
+            )));
         }
         schemas.dedup();
         Ok(schemas.into_iter().map(make).collect())

@@ -20,6 +20,8 @@
 pub mod catalog;
 pub mod gate;
 pub mod masker;
+pub mod permit;
 pub mod vocabulary;
 
-pub use gate::{GateDecision, ParseCache, StatementGate};
+pub use gate::{ParseCache, StatementGate};
+pub use permit::{Allowed, Denied, Forward, GateDecision, Permit, RowGate, RowPolicy, StandIn};

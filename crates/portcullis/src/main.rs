@@ -377,8 +377,8 @@ fn policy_check(
     );
     let pairs = gate.explain(sql);
     match gate.check(sql) {
-        GateDecision::Allow { policies, .. } => println!("allow ({})", policies.join(", ")),
-        GateDecision::Deny { message, .. } => println!("deny: {message}"),
+        GateDecision::Allow(a) => println!("allow ({})", a.policies().join(", ")),
+        GateDecision::Deny(d) => println!("deny: {}", d.message()),
     }
     match pairs {
         Ok(pairs) => {

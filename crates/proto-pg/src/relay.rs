@@ -16,9 +16,9 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use portcullis_core::audit::{CommandDetail, Decision};
+use portcullis_core::audit::CommandDetail;
 use portcullis_core::{FinishedCommand, Recorder, SessionHandle};
-use portcullis_pg_decide::StatementGate;
+use portcullis_pg_decide::{StandIn, StatementGate};
 use portcullis_pg_wire::{next_frame, FrontendMessage};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -112,19 +112,13 @@ impl<'s> StatementLog<'s> {
                 .map(|n| n.to_string()),
             rows: s.has_rows.then_some(s.rows),
         };
-        // A statement the gate never decided on its own (an Execute of a
-        // cursor's portal) ran under the session's connect decision.
-        let decision = s.decision.unwrap_or_else(|| Decision {
-            allowed: true,
-            policies: self.session.connect_policies().clone(),
-        });
         let command = FinishedCommand {
             kind: s.kind,
             text: s.text.to_string(),
             started_at: s.received_at,
             duration_us: u64::try_from(s.received.elapsed().as_micros()).unwrap_or(u64::MAX),
             error: s.error,
-            decision,
+            decision: s.decision,
             masked: s.masked,
             detail: CommandDetail::of(&detail),
         };
@@ -148,7 +142,7 @@ where
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut tracker = FrontendTracker::new(limits.max_prepared_statements);
     let mut batch = Vec::new();
-    let mut replaced: Vec<(usize, usize, BytesMut)> = Vec::new();
+    let mut replaced: Vec<(usize, usize, StandIn)> = Vec::new();
     let bytes_in = metrics::counter!("portcullis_bytes_total", "direction" => "from_client");
     loop {
         buf.reserve(READ_CHUNK);
@@ -174,8 +168,11 @@ where
             let body = &buf[used + 5..used + frame.len];
             let msg = FrontendMessage::decode(frame.tag, body)?;
             terminate = matches!(msg, FrontendMessage::Terminate);
-            if let Forward::Replace(bytes) = tracker.on_message(&msg, &mut batch, gate)? {
-                replaced.push((used, frame.len, bytes));
+            // The tracker's answer is the only leave to send the frame:
+            // a permit for the client's bytes, or a stand-in in their place.
+            match tracker.on_message(&msg, &mut batch, gate)? {
+                Forward::AsIs(_permit) => {}
+                Forward::Instead(stand_in) => replaced.push((used, frame.len, stand_in)),
             }
             used += frame.len;
             if terminate {
@@ -406,20 +403,20 @@ impl Handoff {
 /// Writes `data` with the frames at `(offset, len)` swapped for new bytes,
 /// as one write either way: masking can replace every row of a read, and a
 /// write per replaced frame would cost a system call per row.
-async fn write_spliced<W: AsyncWrite + Unpin>(
+async fn write_spliced<W: AsyncWrite + Unpin, B: AsRef<[u8]>>(
     out: &mut W,
     data: &[u8],
-    replaced: &mut Vec<(usize, usize, BytesMut)>,
+    replaced: &mut Vec<(usize, usize, B)>,
 ) -> std::io::Result<()> {
     if replaced.is_empty() {
         return out.write_all(data).await;
     }
-    let grown: usize = replaced.iter().map(|(_, _, b)| b.len()).sum();
+    let grown: usize = replaced.iter().map(|(_, _, b)| b.as_ref().len()).sum();
     let mut joined = Vec::with_capacity(data.len() + grown);
     let mut start = 0;
     for (offset, len, bytes) in replaced.drain(..) {
         joined.extend_from_slice(&data[start..offset]);
-        joined.extend_from_slice(&bytes);
+        joined.extend_from_slice(bytes.as_ref());
         start = offset + len;
     }
     joined.extend_from_slice(&data[start..]);

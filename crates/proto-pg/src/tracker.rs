@@ -6,45 +6,23 @@
 //! side ([`BackendTracker`]) pops them as responses arrive and hands back
 //! finished statements.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
 use portcullis_core::audit::Decision;
+use portcullis_core::masking::{MaskCounts, Masking};
+use portcullis_pg_decide::{Allowed, GateDecision, RowGate, RowPolicy};
 use portcullis_pg_wire::encode::{self, Severity};
-use portcullis_pg_wire::{
-    rows_in_tag, ErrorFields, FrontendMessage, Param, Target, TransactionStatus,
-};
+use portcullis_pg_wire::{rows_in_tag, ErrorFields, TransactionStatus};
 use time::OffsetDateTime;
 
 use crate::error::SessionError;
-use portcullis_core::masking::{MaskCounts, Masking};
-use portcullis_pg_decide::gate::{GateDecision, StatementGate};
-use portcullis_pg_decide::masker::{CopyMasker, MaskPlan, RowMasker};
 
-/// Sent upstream in place of a denied statement: a guaranteed syntax error,
-/// so the server fails it (and any open transaction) exactly as it would
-/// fail a statement of its own, without running anything. The server's
-/// error is then replaced by the gateway's on the way back.
-const POISON: &str = "PORTCULLIS DENIED THIS STATEMENT";
-/// A prepared statement name no client can have created: a Bind to it
-/// fails on the server without running anything.
-const POISON_STATEMENT: &str = "\u{1}portcullis denied";
-/// Texts remembered under one statement name before further reuse is refused.
-const MAX_TEXTS_PER_NAME: usize = 16;
-
-/// What to send upstream for a client message.
-#[derive(Debug)]
-pub enum Forward {
-    /// The client's bytes, unchanged.
-    AsIs,
-    /// These bytes instead.
-    Replace(BytesMut),
-}
-
-/// Longest parameter value kept in the record; longer ones are cut.
-const PARAM_RECORD_LIMIT: usize = 1024;
+mod front;
+pub use front::FrontendTracker;
+pub use portcullis_pg_decide::Forward;
 
 /// A statement in flight.
 #[derive(Debug, Clone)]
@@ -67,18 +45,24 @@ pub struct Stmt {
     pub has_rows: bool,
     /// `SQLSTATE: message` of the first error.
     pub error: Option<String>,
-    /// The statement's own decision (None: the session's connect decision).
-    pub decision: Option<Decision>,
+    /// The decision that let it run or stopped it.
+    pub decision: Decision,
     /// Why the gateway refused it; replaces the upstream's error.
     pub denial: Option<String>,
-    /// How its results are masked.
-    pub mask: Option<Arc<MaskPlan>>,
+    /// How its result rows reach the client (`None`: it was refused, and
+    /// no row of it may pass).
+    pub rows_policy: Option<RowPolicy>,
     /// What was masked in its results.
     pub masked: MaskCounts,
 }
 
 impl Stmt {
-    fn new(kind: &'static str, text: Arc<str>) -> Self {
+    /// A statement as the gate decided it.
+    fn decided(kind: &'static str, text: Arc<str>, decision: &GateDecision) -> Self {
+        let (denial, rows_policy) = match decision {
+            GateDecision::Allow(a) => (None, Some(a.rows().clone())),
+            GateDecision::Deny(d) => (Some(d.message().to_owned()), None),
+        };
         Self {
             kind,
             text,
@@ -89,32 +73,23 @@ impl Stmt {
             rows: 0,
             has_rows: false,
             error: None,
-            decision: None,
-            denial: None,
-            mask: None,
+            decision: decision.record(),
+            denial,
+            rows_policy,
             masked: MaskCounts::default(),
         }
     }
 
-    /// Applies a gate decision; returns the denial message, if any.
-    fn decide(&mut self, decision: GateDecision) -> Option<&str> {
-        match decision {
-            GateDecision::Allow { policies, mask } => {
-                self.decision = Some(Decision {
-                    allowed: true,
-                    policies,
-                });
-                self.mask = mask.map(|m| m.0);
-                None
-            }
-            GateDecision::Deny { message, policies } => {
-                self.decision = Some(Decision {
-                    allowed: false,
-                    policies,
-                });
-                self.denial = Some(message);
-                self.denial.as_deref()
-            }
+    /// A statement the gate allowed.
+    fn allowed(kind: &'static str, text: Arc<str>, allowed: &Allowed) -> Self {
+        Self::decided(kind, text, &GateDecision::Allow(allowed.clone()))
+    }
+
+    /// The mask plan of its results, if they are masked.
+    fn mask_plan(&self) -> Option<&Arc<portcullis_pg_decide::masker::MaskPlan>> {
+        match &self.rows_policy {
+            Some(RowPolicy::Masked(plan)) => Some(plan),
+            _ => None,
         }
     }
 }
@@ -141,324 +116,6 @@ pub enum Pending {
     Sync,
 }
 
-struct Portal {
-    text: Arc<str>,
-    statement: Arc<str>,
-    params: Arc<Vec<Option<String>>>,
-    decision: Option<Decision>,
-    mask: Option<Arc<MaskPlan>>,
-}
-
-#[derive(Clone)]
-struct Prepared {
-    text: Arc<str>,
-    decision: Option<Decision>,
-    mask: Option<Arc<MaskPlan>>,
-    /// Earlier texts parsed under the same name: the server rejects a
-    /// second Parse of a taken name, but the gateway cannot see whether the
-    /// first one succeeded, so it keeps deciding for all of them.
-    older: Vec<Arc<str>>,
-    /// The gate generation the decision was made under.
-    generation: (u64, u64),
-}
-
-/// Prepared statements and portals as the client defined them.
-pub struct FrontendTracker {
-    statements: HashMap<Arc<str>, Prepared>,
-    portals: HashMap<Arc<str>, Portal>,
-    max_statements: usize,
-}
-
-impl FrontendTracker {
-    /// A tracker allowing at most `max_statements` named prepared statements.
-    pub fn new(max_statements: usize) -> Self {
-        Self {
-            statements: HashMap::new(),
-            portals: HashMap::new(),
-            max_statements,
-        }
-    }
-
-    /// Notes a client message, decides statements through `gate`, and
-    /// appends what the server will answer to `out`.
-    pub fn on_message(
-        &mut self,
-        msg: &FrontendMessage<'_>,
-        out: &mut Vec<Pending>,
-        gate: &mut StatementGate,
-    ) -> Result<Forward, SessionError> {
-        let mut forward = Forward::AsIs;
-        match msg {
-            FrontendMessage::Query { sql } => {
-                let mut s = Stmt::new("query", Arc::from(*sql));
-                if s.decide(gate.check(sql)).is_some() {
-                    let mut poison = BytesMut::new();
-                    encode::query(&mut poison, POISON);
-                    forward = Forward::Replace(poison);
-                }
-                out.push(Pending::Query(s));
-            }
-            FrontendMessage::Parse { name, sql, .. } => {
-                if !name.is_empty() && !self.statements.contains_key(*name) && self.statements.len() >= self.max_statements {
-                    return Err(SessionError::not_allowed(format!(
-                        "too many prepared statements (limit {})",
-                        self.max_statements
-                    )));
-                }
-                let text: Arc<str> = Arc::from(*sql);
-                let key: Arc<str> = Arc::from(*name);
-                let mut s = Stmt::new("parse", text.clone());
-                s.prepared_name = Some(key.clone());
-                let older: Vec<Arc<str>> = match self.statements.get(*name).filter(|_| !name.is_empty()) {
-                    Some(p) => p.older.iter().cloned().chain([p.text.clone()]).collect(),
-                    None => Vec::new(),
-                };
-                let reused_too_often = older.len() >= MAX_TEXTS_PER_NAME;
-                let decision = if reused_too_often {
-                    GateDecision::Deny {
-                        message: format!("portcullis: statement denied: prepared statement name \"{name}\" reused too often"),
-                        policies: Default::default(),
-                    }
-                } else {
-                    gate.check(sql)
-                };
-                if s.decide(decision).is_some() {
-                    // The server never gets the statement, so it can never
-                    // be bound or executed under this name.
-                    let mut poison = BytesMut::new();
-                    encode::parse(&mut poison, name, POISON);
-                    forward = Forward::Replace(poison);
-                } else {
-                    self.statements.insert(
-                        key,
-                        Prepared {
-                            text,
-                            decision: s.decision.clone(),
-                            mask: s.mask.clone(),
-                            older,
-                            generation: gate.generation(),
-                        },
-                    );
-                }
-                out.push(Pending::Parse(s));
-            }
-            FrontendMessage::Bind {
-                portal,
-                statement,
-                param_formats,
-                params,
-                ..
-            } => {
-                let (stmt_name, prepared, verdict) = self.bind_decision(statement, gate);
-                let rendered = Arc::new(render_params(param_formats, params));
-                let mut s = Stmt::new("bind", prepared.text.clone());
-                s.prepared_name = Some(stmt_name.clone());
-                s.params = Some(rendered.clone());
-                s.decision = prepared.decision.clone();
-                s.mask = prepared.mask.clone();
-                if let Some(GateDecision::Deny { message, policies }) = verdict {
-                    s.decide(GateDecision::Deny { message, policies });
-                    let mut poison = BytesMut::new();
-                    encode::bind(&mut poison, portal, POISON_STATEMENT);
-                    forward = Forward::Replace(poison);
-                    self.portals.remove(*portal);
-                    out.push(Pending::Bind(s));
-                    return Ok(forward);
-                }
-                self.portals.insert(
-                    Arc::from(*portal),
-                    Portal {
-                        text: prepared.text,
-                        statement: stmt_name,
-                        params: rendered,
-                        decision: prepared.decision,
-                        mask: prepared.mask,
-                    },
-                );
-                out.push(Pending::Bind(s));
-            }
-            FrontendMessage::Execute { portal, max_rows } => {
-                let s = match self.portals.get(*portal) {
-                    Some(p) => {
-                        let mut s = Stmt::new("execute", p.text.clone());
-                        s.prepared_name = Some(p.statement.clone());
-                        s.params = Some(p.params.clone());
-                        s.decision = p.decision.clone();
-                        s.mask = p.mask.clone();
-                        s
-                    }
-                    None => Stmt::new("execute", Arc::from("")),
-                };
-                let mut s = s;
-                if s.mask.is_none() {
-                    // A portal the tracker never bound (a DECLAREd cursor's
-                    // name): its query was decided as its own statement.
-                    s.mask = gate.conservative_plan();
-                }
-                if gate.masks_results() {
-                    // Rows of an Execute carry no description; ask for the
-                    // portal's (with its result formats) right before it.
-                    let mut both = BytesMut::new();
-                    encode::describe_portal(&mut both, portal);
-                    encode::execute(&mut both, portal, *max_rows);
-                    forward = Forward::Replace(both);
-                    out.push(Pending::MaskDescribe);
-                }
-                out.push(Pending::Execute(s));
-            }
-            FrontendMessage::Describe { .. } => out.push(Pending::Describe),
-            FrontendMessage::Close { target, name } => {
-                match target {
-                    Target::Statement => {
-                        self.statements.remove(*name);
-                    }
-                    Target::Portal => {
-                        self.portals.remove(*name);
-                    }
-                }
-                out.push(Pending::Close);
-            }
-            FrontendMessage::Sync => {
-                // The unnamed portal does not survive the transaction's end;
-                // forgetting it here is harmless and bounds the map.
-                self.portals.remove("");
-                out.push(Pending::Sync);
-            }
-            FrontendMessage::Flush
-            | FrontendMessage::CopyData(_)
-            | FrontendMessage::CopyDone
-            | FrontendMessage::CopyFail { .. }
-            | FrontendMessage::Terminate => {}
-            FrontendMessage::FunctionCall { oid } => {
-                return Err(SessionError::not_allowed(format!(
-                    "fast-path function calls (function {oid}) bypass statement policy and are not allowed"
-                )))
-            }
-            FrontendMessage::Password(_) => {
-                return Err(SessionError::not_allowed("unexpected password message after login".into()))
-            }
-        }
-        Ok(forward)
-    }
-}
-
-impl FrontendTracker {
-    /// What a Bind of `statement` would run, re-deciding it when the
-    /// session or the policies changed since it was decided: PostgreSQL
-    /// re-resolves a prepared statement's names when the search_path
-    /// changes. A name the tracker never parsed may be a SQL PREPARE.
-    fn bind_decision(
-        &mut self,
-        statement: &str,
-        gate: &mut StatementGate,
-    ) -> (Arc<str>, Prepared, Option<GateDecision>) {
-        let generation = gate.generation();
-        let Some((key, prepared)) = self
-            .statements
-            .get_key_value(statement)
-            .map(|(k, v)| (k.clone(), v.clone()))
-        else {
-            let verdict = gate.check_sql_prepared(statement);
-            let (decision, mask) = match &verdict {
-                Some(GateDecision::Allow { policies, mask }) => (
-                    Some(Decision {
-                        allowed: true,
-                        policies: policies.clone(),
-                    }),
-                    mask.as_ref().map(|m| m.0.clone()),
-                ),
-                _ => (None, None),
-            };
-            let text: Arc<str> = Arc::from(if verdict.is_some() {
-                format!("EXECUTE {statement}")
-            } else {
-                String::new()
-            });
-            let prepared = Prepared {
-                text,
-                decision,
-                mask,
-                older: Vec::new(),
-                generation,
-            };
-            let verdict = verdict.filter(|v| matches!(v, GateDecision::Deny { .. }));
-            return (Arc::from(statement), prepared, verdict);
-        };
-        if prepared.generation == generation {
-            return (key, prepared, None);
-        }
-        let mut policies = Vec::new();
-        let texts: Vec<Arc<str>> = prepared
-            .older
-            .iter()
-            .cloned()
-            .chain([prepared.text.clone()])
-            .collect();
-        let mut mask = None;
-        for text in texts {
-            match gate.check(&text) {
-                GateDecision::Allow {
-                    policies: p,
-                    mask: m,
-                } => {
-                    policies.extend(p.iter().cloned());
-                    // The last text is the current one.
-                    mask = m.map(|m| m.0);
-                }
-                deny @ GateDecision::Deny { .. } => return (key, prepared, Some(deny)),
-            }
-        }
-        policies.sort();
-        policies.dedup();
-        let mut updated = prepared;
-        updated.mask = mask;
-        updated.decision = Some(Decision {
-            allowed: true,
-            policies: policies.into(),
-        });
-        updated.generation = gate.generation();
-        self.statements.insert(key.clone(), updated.clone());
-        (key, updated, None)
-    }
-}
-
-fn render_params(formats: &[i16], params: &[Param<'_>]) -> Vec<Option<String>> {
-    params
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let binary = match formats.len() {
-                0 => false,
-                1 => formats[0] == 1,
-                _ => formats.get(i) == Some(&1),
-            };
-            match p {
-                Param::Null => None,
-                Param::Value(v) => Some(render_value(v, binary)),
-            }
-        })
-        .collect()
-}
-
-fn render_value(v: &[u8], binary: bool) -> String {
-    let cut = &v[..v.len().min(PARAM_RECORD_LIMIT)];
-    let mut s = match (binary, std::str::from_utf8(cut)) {
-        (false, Ok(t)) => t.to_owned(),
-        _ => {
-            let mut h = String::with_capacity(2 + cut.len() * 2);
-            h.push_str("\\x");
-            for b in cut {
-                h.push_str(&format!("{b:02x}"));
-            }
-            h
-        }
-    };
-    if v.len() > PARAM_RECORD_LIMIT {
-        s.push_str(&format!("…({} bytes)", v.len()));
-    }
-    s
-}
-
 /// Pairs server responses with pending client messages.
 #[derive(Default)]
 pub struct BackendTracker {
@@ -470,10 +127,10 @@ pub struct BackendTracker {
     status: Option<TransactionStatus>,
     /// Masking in force, for messages no statement plan covers.
     masking: Option<Arc<Masking>>,
-    /// The current result set's masker.
-    rows: Option<RowMasker>,
-    /// The current COPY's masker.
-    copy: Option<CopyMasker>,
+    /// The current result set's gate: the only way its rows pass.
+    rows: Option<RowGate>,
+    /// The current COPY's gate: the only way its lines pass.
+    copy: Option<RowGate>,
     /// What was masked outside any statement (notifications).
     loose_counts: MaskCounts,
     /// The session's masking scratch space, made at first use (an idle
@@ -558,41 +215,43 @@ impl BackendTracker {
             let replaced = self.on_error(ErrorFields::new(body), done);
             return Ok(replaced.or(masked));
         }
-        let out = if self.masking.is_some() {
-            self.mask_message(tag, body)?
-        } else {
-            None
-        };
+        let out = self.gate_message(tag, body)?;
         self.track(tag, body, done);
         Ok(out)
     }
 
-    /// Masking's part: row descriptions set up the masker, rows and copy
-    /// data go through it, notices and notifications are scanned.
-    fn mask_message(&mut self, tag: u8, body: &[u8]) -> Result<Option<BytesMut>, SessionError> {
+    /// The row policy of the statement whose results are arriving.
+    fn current_policy(&self) -> Option<&RowPolicy> {
+        match self.queue.front() {
+            Some(Pending::Query(s) | Pending::Execute(s)) => s.rows_policy.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Results pass only through the gate their statement's decision
+    /// allows: a row description (or COPY start) sets it up, and each row
+    /// (or COPY line) goes through it. A row with no gate is refused, so
+    /// nothing reaches the client undecided. Notices and notifications are
+    /// scanned when masking is on.
+    fn gate_message(&mut self, tag: u8, body: &[u8]) -> Result<Option<BytesMut>, SessionError> {
         match tag {
             b'T' => {
-                let fields = portcullis_pg_wire::rows::row_description(body).map_err(|e| {
-                    SessionError::masking_failed(format!(
-                        "a row description could not be read ({e}), so its rows cannot be masked; the session is ended"
-                    ))
-                })?;
-                if matches!(self.queue.front(), Some(Pending::MaskDescribe)) {
+                let ours = matches!(self.queue.front(), Some(Pending::MaskDescribe));
+                if ours {
                     self.queue.pop_front();
-                    self.rows = self
-                        .current()
-                        .and_then(|s| s.mask.clone())
-                        .and_then(|p| RowMasker::new(&p, &fields));
-                    // Asked by the gateway: the client never sees it.
-                    return Ok(Some(BytesMut::new()));
                 }
-                if matches!(self.queue.front(), Some(Pending::Query(_))) {
-                    self.rows = self
-                        .current()
-                        .and_then(|s| s.mask.clone())
-                        .and_then(|p| RowMasker::new(&p, &fields));
+                if ours || matches!(self.queue.front(), Some(Pending::Query(_))) {
+                    self.rows = match self.current_policy() {
+                        Some(policy) => Some(RowGate::for_description(policy, body).map_err(|e| {
+                            SessionError::masking_failed(format!(
+                                "a row description could not be read ({e}), so its rows cannot be masked; the session is ended"
+                            ))
+                        })?),
+                        None => None,
+                    };
                 }
-                Ok(None)
+                // Asked by the gateway: the client never sees it.
+                Ok(ours.then(BytesMut::new))
             }
             b'n' if matches!(self.queue.front(), Some(Pending::MaskDescribe)) => {
                 self.queue.pop_front();
@@ -600,43 +259,62 @@ impl BackendTracker {
                 Ok(Some(BytesMut::new()))
             }
             b'D' => {
-                let Some(masker) = self.rows.as_mut() else {
-                    return Ok(None);
+                if self.rows.is_none() {
+                    // An Execute's rows come with no description of their
+                    // own; only rows that need no masking may.
+                    self.rows = match self.queue.front() {
+                        Some(Pending::Execute(s)) => s
+                            .rows_policy
+                            .as_ref()
+                            .and_then(RowGate::without_description),
+                        _ => None,
+                    };
+                }
+                let Some(gate) = self.rows.as_mut() else {
+                    return Err(SessionError::masking_failed(
+                        "a result row arrived that no decided statement's row description covers; the session is ended".into(),
+                    ));
                 };
+                if gate.is_clear() {
+                    return Ok(None);
+                }
                 let Some((counts, scratch)) = sinks(
                     &mut self.queue,
                     &mut self.loose_counts,
                     &mut self.scratch,
                     &self.masking,
                 ) else {
-                    return Ok(None);
+                    return Err(SessionError::masking_failed(
+                        "a result row must be masked but masking is not configured".into(),
+                    ));
                 };
-                masker.mask_row(body, counts, scratch).map_err(|e| {
-                    SessionError::masking_failed(format!(
-                        "a result row could not be masked ({e}); the session is ended"
-                    ))
-                })
+                gate.pass_row(body, counts, scratch)
+                    .map_err(|e| SessionError::masking_failed(format!("{e}; the session is ended")))
             }
             b'H' => {
-                self.copy = self
-                    .current()
-                    .and_then(|s| s.mask.clone())
-                    .map(|p| CopyMasker::new(&p));
+                self.copy = self.current_policy().map(RowGate::for_copy);
                 Ok(None)
             }
             b'd' => {
-                let Some(masker) = self.copy.as_mut() else {
-                    return Ok(None);
+                let Some(gate) = self.copy.as_mut() else {
+                    return Err(SessionError::masking_failed(
+                        "COPY data arrived outside a COPY the gateway saw decided; the session is ended".into(),
+                    ));
                 };
+                if gate.is_clear() {
+                    return Ok(None);
+                }
                 let Some((counts, scratch)) = sinks(
                     &mut self.queue,
                     &mut self.loose_counts,
                     &mut self.scratch,
                     &self.masking,
                 ) else {
-                    return Ok(None);
+                    return Err(SessionError::masking_failed(
+                        "COPY data must be masked but masking is not configured".into(),
+                    ));
                 };
-                let out = masker.mask_line(body, counts, scratch).map_err(|e| {
+                let out = gate.pass_copy_line(body, counts, scratch).map_err(|e| {
                     SessionError::masking_failed(format!(
                         "{e}; masking cannot follow it, so the session is ended"
                     ))
@@ -685,7 +363,7 @@ impl BackendTracker {
     /// statement touches masked columns, every field scanned.
     fn mask_fields(&mut self, tag: u8, body: &[u8]) -> Option<BytesMut> {
         let masking = self.masking.clone()?;
-        let plan = self.current().and_then(|s| s.mask.clone());
+        let plan = self.current().and_then(|s| s.mask_plan().cloned());
         let withhold = plan.as_ref().is_some_and(|p| p.withholds_details());
         let scan = plan.as_ref().is_none_or(|p| p.scan) && masking.scans();
         let mut counts = MaskCounts::default();

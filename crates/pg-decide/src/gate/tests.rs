@@ -39,21 +39,21 @@ fn gate_with(policies: &str, schemas: &[&str]) -> StatementGate {
 
 fn denied(g: &mut StatementGate, sql: &str) -> String {
     match g.check(sql) {
-        GateDecision::Deny { message, .. } => message,
-        GateDecision::Allow { .. } => panic!("{sql} was allowed"),
+        GateDecision::Deny(d) => d.message().to_owned(),
+        GateDecision::Allow(_) => panic!("{sql} was allowed"),
     }
 }
 
 #[test]
 fn reads_allowed_secrets_forbidden_writes_need_review() {
     let mut g = gate(&["public"]);
-    assert_eq!(
-        g.check("select * from users"),
-        GateDecision::Allow {
-            policies: vec!["engineering-reads-app".into()].into(),
-            mask: None
+    match g.check("select * from users") {
+        GateDecision::Allow(a) => {
+            assert_eq!(a.policies().as_ref(), ["engineering-reads-app".to_owned()]);
+            assert!(a.mask().is_none());
         }
-    );
+        GateDecision::Deny(d) => panic!("denied: {}", d.message()),
+    }
     assert_eq!(
         denied(&mut g, "select * from api_keys"),
         "portcullis: select on app-db/public.api_keys denied (policy no-api-keys)"
@@ -78,7 +78,7 @@ fn search_path_changes_cannot_hide_a_table() {
     let mut g = gate(&["public"]);
     assert!(matches!(
         g.check("set search_path = other"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
     // The server may still resolve to public (the SET may have been rolled back).
     assert_eq!(
@@ -87,7 +87,7 @@ fn search_path_changes_cannot_hide_a_table() {
     );
     assert!(matches!(
         g.check("select * from other.api_keys"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
 }
 
@@ -96,16 +96,16 @@ fn pg_catalog_after_another_schema_disables_builtin_shortcuts() {
     let mut g = gate(&["public"]);
     assert!(matches!(
         g.check("select lower('A')"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
     assert!(matches!(
         g.check("set search_path = public, pg_catalog"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
     assert!(denied(&mut g, "select lower('A')").contains("unqualified name"));
     assert!(matches!(
         g.check("select pg_catalog.lower('A')"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
 }
 
@@ -116,13 +116,10 @@ fn sql_prepared_statements_carry_their_pairs_to_execute() {
     assert!(denied(&mut g, "execute p").contains("unknown prepared statement"));
     assert!(matches!(
         g.check("prepare q as select * from users"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
-    assert!(matches!(g.check("execute q"), GateDecision::Allow { .. }));
-    assert!(matches!(
-        g.check("deallocate q"),
-        GateDecision::Allow { .. }
-    ));
+    assert!(matches!(g.check("execute q"), GateDecision::Allow(_)));
+    assert!(matches!(g.check("deallocate q"), GateDecision::Allow(_)));
     assert!(denied(&mut g, "execute q").contains("unknown prepared statement"));
 }
 
@@ -147,7 +144,7 @@ fn a_search_path_set_earlier_in_the_same_text_counts() {
     // Nothing of a refused text sticks.
     assert!(matches!(
         g.check("select * from api_keys"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
 }
 
@@ -156,24 +153,24 @@ fn a_redefined_prepared_name_keeps_every_text() {
     let mut g = gate(&["public"]);
     assert!(matches!(
         g.check("prepare p as select 1"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
     // The server rejects this duplicate; the gate cannot know, so p may be either.
     assert!(denied(&mut g, "prepare p as select * from api_keys").contains("api_keys"));
     assert!(matches!(
         g.check("prepare q as select 1"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
     assert!(matches!(
         g.check("prepare q as select * from users"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
-    assert!(matches!(g.check("reset all"), GateDecision::Allow { .. }));
+    assert!(matches!(g.check("reset all"), GateDecision::Allow(_)));
     assert!(
-        matches!(g.check("execute q"), GateDecision::Allow { .. }),
+        matches!(g.check("execute q"), GateDecision::Allow(_)),
         "prepared statements survive RESET ALL"
     );
-    assert!(matches!(g.check("discard all"), GateDecision::Allow { .. }));
+    assert!(matches!(g.check("discard all"), GateDecision::Allow(_)));
     assert!(denied(&mut g, "execute q").contains("unknown prepared statement"));
 }
 
@@ -204,7 +201,7 @@ fn views_reach_through_for_data_but_not_for_ddl() {
     let mut g = gate(&["public"]).with_views(Arc::new(views));
     assert!(matches!(
         g.check("select * from v_users"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
     assert_eq!(
         denied(&mut g, "select * from v_keys"),
@@ -239,7 +236,7 @@ fn decisions_are_reused_across_literals_only_when_policies_ignore_the_text() {
     for id in 1..5 {
         assert!(matches!(
             g.check(&format!("select * from users where id = {id}")),
-            GateDecision::Allow { .. }
+            GateDecision::Allow(_)
         ));
     }
     // A policy reading the text sees every text, literals included.
@@ -261,12 +258,12 @@ fn decisions_are_reused_across_literals_only_when_policies_ignore_the_text() {
     );
     assert!(matches!(
         g.check("select * from users where name = 'ok'"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
     assert!(denied(&mut g, "select * from users where name = 'canary'").contains("denied"));
     assert!(matches!(
         g.check("select * from users where name = 'ok2'"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
 }
 
@@ -275,7 +272,7 @@ fn a_user_function_named_like_a_builtin_makes_unqualified_calls_need_execute() {
     let mut g = gate(&["public"]);
     assert!(matches!(
         g.check("select lower(name) from users"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
     let catalog = crate::catalog::ViewCatalog::from_rows([["", "", "u", "public", "lower"]]);
     let mut g = gate(&["public"]).with_views(Arc::new(catalog));
@@ -285,12 +282,12 @@ fn a_user_function_named_like_a_builtin_makes_unqualified_calls_need_execute() {
     // Qualified calls still name exactly one function, the built-in.
     assert!(matches!(
         g.check("select pg_catalog.lower(name) from users"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
     // Names no user function shadows stay trusted.
     assert!(matches!(
         g.check("select upper(name) from users"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
 }
 
@@ -327,18 +324,18 @@ fn field_selection_that_names_a_function_is_decided_as_its_call() {
     // A safe built-in read this way is a built-in call.
     assert!(matches!(
         g.check("select u.to_jsonb from users u"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
     // Columns and fields no function is named after stay plain reads.
     assert!(matches!(
         g.check("select u.email, (u.addr).city, (u).* from users u"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
     // The built-in shortcut needs pg_catalog searched first, as for calls.
     let mut g = g;
     assert!(matches!(
         g.check("set search_path = public, pg_catalog"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
     let msg = denied(&mut g, "select u.to_jsonb from users u");
     assert!(msg.contains("field selection .to_jsonb"), "{msg}");
@@ -381,7 +378,7 @@ fn a_text_spelling_a_decided_shape_key_is_decided_as_itself() {
     let mut g = gate(&["public"]);
     for id in 1..4 {
         let sql = format!("select * from orders where id = {id}");
-        assert!(matches!(g.check(&sql), GateDecision::Allow { .. }), "{sql}");
+        assert!(matches!(g.check(&sql), GateDecision::Allow(_)), "{sql}");
     }
     denied(&mut g, "\u{2}select * from orders where id = \u{1}i");
 }
@@ -398,7 +395,7 @@ fn a_function_defined_in_the_session_is_a_call_before_the_catalog_shows_it() {
     .with_views(Arc::new(catalog));
     assert!(matches!(
         g.check("select u.email from users u"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
     // In one text: create, then call by field selection.
     let msg = denied(
@@ -413,7 +410,7 @@ fn a_function_defined_in_the_session_is_a_call_before_the_catalog_shows_it() {
     // every field selection is a possible call.
     assert!(matches!(
         g.check("create function leak(users) returns text language sql as 'select 1'"),
-        GateDecision::Allow { .. }
+        GateDecision::Allow(_)
     ));
     let msg = denied(&mut g, "select u.leak from users u");
     assert!(msg.contains(".leak denied"), "{msg}");

@@ -1,5 +1,7 @@
+use super::front::{render_params, PARAM_RECORD_LIMIT};
 use super::*;
 use portcullis_pg_decide::gate::StatementGate;
+use portcullis_pg_wire::{FrontendMessage, Param};
 
 fn permissive_gate() -> StatementGate {
     gate_with("permit(principal, action, resource);")
@@ -185,10 +187,10 @@ fn a_denied_query_is_replaced_and_its_error_rewritten() {
         )
         .unwrap();
     match fwd {
-        Forward::Replace(bytes) => {
-            assert!(bytes.windows(POISON.len()).any(|w| w == POISON.as_bytes()))
+        Forward::Instead(stand_in) => {
+            assert!(String::from_utf8_lossy(stand_in.bytes()).contains("PORTCULLIS DENIED"))
         }
-        Forward::AsIs => panic!("a denied statement went upstream"),
+        Forward::AsIs(_) => panic!("a denied statement went upstream"),
     }
     b.push(out);
     let mut done = Vec::new();
@@ -203,7 +205,7 @@ fn a_denied_query_is_replaced_and_its_error_rewritten() {
     );
     let _ = b.on_message(b'Z', b"I", &mut done);
     assert_eq!(done.len(), 1);
-    assert_eq!(done[0].decision.as_ref().map(|d| d.allowed), Some(false));
+    assert!(!done[0].decision.allowed);
     assert!(done[0]
         .error
         .as_deref()
@@ -227,14 +229,14 @@ fn a_prepared_statement_is_decided_again_when_the_search_path_changes() {
     };
     assert!(matches!(
         f.on_message(&parse, &mut out, &mut g).unwrap(),
-        Forward::AsIs
+        Forward::AsIs(_)
     ));
     let set = FrontendMessage::Query {
         sql: "set search_path = public",
     };
     assert!(matches!(
         f.on_message(&set, &mut out, &mut g).unwrap(),
-        Forward::AsIs
+        Forward::AsIs(_)
     ));
     let bind = FrontendMessage::Bind {
         portal: "",
@@ -244,10 +246,10 @@ fn a_prepared_statement_is_decided_again_when_the_search_path_changes() {
         result_formats: vec![],
     };
     match f.on_message(&bind, &mut out, &mut g).unwrap() {
-        Forward::Replace(bytes) => assert!(bytes
-            .windows(POISON_STATEMENT.len())
-            .any(|w| w == POISON_STATEMENT.as_bytes())),
-        Forward::AsIs => {
+        Forward::Instead(stand_in) => {
+            assert!(String::from_utf8_lossy(stand_in.bytes()).contains("\u{1}portcullis denied"))
+        }
+        Forward::AsIs(_) => {
             panic!("the statement now reads public.api_keys and must be refused at Bind")
         }
     }
@@ -362,4 +364,49 @@ fn a_row_that_cannot_be_masked_is_refused_with_42501() {
             .starts_with("portcullis: result withheld: a result row could not be masked"),
         "{err}"
     );
+}
+
+/// A row reaches the client only through the gate of a decided statement:
+/// one that no statement's description covers is refused, even with
+/// masking off, and an Execute's rows with no description pass only when
+/// nothing needs masking.
+#[test]
+fn a_row_no_decided_statement_covers_is_refused() {
+    let mut back = BackendTracker::default();
+    let mut done = Vec::new();
+    let mut row = BytesMut::new();
+    portcullis_pg_wire::rows::encode_data_row(&mut row, [Some(&b"secret"[..])]);
+    let err = back.on_message(b'D', &row[5..], &mut done).unwrap_err();
+    assert_eq!(err.sqlstate(), "42501", "{err}");
+
+    // With masking off, an Execute's rows need no description.
+    let (mut f, mut b) = (FrontendTracker::new(10), BackendTracker::default());
+    feed(
+        &mut f,
+        &mut b,
+        &[
+            FrontendMessage::Parse {
+                name: "",
+                sql: "select 1",
+                param_types: vec![],
+            },
+            FrontendMessage::Bind {
+                portal: "",
+                statement: "",
+                param_formats: vec![],
+                params: vec![],
+                result_formats: vec![],
+            },
+            FrontendMessage::Execute {
+                portal: "",
+                max_rows: 0,
+            },
+            FrontendMessage::Sync,
+        ],
+    );
+    let mut done = Vec::new();
+    for (tag, body) in [(b'1', &b""[..]), (b'2', b"")] {
+        b.on_message(tag, body, &mut done).unwrap();
+    }
+    assert_eq!(b.on_message(b'D', &row[5..], &mut done).unwrap(), None);
 }

@@ -1,0 +1,343 @@
+//! Proof types: the only ways a client's message reaches the upstream and
+//! a server's row reaches the client.
+//!
+//! - A [`GateDecision`] is [`Allowed`] or [`Denied`]; both have private
+//!   fields and are made only by the gate in this crate.
+//! - A client message is sent upstream only as [`Forward::AsIs`] with a
+//!   [`Permit`], which comes from an [`Allowed`] decision or, for a
+//!   message that runs nothing (Describe, Sync, …), from
+//!   [`Permit::for_inert`]; or as [`Forward::Instead`] with a [`StandIn`]
+//!   this crate wrote. There is no default.
+//! - A result row is passed on only through a [`RowGate`], made from the
+//!   statement's [`RowPolicy`] and, when that policy masks, the row
+//!   description the rows come with. A row with no gate is refused.
+//!
+//! Outside code cannot forge any of them:
+//!
+//! ```compile_fail
+//! let permit = portcullis_pg_decide::permit::Permit { _sealed: () };
+//! ```
+//!
+//! ```compile_fail
+//! let allowed = portcullis_pg_decide::permit::Allowed {
+//!     policies: Default::default(),
+//! };
+//! ```
+//!
+//! ```compile_fail
+//! let clear = portcullis_pg_decide::permit::ClearRows(());
+//! ```
+//!
+//! ```compile_fail
+//! let instead = portcullis_pg_decide::permit::StandIn(bytes::BytesMut::new());
+//! ```
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use portcullis_core::audit::{Decision, PolicyIds};
+use portcullis_core::masking::{MaskCounts, Scratch};
+use portcullis_pg_wire::rows::{self, FieldDescription};
+use portcullis_pg_wire::{encode, FrontendMessage, WireError};
+
+use crate::masker::{CopyMasker, MaskPlan, RowMasker};
+
+/// Sent upstream in place of a denied statement: a guaranteed syntax error,
+/// so the server fails it (and any open transaction) exactly as it would
+/// fail a statement of its own, without running anything. The server's
+/// error is then replaced by the gateway's on the way back.
+const POISON: &str = "PORTCULLIS DENIED THIS STATEMENT";
+/// A prepared statement name no client can have created: a Bind to it
+/// fails on the server without running anything.
+const POISON_STATEMENT: &str = "\u{1}portcullis denied";
+
+/// The gate's answer for one statement.
+#[derive(Debug, Clone)]
+pub enum GateDecision {
+    /// Every pair is permitted.
+    Allow(Allowed),
+    /// At least one is not; the statement must not reach the upstream.
+    Deny(Denied),
+}
+
+impl GateDecision {
+    /// Whether the statement may run.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, GateDecision::Allow(_))
+    }
+
+    /// The decision as the audit record keeps it.
+    pub fn record(&self) -> Decision {
+        match self {
+            GateDecision::Allow(a) => a.record(),
+            GateDecision::Deny(d) => d.record(),
+        }
+    }
+}
+
+/// A statement the gate allowed, and how its results are masked.
+#[derive(Debug, Clone)]
+pub struct Allowed {
+    policies: PolicyIds,
+    rows: RowPolicy,
+}
+
+impl Allowed {
+    /// Made by the gate only.
+    pub(crate) fn new(policies: PolicyIds, mask: Option<Arc<MaskPlan>>) -> Self {
+        let rows = match mask {
+            Some(plan) => RowPolicy::Masked(plan),
+            None => RowPolicy::Clear(ClearRows(())),
+        };
+        Self { policies, rows }
+    }
+
+    /// The permits that decided, sorted and deduplicated.
+    pub fn policies(&self) -> &PolicyIds {
+        &self.policies
+    }
+
+    /// The mask plan, when the results are masked.
+    pub fn mask(&self) -> Option<&Arc<MaskPlan>> {
+        match &self.rows {
+            RowPolicy::Masked(plan) => Some(plan),
+            RowPolicy::Clear(_) => None,
+        }
+    }
+
+    /// How the statement's result rows reach the client.
+    pub fn rows(&self) -> &RowPolicy {
+        &self.rows
+    }
+
+    /// Leave to send the statement's message upstream as the client sent it.
+    pub fn permit(&self) -> Permit {
+        Permit { _sealed: () }
+    }
+
+    /// The decision as the audit record keeps it.
+    pub fn record(&self) -> Decision {
+        Decision {
+            allowed: true,
+            policies: self.policies.clone(),
+        }
+    }
+}
+
+/// A statement the gate refused.
+#[derive(Debug, Clone)]
+pub struct Denied {
+    message: String,
+    policies: PolicyIds,
+}
+
+impl Denied {
+    /// A refusal. Anyone may make one: only an allowance proves anything,
+    /// and a denial only ever stops a message.
+    pub fn new(message: String, policies: PolicyIds) -> Self {
+        Self { message, policies }
+    }
+
+    /// One line for the client: what, on what, and which policy.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The policies that decided (empty when nothing permitted it).
+    pub fn policies(&self) -> &PolicyIds {
+        &self.policies
+    }
+
+    /// The decision as the audit record keeps it.
+    pub fn record(&self) -> Decision {
+        Decision {
+            allowed: false,
+            policies: self.policies.clone(),
+        }
+    }
+}
+
+/// Leave to send one client message upstream unchanged.
+#[derive(Debug)]
+#[must_use = "a permit is the only way a message reaches the upstream"]
+pub struct Permit {
+    _sealed: (),
+}
+
+impl Permit {
+    /// Leave for a message that runs nothing and carries no statement:
+    /// Describe, Close, Sync, Flush, Terminate, and COPY data a permitted
+    /// `COPY … FROM STDIN` asked for. `None` for everything else (Query,
+    /// Parse, Bind and Execute need a decision; a fast-path call or a
+    /// password is never forwarded).
+    pub fn for_inert(message: &FrontendMessage<'_>) -> Option<Permit> {
+        match message {
+            FrontendMessage::Describe { .. }
+            | FrontendMessage::Close { .. }
+            | FrontendMessage::Sync
+            | FrontendMessage::Flush
+            | FrontendMessage::Terminate
+            | FrontendMessage::CopyData(_)
+            | FrontendMessage::CopyDone
+            | FrontendMessage::CopyFail { .. } => Some(Permit { _sealed: () }),
+            FrontendMessage::Query { .. }
+            | FrontendMessage::Parse { .. }
+            | FrontendMessage::Bind { .. }
+            | FrontendMessage::Execute { .. }
+            | FrontendMessage::FunctionCall { .. }
+            | FrontendMessage::Password(_) => None,
+        }
+    }
+}
+
+/// Bytes sent upstream in place of what the client sent, written here.
+#[derive(Debug)]
+pub struct StandIn(BytesMut);
+
+impl StandIn {
+    /// A Query that fails on the server without running anything, in place
+    /// of a denied one.
+    pub fn denied_query(_denied: &Denied) -> StandIn {
+        let mut out = BytesMut::new();
+        encode::query(&mut out, POISON);
+        StandIn(out)
+    }
+
+    /// A Parse of `name` that fails on the server, so nothing can ever be
+    /// bound under it.
+    pub fn denied_parse(_denied: &Denied, name: &str) -> StandIn {
+        let mut out = BytesMut::new();
+        encode::parse(&mut out, name, POISON);
+        StandIn(out)
+    }
+
+    /// A Bind of `portal` to a statement no client can have made, so it
+    /// fails without running anything.
+    pub fn denied_bind(_denied: &Denied, portal: &str) -> StandIn {
+        let mut out = BytesMut::new();
+        encode::bind(&mut out, portal, POISON_STATEMENT);
+        StandIn(out)
+    }
+
+    /// A permitted Execute with a Describe of its portal in front, so the
+    /// gateway learns the columns and formats of rows that come with no
+    /// description of their own.
+    pub fn described_execute(permit: Permit, portal: &str, max_rows: i32) -> StandIn {
+        let Permit { _sealed: () } = permit;
+        let mut out = BytesMut::new();
+        encode::describe_portal(&mut out, portal);
+        encode::execute(&mut out, portal, max_rows);
+        StandIn(out)
+    }
+
+    /// The bytes to send.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for StandIn {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// What to send upstream for one client message.
+#[derive(Debug)]
+pub enum Forward {
+    /// The client's bytes, unchanged, under a permit.
+    AsIs(Permit),
+    /// Bytes written by the decision code instead.
+    Instead(StandIn),
+}
+
+/// How a statement's result rows reach the client.
+#[derive(Debug, Clone)]
+pub enum RowPolicy {
+    /// Unchanged: no masking is configured.
+    Clear(ClearRows),
+    /// Through the plan, with the row description of each result set.
+    Masked(Arc<MaskPlan>),
+}
+
+/// The gate's word that a statement's rows need no masking. Made only when
+/// masking is off.
+#[derive(Debug, Clone, Copy)]
+pub struct ClearRows(());
+
+/// The only way a result row or COPY line reaches the client.
+pub struct RowGate(Gate);
+
+enum Gate {
+    Clear,
+    Rows(RowMasker),
+    Copy(CopyMasker),
+}
+
+impl RowGate {
+    /// The gate for the rows a RowDescription (`body`) announces. The
+    /// description is read only when the policy masks.
+    pub fn for_description(policy: &RowPolicy, body: &[u8]) -> Result<RowGate, WireError> {
+        match policy {
+            RowPolicy::Clear(_) => Ok(RowGate(Gate::Clear)),
+            RowPolicy::Masked(plan) => {
+                let fields: Vec<FieldDescription> = rows::row_description(body)?;
+                Ok(RowGate(
+                    RowMasker::new(plan, &fields).map_or(Gate::Clear, Gate::Rows),
+                ))
+            }
+        }
+    }
+
+    /// The gate for rows that come with no description (an Execute's):
+    /// only clear rows may.
+    pub fn without_description(policy: &RowPolicy) -> Option<RowGate> {
+        match policy {
+            RowPolicy::Clear(_) => Some(RowGate(Gate::Clear)),
+            RowPolicy::Masked(_) => None,
+        }
+    }
+
+    /// The gate for the lines of a `COPY … TO STDOUT`.
+    pub fn for_copy(policy: &RowPolicy) -> RowGate {
+        match policy {
+            RowPolicy::Clear(_) => RowGate(Gate::Clear),
+            RowPolicy::Masked(plan) => RowGate(Gate::Copy(CopyMasker::new(plan))),
+        }
+    }
+
+    /// Whether nothing passing here can change (no work per row).
+    pub fn is_clear(&self) -> bool {
+        matches!(self.0, Gate::Clear)
+    }
+
+    /// The DataRow body to send instead of `body`, if a value changed.
+    pub fn pass_row(
+        &mut self,
+        body: &[u8],
+        counts: &mut MaskCounts,
+        scratch: &mut Scratch,
+    ) -> Result<Option<BytesMut>, String> {
+        match &mut self.0 {
+            Gate::Clear => Ok(None),
+            Gate::Rows(masker) => masker
+                .mask_row(body, counts, scratch)
+                .map_err(|e| format!("a result row could not be masked ({e})")),
+            Gate::Copy(_) => Err("a result row arrived during COPY".into()),
+        }
+    }
+
+    /// The CopyData payload to send instead of `line`, if it changed.
+    pub fn pass_copy_line(
+        &mut self,
+        line: &[u8],
+        counts: &mut MaskCounts,
+        scratch: &mut Scratch,
+    ) -> Result<Option<Vec<u8>>, String> {
+        match &mut self.0 {
+            Gate::Clear => Ok(None),
+            Gate::Copy(masker) => masker.mask_line(line, counts, scratch),
+            Gate::Rows(_) => Err("COPY data arrived for a result set".into()),
+        }
+    }
+}
