@@ -292,3 +292,156 @@ fn token_parser() {
     );
     assert!(r.runs > 100, "{r:?}");
 }
+
+/// DataRow value spans: accepted spans lie inside the body, in order.
+#[test]
+fn data_row_spans() {
+    let mut seeds = Vec::new();
+    for values in [
+        &[Some(&b"42"[..]), None][..],
+        &[Some(b"a@example.com")],
+        &[],
+    ] {
+        let mut row = bytes::BytesMut::new();
+        portcullis_pg_wire::rows::encode_data_row(&mut row, values.iter().copied());
+        seeds.push(row[5..].to_vec());
+    }
+    let r = fuzz(
+        "data-row-spans",
+        &seeds,
+        &[b"\xff\xff\xff\xff", b"\0\0"],
+        |input| {
+            let mut spans = Vec::new();
+            if portcullis_pg_wire::rows::data_row_spans(input, &mut spans).is_ok() {
+                let mut at = 0;
+                for (start, end) in spans.into_iter().flatten() {
+                    assert!(
+                        at <= start && start <= end && end <= input.len(),
+                        "span out of order"
+                    );
+                    at = end;
+                }
+            }
+        },
+    );
+    assert!(r.runs > 100, "{r:?}");
+}
+
+/// COPY lines: a field written back reads as the same value, and a line
+/// splits into spans inside it.
+#[test]
+fn copy_lines_and_fields() {
+    use portcullis_pg_wire::copy;
+    let seeds = vec![
+        b"1\ta@b.com\n".to_vec(),
+        b"1,\"x,y\",z\n".to_vec(),
+        b"\\N\tx\\ty\n".to_vec(),
+        b"\"a\"\"b\",\n".to_vec(),
+    ];
+    let r = fuzz(
+        "copy-lines",
+        &seeds,
+        &[b"\\", b"\"", b"\t", b","],
+        |input| {
+            for (csv, delimiter) in [(false, b'\t'), (true, b',')] {
+                let fields = copy::split_line(input, delimiter, csv);
+                let mut at = 0;
+                for (start, end) in &fields {
+                    assert!(
+                        at <= *start && start <= end && *end <= input.len(),
+                        "field out of the line"
+                    );
+                    at = *end;
+                }
+                let value = copy::field_value(input, csv);
+                let mut written = Vec::new();
+                copy::write_field(&mut written, &value, csv, delimiter);
+                let back = copy::field_value(&written, csv);
+                assert_eq!(back, value, "a written field reads back as another value");
+            }
+        },
+    );
+    assert!(r.runs > 100, "{r:?}");
+}
+
+/// CommandComplete tags and ReadyForQuery status bytes.
+#[test]
+fn command_tags_and_statuses() {
+    let seeds = vec![
+        b"SELECT 3\0".to_vec(),
+        b"INSERT 0 5\0".to_vec(),
+        b"BEGIN\0".to_vec(),
+    ];
+    let r = fuzz("command-tags", &seeds, &[b" ", b"\0", b"9"], |input| {
+        let _ = portcullis_pg_wire::command_complete_rows(input);
+        let _ = portcullis_pg_wire::TransactionStatus::of_ready_for_query(input);
+    });
+    assert!(r.runs > 100, "{r:?}");
+}
+
+/// The statement gate, the pure decision code, over arbitrary texts: it
+/// never panics, a text the grammar rejects is never allowed, and the same
+/// text asked twice gets the same answer (the decision cache agrees with a
+/// fresh decision).
+#[test]
+fn statement_gate() {
+    use portcullis_pg_decide::GateDecision;
+    let seeds: Vec<Vec<u8>> = [
+        "select * from users where id = 1",
+        "select * from api_keys",
+        "set search_path = other, public; select * from users",
+        "prepare p as select * from api_keys; execute p",
+        "copy users to stdout",
+        "select email from people where email like 'a%'",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    let mut gate = portcullis_pg_decide::gate::test_gate(
+        r#"permit(principal, action, resource);
+           forbid(principal, action, resource == Table::"db/public.api_keys");"#,
+        &["public"],
+    );
+    let r = fuzz(
+        "statement-gate",
+        &seeds,
+        &[
+            b"select",
+            b" from ",
+            b";",
+            b"'",
+            b"api_keys",
+            b"search_path",
+        ],
+        |input| {
+            let Ok(sql) = std::str::from_utf8(input) else {
+                return;
+            };
+            let first = gate.check(sql);
+            if pg_query::parse(sql).is_err() {
+                assert!(
+                    !first.is_allowed(),
+                    "an unparsable text was allowed: {sql:?}"
+                );
+            }
+            let again = gate.check(sql);
+            // A text with session effects (SET, PREPARE) may decide the
+            // next one differently; one without must not.
+            let has_effects = portcullis_pg_sql::analyze(sql)
+                .map(|a| {
+                    a.statements
+                        .iter()
+                        .any(|s| !s.effects.is_empty() || s.redefines_callables)
+                })
+                .unwrap_or(false);
+            if !has_effects {
+                assert_eq!(
+                    matches!(first, GateDecision::Allow(_)),
+                    matches!(again, GateDecision::Allow(_)),
+                    "the cached decision differs: {sql:?}"
+                );
+            }
+        },
+    );
+    assert!(r.runs > 20, "{r:?}");
+}

@@ -15,6 +15,7 @@ use portcullis_core::masking::{
     MaskCounts, Masked, Masking, Scratch, SensitiveColumn, Treatment, ValueKind,
 };
 use portcullis_pg_sql::OutputColumn;
+use portcullis_pg_wire::copy;
 use portcullis_pg_wire::rows::{self, FieldDescription};
 use portcullis_pg_wire::WireError;
 
@@ -192,7 +193,7 @@ impl RowMasker {
         scratch: &mut Scratch,
     ) -> Result<Option<BytesMut>, WireError> {
         self.spans.clear();
-        split_row(body, &mut self.spans)?;
+        rows::data_row_spans(body, &mut self.spans)?;
         if self.spans.len() != self.columns.len() {
             return Err(WireError::Invalid(
                 "DataRow (column count differs from RowDescription)",
@@ -236,35 +237,6 @@ impl RowMasker {
     }
 }
 
-/// Offsets of a DataRow's values, without borrowing the body (and without
-/// allocating: `out` is reused row after row).
-fn split_row(body: &[u8], out: &mut Vec<Option<(usize, usize)>>) -> Result<(), WireError> {
-    let bad = || WireError::Truncated("DataRow");
-    let count = body.get(..2).ok_or_else(bad)?;
-    let n = i16::from_be_bytes([count[0], count[1]]);
-    let n = usize::try_from(n).map_err(|_| WireError::Invalid("DataRow"))?;
-    let mut at = 2;
-    for _ in 0..n {
-        let len = body.get(at..at + 4).ok_or_else(bad)?;
-        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
-        at += 4;
-        if len < 0 {
-            out.push(None);
-            continue;
-        }
-        let end = at
-            .checked_add(len as usize)
-            .filter(|e| *e <= body.len())
-            .ok_or_else(bad)?;
-        out.push(Some((at, end)));
-        at = end;
-    }
-    if at != body.len() {
-        return Err(WireError::Invalid("DataRow"));
-    }
-    Ok(())
-}
-
 /// Masks the rows of a text or CSV `COPY … TO STDOUT`.
 pub struct CopyMasker {
     masking: Arc<Masking>,
@@ -294,7 +266,7 @@ impl CopyMasker {
         let mut out: Option<Vec<u8>> = None;
         if let Some(plan) = &self.plan {
             if plan.columns.iter().any(Option::is_some) {
-                let fields = split_copy_line(line, plan.delimiter, plan.csv);
+                let fields = copy::split_line(line, plan.delimiter, plan.csv);
                 if fields.len() != plan.columns.len() {
                     return Err(format!(
                         "a COPY line has {} fields where {} columns were traced",
@@ -318,7 +290,7 @@ impl CopyMasker {
                         Some(col) if !is_null => {
                             any = true;
                             let t = Treatment::Column(col.clone());
-                            let value = copy_value(raw, plan.csv);
+                            let value = copy::field_value(raw, plan.csv);
                             match self.masking.mask_value(
                                 &t,
                                 ValueKind::Text,
@@ -326,7 +298,9 @@ impl CopyMasker {
                                 counts,
                                 scratch,
                             ) {
-                                Masked::Replace(v) => write_copy_value(&mut rebuilt, &v, plan),
+                                Masked::Replace(v) => {
+                                    copy::write_field(&mut rebuilt, &v, plan.csv, plan.delimiter)
+                                }
                                 _ => {
                                     if !plan.csv {
                                         rebuilt.extend_from_slice(b"\\N");
@@ -368,131 +342,9 @@ impl CopyMasker {
     }
 }
 
-/// A COPY field's value: CSV quotes removed, text escapes undone.
-fn copy_value(raw: &[u8], csv: bool) -> Vec<u8> {
-    if csv {
-        if raw.len() >= 2 && raw[0] == b'"' && raw[raw.len() - 1] == b'"' {
-            let inner = &raw[1..raw.len() - 1];
-            let mut out = Vec::with_capacity(inner.len());
-            let mut i = 0;
-            while i < inner.len() {
-                out.push(inner[i]);
-                i += if inner[i] == b'"' && inner.get(i + 1) == Some(&b'"') {
-                    2
-                } else {
-                    1
-                };
-            }
-            return out;
-        }
-        return raw.to_vec();
-    }
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'\\' && i + 1 < raw.len() {
-            out.push(match raw[i + 1] {
-                b't' => b'\t',
-                b'n' => b'\n',
-                b'r' => b'\r',
-                other => other,
-            });
-            i += 2;
-        } else {
-            out.push(raw[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
-/// Writes a replacement as a COPY field: quoted for CSV, escaped for text.
-fn write_copy_value(out: &mut Vec<u8>, v: &[u8], plan: &CopyPlan) {
-    if plan.csv {
-        out.push(b'"');
-        for &b in v {
-            if b == b'"' {
-                out.push(b'"');
-            }
-            out.push(b);
-        }
-        out.push(b'"');
-        return;
-    }
-    for &b in v {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            _ if b == plan.delimiter => {
-                out.push(b'\\');
-                out.push(b);
-            }
-            _ => out.push(b),
-        }
-    }
-}
-
-/// Field spans of one COPY line (without its newline), honouring CSV
-/// quotes; text-format escapes never contain a raw delimiter.
-fn split_copy_line(line: &[u8], delimiter: u8, csv: bool) -> Vec<(usize, usize)> {
-    let end = line
-        .iter()
-        .rposition(|b| *b != b'\n' && *b != b'\r')
-        .map_or(0, |p| p + 1);
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut quoted = false;
-    let mut escaped = false;
-    for (i, &b) in line[..end].iter().enumerate() {
-        if escaped {
-            // Text format writes a delimiter inside a value as `\` and the
-            // delimiter byte.
-            escaped = false;
-        } else if !csv && b == b'\\' {
-            escaped = true;
-        } else if csv && b == b'"' {
-            quoted = !quoted;
-        } else if b == delimiter && !quoted {
-            out.push((start, i));
-            start = i + 1;
-        }
-    }
-    out.push((start, end));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn copy_lines_split_like_the_server_writes_them() {
-        assert_eq!(
-            split_copy_line(b"1\ta@b.com\n", b'\t', false),
-            vec![(0, 1), (2, 9)]
-        );
-        assert_eq!(
-            split_copy_line(b"1,\"x,y\",z\n", b',', true),
-            vec![(0, 1), (2, 7), (8, 9)]
-        );
-    }
-
-    #[test]
-    fn rows_split_into_spans_and_bad_rows_are_errors() {
-        let mut out = Vec::new();
-        split_row(b"\x00\x02\x00\x00\x00\x02ab\xff\xff\xff\xff", &mut out).unwrap();
-        assert_eq!(out, vec![Some((6, 8)), None]);
-        for bad in [
-            &b"\x00"[..],
-            b"\x00\x01\x00\x00\x00\x09ab",
-            b"\x00\x01\x00\x00\x00\x01ab",
-            b"\xff\xff",
-        ] {
-            assert!(split_row(bad, &mut Vec::new()).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn value_kinds() {

@@ -15,6 +15,16 @@ pub enum TransactionStatus {
 }
 
 impl TransactionStatus {
+    /// The status a ReadyForQuery body reports, if it is a known one.
+    pub fn of_ready_for_query(body: &[u8]) -> Option<TransactionStatus> {
+        match body {
+            [b'I'] => Some(TransactionStatus::Idle),
+            [b'T'] => Some(TransactionStatus::InTransaction),
+            [b'E'] => Some(TransactionStatus::Failed),
+            _ => None,
+        }
+    }
+
     /// The status byte on the wire.
     pub fn byte(self) -> u8 {
         match self {
@@ -260,6 +270,13 @@ fn decode_auth(body: &[u8]) -> Result<AuthRequest<'_>, WireError> {
     })
 }
 
+/// The row count of a CommandComplete body (the tag, NUL-terminated),
+/// when its tag reports one.
+pub fn command_complete_rows(body: &[u8]) -> Option<u64> {
+    let tag = std::str::from_utf8(body.strip_suffix(b"\0").unwrap_or(body)).ok()?;
+    rows_in_tag(tag)
+}
+
 /// The row count in a CommandComplete tag (`INSERT 0 5`, `SELECT 3`, `COPY 10`), if any.
 pub fn rows_in_tag(tag: &str) -> Option<u64> {
     let last = tag.rsplit(' ').next()?;
@@ -279,6 +296,14 @@ mod tests {
         assert_eq!(rows_in_tag("INSERT 0 5"), Some(5));
         assert_eq!(rows_in_tag("BEGIN"), None);
         assert_eq!(rows_in_tag("CREATE TABLE"), None);
+        assert_eq!(command_complete_rows(b"SELECT 3\0"), Some(3));
+        assert_eq!(command_complete_rows(b"BEGIN\0"), None);
+        assert_eq!(command_complete_rows(b"\xff 3\0"), None);
+        assert_eq!(
+            TransactionStatus::of_ready_for_query(b"T"),
+            Some(TransactionStatus::InTransaction)
+        );
+        assert_eq!(TransactionStatus::of_ready_for_query(b"TT"), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! unit-tested and fuzzed without sockets.
 
 pub mod backend;
+pub mod copy;
 pub mod encode;
 mod error;
 pub mod frame;
@@ -18,7 +19,9 @@ mod read;
 pub mod rows;
 pub mod startup;
 
-pub use backend::{rows_in_tag, AuthRequest, BackendMessage, ErrorFields, TransactionStatus};
+pub use backend::{
+    command_complete_rows, rows_in_tag, AuthRequest, BackendMessage, ErrorFields, TransactionStatus,
+};
 pub use error::WireError;
 pub use frame::{next_frame, Frame};
 pub use frontend::{FrontendMessage, Param, Target};

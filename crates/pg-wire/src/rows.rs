@@ -59,6 +59,36 @@ pub fn data_row<'a>(body: &'a [u8], out: &mut Vec<Option<&'a [u8]>>) -> Result<(
     r.finish()
 }
 
+/// Offsets of a DataRow's values (`None` for NULL), appended to `out`,
+/// without borrowing the body (and without
+/// allocating: `out` is reused row after row).
+pub fn data_row_spans(body: &[u8], out: &mut Vec<Option<(usize, usize)>>) -> Result<(), WireError> {
+    let bad = || WireError::Truncated("DataRow");
+    let count = body.get(..2).ok_or_else(bad)?;
+    let n = i16::from_be_bytes([count[0], count[1]]);
+    let n = usize::try_from(n).map_err(|_| WireError::Invalid("DataRow"))?;
+    let mut at = 2;
+    for _ in 0..n {
+        let len = body.get(at..at + 4).ok_or_else(bad)?;
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        at += 4;
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        let end = at
+            .checked_add(len as usize)
+            .filter(|e| *e <= body.len())
+            .ok_or_else(bad)?;
+        out.push(Some((at, end)));
+        at = end;
+    }
+    if at != body.len() {
+        return Err(WireError::Invalid("DataRow"));
+    }
+    Ok(())
+}
+
 /// Appends a DataRow message with `values`.
 pub fn encode_data_row<'a, I>(buf: &mut BytesMut, values: I)
 where
@@ -88,6 +118,21 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_split_into_spans_and_bad_rows_are_errors() {
+        let mut out = Vec::new();
+        data_row_spans(b"\x00\x02\x00\x00\x00\x02ab\xff\xff\xff\xff", &mut out).unwrap();
+        assert_eq!(out, vec![Some((6, 8)), None]);
+        for bad in [
+            &b"\x00"[..],
+            b"\x00\x01\x00\x00\x00\x09ab",
+            b"\x00\x01\x00\x00\x00\x01ab",
+            b"\xff\xff",
+        ] {
+            assert!(data_row_spans(bad, &mut Vec::new()).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn data_rows_round_trip() {

@@ -15,7 +15,7 @@ use portcullis_core::audit::Decision;
 use portcullis_core::masking::{MaskCounts, Masking};
 use portcullis_pg_decide::{Allowed, GateDecision, RowGate, RowPolicy};
 use portcullis_pg_wire::encode::{self, Severity};
-use portcullis_pg_wire::{rows_in_tag, ErrorFields, TransactionStatus};
+use portcullis_pg_wire::{command_complete_rows, ErrorFields, TransactionStatus};
 use time::OffsetDateTime;
 
 use crate::error::SessionError;
@@ -409,9 +409,7 @@ impl BackendTracker {
             b'D' => self.command_rows += 1,
             b'C' => {
                 self.rows = None;
-                let tag_rows = std::str::from_utf8(body.strip_suffix(b"\0").unwrap_or(body))
-                    .ok()
-                    .and_then(rows_in_tag);
+                let tag_rows = command_complete_rows(body);
                 let rows = tag_rows.unwrap_or(self.command_rows);
                 let counted = tag_rows.is_some() || self.command_rows > 0;
                 self.command_rows = 0;
@@ -443,12 +441,7 @@ impl BackendTracker {
             }
             b'Z' => {
                 self.command_rows = 0;
-                self.status = body.first().and_then(|b| match b {
-                    b'I' => Some(TransactionStatus::Idle),
-                    b'T' => Some(TransactionStatus::InTransaction),
-                    b'E' => Some(TransactionStatus::Failed),
-                    _ => None,
-                });
+                self.status = TransactionStatus::of_ready_for_query(body);
                 match self.queue.pop_front() {
                     Some(Pending::Query(s)) => done.push(s),
                     Some(Pending::Execute(s)) => done.push(s),
