@@ -1,4 +1,5 @@
 use super::*;
+use portcullis_pg_sql::SqlAction;
 
 const POLICIES: &str = r#"
 @id("engineering-reads-app")

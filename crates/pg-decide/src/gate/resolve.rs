@@ -1,0 +1,161 @@
+//! Name resolution as the server does it: the schemas an unqualified
+//! name may resolve to under the session's search_path, what a view reads
+//! beneath it, and the calls only the catalog reveals (field selection,
+//! built-ins shadowed by user functions).
+
+use portcullis_core::audit::PolicyIds;
+use portcullis_core::{Action, Resource};
+use portcullis_pg_sql::{Access, Object, SqlAction, StatementFacts};
+
+use super::state::SessionState;
+use super::StatementGate;
+use crate::permit::{Denied, GateDecision};
+use crate::vocabulary as sql;
+
+impl StatementGate {
+    /// Adopts a newer shared catalog, if one appeared.
+    pub(super) fn refresh_views(&mut self) {
+        if let Some(shared) = &self.shared_views {
+            let g = shared.generation();
+            if g != self.views_generation {
+                self.views = shared.latest();
+                self.views_generation = g;
+                if self.state.callables_stale.is_some_and(|at| g > at) {
+                    self.state.callables_stale = None;
+                }
+            }
+        }
+    }
+
+    /// The pairs `(action, resource)` implies: itself, and for a view the
+    /// same action on every relation beneath it and `execute` on every
+    /// function it calls, each with the view it was reached through.
+    pub(super) fn expand(
+        &self,
+        action: Action,
+        resource: Resource,
+    ) -> Vec<(Action, Resource, Option<String>)> {
+        // Only data actions reach through a view: dropping or altering one
+        // touches nothing beneath it.
+        let data = sql::is_data_action(action);
+        let reads = match &resource {
+            r if data => sql::table_name(r).and_then(|name| self.views.reads(name)),
+            _ => None,
+        };
+        let Some(reads) = reads else {
+            return vec![(action, resource, None)];
+        };
+        let via = resource.describe();
+        let conn = &self.connection;
+        let mut out = Vec::with_capacity(1 + reads.relations.len() + reads.functions.len());
+        for r in &reads.relations {
+            let table = sql::table(conn, r.clone());
+            out.push((action, table, Some(via.clone())));
+        }
+        for f in &reads.functions {
+            let func = sql::function(conn, f.clone());
+            out.push((sql::action(SqlAction::Execute), func, Some(via.clone())));
+        }
+        out.insert(0, (action, resource, None));
+        out
+    }
+
+    /// The calls a statement makes that only the catalog reveals, as
+    /// `execute` pairs on unqualified functions.
+    ///
+    /// - A built-in called by unqualified name is trusted only while no
+    ///   function of that name exists outside the initial catalog: one in a
+    ///   schema on the search_path with a closer argument type would be
+    ///   chosen instead, so such a call is decided as `execute` on every
+    ///   function it could resolve to.
+    /// - A field selection `t.f` or `(expr).f` is the call `f(t)` when no
+    ///   column or field `f` exists there. Whether one does would take the
+    ///   type of every expression, so a name that is a one-argument
+    ///   function's anywhere is decided as a call to it: a built-in safe
+    ///   one as an unqualified built-in, any other as `execute`. A real
+    ///   column of such a name is over-decided, never under-decided.
+    pub(super) fn catalog_calls(
+        &self,
+        state: &SessionState,
+        stmt: &StatementFacts,
+    ) -> Result<Vec<Access>, GateDecision> {
+        let prepared = stmt.executes.as_ref().and_then(|n| state.prepared.get(n));
+        let builtins = stmt.builtin_names.iter().chain(
+            prepared
+                .map(|p| p.builtin_names.iter())
+                .into_iter()
+                .flatten(),
+        );
+        let attributes = stmt
+            .attribute_names
+            .iter()
+            .chain(
+                prepared
+                    .map(|p| p.attribute_names.iter())
+                    .into_iter()
+                    .flatten(),
+            )
+            .filter(|n| state.callables_stale.is_some() || self.views.callable_by_attribute(n));
+        let mut calls = Vec::new();
+        for name in attributes {
+            if !portcullis_pg_sql::is_builtin_safe(name) || self.views.shadows_builtin(name) {
+                calls.push(name);
+            } else if !state.catalog_first {
+                return Err(GateDecision::Deny(Denied::new(format!("portcullis: statement denied: field selection .{name} may call a function by unqualified name while search_path puts another schema before pg_catalog"), PolicyIds::default())));
+            }
+        }
+        calls.extend(builtins.filter(|n| self.views.shadows_builtin(n)));
+        calls.sort();
+        calls.dedup();
+        Ok(calls
+            .into_iter()
+            .map(|n| Access {
+                action: SqlAction::Execute,
+                object: Object::Function(portcullis_pg_sql::Name::new(None, n)),
+            })
+            .collect())
+    }
+
+    /// The resources an object may be, given the session's search_path.
+    pub(super) fn candidates(
+        &self,
+        state: &SessionState,
+        object: &Object,
+    ) -> Result<Vec<Resource>, GateDecision> {
+        let conn = &self.connection;
+        let (name, is_function) = match object {
+            Object::Connection => return Ok(vec![Resource::Connection(conn.clone())]),
+            Object::Table(n) => (n, false),
+            Object::Function(n) => (n, true),
+        };
+        let make = |schema: &str| {
+            let name = format!("{schema}.{}", name.name);
+            if is_function {
+                sql::function(conn, name)
+            } else {
+                sql::table(conn, name)
+            }
+        };
+        if let Some(schema) = &name.schema {
+            return Ok(vec![make(schema)]);
+        }
+        let mut schemas: Vec<&str> = Vec::new();
+        // pg_catalog is searched first unless listed later; functions can be
+        // found there under any name, relations only under pg_* names.
+        if is_function || name.name.starts_with("pg_") {
+            schemas.push("pg_catalog");
+        }
+        schemas.extend(state.schemas.iter().map(String::as_str));
+        if schemas.is_empty() {
+            return Err(GateDecision::Deny(Denied::new(
+                format!(
+                    "portcullis: statement denied: {} cannot be resolved: the session's search_path is empty",
+                    name.name
+                ),
+                PolicyIds::default(),
+            )));
+        }
+        schemas.dedup();
+        Ok(schemas.into_iter().map(make).collect())
+    }
+}

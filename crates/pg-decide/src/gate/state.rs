@@ -1,0 +1,114 @@
+//! What the gate knows of the session's state on the server: the schemas
+//! its search_path may hold, SQL-level prepared statements, and whether
+//! callables changed. Statements change it only as the server would.
+
+use std::collections::HashMap;
+
+use portcullis_pg_sql::{Effect, StatementFacts};
+
+/// What the gate knows of the session's state on the server.
+#[derive(Clone, Default)]
+pub(super) struct SessionState {
+    /// Every schema the search_path may contain, in first-seen order.
+    pub(super) schemas: Vec<String>,
+    /// False once a search_path put another schema before pg_catalog.
+    pub(super) catalog_first: bool,
+    /// SQL-level prepared statements (PREPARE … AS …). A name prepared
+    /// twice keeps the union of both: the gateway cannot see which one the
+    /// server accepted.
+    pub(super) prepared: HashMap<String, StatementFacts>,
+    /// Set by a statement that created or renamed something a field
+    /// selection can call, with the catalog generation of that moment:
+    /// until a newer catalog arrives, every field-selection name is decided
+    /// as a call.
+    pub(super) callables_stale: Option<u64>,
+}
+
+/// Applies a statement's session effects to `state`.
+pub(super) fn apply(state: &mut SessionState, stmt: &StatementFacts, service_user: &str) {
+    for effect in &stmt.effects {
+        match effect {
+            Effect::SearchPath(Some(list)) => apply_search_path(state, list, service_user),
+            // Back to the default: a path the state already holds.
+            Effect::SearchPath(None) => {}
+            Effect::Prepare { name, facts } => match state.prepared.get_mut(name) {
+                // PREPARE of a taken name fails on the server, unless the
+                // old one was deallocated in a way we could not see: keep both.
+                Some(old) => {
+                    old.accesses.extend(facts.accesses.iter().cloned());
+                    old.accesses.sort();
+                    old.accesses.dedup();
+                    old.unqualified_builtins |= facts.unqualified_builtins;
+                    old.builtin_names
+                        .extend(facts.builtin_names.iter().cloned());
+                    old.attribute_names
+                        .extend(facts.attribute_names.iter().cloned());
+                    // Either text may be the one the server holds: what its
+                    // outputs read can no longer be told by name.
+                    old.outputs.columns = None;
+                    old.outputs.only_plain_outputs = false;
+                    old.outputs.conditions_opaque = true;
+                    old.outputs.has_conditions = true;
+                    old.outputs.references_opaque = true;
+                    if old.outputs.copy_out.is_none() {
+                        old.outputs.copy_out = facts.outputs.copy_out.clone();
+                    }
+                }
+                None => {
+                    state.prepared.insert(name.clone(), (**facts).clone());
+                }
+            },
+            Effect::Deallocate(Some(name)) => {
+                state.prepared.remove(name);
+            }
+            Effect::Deallocate(None) => state.prepared.clear(),
+        }
+    }
+}
+
+/// Adds a search_path list's schemas to the candidates.
+pub(super) fn apply_search_path(state: &mut SessionState, list: &[String], service_user: &str) {
+    for (i, schema) in list.iter().enumerate() {
+        let schema = if schema == "$user" {
+            service_user
+        } else {
+            schema.as_str()
+        };
+        if schema == "pg_catalog" && i > 0 {
+            state.catalog_first = false;
+        }
+        // pg_temp holds only what this session created itself.
+        if schema != "pg_catalog"
+            && schema != "pg_temp"
+            && !state.schemas.iter().any(|s| s == schema)
+        {
+            state.schemas.push(schema.to_owned());
+        }
+    }
+}
+
+/// Splits a search_path setting such as `"$user", public, "My Schema"`.
+pub(super) fn split_search_path(setting: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = setting.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur).trim().to_owned()),
+            c if quoted => cur.push(c),
+            c => cur.push(c.to_ascii_lowercase()),
+        }
+    }
+    let last = cur.trim().to_owned();
+    if !last.is_empty() {
+        out.push(last);
+    }
+    out.retain(|s| !s.is_empty());
+    out
+}
