@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 
+use super::clock::{Clock, SystemClock};
 use super::jwks::{Refresh, RemoteKeys};
 use super::jwt::{self, Expectations, Unverified};
 use super::{
@@ -20,6 +21,7 @@ pub struct GatewayAuthenticator {
     keys: HashMap<String, Arc<RemoteKeys>>,
     own: Option<Arc<TokenIssuer>>,
     revocations: Arc<Revocations>,
+    clock: Arc<dyn Clock>,
 }
 
 impl GatewayAuthenticator {
@@ -42,7 +44,14 @@ impl GatewayAuthenticator {
             keys,
             own,
             revocations: Arc::new(Revocations::default()),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Reads the time from `clock` (tests move a [`super::ManualClock`]).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Revocations in force (shared with the API that edits them).
@@ -97,7 +106,7 @@ impl GatewayAuthenticator {
         }
         let t = jwt::peek(credential)?;
         if let Some(own) = self.own.as_ref().filter(|o| o.issuer() == t.issuer) {
-            return own.verify(&t);
+            return own.verify_at(&t, self.clock.now_secs());
         }
         self.verify_oidc(&t).await
     }
@@ -144,6 +153,7 @@ impl GatewayAuthenticator {
                 issuer: &entry.issuer,
                 audiences: &entry.audiences,
                 leeway_secs: entry.leeway_secs,
+                now: self.clock.now_secs(),
             },
         )?;
         entry.identity(&claims)

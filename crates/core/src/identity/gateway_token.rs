@@ -115,7 +115,16 @@ impl TokenIssuer {
         subject: &Identity,
         actor: Option<&Identity>,
     ) -> Result<IssuedToken, AuthError> {
-        let now = now_secs();
+        self.issue_at(subject, actor, now_secs())
+    }
+
+    /// [`TokenIssuer::issue`] at `now` (seconds since the epoch).
+    pub fn issue_at(
+        &self,
+        subject: &Identity,
+        actor: Option<&Identity>,
+        now: i64,
+    ) -> Result<IssuedToken, AuthError> {
         let mut exp = now + self.ttl.as_secs() as i64;
         for c in std::iter::once(subject).chain(actor) {
             if let Some(e) = c.credential.expires_at {
@@ -163,8 +172,14 @@ impl TokenIssuer {
         })
     }
 
-    /// Verifies a token this gateway issued.
+    /// Verifies a token this gateway issued, now.
     pub fn verify(&self, t: &Unverified<'_>) -> Result<Identity, AuthError> {
+        self.verify_at(t, now_secs())
+    }
+
+    /// Verifies a token this gateway issued, at `now` (seconds since the
+    /// epoch).
+    pub fn verify_at(&self, t: &Unverified<'_>, now: i64) -> Result<Identity, AuthError> {
         let key = self
             .keys
             .find(t.header.kid.as_deref(), t.alg)
@@ -181,6 +196,7 @@ impl TokenIssuer {
                 issuer: &self.issuer,
                 audiences: &audiences,
                 leeway_secs: 5,
+                now,
             },
         )?;
         let user = str_claim(&claims, "sub")
@@ -282,5 +298,45 @@ mod tests {
         let forged = other.issue(&alice, None).unwrap();
         let e = gw.verify(&jwt::peek(&forged.token).unwrap()).unwrap_err();
         assert!(e.to_string().contains("key"), "{e}");
+    }
+
+    /// Expiry through the authenticator, on a clock the test moves: no
+    /// sleeping for a token to age.
+    #[tokio::test]
+    async fn a_gateway_token_expires_on_the_injected_clock() {
+        use crate::identity::{Authenticator, GatewayAuthenticator, ManualClock, StaticTokens};
+        use std::sync::Arc;
+        let gw = Arc::new(issuer());
+        let clock = Arc::new(ManualClock::at(1_000_000));
+        let auth = GatewayAuthenticator::new(
+            StaticTokens::new(Vec::new()),
+            Vec::new(),
+            Some(gw.clone()),
+            Default::default(),
+        )
+        .with_clock(clock.clone());
+        let alice = Identity {
+            user: "alice".into(),
+            method: "oidc",
+            ..Default::default()
+        };
+        let t = gw.issue_at(&alice, None, 1_000_000).unwrap();
+        assert_eq!(t.expires_in, 60);
+        assert_eq!(auth.authenticate(&t.token).await.unwrap().user, "alice");
+        clock.advance(60 + 5);
+        assert!(
+            auth.authenticate(&t.token).await.is_ok(),
+            "within the leeway"
+        );
+        clock.advance(1);
+        assert_eq!(
+            auth.authenticate(&t.token).await.unwrap_err().to_string(),
+            "the token has expired"
+        );
+        clock.set(1_000_000 - 10);
+        assert_eq!(
+            auth.authenticate(&t.token).await.unwrap_err().to_string(),
+            "the token is not valid yet (nbf)"
+        );
     }
 }

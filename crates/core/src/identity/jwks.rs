@@ -1,6 +1,12 @@
 //! Issuers' signing keys: parsing a JWK Set into verification keys, and
 //! keeping each issuer's set fresh (discovery, cache, refetch on an unknown
 //! `kid`, rate-limited so a stream of forged kids cannot hammer the issuer).
+//!
+//! The network is behind [`DocumentFetcher`]: the gateway fetches over
+//! HTTPS ([`HttpFetcher`]); tests inject documents, and the end-to-end
+//! tests run the real OpenID Connect provider. Nothing here is on the
+//! policy path: keys are fetched while a credential is verified, before
+//! any decision.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -152,11 +158,62 @@ struct Cached {
     attempted: Option<Instant>,
 }
 
+/// Where discovery documents and key sets come from.
+#[async_trait::async_trait]
+pub trait DocumentFetcher: Send + Sync {
+    /// The JSON document at `url`, or why it could not be had.
+    async fn get_json(&self, url: &str) -> Result<Value, String>;
+}
+
+/// Fetches over HTTP(S): no redirects, short timeouts, bounded size.
+pub struct HttpFetcher {
+    http: reqwest::Client,
+}
+
+impl Default for HttpFetcher {
+    fn default() -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Self { http }
+    }
+}
+
+#[async_trait::async_trait]
+impl DocumentFetcher for HttpFetcher {
+    async fn get_json(&self, url: &str) -> Result<Value, String> {
+        let resp = self
+            .http
+            .get(url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("GET {url}: HTTP {}", resp.status()));
+        }
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
+        {
+            return Err(format!("GET {url}: document too large"));
+        }
+        let body = resp.bytes().await.map_err(|e| format!("GET {url}: {e}"))?;
+        if body.len() > MAX_DOCUMENT_BYTES {
+            return Err(format!("GET {url}: document too large"));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not JSON: {e}"))
+    }
+}
+
 /// One issuer's keys, fetched through OIDC discovery and cached.
 pub struct RemoteKeys {
     issuer: String,
     jwks_uri: Option<String>,
-    http: reqwest::Client,
+    fetcher: Arc<dyn DocumentFetcher>,
     refresh: Refresh,
     cached: RwLock<Cached>,
     // One fetch at a time per issuer: concurrent logins with a new kid wait
@@ -165,18 +222,23 @@ pub struct RemoteKeys {
 }
 
 impl RemoteKeys {
-    /// Keys for `issuer`; `jwks_uri` skips discovery when given.
+    /// Keys for `issuer`, fetched over HTTP; `jwks_uri` skips discovery
+    /// when given.
     pub fn new(issuer: &str, jwks_uri: Option<String>, refresh: Refresh) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+        Self::with_fetcher(issuer, jwks_uri, refresh, Arc::new(HttpFetcher::default()))
+    }
+
+    /// Keys for `issuer`, fetched through `fetcher`.
+    pub fn with_fetcher(
+        issuer: &str,
+        jwks_uri: Option<String>,
+        refresh: Refresh,
+        fetcher: Arc<dyn DocumentFetcher>,
+    ) -> Self {
         Self {
             issuer: issuer.trim_end_matches('/').to_owned(),
             jwks_uri,
-            http,
+            fetcher,
             refresh,
             cached: RwLock::new(Cached {
                 set: Arc::new(KeySet::default()),
@@ -271,36 +333,12 @@ impl RemoteKeys {
         }
     }
 
-    async fn get_json(&self, url: &str) -> Result<Value, String> {
-        let resp = self
-            .http
-            .get(url)
-            .header("accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("GET {url}: HTTP {}", resp.status()));
-        }
-        if resp
-            .content_length()
-            .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
-        {
-            return Err(format!("GET {url}: document too large"));
-        }
-        let body = resp.bytes().await.map_err(|e| format!("GET {url}: {e}"))?;
-        if body.len() > MAX_DOCUMENT_BYTES {
-            return Err(format!("GET {url}: document too large"));
-        }
-        serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not JSON: {e}"))
-    }
-
     async fn fetch(&self) -> Result<KeySet, String> {
         let uri = match &self.jwks_uri {
             Some(u) => u.clone(),
             None => {
                 let url = format!("{}/.well-known/openid-configuration", self.issuer);
-                let doc = self.get_json(&url).await?;
+                let doc = self.fetcher.get_json(&url).await?;
                 // OpenID Connect Discovery 1.0 §4.3: the document must name
                 // exactly the issuer it was fetched for.
                 let named = doc
@@ -319,7 +357,7 @@ impl RemoteKeys {
                     .to_owned()
             }
         };
-        KeySet::from_jwks(&self.get_json(&uri).await?)
+        KeySet::from_jwks(&self.fetcher.get_json(&uri).await?)
     }
 }
 
@@ -344,5 +382,115 @@ mod tests {
         assert!(set.find(Some("hmac"), Algorithm::RS256).is_none());
         // Without a kid, the only RS256 key is used.
         assert!(set.find(None, Algorithm::RS256).is_some());
+    }
+
+    /// Serves discovery and key-set documents from memory and counts the
+    /// fetches, so the cache's rules are tested without a network.
+    #[derive(Default)]
+    struct Documents {
+        docs: std::sync::Mutex<std::collections::HashMap<String, Value>>,
+        fetches: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Documents {
+        fn put(&self, url: &str, doc: Value) {
+            self.docs.lock().unwrap().insert(url.to_owned(), doc);
+        }
+        fn fetches(&self) -> usize {
+            self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl DocumentFetcher for Documents {
+        async fn get_json(&self, url: &str) -> Result<Value, String> {
+            self.fetches
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.docs
+                .lock()
+                .unwrap()
+                .get(url)
+                .cloned()
+                .ok_or_else(|| format!("GET {url}: HTTP 404"))
+        }
+    }
+
+    fn rsa_key(kid: &str) -> Value {
+        json!({"kty": "RSA", "kid": kid, "n": "sXch", "e": "AQAB"})
+    }
+
+    fn idp(keys: &[&str]) -> Arc<Documents> {
+        let docs = Arc::new(Documents::default());
+        docs.put(
+            "https://idp.test/.well-known/openid-configuration",
+            json!({"issuer": "https://idp.test", "jwks_uri": "https://idp.test/jwks"}),
+        );
+        let keys: Vec<Value> = keys.iter().map(|k| rsa_key(k)).collect();
+        docs.put("https://idp.test/jwks", json!({ "keys": keys }));
+        docs
+    }
+
+    #[tokio::test]
+    async fn discovery_then_keys_and_an_unknown_kid_refetches() {
+        let docs = idp(&["k1"]);
+        let refresh = Refresh {
+            max_age: Duration::from_secs(3600),
+            min_interval: Duration::ZERO,
+        };
+        let keys = RemoteKeys::with_fetcher("https://idp.test/", None, refresh, docs.clone());
+        let set = keys.keys_for(Some("k1"), Algorithm::RS256).await.unwrap();
+        assert!(set.find(Some("k1"), Algorithm::RS256).is_some());
+        assert_eq!(docs.fetches(), 2, "discovery, then the key set");
+        keys.keys_for(Some("k1"), Algorithm::RS256).await.unwrap();
+        assert_eq!(docs.fetches(), 2, "a cached key costs no fetch");
+        // The issuer rotates: the new kid is fetched.
+        docs.put(
+            "https://idp.test/jwks",
+            json!({"keys": [rsa_key("k1"), rsa_key("k2")]}),
+        );
+        let set = keys.keys_for(Some("k2"), Algorithm::RS256).await.unwrap();
+        assert!(set.find(Some("k2"), Algorithm::RS256).is_some());
+        assert_eq!(docs.fetches(), 4);
+    }
+
+    #[tokio::test]
+    async fn unknown_kids_fetch_at_most_once_per_interval() {
+        let docs = idp(&["k1"]);
+        let refresh = Refresh {
+            max_age: Duration::from_secs(3600),
+            min_interval: Duration::from_secs(3600),
+        };
+        let keys = RemoteKeys::with_fetcher("https://idp.test", None, refresh, docs.clone());
+        keys.keys_for(Some("k1"), Algorithm::RS256).await.unwrap();
+        assert_eq!(docs.fetches(), 2);
+        for kid in ["forged-1", "forged-2", "forged-3"] {
+            let set = keys.keys_for(Some(kid), Algorithm::RS256).await.unwrap();
+            assert!(set.find(Some(kid), Algorithm::RS256).is_none());
+        }
+        assert_eq!(docs.fetches(), 2, "a stream of forged kids fetches nothing");
+    }
+
+    #[tokio::test]
+    async fn discovery_must_name_the_issuer_and_an_unreachable_issuer_is_unavailable() {
+        let docs = Arc::new(Documents::default());
+        docs.put(
+            "https://idp.test/.well-known/openid-configuration",
+            json!({"issuer": "https://evil.test", "jwks_uri": "https://evil.test/jwks"}),
+        );
+        let keys =
+            RemoteKeys::with_fetcher("https://idp.test", None, Refresh::default(), docs.clone());
+        let e = keys
+            .keys_for(Some("k1"), Algorithm::RS256)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the signing keys of https://idp.test could not be fetched"
+        );
+        assert_eq!(
+            docs.fetches(),
+            1,
+            "the key set of another issuer is never fetched"
+        );
     }
 }

@@ -105,39 +105,86 @@ pub struct Expectations<'a> {
     pub issuer: &'a str,
     /// Accepted audiences: `aud` must contain one.
     pub audiences: &'a [String],
-    /// Clock skew allowed on `exp` and `nbf`, seconds.
+    /// Clock skew allowed on `exp`, `nbf` and `iat`, seconds.
     pub leeway_secs: u64,
+    /// Now, in seconds since the epoch, from the caller's clock.
+    pub now: i64,
 }
 
-/// Verifies the signature with `key` and checks `iss`, `aud`, `exp` and
-/// `nbf`; returns the claims.
+/// Verifies the signature with `key` and checks `iss`, `aud`, `exp`,
+/// `nbf` and `iat` against `expect.now`; returns the claims.
 pub fn verify(
     t: &Unverified<'_>,
     key: &DecodingKey,
     expect: &Expectations<'_>,
 ) -> Result<Value, AuthError> {
     let mut v = Validation::new(t.alg);
-    v.leeway = expect.leeway_secs;
-    v.validate_nbf = true;
+    // The time claims are checked below against the caller's clock (the
+    // library reads the system's), and typed strictly.
+    v.validate_exp = false;
+    v.validate_nbf = false;
     v.set_issuer(&[expect.issuer]);
     v.set_audience(expect.audiences);
-    v.set_required_spec_claims(&["exp", "iss", "aud"]);
-    match jsonwebtoken::decode::<Value>(t.token, key, &v) {
-        Ok(data) => Ok(data.claims),
-        Err(e) => Err(match e.kind() {
-            ErrorKind::InvalidSignature => rejected("the token's signature does not verify"),
-            ErrorKind::ExpiredSignature => rejected("the token has expired"),
-            ErrorKind::ImmatureSignature => rejected("the token is not valid yet (nbf)"),
-            ErrorKind::InvalidAudience => rejected(format!(
-                "the token's audience is not accepted (expected {})",
-                expect.audiences.join(" or ")
-            )),
-            ErrorKind::InvalidIssuer => rejected("the token's issuer does not match"),
-            ErrorKind::MissingRequiredClaim(c) => rejected(format!("the token has no {c:?} claim")),
-            ErrorKind::InvalidAlgorithm => rejected("the token's algorithm does not match its key"),
-            _ => rejected("the token is malformed"),
-        }),
+    // `exp` is required too, by `check_times`, which can say when it is
+    // there but not a number.
+    v.set_required_spec_claims(&["iss", "aud"]);
+    let claims = match jsonwebtoken::decode::<Value>(t.token, key, &v) {
+        Ok(data) => data.claims,
+        Err(e) => {
+            return Err(match e.kind() {
+                ErrorKind::InvalidSignature => rejected("the token's signature does not verify"),
+                ErrorKind::ExpiredSignature => rejected("the token has expired"),
+                ErrorKind::ImmatureSignature => rejected("the token is not valid yet (nbf)"),
+                ErrorKind::InvalidAudience => rejected(format!(
+                    "the token's audience is not accepted (expected {})",
+                    expect.audiences.join(" or ")
+                )),
+                ErrorKind::InvalidIssuer => rejected("the token's issuer does not match"),
+                ErrorKind::MissingRequiredClaim(c) => {
+                    rejected(format!("the token has no {c:?} claim"))
+                }
+                ErrorKind::InvalidAlgorithm => {
+                    rejected("the token's algorithm does not match its key")
+                }
+                _ => rejected("the token is malformed"),
+            })
+        }
+    };
+    check_times(&claims, expect.now, expect.leeway_secs)?;
+    Ok(claims)
+}
+
+/// `exp` must be a number and not past; `nbf` and `iat`, when present,
+/// numbers and not ahead of `now` by more than the leeway. A token issued
+/// in the future would outlive a revocation made before its `iat`.
+fn check_times(claims: &Value, now: i64, leeway: u64) -> Result<(), AuthError> {
+    let leeway = i64::try_from(leeway).unwrap_or(i64::MAX);
+    let number = |name: &str| -> Result<Option<i64>, AuthError> {
+        match claims.get(name) {
+            None => Ok(None),
+            Some(v) => numeric_date(v)
+                .map(Some)
+                .ok_or_else(|| rejected(format!("the token's {name} is not a number"))),
+        }
+    };
+    let exp = number("exp")?.ok_or_else(|| rejected("the token has no \"exp\" claim"))?;
+    if exp < now.saturating_sub(leeway) {
+        return Err(rejected("the token has expired"));
     }
+    if number("nbf")?.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+        return Err(rejected("the token is not valid yet (nbf)"));
+    }
+    if number("iat")?.is_some_and(|iat| iat > now.saturating_add(leeway)) {
+        return Err(rejected("the token was issued in the future (iat)"));
+    }
+    Ok(())
+}
+
+/// A NumericDate (RFC 7519 §2): a JSON number, possibly with a fraction,
+/// read as whole seconds. A string is not one.
+fn numeric_date(v: &Value) -> Option<i64> {
+    v.as_i64()
+        .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
 }
 
 /// A string claim, if present.
@@ -172,4 +219,79 @@ pub fn int_claim(claims: &Value, name: &str) -> Option<i64> {
     claims
         .get(name)
         .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    use serde_json::json;
+
+    /// `claims` signed with a fresh Ed25519 key, and that key's public half.
+    fn sign(claims: &Value) -> (String, DecodingKey) {
+        let rng = ring::rand::SystemRandom::new();
+        let doc = Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
+        let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref()).expect("key pair");
+        let signing = EncodingKey::from_ed_der(doc.as_ref());
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &signing).expect("sign");
+        (token, DecodingKey::from_ed_der(pair.public_key().as_ref()))
+    }
+
+    fn check(claims: &Value, now: i64) -> Result<Value, AuthError> {
+        let (token, key) = sign(claims);
+        let t = peek(&token)?;
+        let audiences = ["a".to_owned()];
+        let expect = Expectations {
+            issuer: "urn:i",
+            audiences: &audiences,
+            leeway_secs: 5,
+            now,
+        };
+        verify(&t, &key, &expect)
+    }
+
+    fn refusal(claims: &Value, now: i64) -> String {
+        check(claims, now).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn time_claims_are_checked_against_the_callers_clock() {
+        let token = json!({"iss": "urn:i", "aud": "a", "iat": 1000, "nbf": 1000, "exp": 1060});
+        assert!(check(&token, 1000).is_ok());
+        assert!(check(&token, 1064).is_ok(), "within the leeway");
+        assert_eq!(refusal(&token, 1066), "the token has expired");
+        assert_eq!(refusal(&token, 990), "the token is not valid yet (nbf)");
+        let mut ahead = token.clone();
+        ahead["nbf"] = json!(900);
+        ahead["iat"] = json!(1100);
+        assert_eq!(
+            refusal(&ahead, 1000),
+            "the token was issued in the future (iat)"
+        );
+        let mut fractional = token.clone();
+        fractional["exp"] = json!(1060.5);
+        assert!(
+            check(&fractional, 1000).is_ok(),
+            "a NumericDate may have a fraction"
+        );
+    }
+
+    #[test]
+    fn time_claims_must_be_numbers() {
+        let token = json!({"iss": "urn:i", "aud": "a", "iat": 1000, "nbf": 1000, "exp": 1060});
+        for (claim, value) in [
+            ("exp", json!("1060")),
+            ("nbf", json!("soon")),
+            ("iat", json!(true)),
+        ] {
+            let mut typed = token.clone();
+            typed[claim] = value;
+            assert_eq!(
+                refusal(&typed, 1000),
+                format!("the token's {claim} is not a number")
+            );
+        }
+    }
 }

@@ -7,6 +7,7 @@
 //! revocations.
 
 mod authenticator;
+pub mod clock;
 pub mod exchange;
 pub mod gateway_token;
 pub mod jwks;
@@ -20,6 +21,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 pub use authenticator::GatewayAuthenticator;
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use gateway_token::{IssuedToken, TokenIssuer};
 pub use oidc::{ClaimRule, OidcIssuer};
 pub use revocation::{RevocationStore, Revocations};
