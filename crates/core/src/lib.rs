@@ -19,6 +19,7 @@ pub mod session;
 pub mod session_stop;
 pub mod session_threads;
 pub mod sessions;
+pub mod tls;
 pub mod vocabulary;
 
 pub use audit::{

@@ -101,7 +101,7 @@ impl StatementGate {
     /// The facts every decision of this session starts from.
     fn base_facts(&self) -> RequestFacts {
         RequestFacts {
-            protocol: "postgres",
+            protocol: sql::PROTOCOL,
             client_address: self.client_address.clone(),
             extra: Vec::new(),
         }

@@ -69,6 +69,9 @@ pub const SQL: Vocabulary = Vocabulary {
     ],
 };
 
+/// The protocol's name in records and in `context.protocol`.
+pub const PROTOCOL: &str = "postgres";
+
 /// The Cedar type of tables (and views, sequences: every relation).
 pub const TABLE: &str = "Table";
 /// The Cedar type of columns.

@@ -249,7 +249,7 @@ pub struct Config {
     /// Extra names for the generated certificate.
     pub tls_hostnames: Vec<String>,
     /// Plaintext login rule.
-    pub plaintext: portcullis_proto_pg::PlaintextLogin,
+    pub plaintext: portcullis_core::tls::PlaintextLogin,
     /// Limits.
     pub limits: portcullis_proto_pg::Limits,
     /// Seconds for upstream login.
@@ -480,9 +480,9 @@ impl Config {
             }
         };
         let plaintext = match raw.tls.plaintext_login.as_deref().unwrap_or("loopback") {
-            "loopback" => portcullis_proto_pg::PlaintextLogin::LoopbackOnly,
-            "always" => portcullis_proto_pg::PlaintextLogin::Allow,
-            "never" => portcullis_proto_pg::PlaintextLogin::Never,
+            "loopback" => portcullis_core::tls::PlaintextLogin::LoopbackOnly,
+            "always" => portcullis_core::tls::PlaintextLogin::Allow,
+            "never" => portcullis_core::tls::PlaintextLogin::Never,
             other => {
                 return Err(err(
                     "tls.plaintext_login".into(),

@@ -9,7 +9,6 @@ mod login;
 mod masking_key;
 mod protocols;
 mod serve;
-mod tls_material;
 
 use std::io::Read;
 use std::path::PathBuf;

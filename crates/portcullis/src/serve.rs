@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
-use crate::tls_material;
 
 /// Runs the gateway until SIGINT or SIGTERM. `config_path` is reread on
 /// SIGHUP and when it changes, for static tokens.
@@ -102,10 +101,11 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
     let mut tasks = Vec::new();
 
     if let Some(addr) = &config.postgres_listen {
-        let tls = tls_material::load_or_generate(
+        let tls = portcullis_core::tls::load_or_generate(
             config.tls_files.as_ref(),
             &config.data_dir,
             &config.tls_hostnames,
+            portcullis_proto_pg::ALPN,
         )?;
         let mut targets = HashMap::new();
         for c in &config.connections {
@@ -139,7 +139,7 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening for PostgreSQL clients on {addr}"))?;
-        tracing::info!(addr = %listener.local_addr()?, ca = %tls_material::ca_path(&config.data_dir).display(), "PostgreSQL listener ready");
+        tracing::info!(addr = %listener.local_addr()?, ca = %portcullis_core::tls::ca_path(&config.data_dir).display(), "PostgreSQL listener ready");
         tasks.push(tokio::spawn(adapter.serve(listener, shutdown.clone())));
     }
 

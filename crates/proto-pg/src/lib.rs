@@ -22,6 +22,6 @@ pub mod upstream;
 
 pub use error::SessionError;
 pub use relay::Limits;
-pub use server::{PgAdapter, PgAdapterConfig, PlaintextLogin};
+pub use server::{PgAdapter, PgAdapterConfig, ALPN};
 pub use target::{PgTarget, UpstreamTls};
 pub use upstream::Upstream;

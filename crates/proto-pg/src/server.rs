@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
+use portcullis_core::tls::PlaintextLogin;
 use portcullis_core::{Admission, ClientInfo, Core, Refusal, SessionThreads};
 use portcullis_pg_decide::{ParseCache, StatementGate};
 use portcullis_pg_wire::encode::{self, Severity};
@@ -33,18 +34,6 @@ const FORWARDED_PARAMS: &[&str] = &[
     "intervalstyle",
     "extra_float_digits",
 ];
-
-/// When a token may be sent without TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PlaintextLogin {
-    /// Only from loopback clients (the default).
-    #[default]
-    LoopbackOnly,
-    /// From anywhere (explicit opt-in).
-    Allow,
-    /// Never: TLS always.
-    Never,
-}
 
 /// Everything the adapter is configured with.
 pub struct PgAdapterConfig {
@@ -214,12 +203,7 @@ impl PgAdapter {
         hello: &mut ClientHello,
         peer: SocketAddr,
     ) -> Result<Admitted, SessionError> {
-        let plaintext_ok = match self.cfg.plaintext {
-            PlaintextLogin::Allow => true,
-            PlaintextLogin::Never => false,
-            PlaintextLogin::LoopbackOnly => is_loopback(peer),
-        };
-        if !hello.stream.is_tls() && !plaintext_ok {
+        if !hello.stream.is_tls() && !self.cfg.plaintext.permits(peer) {
             return Err(Refusal::TlsRequired {
                 hint: "connect with sslmode=require or stronger",
             }
@@ -378,16 +362,11 @@ impl PgAdapter {
 }
 
 /// The protocol's name in records and policy context.
-const PROTOCOL: &str = "postgres";
+const PROTOCOL: &str = portcullis_pg_decide::vocabulary::PROTOCOL;
 
-fn is_loopback(peer: SocketAddr) -> bool {
-    match peer {
-        SocketAddr::V4(a) => a.ip().is_loopback(),
-        SocketAddr::V6(a) => {
-            a.ip().is_loopback() || a.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-    }
-}
+/// The ALPN protocol of the client-facing TLS: libpq 17+ offers
+/// "postgresql" (and requires it for direct TLS).
+pub const ALPN: &[&[u8]] = &[b"postgresql"];
 
 /// Sends a FATAL ErrorResponse and closes; errors writing it are moot.
 async fn send_fatal<W: AsyncWrite + Unpin>(client: &mut W, e: &SessionError) {

@@ -240,8 +240,8 @@ fn plaintext_token_login_is_refused_when_tls_is_required() {
 #[test]
 fn tls_to_the_upstream_require_and_verify_full() {
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-    let g = portcullis_proto_pg::tls::generate_ca_and_server(&names).unwrap();
-    let other = portcullis_proto_pg::tls::generate_ca_and_server(&names).unwrap();
+    let g = portcullis_core::tls::generate_ca_and_server(&names).unwrap();
+    let other = portcullis_core::tls::generate_ca_and_server(&names).unwrap();
     let c = PgCluster::start(ClusterOptions {
         tls: Some((g.cert_pem.clone(), g.key_pem.clone())),
         ..Default::default()
