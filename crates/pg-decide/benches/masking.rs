@@ -15,7 +15,8 @@ use portcullis_core::masking::{
     Strategy,
 };
 use portcullis_pg_decide::catalog::ViewCatalog;
-use portcullis_pg_decide::masker::{MaskPlan, RowMasker};
+use portcullis_pg_decide::masker::RowMasker;
+use portcullis_pg_decide::GateDecision;
 use portcullis_pg_wire::rows::{encode_data_row, FieldDescription};
 
 /// About 1 MiB of log-like text: words, numbers, dates, and now and then
@@ -90,7 +91,7 @@ fn scanning(c: &mut Criterion) {
 
 fn rows(c: &mut Criterion) {
     let email = Arc::new(SensitiveColumn::new(
-        "app-db",
+        "db",
         "public",
         "people",
         "email",
@@ -101,7 +102,7 @@ fn rows(c: &mut Criterion) {
         Masking::new(
             MaskingRules {
                 detectors: Detector::ALL.to_vec(),
-                columns: vec![email.clone()],
+                columns: vec![email],
                 ..MaskingRules::default()
             },
             HashKey::new(vec![3; 32]),
@@ -114,16 +115,27 @@ fn rows(c: &mut Criterion) {
         ["", "16400", "a", "email", "2:2"],
         ["", "16400", "a", "name", "3:3"],
         ["", "16400", "a", "note", "4:4"],
+        ["", "16401", "or", "public", "orders"],
+        ["", "16401", "a", "id", "1:1"],
+        ["", "16401", "a", "email", "2:2"],
+        ["", "16401", "a", "name", "3:3"],
+        ["", "16401", "a", "note", "4:4"],
     ]));
-    let plan = MaskPlan {
-        masking,
-        hidden: Arc::new(vec![email]),
-        scan: true,
-        catalog,
-        exposed_names: vec!["email".into()],
-        columns: None,
-        copy: None,
+    // Plans come from the gate, as in the gateway: a principal that may
+    // not unmask, over a catalog holding both tables.
+    let mut gate = portcullis_pg_decide::gate::test_gate(
+        r#"permit(principal, action, resource);
+           forbid(principal, action == Action::"unmask", resource);"#,
+        &["public"],
+    )
+    .with_views(catalog)
+    .with_masking(masking);
+    let mut plan_of = |sql: &str| match gate.check(sql) {
+        GateDecision::Allow(a) => a.mask().cloned().expect("a mask plan"),
+        GateDecision::Deny(d) => panic!("{sql}: {}", d.message()),
     };
+    let plan = plan_of("select id, email, name, note from people");
+    let plain_plan = plan_of("select id, email, name, note from orders");
     let field = |column: i16, type_oid: u32| FieldDescription {
         table_oid: 16400,
         column,
@@ -146,7 +158,7 @@ fn rows(c: &mut Criterion) {
     let mut g = c.benchmark_group("row");
     g.bench_function("classified-email+3-scanned", |b| {
         let mut counts = MaskCounts::default();
-        let mut scratch = plan.masking.scratch();
+        let mut scratch = plan.masking().scratch();
         b.iter(|| {
             assert!(masker
                 .mask_row(&masked, &mut counts, &mut scratch)
@@ -173,16 +185,6 @@ fn rows(c: &mut Criterion) {
             ..field(4, 25)
         },
     ];
-    let plain_plan = MaskPlan {
-        catalog: Arc::new(ViewCatalog::from_rows([
-            ["", "16401", "or", "public", "orders"],
-            ["", "16401", "a", "id", "1:1"],
-            ["", "16401", "a", "email", "2:2"],
-            ["", "16401", "a", "name", "3:3"],
-            ["", "16401", "a", "note", "4:4"],
-        ])),
-        ..plan
-    };
     let mut scan_only = RowMasker::new(&plain_plan, &plain_fields).unwrap();
     let clean = row([
         b"42",
@@ -192,7 +194,7 @@ fn rows(c: &mut Criterion) {
     ]);
     g.bench_function("clean-row-3-scanned", |b| {
         let mut counts = MaskCounts::default();
-        let mut scratch = plain_plan.masking.scratch();
+        let mut scratch = plain_plan.masking().scratch();
         b.iter(|| {
             assert!(scan_only
                 .mask_row(&clean, &mut counts, &mut scratch)

@@ -21,36 +21,38 @@ use portcullis_pg_wire::WireError;
 
 use crate::catalog::ViewCatalog;
 
-/// What masking needs to know about one allowed statement.
+/// What masking needs to know about one allowed statement. Its fields
+/// are private: only the gate makes a plan, so no code outside this crate
+/// can hand a row a weaker one.
 #[derive(Debug)]
 pub struct MaskPlan {
     /// The masking rules and detectors.
-    pub masking: Arc<Masking>,
+    pub(crate) masking: Arc<Masking>,
     /// Classified columns of the connection the principal may not unmask.
-    pub hidden: Arc<Vec<Arc<SensitiveColumn>>>,
+    pub(crate) hidden: Arc<Vec<Arc<SensitiveColumn>>>,
     /// Whether content detectors apply (not when the principal may unmask
     /// the whole connection).
-    pub scan: bool,
+    pub(crate) scan: bool,
     /// The catalog the decision was made with.
-    pub catalog: Arc<ViewCatalog>,
+    pub(crate) catalog: Arc<ViewCatalog>,
     /// Names of hidden columns in the relations the statement touches
     /// (views resolved): outputs computed from these are masked.
-    pub exposed_names: Vec<String>,
+    pub(crate) exposed_names: Vec<String>,
     /// The statement's output columns, when known one by one.
-    pub columns: Option<Vec<OutputColumn>>,
+    pub(crate) columns: Option<Vec<OutputColumn>>,
     /// For `COPY table TO STDOUT`: the treatment of each copied column.
-    pub copy: Option<CopyPlan>,
+    pub(crate) copy: Option<CopyPlan>,
 }
 
 /// How the columns of a text or CSV COPY are masked.
 #[derive(Debug, Clone)]
 pub struct CopyPlan {
     /// Per column, in order: the hidden column it is, if any.
-    pub columns: Vec<Option<Arc<SensitiveColumn>>>,
+    pub(crate) columns: Vec<Option<Arc<SensitiveColumn>>>,
     /// CSV (else the text format).
-    pub csv: bool,
+    pub(crate) csv: bool,
     /// The field delimiter.
-    pub delimiter: u8,
+    pub(crate) delimiter: u8,
 }
 
 impl MaskPlan {
@@ -109,6 +111,17 @@ impl MaskPlan {
             Some(OutputColumn::Reads(names)) if !self.reads_exposed(names) => Treatment::Scan,
             _ => Treatment::Derived,
         }
+    }
+
+    /// Whether content detectors apply to the statement's results (not
+    /// when the principal may unmask the whole connection).
+    pub fn scans(&self) -> bool {
+        self.scan
+    }
+
+    /// The masking rules and detectors the plan applies.
+    pub fn masking(&self) -> &Arc<Masking> {
+        &self.masking
     }
 
     /// Whether error DETAIL lines may quote hidden values (a unique

@@ -365,7 +365,7 @@ impl BackendTracker {
         let masking = self.masking.clone()?;
         let plan = self.current().and_then(|s| s.mask_plan().cloned());
         let withhold = plan.as_ref().is_some_and(|p| p.withholds_details());
-        let scan = plan.as_ref().is_none_or(|p| p.scan) && masking.scans();
+        let scan = plan.as_ref().is_none_or(|p| p.scans()) && masking.scans();
         let mut counts = MaskCounts::default();
         let mut changed = false;
         let fields: Vec<(u8, String)> = ErrorFields::new(body)
