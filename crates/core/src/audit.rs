@@ -101,55 +101,65 @@ pub struct CommandRecord {
     pub detail: CommandDetail,
 }
 
-/// Protocol-specific facts of a command. Each adapter defines a typed
-/// struct and converts it with [`CommandDetail::of`]; the core and the
-/// store keep it as a JSON object, so a new protocol changes neither.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct CommandDetail(serde_json::Map<String, serde_json::Value>);
+/// Protocol-specific facts of a command. Each adapter serialises a typed
+/// struct of its own with [`CommandDetail::of`]; the core and the store
+/// keep the JSON object's text, so a new protocol changes neither. Kept as
+/// text because it is written once per command on the hot path and read
+/// only by the API: one serialisation, no tree of values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandDetail(String);
 
 impl CommandDetail {
     /// The detail of an adapter's typed facts. A value that does not
     /// serialise as an object (a bug in the adapter) is kept under `detail`.
-    pub fn of<T: Serialize>(facts: &T) -> Self {
-        match serde_json::to_value(facts) {
-            Ok(serde_json::Value::Object(map)) => CommandDetail(map),
-            Ok(other) => {
-                let mut map = serde_json::Map::new();
-                map.insert("detail".into(), other);
-                CommandDetail(map)
-            }
+    pub fn of<T: Serialize + ?Sized>(facts: &T) -> Self {
+        match serde_json::to_string(facts) {
+            Ok(text) if text.starts_with('{') => CommandDetail(text),
+            Ok(other) => CommandDetail(format!("{{\"detail\":{other}}}")),
             Err(e) => {
-                let mut map = serde_json::Map::new();
-                map.insert("detail_error".into(), e.to_string().into());
-                CommandDetail(map)
+                CommandDetail(serde_json::json!({ "detail_error": e.to_string() }).to_string())
             }
         }
     }
 
-    /// The typed facts back, when they are of type `T`.
-    pub fn get<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
-        serde_json::from_value(serde_json::Value::Object(self.0.clone())).ok()
+    /// A detail from its stored JSON text; `None` unless it is an object.
+    pub fn from_json(text: String) -> Option<Self> {
+        let is_object =
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text).is_ok();
+        is_object.then_some(CommandDetail(text))
     }
 
-    /// One field, untyped.
-    pub fn field(&self, name: &str) -> Option<&serde_json::Value> {
-        self.0.get(name)
+    /// The JSON text, for stores.
+    pub fn as_json(&self) -> &str {
+        &self.0
     }
 
     /// Whether the adapter recorded nothing of its own.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.is_empty() || self.0 == "{}"
     }
 
-    /// The JSON object, for stores.
-    pub fn as_map(&self) -> &serde_json::Map<String, serde_json::Value> {
-        &self.0
+    /// One field, untyped (parsed on demand: the API's path, not the
+    /// relay's).
+    pub fn field(&self, name: &str) -> Option<serde_json::Value> {
+        self.map().remove(name)
     }
 
-    /// A detail from a stored JSON object.
-    pub fn from_map(map: serde_json::Map<String, serde_json::Value>) -> Self {
-        CommandDetail(map)
+    fn map(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_str(&self.0).unwrap_or_default()
+    }
+}
+
+impl Serialize for CommandDetail {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.map().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for CommandDetail {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+        Ok(CommandDetail(serde_json::Value::Object(map).to_string()))
     }
 }
 

@@ -336,14 +336,20 @@ impl SessionHandle {
         self.seq
     }
 
-    /// Records a finished command. Fails only when the recorder has shut
-    /// down; the session must then end.
-    pub async fn record(&mut self, command: FinishedCommand) -> Result<(), Refusal> {
+    /// Counts a finished command and records it, built by `command` only
+    /// when commands are recorded (building one copies its text and
+    /// parameters). Fails only when the recorder has shut down; the
+    /// session must then end.
+    pub async fn record(
+        &mut self,
+        command: impl FnOnce() -> FinishedCommand,
+    ) -> Result<(), Refusal> {
         self.seq += 1;
         self.commands_total.increment(1);
         if !self.record_commands {
             return Ok(());
         }
+        let command = command();
         let record = CommandRecord {
             session_id: self.id,
             seq: self.seq,

@@ -86,21 +86,10 @@ pub const STATEMENT: &str = "statement";
 /// See a masked column in clear.
 pub const UNMASK: Action = Action::named("unmask");
 
-/// The Cedar action of a statement's access.
+/// The Cedar action of a statement's access (its id is
+/// [`SqlAction::as_str`], declared in [`SQL`]).
 pub fn action(a: SqlAction) -> Action {
-    Action::named(match a {
-        SqlAction::Select => "select",
-        SqlAction::Insert => "insert",
-        SqlAction::Update => "update",
-        SqlAction::Delete => "delete",
-        SqlAction::Merge => "merge",
-        SqlAction::Truncate => "truncate",
-        SqlAction::CopyOut => "copy_out",
-        SqlAction::CopyIn => "copy_in",
-        SqlAction::Ddl => "ddl",
-        SqlAction::Execute => "execute",
-        SqlAction::Admin => "admin",
-    })
+    Action::named(a.as_str())
 }
 
 /// Whether `action` reads or writes rows, and so reaches through a view
@@ -137,4 +126,47 @@ pub fn column(connection: &str, qualified: &str) -> Resource {
 /// The `schema.table` of a table resource.
 pub fn table_name(resource: &Resource) -> Option<&str> {
     resource.object_name(TABLE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_core::vocabulary::{cedar_schema, declares};
+
+    /// The names policy authors write are a contract: every action the
+    /// parser can produce is declared, and the schema says what it said
+    /// before the vocabulary was generated.
+    #[test]
+    fn every_statement_action_is_declared_with_its_documented_shape() {
+        for a in [
+            SqlAction::Select,
+            SqlAction::Insert,
+            SqlAction::Update,
+            SqlAction::Delete,
+            SqlAction::Merge,
+            SqlAction::Truncate,
+            SqlAction::CopyOut,
+            SqlAction::CopyIn,
+            SqlAction::Ddl,
+            SqlAction::Execute,
+            SqlAction::Admin,
+        ] {
+            assert!(declares(&[&SQL], a.as_str()), "{a:?} is not declared");
+        }
+        let schema = cedar_schema(&[&SQL]);
+        for line in [
+            "entity Table in [Connection];",
+            "entity Column in [Table];",
+            "entity Function in [Connection];",
+            "action select, copy_out in [read] appliesTo {\n  principal: User, resource: [Connection, Table, Column]",
+            "action insert, update, delete, merge, truncate, copy_in in [write] appliesTo {\n  principal: User, resource: [Connection, Table, Column]",
+            "action ddl, admin appliesTo {\n  principal: User, resource: [Connection, Table, Function]",
+            "action execute appliesTo {\n  principal: User, resource: [Connection, Function]",
+            "action unmask appliesTo {\n  principal: User, resource: [Connection, Table, Column]",
+            "statement_kind?: String,",
+            "statement?: String,",
+        ] {
+            assert!(schema.contains(line), "the schema lacks {line:?}:\n{schema}");
+        }
+    }
 }

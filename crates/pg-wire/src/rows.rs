@@ -62,6 +62,7 @@ pub fn data_row<'a>(body: &'a [u8], out: &mut Vec<Option<&'a [u8]>>) -> Result<(
 /// Offsets of a DataRow's values (`None` for NULL), appended to `out`,
 /// without borrowing the body (and without
 /// allocating: `out` is reused row after row).
+#[inline]
 pub fn data_row_spans(body: &[u8], out: &mut Vec<Option<(usize, usize)>>) -> Result<(), WireError> {
     let bad = || WireError::Truncated("DataRow");
     let count = body.get(..2).ok_or_else(bad)?;

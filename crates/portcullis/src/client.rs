@@ -168,7 +168,7 @@ pub fn print_session(v: serde_json::Value) -> anyhow::Result<()> {
             }
         );
         println!("      {}", st.text.replace('\n', "\n      "));
-        if let Some(p) = st.detail.field("params").and_then(|p| p.as_array()) {
+        if let Some(serde_json::Value::Array(p)) = st.detail.field("params") {
             let shown: Vec<String> = p
                 .iter()
                 .map(|v| v.as_str().map_or_else(|| "NULL".into(), str::to_owned))

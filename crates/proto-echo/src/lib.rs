@@ -144,7 +144,7 @@ async fn serve_client(core: Core, tcp: TcpStream, kill: CancellationToken) {
             masked: Default::default(),
             detail: CommandDetail::of(&LineDetail { bytes: line.len() }),
         };
-        if let Err(refusal) = session.record(command).await {
+        if let Err(refusal) = session.record(|| command).await {
             break refusal.to_string();
         }
         if write.write_all(answer.as_bytes()).await.is_err() {

@@ -157,6 +157,6 @@ async fn a_line_protocol_gets_identity_policy_recording_and_kill_from_the_core()
     );
     assert_eq!(
         detail.commands[0].detail.field("bytes"),
-        Some(&serde_json::json!(5))
+        Some(serde_json::json!(5))
     );
 }

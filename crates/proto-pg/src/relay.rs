@@ -79,14 +79,15 @@ impl RelayEnd {
 }
 
 /// What SQL adds to a recorded command: the core's record is protocol
-/// neutral, and these are the PostgreSQL facts kept with it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SqlDetail {
+/// neutral, and these are the PostgreSQL facts kept with it. Borrowed from
+/// the statement: it is only serialised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SqlDetail<'a> {
     /// Extended-protocol parameters from Bind, text-format values as text,
-    /// binary ones as `\x…` hex; `None` inside for NULL.
-    pub params: Option<Vec<Option<String>>>,
+    /// binary ones as `\\x…` hex; `None` inside for NULL.
+    pub params: Option<&'a [Option<String>]>,
     /// The prepared statement's name, for extended-protocol statements.
-    pub prepared_name: Option<String>,
+    pub prepared_name: Option<&'a str>,
     /// Rows returned or affected, when the server reported them.
     pub rows: Option<u64>,
 }
@@ -104,23 +105,19 @@ impl<'s> StatementLog<'s> {
 
     /// Records a finished statement.
     pub async fn record(&mut self, s: Stmt) -> Result<(), SessionError> {
-        let detail = SqlDetail {
-            params: s.params.map(|p| p.as_ref().clone()),
-            prepared_name: s
-                .prepared_name
-                .filter(|n| !n.is_empty())
-                .map(|n| n.to_string()),
-            rows: s.has_rows.then_some(s.rows),
-        };
-        let command = FinishedCommand {
+        let command = || FinishedCommand {
             kind: s.kind,
             text: s.text.to_string(),
             started_at: s.received_at,
             duration_us: u64::try_from(s.received.elapsed().as_micros()).unwrap_or(u64::MAX),
-            error: s.error,
-            decision: s.decision,
-            masked: s.masked,
-            detail: CommandDetail::of(&detail),
+            error: s.error.clone(),
+            decision: s.decision.clone(),
+            masked: s.masked.clone(),
+            detail: CommandDetail::of(&SqlDetail {
+                params: s.params.as_deref().map(Vec::as_slice),
+                prepared_name: s.prepared_name.as_deref().filter(|n| !n.is_empty()),
+                rows: s.has_rows.then_some(s.rows),
+            }),
         };
         Ok(self.session.record(command).await?)
     }

@@ -256,7 +256,7 @@ fn write_batch(conn: &mut rusqlite::Connection, batch: &[AuditEvent]) -> rusqlit
                         st.decision.allowed,
                         json(&st.decision.policies),
                         st.masked.as_ref().map(json),
-                        (!st.detail.is_empty()).then(|| json(st.detail.as_map())),
+                        (!st.detail.is_empty()).then(|| st.detail.as_json()),
                     ])?;
                 }
                 AuditEvent::SessionStarted(s) => {
@@ -359,7 +359,9 @@ fn command_from_row(row: &SqliteRow) -> Result<CommandRecord, StoreError> {
         duration_us: get::<i64>(row, "duration_us")? as u64,
         error: get(row, "error")?,
         detail: match detail {
-            Some(d) => CommandDetail::from_map(from_json(&d)?),
+            Some(d) => {
+                CommandDetail::from_json(d).ok_or_else(|| corrupt("detail: not a JSON object"))?
+            }
             // Written by a binary from before version 2 after this one
             // migrated the store.
             None => legacy_sql_detail(row)?,

@@ -215,13 +215,13 @@ async fn a_store_from_before_version_2_keeps_its_sql_facts() {
     assert_eq!(command.text, "select $1");
     assert_eq!(
         command.detail.field("params"),
-        Some(&serde_json::json!(["1", null]))
+        Some(serde_json::json!(["1", null]))
     );
     assert_eq!(
         command.detail.field("prepared_name"),
-        Some(&serde_json::json!("s1"))
+        Some(serde_json::json!("s1"))
     );
-    assert_eq!(command.detail.field("rows"), Some(&serde_json::json!(7)));
+    assert_eq!(command.detail.field("rows"), Some(serde_json::json!(7)));
     // A row an older binary writes after the migration is read from the
     // old columns.
     drop(store);
@@ -240,6 +240,6 @@ async fn a_store_from_before_version_2_keeps_its_sql_facts() {
     let detail = again.session(a.id).await.unwrap().unwrap();
     assert_eq!(
         detail.commands[0].detail.field("rows"),
-        Some(&serde_json::json!(7))
+        Some(serde_json::json!(7))
     );
 }
