@@ -203,7 +203,6 @@ impl Admission {
             identity,
             recorder,
             record_commands: core.settings.record_commands,
-            connect_policies: verdict.policies.into(),
             seq: 0,
             stop,
             _watcher: watcher,
@@ -265,7 +264,6 @@ pub struct SessionHandle {
     identity: Identity,
     recorder: Recorder,
     record_commands: bool,
-    connect_policies: crate::audit::PolicyIds,
     seq: u64,
     stop: Arc<SessionStop>,
     _watcher: StopWatcher,
@@ -289,11 +287,6 @@ impl SessionHandle {
     /// The connection it uses.
     pub fn connection(&self) -> &str {
         &self.connection
-    }
-
-    /// The policies that let it connect.
-    pub fn connect_policies(&self) -> &crate::audit::PolicyIds {
-        &self.connect_policies
     }
 
     /// The request facts every decision in this session starts from.
@@ -329,11 +322,6 @@ impl SessionHandle {
     /// borrow the session.
     pub fn recording_health(&self) -> Recorder {
         self.recorder.clone()
-    }
-
-    /// How many commands have finished.
-    pub fn commands(&self) -> u64 {
-        self.seq
     }
 
     /// Counts a finished command and records it, built by `command` only

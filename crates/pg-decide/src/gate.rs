@@ -123,12 +123,6 @@ impl StatementGate {
         self
     }
 
-    /// Whether results may need masking, so every result set must be
-    /// described to the gateway.
-    pub fn masks_results(&self) -> bool {
-        self.masking.is_some()
-    }
-
     /// Decides an Execute of a portal the gateway never bound: a cursor
     /// opened by DECLARE, whose query was decided as its own statement.
     /// Its rows are masked as if they read every masked column; the
