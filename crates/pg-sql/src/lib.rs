@@ -10,20 +10,23 @@
 //! never special-cased is still found. What cannot be parsed or classified
 //! is an error, and callers deny it (fail closed). No I/O happens here.
 
+mod builtins;
 mod facts;
-mod functions;
 mod outputs;
 mod quick_key;
+mod settings;
 mod statement;
 mod walk;
 
+pub use builtins::{classify_builtin, is_builtin_safe, BuiltinClass, Volatility};
 pub use facts::{
     Access, Analysis, Effect, Name, Object, SqlAction, StatementFacts, Unclassifiable,
 };
-pub use functions::is_builtin_safe;
 pub use outputs::{CopyOut, OutputColumn, OutputFacts};
 pub use quick_key::{check_against_scanner, quick_literal_free_key};
+pub use settings::split_search_path;
 pub use statement::is_safe_client_encoding;
+pub use walk::is_content_catalog;
 
 /// Parses `sql` and lists what each statement in it would do.
 pub fn analyze(sql: &str) -> Result<Analysis, Unclassifiable> {

@@ -4,7 +4,11 @@ use pg_query::protobuf::{DiscardMode, ObjectType, TransactionStmtKind, VariableS
 use serde_json::Value;
 
 use crate::facts::{Access, Effect, Name, Object, SqlAction, StatementFacts, Unclassifiable};
+use crate::settings;
 use crate::walk::{is_set, name_parts, node, str_field, Walker};
+
+/// `AccessShareLock` in PostgreSQL's lock modes (`LOCK … IN ACCESS SHARE MODE`).
+const ACCESS_SHARE_LOCK: i64 = 1;
 
 /// Statements that change the schema: `ddl` on the connection and on every
 /// relation they name.
@@ -204,6 +208,19 @@ pub fn is_safe_client_encoding(name: &str) -> bool {
 
 fn facts(kind: &'static str, w: Walker) -> StatementFacts {
     let mut accesses = w.accesses;
+    if w.locks_rows {
+        // FOR UPDATE/SHARE (any strength) locks the rows it reads, which
+        // blocks writers as a write would: `update` on every relation read.
+        let locked: Vec<Access> = accesses
+            .iter()
+            .filter(|a| a.action == SqlAction::Select && matches!(a.object, Object::Table(_)))
+            .map(|a| Access {
+                action: SqlAction::Update,
+                object: a.object.clone(),
+            })
+            .collect();
+        accesses.extend(locked);
+    }
     accesses.sort();
     accesses.dedup();
     let mut builtin_names = w.builtin_names;
@@ -215,7 +232,7 @@ fn facts(kind: &'static str, w: Walker) -> StatementFacts {
     StatementFacts {
         kind,
         accesses,
-        effects: Vec::new(),
+        effects: w.effects,
         executes: None,
         unqualified_builtins: w.unqualified_builtins,
         builtin_names,
@@ -228,6 +245,7 @@ fn facts(kind: &'static str, w: Walker) -> StatementFacts {
 
 /// Classifies one top-level statement node.
 pub(crate) fn classify(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
+    settings::refuse_unsafe_set_config(tree)?;
     let mut f = classify_actions(tree)?;
     f.literal_sensitive |= has_copy_or_positions(tree);
     if let Some((kind, body)) = node(tree) {
@@ -257,6 +275,7 @@ fn classify_actions(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
                 );
                 facts("ddl", w)
             } else {
+                w.setting_by_filter = crate::walk::setting_named_by_filter(body);
                 w.visit(body);
                 facts("select", w)
             }
@@ -291,10 +310,14 @@ fn classify_actions(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
                 .and_then(classify)?;
             let mut f = inner.clone();
             f.kind = "prepare";
-            f.effects = vec![Effect::Prepare {
+            // A search_path change inside takes hold when it is executed;
+            // the gate's path only grows, so counting it now is safe.
+            f.effects
+                .retain(|e| matches!(e, Effect::SearchPath(Some(_))));
+            f.effects.push(Effect::Prepare {
                 name: str_field(body, "name").to_owned(),
                 facts: Box::new(inner),
-            }];
+            });
             f
         }
         "ExecuteStmt" => {
@@ -319,9 +342,13 @@ fn classify_actions(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
             // other sessions of the shared service role left behind.
             // Decided by the kind, not the name: an empty name ('') reads
             // back as no name at all.
+            // PREPARE TRANSACTION leaves a transaction, with its locks,
+            // that outlives the session.
             let kind = int_field(body, "kind");
             if kind == TransactionStmtKind::TransStmtCommitPrepared as i64
                 || kind == TransactionStmtKind::TransStmtRollbackPrepared as i64
+                || kind == TransactionStmtKind::TransStmtPrepare as i64
+                || read_write_requested(body.get("options").unwrap_or(&Value::Null))
             {
                 w.push(SqlAction::Admin, Object::Connection);
                 facts("admin", w)
@@ -385,7 +412,15 @@ fn classify_actions(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
             facts("truncate", w)
         }
         "LockStmt" => {
-            listed_relations(&mut w, body, SqlAction::Update);
+            // ACCESS SHARE conflicts only with ACCESS EXCLUSIVE, as any
+            // read does (pg_dump takes it); every stronger mode blocks
+            // writers, as a write would.
+            let action = if int_field(body, "mode") == ACCESS_SHARE_LOCK {
+                SqlAction::Select
+            } else {
+                SqlAction::Update
+            };
+            listed_relations(&mut w, body, action);
             facts("lock", w)
         }
         k if DDL.contains(&k) => {
@@ -551,7 +586,7 @@ fn copy(body: &Value, mut w: Walker) -> Result<StatementFacts, Unclassifiable> {
 }
 
 /// All string constants under `v` (the values of a SET).
-fn strings(v: &Value, out: &mut Vec<String>) {
+pub(crate) fn strings(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
             for (k, x) in m {
@@ -580,47 +615,38 @@ fn set(body: &Value) -> Result<StatementFacts, Unclassifiable> {
     let mut w = Walker::default();
     let name = str_field(body, "name").to_ascii_lowercase();
     let kind = int_field(body, "kind");
+    if kind == VariableSetKind::VarSetMulti as i64 {
+        // SET TRANSACTION …, SET SESSION CHARACTERISTICS AS TRANSACTION …:
+        // READ WRITE switches off a read-only guard.
+        if read_write_requested(body.get("args").unwrap_or(&Value::Null)) {
+            w.push(SqlAction::Admin, Object::Connection);
+        }
+        return Ok(facts("set", w));
+    }
     let mut values = Vec::new();
     strings(body.get("args").unwrap_or(&Value::Null), &mut values);
-    let is_value = kind == VariableSetKind::VarSetValue as i64;
-    match name.as_str() {
-        "role" | "session_authorization" => {
-            w.push(SqlAction::Admin, Object::Connection);
-            return Ok(facts("admin", w));
-        }
-        "standard_conforming_strings" => {
-            let on = !is_value
-                || values
-                    .iter()
-                    .all(|v| matches!(v.to_ascii_lowercase().as_str(), "on" | "true" | "1"));
-            let bool_on = body
-                .pointer("/args/0/node/AConst/val/Boolval/boolval")
-                .and_then(Value::as_bool);
-            if !on || bool_on == Some(false) || (is_value && values.is_empty() && bool_on.is_none())
-            {
-                return Err(Unclassifiable::Unsafe(
-                    "standard_conforming_strings must stay on: the gateway reads statements the way the server does".into(),
-                ));
-            }
-        }
-        "client_encoding" if is_value => {
-            let enc = values
-                .first()
-                .map(|v| v.to_ascii_lowercase().replace('-', "_"))
-                .unwrap_or_default();
-            if !is_safe_client_encoding(&enc) {
-                return Err(Unclassifiable::Unsafe(format!(
-                    "client_encoding {enc:?} is not allowed: multi-byte encodings can hide quotes from the gateway"
-                )));
-            }
-        }
-        _ => {}
-    }
-    let mut f = facts("set", w);
+    let to_value = kind == VariableSetKind::VarSetValue as i64;
+    let effect = settings::change(&mut w, &name, to_value.then_some(&values[..]), false)?;
+    let admin = w.accesses.iter().any(|a| a.action == SqlAction::Admin);
+    let mut f = facts(if admin { "admin" } else { "set" }, w);
     // RESET ALL returns search_path to its default, which the caller
     // already counts; prepared statements survive it.
-    if name == "search_path" {
-        f.effects = vec![Effect::SearchPath(is_value.then_some(values))];
-    }
+    f.effects.extend(effect);
     Ok(f)
+}
+
+/// Whether transaction options (`READ WRITE`, as `transaction_read_only`
+/// 0) ask for writes.
+fn read_write_requested(options: &Value) -> bool {
+    options.as_array().into_iter().flatten().any(|o| {
+        let Some(("DefElem", d)) = node(o) else {
+            return false;
+        };
+        if str_field(d, "defname") != "transaction_read_only" {
+            return false;
+        }
+        let mut v = Vec::new();
+        strings(d.get("arg").unwrap_or(&Value::Null), &mut v);
+        v.iter().any(|x| x == "0")
+    })
 }

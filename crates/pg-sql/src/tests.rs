@@ -77,6 +77,19 @@ fn kinds_and_effects() {
     assert_eq!(a.statements[3].effects, vec![Effect::Deallocate(None)]);
     let a = analyze("reset search_path").unwrap();
     assert_eq!(a.statements[0].effects, vec![Effect::SearchPath(None)]);
+    // pg_dump sets its path with set_config; it counts as the SET it is,
+    // inside a PREPARE too (the path only grows).
+    let a =
+        analyze("select pg_catalog.set_config('search_path', '\"My S\", evil', false)").unwrap();
+    assert_eq!(
+        a.statements[0].effects,
+        vec![Effect::SearchPath(Some(vec!["My S".into(), "evil".into()]))]
+    );
+    let a = analyze("prepare q as select set_config('search_path', 'evil', true)").unwrap();
+    assert_eq!(
+        a.statements[0].effects[0],
+        Effect::SearchPath(Some(vec!["evil".into()]))
+    );
     assert!(analyze("select lower('x')").unwrap().statements[0].unqualified_builtins);
     assert!(!analyze("select pg_catalog.lower('x')").unwrap().statements[0].unqualified_builtins);
 }
@@ -292,7 +305,7 @@ fn literal_sensitive_texts_and_prepared_transactions() {
     ] {
         assert_eq!(facts(sql).kind, "admin", "{sql}");
     }
-    assert_eq!(facts("prepare transaction 'x'").kind, "transaction");
+    assert_eq!(facts("prepare transaction 'x'").kind, "admin");
     assert!(
         facts("create function f(t) returns int language sql as 'select 1'").redefines_callables
     );

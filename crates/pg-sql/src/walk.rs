@@ -8,12 +8,26 @@
 use pg_query::protobuf::{CmdType, OnConflictAction};
 use serde_json::{Map, Value};
 
-use crate::facts::{Access, Name, Object, SqlAction};
-use crate::functions::is_builtin_safe;
+use crate::builtins::{classify_builtin, BuiltinClass};
+use crate::facts::{Access, Effect, Name, Object, SqlAction};
+use crate::settings;
 
 /// Catalog relations that expose other tables' contents (statistics hold
-/// sampled column values): reading them is administration.
+/// sampled column values), other sessions, secrets or the server's files:
+/// reading them is administration. The service role may be a superuser,
+/// so the server's own privilege checks are no guard.
 const CONTENT_CATALOGS: &[&str] = &[
+    // password verifiers, user mappings' options, configuration files
+    "pg_authid",
+    "pg_shadow",
+    "pg_user_mapping",
+    "pg_user_mappings",
+    "pg_hba_file_rules",
+    "pg_ident_file_mappings",
+    "pg_file_settings",
+    // pg_settings stays readable: pg_dump and admin tools read it. Its
+    // secret values (primary_conninfo) show only to superusers and members
+    // of pg_read_all_settings, which a service role should not be.
     // other sessions of the shared service role, with their query text
     "pg_stat_activity",
     "pg_stat_statements",
@@ -33,6 +47,13 @@ pub(crate) struct Walker {
     pub(crate) builtin_names: Vec<String>,
     /// Names written as field selections (`t.f`, `(expr).f`).
     pub(crate) attribute_names: Vec<String>,
+    /// Session changes made by calls (`set_config` of a constant path).
+    pub(crate) effects: Vec<Effect>,
+    /// The setting a `pg_settings` filter names (see
+    /// [`setting_named_by_filter`]).
+    pub(crate) setting_by_filter: Option<String>,
+    /// Whether a locking clause (`FOR UPDATE`, `FOR SHARE`, …) appears.
+    pub(crate) locks_rows: bool,
     /// CTE names visible at the current point, innermost last.
     scopes: Vec<Vec<String>>,
 }
@@ -73,6 +94,13 @@ pub(crate) fn is_set(m: &Value, key: &str) -> bool {
     }
 }
 
+/// Whether the relation `schema.name` (or an unqualified name, resolved in
+/// pg_catalog first) is a catalog whose reading is administration.
+pub fn is_content_catalog(qualified: &str) -> bool {
+    let (schema, name) = qualified.rsplit_once('.').unwrap_or(("", qualified));
+    (schema.is_empty() || schema == "pg_catalog") && CONTENT_CATALOGS.contains(&name)
+}
+
 impl Walker {
     pub(crate) fn push(&mut self, action: SqlAction, object: Object) {
         self.accesses.push(Access { action, object });
@@ -89,7 +117,7 @@ impl Walker {
         if schema.is_empty() && action == SqlAction::Select && self.in_cte_scope(name) {
             return;
         }
-        if CONTENT_CATALOGS.contains(&name) && (schema.is_empty() || schema == "pg_catalog") {
+        if is_content_catalog(&format!("{schema}.{name}")) {
             self.push(SqlAction::Admin, Object::Connection);
         }
         self.push(action, Object::Table(Name::new(Some(schema), name)));
@@ -107,7 +135,10 @@ impl Walker {
     /// Visits an object's fields, except those named in `skip`.
     pub(crate) fn visit_object(&mut self, m: &Map<String, Value>, skip: &[&str]) {
         if m.contains_key("funcname") && m.contains_key("agg_star") {
-            self.function_call(m.get("funcname").unwrap_or(&Value::Null));
+            self.function_call(m);
+        }
+        if m.get("locking_clause").is_some_and(is_set_value) {
+            self.locks_rows = true;
         }
         // `a OPERATOR(app.+) b`, `x OPERATOR(app.=) ANY (…)`, `ORDER BY x
         // USING OPERATOR(app.<)`: a schema-qualified operator runs whatever
@@ -135,6 +166,9 @@ impl Walker {
             if skip.contains(&k.as_str())
                 || (with.is_some() && k == "with_clause")
                 || k == "funcname"
+                // `FOR UPDATE OF a` names relations of the FROM list (by
+                // alias, even), which are visited there.
+                || k == "locking_clause"
             {
                 continue;
             }
@@ -288,8 +322,8 @@ impl Walker {
         }
     }
 
-    fn function_call(&mut self, funcname: &Value) {
-        let parts = name_parts(funcname);
+    fn function_call(&mut self, call: &Map<String, Value>) {
+        let parts = name_parts(call.get("funcname").unwrap_or(&Value::Null));
         let (schema, name) = match parts.as_slice() {
             [name] => (None, name.as_str()),
             [.., schema, name] => (Some(schema.as_str()), name.as_str()),
@@ -300,7 +334,12 @@ impl Walker {
             }
         };
         let builtin_schema = matches!(schema, None | Some("pg_catalog"));
-        if builtin_schema && is_builtin_safe(name) {
+        let pure = match classify_builtin(schema, name) {
+            BuiltinClass::Pure => true,
+            BuiltinClass::Effects(_) if builtin_schema => self.decided_by_arguments(name, call),
+            _ => false,
+        };
+        if pure {
             if schema.is_none() {
                 self.unqualified_builtins = true;
                 self.builtin_names.push(name.to_owned());
@@ -312,4 +351,98 @@ impl Walker {
             Object::Function(Name::new(schema, name)),
         );
     }
+
+    /// Built-ins whose effect is known from constant arguments:
+    /// `set_config('name', 'value', local)` is decided as the `SET` it is,
+    /// and `current_setting('name')` of a setting that is not secret is
+    /// pure. Returns whether the call needs no `execute` of its own.
+    fn decided_by_arguments(&mut self, name: &str, call: &Map<String, Value>) -> bool {
+        let Some(args) = argument_constants(call) else {
+            return false;
+        };
+        match (name, args.as_slice()) {
+            ("current_setting", [Some(setting), ..]) => !settings::is_secret_setting(setting),
+            ("set_config", [setting, Some(value), Some(_)]) => {
+                // pg_dump's `SELECT set_config(name, 'v', false) FROM
+                // pg_settings WHERE name = 'x'` names its setting by filter.
+                let Some(setting) = setting.as_ref().or(self.setting_by_filter.as_ref()) else {
+                    return false;
+                };
+                let setting = setting.to_ascii_lowercase();
+                // Refusals were raised before the walk.
+                match settings::change(self, &setting, Some(std::slice::from_ref(value)), true) {
+                    Ok(effect) => {
+                        self.effects.extend(effect);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether a JSON value holds something (a non-empty list, a true flag).
+fn is_set_value(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Array(a) => !a.is_empty(),
+        Value::Bool(b) => *b,
+        _ => true,
+    }
+}
+
+/// The arguments of a call, each as text when it is a constant (a
+/// string, a number or a boolean); `None` when the call has none.
+pub(crate) fn argument_constants(call: &Map<String, Value>) -> Option<Vec<Option<String>>> {
+    let args = call.get("args")?.as_array()?;
+    Some(args.iter().map(constant).collect())
+}
+
+/// The arguments of a call when every one is a constant, or `None`.
+pub(crate) fn constant_arguments(call: &Map<String, Value>) -> Option<Vec<String>> {
+    argument_constants(call)?.into_iter().collect()
+}
+
+/// A constant node's value as text.
+pub(crate) fn constant(v: &Value) -> Option<String> {
+    let (mut kind, mut body) = node(v)?;
+    // `'name'::varchar`, as SQLAlchemy writes it: the text is the same.
+    if kind == "TypeCast" {
+        (kind, body) = node(body.get("arg")?)?;
+    }
+    if kind != "AConst" || body.get("isnull").and_then(Value::as_bool) == Some(true) {
+        return None;
+    }
+    let val = body.get("val")?;
+    let (_, inner) = val.as_object()?.iter().next()?;
+    let (_, scalar) = inner.as_object()?.iter().next()?;
+    Some(match scalar {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    })
+}
+
+/// The setting a `SELECT … FROM pg_settings WHERE name = 'x'` is about:
+/// its `name` column holds only `x` there.
+pub(crate) fn setting_named_by_filter(select: &Value) -> Option<String> {
+    let from = select.get("from_clause")?.as_array()?;
+    let [only] = from.as_slice() else { return None };
+    let (_, rv) = node(only)?;
+    let schema = str_field(rv, "schemaname");
+    if str_field(rv, "relname") != "pg_settings" || !(schema.is_empty() || schema == "pg_catalog") {
+        return None;
+    }
+    let (kind, cond) = node(select.get("where_clause")?)?;
+    if kind != "AExpr" || name_parts(cond.get("name")?) != ["="] {
+        return None;
+    }
+    let column = cond.pointer("/lexpr/node/ColumnRef/fields")?;
+    if name_parts(column).last().map(String::as_str) != Some("name") {
+        return None;
+    }
+    constant(cond.get("rexpr")?)
 }

@@ -49,10 +49,25 @@ impl StatementGate {
         let conn = &self.connection;
         let mut out = Vec::with_capacity(1 + reads.relations.len() + reads.functions.len());
         for r in &reads.relations {
+            // A view over pg_authid's passwords reads them as surely as a
+            // select of pg_authid does.
+            if portcullis_pg_sql::is_content_catalog(r) {
+                let gateway = Resource::Connection(conn.clone());
+                out.push((sql::action(SqlAction::Admin), gateway, Some(via.clone())));
+            }
             let table = sql::table(conn, r.clone());
             out.push((action, table, Some(via.clone())));
         }
         for f in &reads.functions {
+            // A built-in that only reads needs no grant beneath a view,
+            // as it needs none in the statement itself.
+            let pure = f.split_once('.').is_some_and(|(schema, name)| {
+                portcullis_pg_sql::classify_builtin(Some(schema), name)
+                    == portcullis_pg_sql::BuiltinClass::Pure
+            });
+            if pure {
+                continue;
+            }
             let func = sql::function(conn, f.clone());
             out.push((sql::action(SqlAction::Execute), func, Some(via.clone())));
         }

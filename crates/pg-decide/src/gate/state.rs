@@ -87,28 +87,4 @@ pub(super) fn apply_search_path(state: &mut SessionState, list: &[String], servi
     }
 }
 
-/// Splits a search_path setting such as `"$user", public, "My Schema"`.
-pub(super) fn split_search_path(setting: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = setting.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => out.push(std::mem::take(&mut cur).trim().to_owned()),
-            c if quoted => cur.push(c),
-            c => cur.push(c.to_ascii_lowercase()),
-        }
-    }
-    let last = cur.trim().to_owned();
-    if !last.is_empty() {
-        out.push(last);
-    }
-    out.retain(|s| !s.is_empty());
-    out
-}
+pub(super) use portcullis_pg_sql::split_search_path;

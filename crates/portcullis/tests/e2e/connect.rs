@@ -329,10 +329,19 @@ async fn quote_hiding_client_encodings_are_refused_however_they_are_set() {
         .await
         .unwrap_err();
     assert_eq!(db_error(&e).0, "42501");
-    // By a function the policy lets alice call: the server reports the
-    // change and the gateway ends the session rather than misread it.
+    // By set_config with constants: decided as the SET it is.
     let e = client
         .batch_execute("select set_config('client_encoding', 'SJIS', false)")
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&e).0, "42501");
+    // By set_config of a name the gateway cannot read, which the policy
+    // lets alice call: the server reports the change and the gateway ends
+    // the session rather than misread it.
+    let e = client
+        .batch_execute(
+            "select set_config(n, 'SJIS', false) from (values ('client_encoding')) v(n)",
+        )
         .await
         .unwrap_err();
     let text = format!("{e:?}");

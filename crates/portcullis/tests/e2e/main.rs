@@ -5,6 +5,7 @@
 
 mod audit;
 mod common;
+mod compat;
 mod connect;
 mod identity;
 mod load;
