@@ -20,7 +20,7 @@ use portcullis_core::audit::PolicyIds;
 use portcullis_core::masking::{Masking, SensitiveColumn};
 use portcullis_core::policy::{ContextValue, RequestFacts};
 use portcullis_core::{Action, Identity, PolicyEngine, Resource};
-use portcullis_pg_sql::{quick_literal_free_key, Access, StatementFacts};
+use portcullis_pg_sql::{quick_literal_free_key, Access, Effect, StatementFacts};
 
 /// Per-session gate state.
 pub struct StatementGate {
@@ -131,39 +131,6 @@ impl StatementGate {
         Allowed::new(PolicyIds::default(), self.conservative_plan())
     }
 
-    /// Decides every text that may stand under one prepared statement name
-    /// (the server holds one of them; the gateway cannot always tell
-    /// which): allowed only if each is, with the policies of all and the
-    /// mask plan of the last, the current one.
-    pub fn check_texts<'t>(&mut self, texts: impl IntoIterator<Item = &'t str>) -> GateDecision {
-        let mut policies: Vec<String> = Vec::new();
-        let mut mask = None;
-        for text in texts {
-            match self.check(text) {
-                GateDecision::Allow(a) => {
-                    policies.extend(a.policies().iter().cloned());
-                    mask = a.mask().cloned();
-                }
-                deny @ GateDecision::Deny(_) => return deny,
-            }
-        }
-        policies.sort();
-        policies.dedup();
-        GateDecision::Allow(Allowed::new(policies.into(), mask))
-    }
-
-    /// Decides a Bind of the prepared statement `name` that the adapter
-    /// did not see parsed: a SQL `PREPARE`, or a name the gateway cannot
-    /// place, which is refused rather than forwarded undecided.
-    pub fn check_unparsed_statement(&mut self, name: &str) -> GateDecision {
-        self.check_sql_prepared(name).unwrap_or_else(|| {
-            GateDecision::Deny(Denied::new(
-                format!("portcullis: statement denied: unknown prepared statement \"{name}\""),
-                PolicyIds::default(),
-            ))
-        })
-    }
-
     /// Resolves views through `views`: a statement that touches a view is
     /// also decided on every relation and function beneath it.
     pub fn with_views(mut self, views: Arc<ViewCatalog>) -> Self {
@@ -200,22 +167,6 @@ impl StatementGate {
             .map_or(self.views_generation, |s| s.generation());
         // Both counters only grow, so their sum changes when either does.
         (self.generation + views, self.policy.generation())
-    }
-
-    /// Decides executing the SQL-prepared statement `name` (a protocol Bind
-    /// may name one); `None` if the gate never saw it prepared.
-    pub fn check_sql_prepared(&mut self, name: &str) -> Option<GateDecision> {
-        let facts = self.state.prepared.get(name)?.clone();
-        let mut policies = Vec::new();
-        let text = format!("EXECUTE {name}");
-        if let Err(deny) = self.check_statement(&self.state, &facts, &text, &mut policies) {
-            return Some(deny);
-        }
-        let state = self.state.clone();
-        Some(match self.mask_plan(&state, &[&facts]) {
-            Ok(mask) => GateDecision::Allow(Allowed::new(policies.into(), mask)),
-            Err(deny) => deny,
-        })
     }
 
     /// Decides a statement text (a simple Query or an extended-protocol Parse).
@@ -283,17 +234,26 @@ impl StatementGate {
             }
         };
         let mut policies = Vec::new();
-        let has_effects = analysis
-            .statements
-            .iter()
-            .any(|s| !s.effects.is_empty() || s.redefines_callables);
-        let before = self.state.clone();
-        if !has_effects {
+        // Prepared names change the gate's state only when the server
+        // confirms them; within this text they count in order.
+        let has_effects = analysis.statements.iter().any(|s| {
+            s.redefines_callables
+                || s.effects.iter().any(|e| {
+                    matches!(
+                        e,
+                        Effect::SearchPath(_) | Effect::Prepare { .. } | Effect::Deallocate(_)
+                    )
+                })
+        });
+        let statements: Vec<&StatementFacts> = analysis.statements.iter().collect();
+        let mask = if !has_effects {
             for stmt in &analysis.statements {
                 if let Err(deny) = self.check_statement(&self.state, stmt, sql, &mut policies) {
                     return deny;
                 }
             }
+            let state = self.state.clone();
+            self.mask_plan(&state, &statements)
         } else {
             // The server applies each statement's effects before running the
             // next one in the same text, so decide in order on a scratch
@@ -308,25 +268,24 @@ impl StatementGate {
                     scratch.callables_stale = Some(self.views_generation);
                 }
             }
-            self.state = scratch;
-            self.generation += 1;
-        }
+            // Names resolve as the last statement sees them (PREPAREs in
+            // the same text included).
+            let mask = self.mask_plan(&scratch, &statements);
+            if mask.is_ok() {
+                scratch.prepared = std::mem::take(&mut self.state.prepared);
+                self.state = scratch;
+                self.generation += 1;
+            }
+            mask
+        };
         policies.sort();
         policies.dedup();
-        let statements: Vec<&StatementFacts> = analysis.statements.iter().collect();
-        // Names resolve as the last statement sees them (PREPAREs in the
-        // same text included).
-        let after = self.state.clone();
-        match self.mask_plan(&after, &statements) {
-            Ok(mask) => GateDecision::Allow(Allowed::new(policies.into(), mask)),
-            Err(deny) => {
-                // Nothing runs, so no session effect takes hold.
-                if has_effects {
-                    self.state = before;
-                    self.generation += 1;
-                }
-                deny
-            }
+        match mask {
+            Ok(mask) => GateDecision::Allow(
+                Allowed::new(policies.into(), mask)
+                    .with_names(names::name_changes(statements.iter().copied())),
+            ),
+            Err(deny) => deny,
         }
     }
 
@@ -412,9 +371,13 @@ impl StatementGate {
         let mut accesses: Vec<&Access> = stmt.accesses.iter().collect();
         if let Some(name) = &stmt.executes {
             let prepared = state.prepared.get(name).ok_or_else(|| {
-                deny(format!(
-                    "portcullis: statement denied: unknown prepared statement \"{name}\""
-                ))
+                GateDecision::Deny(
+                    Denied::new(
+                        format!("prepared statement \"{name}\" does not exist"),
+                        PolicyIds::default(),
+                    )
+                    .with_sqlstate("26000"),
+                )
             })?;
             if prepared.unqualified_builtins && !state.catalog_first {
                 return Err(deny("portcullis: statement denied: prepared statement calls functions by unqualified name while pg_catalog is not searched first".into()));
@@ -486,10 +449,12 @@ pub fn test_gate(policies: &str, schemas: &[&str]) -> StatementGate {
 }
 
 mod masking;
+mod names;
 mod parse_cache;
 mod resolve;
 mod state;
 
+pub use names::{Definition, NameChange};
 pub use parse_cache::ParseCache;
 use parse_cache::Parsed;
 use state::{apply, apply_search_path, split_search_path, SessionState};

@@ -80,6 +80,8 @@ impl GateDecision {
 pub struct Allowed {
     policies: PolicyIds,
     rows: RowPolicy,
+    /// Prepared statements and portals its statements define or remove.
+    names: Option<Arc<[crate::gate::NameChange]>>,
 }
 
 impl Allowed {
@@ -89,7 +91,23 @@ impl Allowed {
             Some(plan) => RowPolicy::Masked(plan),
             None => RowPolicy::Clear(ClearRows(())),
         };
-        Self { policies, rows }
+        Self {
+            policies,
+            rows,
+            names: None,
+        }
+    }
+
+    /// With the changes to names its statements make.
+    pub(crate) fn with_names(mut self, names: Option<Arc<[crate::gate::NameChange]>>) -> Self {
+        self.names = names;
+        self
+    }
+
+    /// The prepared statements and portals its statements define or
+    /// remove, each when its statement completes.
+    pub fn name_changes(&self) -> &[crate::gate::NameChange] {
+        self.names.as_deref().unwrap_or_default()
     }
 
     /// The permits that decided, sorted and deduplicated.
@@ -129,13 +147,32 @@ impl Allowed {
 pub struct Denied {
     message: String,
     policies: PolicyIds,
+    sqlstate: &'static str,
 }
 
 impl Denied {
     /// A refusal. Anyone may make one: only an allowance proves anything,
     /// and a denial only ever stops a message.
     pub fn new(message: String, policies: PolicyIds) -> Self {
-        Self { message, policies }
+        Self {
+            message,
+            policies,
+            sqlstate: "42501",
+        }
+    }
+
+    /// With the SQLSTATE the server itself would give (a statement that
+    /// names a prepared statement the server does not hold: 26000), so
+    /// drivers read it as they read the server's.
+    pub fn with_sqlstate(mut self, sqlstate: &'static str) -> Self {
+        self.sqlstate = sqlstate;
+        self
+    }
+
+    /// The SQLSTATE the client gets: 42501 unless the refusal is one the
+    /// server would make itself.
+    pub fn sqlstate(&self) -> &'static str {
+        self.sqlstate
     }
 
     /// One line for the client: what, on what, and which policy.

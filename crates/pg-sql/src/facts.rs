@@ -111,6 +111,10 @@ pub enum Effect {
     },
     /// `DEALLOCATE name`; `None` for `DEALLOCATE ALL` and `DISCARD ALL`.
     Deallocate(Option<String>),
+    /// `DECLARE name CURSOR …`: a portal of that name now exists.
+    Declare(String),
+    /// `CLOSE name`; `None` for `CLOSE ALL` and `DISCARD ALL`.
+    ClosePortal(Option<String>),
 }
 
 /// What one statement does.

@@ -361,7 +361,7 @@ fn classify_actions(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
         "DiscardStmt" => {
             let mut f = facts("discard", w);
             if int_field(body, "target") == DiscardMode::DiscardAll as i64 {
-                f.effects = vec![Effect::Deallocate(None)];
+                f.effects = vec![Effect::Deallocate(None), Effect::ClosePortal(None)];
             }
             f
         }
@@ -402,10 +402,20 @@ fn classify_actions(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
             if let Some(q) = body.get("query") {
                 w.visit(q);
             }
-            facts("declare", w)
+            let mut f = facts("declare", w);
+            f.effects
+                .push(Effect::Declare(str_field(body, "portalname").to_owned()));
+            f
         }
         "FetchStmt" => facts("fetch", w),
-        "ClosePortalStmt" => facts("close", w),
+        "ClosePortalStmt" => {
+            let mut f = facts("close", w);
+            let name = str_field(body, "portalname");
+            f.effects = vec![Effect::ClosePortal(
+                (!name.is_empty()).then(|| name.to_owned()),
+            )];
+            f
+        }
         "ConstraintsSetStmt" => facts("transaction", w),
         "TruncateStmt" => {
             listed_relations(&mut w, body, SqlAction::Truncate);

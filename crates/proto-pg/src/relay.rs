@@ -159,6 +159,8 @@ where
             return Ok(RelayEnd::ClientVanished);
         }
         bytes_in.increment(n as u64);
+        // What the server confirmed so far decides what names hold.
+        tracker.resolve(&pending.take_answered(), gate);
         let mut used = 0;
         let mut terminate = false;
         while let Some(frame) = next_frame(&buf[used..], limits.max_message_bytes)? {
@@ -269,6 +271,8 @@ where
             }
             used += frame.len;
         }
+        // Before the client can see the answers and act on them.
+        pending.answered(tracker.take_answered());
         if used > 0 {
             bytes_out.increment(used as u64);
             write_spliced(client, &buf[..used], &mut replaced).await?;
@@ -342,10 +346,15 @@ fn check_backend_tag(tag: u8) -> Result<(), SessionError> {
 /// the threshold, and the task's next poll polls the upstream side too,
 /// which finds the flag. (A `Notify` cost a lock on every poll of the
 /// task, that is twice a statement, for a signal that almost never fires.)
+///
+/// Answers to name changes travel back the same way: the upstream side
+/// leaves them here before it forwards the responses, and the client side
+/// takes them before it decides the client's next messages.
 #[derive(Default)]
 pub struct Handoff {
     queue: std::sync::Mutex<Vec<Pending>>,
     grown: std::sync::atomic::AtomicBool,
+    answers: std::sync::Mutex<Vec<(u64, bool)>>,
 }
 
 /// Entries waiting in a [`Handoff`] that make the upstream side take them
@@ -388,6 +397,20 @@ impl Handoff {
             // rest of the session.
             queue.shrink_to(HANDOFF_WAKE);
         }
+    }
+
+    /// Leaves the server's answers to name changes for the client side.
+    fn answered(&self, answers: Vec<(u64, bool)>) {
+        if !answers.is_empty() {
+            let mut held = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+            held.extend(answers);
+        }
+    }
+
+    /// Takes the answers left so far.
+    fn take_answered(&self) -> Vec<(u64, bool)> {
+        let mut held = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *held)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {

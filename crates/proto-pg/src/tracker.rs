@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 use crate::error::SessionError;
 
 mod front;
+mod names;
 pub use front::FrontendTracker;
 pub use portcullis_pg_decide::Forward;
 
@@ -47,13 +48,19 @@ pub struct Stmt {
     pub error: Option<String>,
     /// The decision that let it run or stopped it.
     pub decision: Decision,
-    /// Why the gateway refused it; replaces the upstream's error.
-    pub denial: Option<String>,
+    /// Why the gateway refused it, with its SQLSTATE; replaces the
+    /// upstream's error.
+    pub denial: Option<(String, &'static str)>,
     /// How its result rows reach the client (`None`: it was refused, and
     /// no row of it may pass).
     pub rows_policy: Option<RowPolicy>,
     /// What was masked in its results.
     pub masked: MaskCounts,
+    /// Changes to prepared statement and portal names it makes, by the
+    /// statement of its text that makes each (a Parse or Bind: 0).
+    pub changes: Vec<(usize, u64)>,
+    /// Statements of its text the server completed.
+    pub completed: usize,
 }
 
 impl Stmt {
@@ -61,7 +68,7 @@ impl Stmt {
     fn decided(kind: &'static str, text: Arc<str>, decision: &GateDecision) -> Self {
         let (denial, rows_policy) = match decision {
             GateDecision::Allow(a) => (None, Some(a.rows().clone())),
-            GateDecision::Deny(d) => (Some(d.message().to_owned()), None),
+            GateDecision::Deny(d) => (Some((d.message().to_owned(), d.sqlstate())), None),
         };
         Self {
             kind,
@@ -77,6 +84,8 @@ impl Stmt {
             denial,
             rows_policy,
             masked: MaskCounts::default(),
+            changes: Vec::new(),
+            completed: 0,
         }
     }
 
@@ -108,12 +117,12 @@ pub enum Pending {
     /// A Describe the gateway added before an Execute so it knows the
     /// result's columns and formats; its answer is not forwarded.
     MaskDescribe,
-    /// Close, answered by CloseComplete.
-    Close,
+    /// Close, answered by CloseComplete; its change to the names.
+    Close(Option<u64>),
     /// Execute, answered by CommandComplete, PortalSuspended, EmptyQuery or an error.
     Execute(Stmt),
-    /// Sync, answered by ReadyForQuery.
-    Sync,
+    /// Sync, answered by ReadyForQuery; its change to the names.
+    Sync(Option<u64>),
 }
 
 /// Pairs server responses with pending client messages.
@@ -136,6 +145,8 @@ pub struct BackendTracker {
     /// The session's masking scratch space, made at first use (an idle
     /// session holds none).
     scratch: Option<portcullis_core::masking::Scratch>,
+    /// Changes to names the server answered: `(change, held)`.
+    answered: Vec<(u64, bool)>,
 }
 
 /// Said in place of an error field that may quote masked values.
@@ -163,13 +174,33 @@ impl BackendTracker {
     pub fn push(&mut self, items: impl IntoIterator<Item = Pending>) {
         for item in items {
             if self.skipping {
-                if !matches!(item, Pending::Sync) {
+                if !matches!(item, Pending::Sync(_)) {
+                    // The server skips it: whatever it would change, it
+                    // changes nothing.
+                    self.answer(&item, false);
                     continue;
                 }
                 self.skipping = false;
             }
             self.queue.push_back(item);
         }
+    }
+
+    /// Notes the server's answer to every name change of `item`.
+    fn answer(&mut self, item: &Pending, held: bool) {
+        match item {
+            Pending::Query(s) | Pending::Parse(s) | Pending::Bind(s) | Pending::Execute(s) => {
+                self.answered
+                    .extend(s.changes.iter().map(|&(_, id)| (id, held)));
+            }
+            Pending::Close(Some(id)) | Pending::Sync(Some(id)) => self.answered.push((*id, held)),
+            _ => {}
+        }
+    }
+
+    /// The name changes the server answered since the last call.
+    pub fn take_answered(&mut self) -> Vec<(u64, bool)> {
+        std::mem::take(&mut self.answered)
     }
 
     /// Whether something sent is still unanswered.
@@ -417,6 +448,15 @@ impl BackendTracker {
                     Some(Pending::Query(s)) => {
                         s.rows += rows;
                         s.has_rows |= counted;
+                        // This statement of the text completed: its name
+                        // changes hold.
+                        let finished = s.completed;
+                        s.completed += 1;
+                        for &(statement, id) in &s.changes {
+                            if statement == finished {
+                                self.answered.push((id, true));
+                            }
+                        }
                     }
                     Some(Pending::Execute(_)) => {
                         if let Some(Pending::Execute(mut s)) = self.queue.pop_front() {
@@ -443,23 +483,36 @@ impl BackendTracker {
                 self.command_rows = 0;
                 self.status = TransactionStatus::of_ready_for_query(body);
                 match self.queue.pop_front() {
-                    Some(Pending::Query(s)) => done.push(s),
+                    Some(Pending::Query(s)) => {
+                        // Statements after an error never ran.
+                        for &(statement, id) in &s.changes {
+                            if statement >= s.completed {
+                                self.answered.push((id, false));
+                            }
+                        }
+                        done.push(s)
+                    }
                     Some(Pending::Execute(s)) => done.push(s),
+                    Some(sync @ Pending::Sync(_)) => self.answer(&sync, true),
                     _ => {}
                 }
             }
             b'1' => self.pop_if(|p| matches!(p, Pending::Parse(_))),
             b'2' => self.pop_if(|p| matches!(p, Pending::Bind(_))),
-            b'3' => self.pop_if(|p| matches!(p, Pending::Close)),
+            b'3' => self.pop_if(|p| matches!(p, Pending::Close(_))),
             b'T' | b'n' => self.pop_if(|p| matches!(p, Pending::Describe)),
             b'c' => self.copy = None,
             _ => {}
         }
     }
 
+    /// Pops the front entry if it is what a response answers: its name
+    /// changes hold.
     fn pop_if(&mut self, pred: impl Fn(&Pending) -> bool) {
         if self.queue.front().is_some_and(pred) {
-            self.queue.pop_front();
+            if let Some(item) = self.queue.pop_front() {
+                self.answer(&item, true);
+            }
         }
     }
 
@@ -473,11 +526,11 @@ impl BackendTracker {
         let mut text = format!("{}: {}", e.code().unwrap_or("?"), e.message().unwrap_or(""));
         let mut replacement = None;
         if let Some(Pending::Query(s) | Pending::Parse(s) | Pending::Bind(s)) = self.queue.front() {
-            if let Some(denial) = &s.denial {
+            if let Some((denial, code)) = &s.denial {
                 // The upstream failed our stand-in; the client hears why.
                 let mut out = BytesMut::new();
-                encode::error_response(&mut out, Severity::Error, "42501", denial);
-                text = format!("42501: {denial}");
+                encode::error_response(&mut out, Severity::Error, code, denial);
+                text = format!("{code}: {denial}");
                 replacement = Some(out);
             }
         }
@@ -487,22 +540,26 @@ impl BackendTracker {
                 s.error.get_or_insert(text);
             }
             // An error at Sync (say, a failed commit) answers no statement.
-            Some(Pending::Sync) | None => {}
+            Some(Pending::Sync(_)) | None => {}
             Some(_) => {
-                if let Some(
-                    Pending::Parse(mut s) | Pending::Bind(mut s) | Pending::Execute(mut s),
-                ) = self.queue.pop_front()
-                {
-                    s.error = Some(text);
-                    done.push(s);
+                if let Some(item) = self.queue.pop_front() {
+                    self.answer(&item, false);
+                    if let Pending::Parse(mut s) | Pending::Bind(mut s) | Pending::Execute(mut s) =
+                        item
+                    {
+                        s.error = Some(text);
+                        done.push(s);
+                    }
                 }
                 // The server now skips everything up to Sync, including what
                 // the client has not sent yet.
                 while let Some(p) = self.queue.front() {
-                    if matches!(p, Pending::Sync) {
+                    if matches!(p, Pending::Sync(_)) {
                         break;
                     }
-                    self.queue.pop_front();
+                    if let Some(item) = self.queue.pop_front() {
+                        self.answer(&item, false);
+                    }
                 }
                 self.skipping = self.queue.is_empty();
             }

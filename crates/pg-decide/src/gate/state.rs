@@ -13,9 +13,9 @@ pub(super) struct SessionState {
     pub(super) schemas: Vec<String>,
     /// False once a search_path put another schema before pg_catalog.
     pub(super) catalog_first: bool,
-    /// SQL-level prepared statements (PREPARE … AS …). A name prepared
-    /// twice keeps the union of both: the gateway cannot see which one the
-    /// server accepted.
+    /// SQL-level prepared statements (PREPARE … AS …) the server holds or
+    /// may hold, as the adapter's ledger says (several possible
+    /// definitions merged into one).
     pub(super) prepared: HashMap<String, StatementFacts>,
     /// Set by a statement that created or renamed something a field
     /// selection can call, with the catalog generation of that moment:
@@ -24,7 +24,10 @@ pub(super) struct SessionState {
     pub(super) callables_stale: Option<u64>,
 }
 
-/// Applies a statement's session effects to `state`.
+/// Applies a statement's session effects to `state`. Prepared names
+/// change here only within one text (the server runs its statements in
+/// order); across texts they change when the server confirms them (see
+/// `names.rs`).
 pub(super) fn apply(state: &mut SessionState, stmt: &StatementFacts, service_user: &str) {
     for effect in &stmt.effects {
         match effect {
@@ -32,28 +35,9 @@ pub(super) fn apply(state: &mut SessionState, stmt: &StatementFacts, service_use
             // Back to the default: a path the state already holds.
             Effect::SearchPath(None) => {}
             Effect::Prepare { name, facts } => match state.prepared.get_mut(name) {
-                // PREPARE of a taken name fails on the server, unless the
-                // old one was deallocated in a way we could not see: keep both.
-                Some(old) => {
-                    old.accesses.extend(facts.accesses.iter().cloned());
-                    old.accesses.sort();
-                    old.accesses.dedup();
-                    old.unqualified_builtins |= facts.unqualified_builtins;
-                    old.builtin_names
-                        .extend(facts.builtin_names.iter().cloned());
-                    old.attribute_names
-                        .extend(facts.attribute_names.iter().cloned());
-                    // Either text may be the one the server holds: what its
-                    // outputs read can no longer be told by name.
-                    old.outputs.columns = None;
-                    old.outputs.only_plain_outputs = false;
-                    old.outputs.conditions_opaque = true;
-                    old.outputs.has_conditions = true;
-                    old.outputs.references_opaque = true;
-                    if old.outputs.copy_out.is_none() {
-                        old.outputs.copy_out = facts.outputs.copy_out.clone();
-                    }
-                }
+                // PREPARE of a taken name fails on the server: the text
+                // stops there, so later statements never see this one.
+                Some(_) => {}
                 None => {
                     state.prepared.insert(name.clone(), (**facts).clone());
                 }
@@ -62,7 +46,29 @@ pub(super) fn apply(state: &mut SessionState, stmt: &StatementFacts, service_use
                 state.prepared.remove(name);
             }
             Effect::Deallocate(None) => state.prepared.clear(),
+            Effect::Declare(_) | Effect::ClosePortal(_) => {}
         }
+    }
+}
+
+/// Widens `old` to cover `other` too: either may be the one the server
+/// holds, so what the outputs read can no longer be told by name.
+pub(super) fn merge_prepared(old: &mut StatementFacts, other: &StatementFacts) {
+    old.accesses.extend(other.accesses.iter().cloned());
+    old.accesses.sort();
+    old.accesses.dedup();
+    old.unqualified_builtins |= other.unqualified_builtins;
+    old.builtin_names
+        .extend(other.builtin_names.iter().cloned());
+    old.attribute_names
+        .extend(other.attribute_names.iter().cloned());
+    old.outputs.columns = None;
+    old.outputs.only_plain_outputs = false;
+    old.outputs.conditions_opaque = true;
+    old.outputs.has_conditions = true;
+    old.outputs.references_opaque = true;
+    if old.outputs.copy_out.is_none() {
+        old.outputs.copy_out = other.outputs.copy_out.clone();
     }
 }
 

@@ -110,18 +110,36 @@ fn pg_catalog_after_another_schema_disables_builtin_shortcuts() {
     ));
 }
 
+/// What `PREPARE … AS <sql>` defines, as the adapter's ledger hands it over.
+fn sql_definition(sql: &str) -> Definition {
+    let mut a = portcullis_pg_sql::analyze(sql).unwrap();
+    Definition::Sql(Arc::new(a.statements.remove(0)))
+}
+
 #[test]
 fn sql_prepared_statements_carry_their_pairs_to_execute() {
     let mut g = gate(&["public"]);
     assert!(denied(&mut g, "prepare p as select * from api_keys").contains("public.api_keys"));
-    assert!(denied(&mut g, "execute p").contains("unknown prepared statement"));
+    assert!(denied(&mut g, "execute p").contains("does not exist"));
+    let GateDecision::Allow(a) = g.check("prepare q as select * from users") else {
+        panic!("allowed")
+    };
+    // The decision names the change; the gate itself waits for the
+    // adapter to say the server holds it.
+    assert_eq!(a.name_changes().len(), 1);
+    assert!(denied(&mut g, "execute q").contains("does not exist"));
+    g.set_prepared("q", &[sql_definition("select * from users")]);
+    assert!(matches!(g.check("execute q"), GateDecision::Allow(_)));
+    // Within one text the server runs them in order.
     assert!(matches!(
-        g.check("prepare q as select * from users"),
+        g.check("prepare r as select 1; execute r"),
         GateDecision::Allow(_)
     ));
-    assert!(matches!(g.check("execute q"), GateDecision::Allow(_)));
-    assert!(matches!(g.check("deallocate q"), GateDecision::Allow(_)));
-    assert!(denied(&mut g, "execute q").contains("unknown prepared statement"));
+    assert!(
+        denied(&mut g, "prepare s as select 1; deallocate s; execute s").contains("does not exist")
+    );
+    g.set_prepared("q", &[]);
+    assert!(denied(&mut g, "execute q").contains("does not exist"));
 }
 
 #[test]
@@ -150,29 +168,45 @@ fn a_search_path_set_earlier_in_the_same_text_counts() {
 }
 
 #[test]
-fn a_redefined_prepared_name_keeps_every_text() {
+fn a_name_with_several_possible_definitions_is_decided_for_each() {
     let mut g = gate(&["public"]);
-    assert!(matches!(
-        g.check("prepare p as select 1"),
-        GateDecision::Allow(_)
-    ));
-    // The server rejects this duplicate; the gate cannot know, so p may be either.
-    assert!(denied(&mut g, "prepare p as select * from api_keys").contains("api_keys"));
-    assert!(matches!(
-        g.check("prepare q as select 1"),
-        GateDecision::Allow(_)
-    ));
-    assert!(matches!(
-        g.check("prepare q as select * from users"),
-        GateDecision::Allow(_)
-    ));
-    assert!(matches!(g.check("reset all"), GateDecision::Allow(_)));
-    assert!(
-        matches!(g.check("execute q"), GateDecision::Allow(_)),
-        "prepared statements survive RESET ALL"
+    // The server may have rejected the second as a duplicate, or not.
+    g.set_prepared(
+        "q",
+        &[
+            sql_definition("select 1"),
+            sql_definition("select * from api_keys"),
+        ],
     );
-    assert!(matches!(g.check("discard all"), GateDecision::Allow(_)));
-    assert!(denied(&mut g, "execute q").contains("unknown prepared statement"));
+    assert!(denied(&mut g, "execute q").contains("api_keys"));
+    g.set_prepared(
+        "q",
+        &[
+            sql_definition("select 1"),
+            sql_definition("select * from users"),
+        ],
+    );
+    assert!(matches!(g.check("execute q"), GateDecision::Allow(_)));
+    // A protocol-level definition among them: EXECUTE cannot be decided.
+    g.set_prepared(
+        "q",
+        &[
+            sql_definition("select 1"),
+            Definition::Text(Arc::from("select 2")),
+        ],
+    );
+    assert!(denied(&mut g, "execute q").contains("does not exist"));
+    // A Bind of such a name is decided for both texts.
+    let both = [
+        Definition::Text(Arc::from("select 1")),
+        Definition::Text(Arc::from("select * from api_keys")),
+    ];
+    assert!(matches!(g.check_definitions(&both), GateDecision::Deny(_)));
+    let both = [
+        Definition::Text(Arc::from("select 1")),
+        sql_definition("select * from users"),
+    ];
+    assert!(matches!(g.check_definitions(&both), GateDecision::Allow(_)));
 }
 
 #[test]

@@ -71,6 +71,21 @@ fn same_both_ways(gw: &Gateway, what: &str, args: &[&str], input: Option<&str>) 
     assert_eq!(direct.stdout, through.stdout, "{what}: outputs differ");
 }
 
+/// Fails on the first line where `through` differs from `direct`.
+fn assert_same(what: &str, part: &str, direct: &str, through: &str) {
+    let mut d = direct.lines();
+    let mut t = through.lines();
+    for line in 1.. {
+        match (d.next(), t.next()) {
+            (None, None) => return,
+            (a, b) if a == b => continue,
+            (a, b) => {
+                panic!("{what}: {part} differ at line {line}:\n direct:  {a:?}\n gateway: {b:?}")
+            }
+        }
+    }
+}
+
 #[test]
 fn psql_meta_commands_answer_as_directly() {
     let gw = compat_gateway();
@@ -135,8 +150,8 @@ fn captured_tool_statements_answer_as_directly() {
             &args,
             Some(&script),
         );
-        assert_eq!(direct.stderr, through.stderr, "{name}: errors differ");
-        assert_eq!(direct.stdout, through.stdout, "{name}: outputs differ");
+        assert_same(&name, "errors", &direct.stderr, &through.stderr);
+        assert_same(&name, "outputs", &direct.stdout, &through.stdout);
     }
 }
 

@@ -339,9 +339,7 @@ async fn quote_hiding_client_encodings_are_refused_however_they_are_set() {
     // lets alice call: the server reports the change and the gateway ends
     // the session rather than misread it.
     let e = client
-        .batch_execute(
-            "select set_config(n, 'SJIS', false) from (values ('client_encoding')) v(n)",
-        )
+        .batch_execute("select set_config(n, 'SJIS', false) from (values ('client_encoding')) v(n)")
         .await
         .unwrap_err();
     let text = format!("{e:?}");

@@ -10,6 +10,7 @@ mod connect;
 mod identity;
 mod load;
 mod masking;
+mod names;
 mod policy;
 mod relay;
 mod robustness;

@@ -6,18 +6,38 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use portcullis_pg_decide::gate::Definition;
 use portcullis_pg_decide::{
     Allowed, Denied, Forward, GateDecision, Permit, StandIn, StatementGate,
 };
+use portcullis_pg_sql::Effect;
 use portcullis_pg_wire::{FrontendMessage, Param, Target};
 
+use super::names::{Change, Ledger};
 use super::{Pending, Stmt};
 use crate::error::SessionError;
 
-/// Texts remembered under one statement name before further reuse is refused.
-const MAX_TEXTS_PER_NAME: usize = 16;
 /// Longest parameter value kept in the record; longer ones are cut.
 pub(super) const PARAM_RECORD_LIMIT: usize = 1024;
+
+/// What a portal name holds.
+#[derive(Clone)]
+enum PortalDef {
+    /// A Bind of a decided statement.
+    Bound(Arc<Portal>),
+    /// A cursor DECLAREd in a query, decided as its own statement.
+    Cursor,
+}
+
+impl PartialEq for PortalDef {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (PortalDef::Bound(a), PortalDef::Bound(b)) => Arc::ptr_eq(a, b),
+            (PortalDef::Cursor, PortalDef::Cursor) => true,
+            _ => false,
+        }
+    }
+}
 
 struct Portal {
     text: Arc<str>,
@@ -26,22 +46,24 @@ struct Portal {
     allowed: Allowed,
 }
 
-#[derive(Clone)]
-struct Prepared {
-    text: Arc<str>,
-    allowed: Allowed,
-    /// Earlier texts parsed under the same name: the server rejects a
-    /// second Parse of a taken name, but the gateway cannot see whether the
-    /// first one succeeded, so it keeps deciding for all of them.
-    older: Vec<Arc<str>>,
-    /// The gate generation the decision was made under.
+/// The last decision of a Bind of one prepared statement name, kept while
+/// the name's definition and the gate's generation stay the same.
+struct BindCache {
+    definition: Definition,
     generation: (u64, u64),
+    allowed: Allowed,
 }
 
-/// Prepared statements and portals as the client defined them.
+/// Prepared statements and portals as the server confirmed them.
 pub struct FrontendTracker {
-    statements: HashMap<Arc<str>, Prepared>,
-    portals: HashMap<Arc<str>, Portal>,
+    statements: Ledger<Definition>,
+    portals: Ledger<PortalDef>,
+    binds: HashMap<Arc<str>, BindCache>,
+    /// Numbers the changes sent, so the server's answers can settle them.
+    next_change: u64,
+    /// Counts Syncs and Queries sent: an error makes the server skip
+    /// messages only up to the next one.
+    stretch: u64,
     max_statements: usize,
 }
 
@@ -49,10 +71,57 @@ impl FrontendTracker {
     /// A tracker allowing at most `max_statements` named prepared statements.
     pub fn new(max_statements: usize) -> Self {
         Self {
-            statements: HashMap::new(),
-            portals: HashMap::new(),
+            statements: Ledger::default(),
+            portals: Ledger::default(),
+            binds: HashMap::new(),
+            next_change: 0,
+            stretch: 0,
             max_statements,
         }
+    }
+
+    fn change_id(&mut self) -> u64 {
+        self.next_change += 1;
+        self.next_change
+    }
+
+    /// Settles changes the server answered: `(change, held)`.
+    pub fn resolve(&mut self, answers: &[(u64, bool)], gate: &mut StatementGate) {
+        for &(change, held) in answers {
+            if let Some(touched) = self.statements.resolve(change, held) {
+                self.sync_gate(touched, gate);
+            } else {
+                self.portals.resolve(change, held);
+            }
+        }
+    }
+
+    /// Tells the gate what `EXECUTE name` may run now (`None`: any name).
+    fn sync_gate(&mut self, name: Option<Arc<str>>, gate: &mut StatementGate) {
+        let names = match name {
+            Some(n) => vec![n],
+            None => {
+                let mut all = self.statements.names();
+                all.extend(gate.prepared_names().into_iter().map(Arc::from));
+                all
+            }
+        };
+        for n in names {
+            let defs = self.statements.all_candidates(&n);
+            if gate.knows_prepared(&n) || defs.iter().any(|d| matches!(d, Definition::Sql(_))) {
+                gate.set_prepared(&n, &defs);
+            }
+        }
+    }
+
+    /// Notes a change to the statement namespace, sent as change `id`.
+    fn statement_change(&mut self, id: u64, change: Change<Definition>, gate: &mut StatementGate) {
+        let touched = match &change {
+            Change::Define(n, _) | Change::Remove(n) => Some(n.clone()),
+            Change::RemoveAll => None,
+        };
+        self.statements.sent(id, self.stretch, change);
+        self.sync_gate(touched, gate);
     }
 
     /// Notes a client message, decides statements through `gate`, and
@@ -65,18 +134,7 @@ impl FrontendTracker {
         gate: &mut StatementGate,
     ) -> Result<Forward, SessionError> {
         match msg {
-            FrontendMessage::Query { sql } => {
-                let decision = gate.check(sql);
-                out.push(Pending::Query(Stmt::decided(
-                    "query",
-                    Arc::from(*sql),
-                    &decision,
-                )));
-                Ok(match decision {
-                    GateDecision::Allow(a) => Forward::AsIs(a.permit()),
-                    GateDecision::Deny(d) => Forward::Instead(StandIn::denied_query(&d)),
-                })
-            }
+            FrontendMessage::Query { sql } => Ok(self.on_query(sql, out, gate)),
             FrontendMessage::Parse { name, sql, .. } => self.on_parse(name, sql, out, gate),
             FrontendMessage::Bind {
                 portal,
@@ -85,83 +143,61 @@ impl FrontendTracker {
                 params,
                 ..
             } => {
-                let (name, text, decision) = self.bind_decision(statement, gate);
+                let (text, decision) = self.bind_decision(statement, gate);
+                let name: Arc<str> = Arc::from(*statement);
                 let rendered = Arc::new(render_params(param_formats, params));
                 let mut s = Stmt::decided("bind", text.clone(), &decision);
                 s.prepared_name = Some(name.clone());
                 s.params = Some(rendered.clone());
-                out.push(Pending::Bind(s));
                 Ok(match decision {
                     GateDecision::Allow(allowed) => {
                         let permit = allowed.permit();
-                        self.portals.insert(
-                            Arc::from(*portal),
-                            Portal {
-                                text,
-                                statement: name,
-                                params: rendered,
-                                allowed,
-                            },
-                        );
+                        let id = self.change_id();
+                        let bound = Portal {
+                            text,
+                            statement: name,
+                            params: rendered,
+                            allowed,
+                        };
+                        let def = PortalDef::Bound(Arc::new(bound));
+                        self.portals
+                            .sent(id, self.stretch, Change::Define(Arc::from(*portal), def));
+                        s.changes.push((0, id));
+                        out.push(Pending::Bind(s));
                         Forward::AsIs(permit)
                     }
                     GateDecision::Deny(d) => {
-                        self.portals.remove(*portal);
+                        out.push(Pending::Bind(s));
                         Forward::Instead(StandIn::denied_bind(&d, portal))
                     }
                 })
             }
             FrontendMessage::Execute { portal, max_rows } => {
-                let (s, allowed) = match self.portals.get(*portal) {
-                    Some(p) => {
-                        let mut s = Stmt::allowed("execute", p.text.clone(), &p.allowed);
-                        s.prepared_name = Some(p.statement.clone());
-                        s.params = Some(p.params.clone());
-                        (s, p.allowed.clone())
-                    }
-                    // A portal the tracker never bound (a DECLAREd cursor's
-                    // name): its query was decided as its own statement.
-                    None => {
-                        let allowed = gate.check_unbound_portal();
-                        (Stmt::allowed("execute", Arc::from(""), &allowed), allowed)
-                    }
-                };
-                let forward = if allowed.mask().is_some() {
-                    // Rows of an Execute carry no description; ask for the
-                    // portal's (with its result formats) right before it.
-                    out.push(Pending::MaskDescribe);
-                    Forward::Instead(StandIn::described_execute(
-                        allowed.permit(),
-                        portal,
-                        *max_rows,
-                    ))
-                } else {
-                    Forward::AsIs(allowed.permit())
-                };
-                out.push(Pending::Execute(s));
-                Ok(forward)
+                Ok(self.on_execute(portal, *max_rows, out, gate))
             }
             FrontendMessage::Describe { .. } => {
                 out.push(Pending::Describe);
                 inert(msg)
             }
             FrontendMessage::Close { target, name } => {
+                let id = self.change_id();
+                let name: Arc<str> = Arc::from(*name);
                 match target {
-                    Target::Statement => {
-                        self.statements.remove(*name);
-                    }
-                    Target::Portal => {
-                        self.portals.remove(*name);
-                    }
+                    Target::Statement => self.statement_change(id, Change::Remove(name), gate),
+                    Target::Portal => self.portals.sent(id, self.stretch, Change::Remove(name)),
                 }
-                out.push(Pending::Close);
+                out.push(Pending::Close(Some(id)));
                 inert(msg)
             }
             FrontendMessage::Sync => {
-                // The unnamed portal does not survive the transaction's end;
-                // forgetting it here is harmless and bounds the map.
-                self.portals.remove("");
-                out.push(Pending::Sync);
+                // The unnamed portal does not outlive the transaction; the
+                // gateway forgets it at every Sync (an Execute of a portal
+                // it does not know is decided as a cursor's, conservatively).
+                let id = self.change_id();
+                self.portals
+                    .sent(id, self.stretch, Change::Remove(Arc::from("")));
+                self.stretch += 1;
+                out.push(Pending::Sync(Some(id)));
                 inert(msg)
             }
             FrontendMessage::Flush
@@ -178,6 +214,92 @@ impl FrontendTracker {
         }
     }
 
+    fn on_query(&mut self, sql: &str, out: &mut Vec<Pending>, gate: &mut StatementGate) -> Forward {
+        let decision = gate.check(sql);
+        let mut s = Stmt::decided("query", Arc::from(sql), &decision);
+        let forward = match &decision {
+            GateDecision::Allow(a) => {
+                for change in a.name_changes() {
+                    let id = self.change_id();
+                    self.sql_name_change(id, &change.effect, gate);
+                    s.changes.push((change.statement, id));
+                }
+                Forward::AsIs(a.permit())
+            }
+            GateDecision::Deny(d) => Forward::Instead(StandIn::denied_query(d)),
+        };
+        out.push(Pending::Query(s));
+        // A query ends at its own ReadyForQuery: an error in it makes the
+        // server skip nothing after it.
+        self.stretch += 1;
+        forward
+    }
+
+    /// Notes a SQL statement's change to the names, sent as change `id`.
+    fn sql_name_change(&mut self, id: u64, effect: &Effect, gate: &mut StatementGate) {
+        match effect {
+            Effect::Prepare { name, facts } => {
+                let def = Definition::Sql(Arc::new((**facts).clone()));
+                self.statement_change(id, Change::Define(Arc::from(name.as_str()), def), gate);
+            }
+            Effect::Deallocate(Some(name)) => {
+                self.statement_change(id, Change::Remove(Arc::from(name.as_str())), gate)
+            }
+            Effect::Deallocate(None) => self.statement_change(id, Change::RemoveAll, gate),
+            Effect::Declare(name) => self.portals.sent(
+                id,
+                self.stretch,
+                Change::Define(Arc::from(name.as_str()), PortalDef::Cursor),
+            ),
+            Effect::ClosePortal(Some(name)) => {
+                self.portals
+                    .sent(id, self.stretch, Change::Remove(Arc::from(name.as_str())))
+            }
+            Effect::ClosePortal(None) => self.portals.sent(id, self.stretch, Change::RemoveAll),
+            Effect::SearchPath(_) => {}
+        }
+    }
+
+    fn on_execute(
+        &mut self,
+        portal: &str,
+        max_rows: i32,
+        out: &mut Vec<Pending>,
+        gate: &mut StatementGate,
+    ) -> Forward {
+        let candidates = self.portals.candidates(portal, self.stretch);
+        let (s, allowed) = match candidates.as_slice() {
+            [Some(PortalDef::Bound(p))] => {
+                let mut s = Stmt::allowed("execute", p.text.clone(), &p.allowed);
+                s.prepared_name = Some(p.statement.clone());
+                s.params = Some(p.params.clone());
+                (s, p.allowed.clone())
+            }
+            // A cursor DECLAREd in a query (its query was decided as its own
+            // statement), a portal the gateway does not know, or one the
+            // server may hold in more than one form: its rows are masked as
+            // if they read every masked column.
+            _ => {
+                let allowed = gate.check_unbound_portal();
+                (Stmt::allowed("execute", Arc::from(""), &allowed), allowed)
+            }
+        };
+        let forward = if allowed.mask().is_some() {
+            // Rows of an Execute carry no description; ask for the
+            // portal's (with its result formats) right before it.
+            out.push(Pending::MaskDescribe);
+            Forward::Instead(StandIn::described_execute(
+                allowed.permit(),
+                portal,
+                max_rows,
+            ))
+        } else {
+            Forward::AsIs(allowed.permit())
+        };
+        out.push(Pending::Execute(s));
+        forward
+    }
+
     fn on_parse(
         &mut self,
         name: &str,
@@ -186,8 +308,8 @@ impl FrontendTracker {
         gate: &mut StatementGate,
     ) -> Result<Forward, SessionError> {
         if !name.is_empty()
-            && !self.statements.contains_key(name)
-            && self.statements.len() >= self.max_statements
+            && !self.statements.may_hold(name)
+            && self.statements.len_bound() >= self.max_statements
         {
             return Err(SessionError::not_allowed(format!(
                 "too many prepared statements (limit {})",
@@ -196,78 +318,82 @@ impl FrontendTracker {
         }
         let text: Arc<str> = Arc::from(sql);
         let key: Arc<str> = Arc::from(name);
-        let older: Vec<Arc<str>> = match self.statements.get(name).filter(|_| !name.is_empty()) {
-            Some(p) => p.older.iter().cloned().chain([p.text.clone()]).collect(),
-            None => Vec::new(),
-        };
-        let decision = if older.len() >= MAX_TEXTS_PER_NAME {
-            GateDecision::Deny(Denied::new(
-                format!("portcullis: statement denied: prepared statement name \"{name}\" reused too often"),
-                Default::default(),
-            ))
-        } else {
-            gate.check(sql)
-        };
+        let decision = gate.check(sql);
         let mut s = Stmt::decided("parse", text.clone(), &decision);
         s.prepared_name = Some(key.clone());
-        out.push(Pending::Parse(s));
         Ok(match decision {
             GateDecision::Allow(allowed) => {
                 let permit = allowed.permit();
-                self.statements.insert(
-                    key,
-                    Prepared {
-                        text,
-                        allowed,
-                        older,
-                        generation: gate.generation(),
-                    },
-                );
+                let id = self.change_id();
+                self.statement_change(id, Change::Define(key, Definition::Text(text)), gate);
+                s.changes.push((0, id));
+                out.push(Pending::Parse(s));
                 Forward::AsIs(permit)
             }
             // The server never gets the statement, so it can never be
             // bound or executed under this name.
-            GateDecision::Deny(d) => Forward::Instead(StandIn::denied_parse(&d, name)),
+            GateDecision::Deny(d) => {
+                out.push(Pending::Parse(s));
+                Forward::Instead(StandIn::denied_parse(&d, name))
+            }
         })
     }
 
-    /// What a Bind of `statement` would run, re-deciding it when the
-    /// session or the policies changed since it was decided: PostgreSQL
-    /// re-resolves a prepared statement's names when the search_path
-    /// changes. A name the tracker never parsed may be a SQL PREPARE; one
-    /// the gate cannot place either is refused.
+    /// What a Bind of `statement` would run: the text it runs (for the
+    /// record) and the decision, made for every definition the server
+    /// may hold under the name, and again whenever the session or the
+    /// policies changed since (PostgreSQL re-resolves a prepared
+    /// statement's names when the search_path changes).
     fn bind_decision(
         &mut self,
         statement: &str,
         gate: &mut StatementGate,
-    ) -> (Arc<str>, Arc<str>, GateDecision) {
-        let Some((key, prepared)) = self
+    ) -> (Arc<str>, GateDecision) {
+        let candidates: Vec<Definition> = self
             .statements
-            .get_key_value(statement)
-            .map(|(k, v)| (k.clone(), v.clone()))
-        else {
-            let decision = gate.check_unparsed_statement(statement);
-            let text = Arc::from(format!("EXECUTE {statement}"));
-            return (Arc::from(statement), text, decision);
-        };
-        if prepared.generation == gate.generation() {
-            let text = prepared.text.clone();
-            return (key, text, GateDecision::Allow(prepared.allowed));
-        }
-        let texts: Vec<Arc<str>> = prepared
-            .older
-            .iter()
-            .cloned()
-            .chain([prepared.text.clone()])
+            .candidates(statement, self.stretch)
+            .into_iter()
+            .flatten()
             .collect();
-        let decision = gate.check_texts(texts.iter().map(|t| &**t));
-        if let GateDecision::Allow(allowed) = &decision {
-            let mut updated = prepared.clone();
-            updated.allowed = allowed.clone();
-            updated.generation = gate.generation();
-            self.statements.insert(key.clone(), updated);
+        let text = match candidates.as_slice() {
+            [Definition::Text(t)] => t.clone(),
+            _ => Arc::from(format!("EXECUTE {statement}")),
+        };
+        if let [only] = candidates.as_slice() {
+            if let Some(c) = self.binds.get(statement) {
+                if c.definition == *only && c.generation == gate.generation() {
+                    return (text, GateDecision::Allow(c.allowed.clone()));
+                }
+            }
         }
-        (key, prepared.text, decision)
+        if candidates.is_empty() {
+            let denied = Denied::new(
+                format!("prepared statement \"{statement}\" does not exist"),
+                Default::default(),
+            )
+            .with_sqlstate("26000");
+            return (text, GateDecision::Deny(denied));
+        }
+        let decision = gate.check_definitions(&candidates);
+        match (&decision, candidates.as_slice()) {
+            (GateDecision::Allow(allowed), [only]) => {
+                if self.binds.len() >= self.max_statements.max(16) {
+                    self.binds.clear();
+                }
+                self.binds.insert(
+                    Arc::from(statement),
+                    BindCache {
+                        definition: only.clone(),
+                        generation: gate.generation(),
+                        allowed: allowed.clone(),
+                    },
+                );
+            }
+            _ => {
+                self.binds.remove(statement);
+            }
+        }
+        (text, decision)
     }
 }
 
