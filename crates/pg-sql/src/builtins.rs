@@ -64,6 +64,12 @@ pub fn classify_builtin(schema: Option<&str>, name: &str) -> BuiltinClass {
     }
 }
 
+/// Whether some built-in called `name` returns a set: in a target list it
+/// changes how many rows come back.
+pub fn returns_set(name: &str) -> bool {
+    pg15::SET_RETURNING.binary_search(&name).is_ok()
+}
+
 /// Whether the unqualified (or `pg_catalog.`) function `name` may be
 /// called under `select` with no `execute` grant.
 pub fn is_builtin_safe(name: &str) -> bool {
@@ -79,6 +85,9 @@ mod tests {
         for table in [pg15::PG_CATALOG, pg15::INFORMATION_SCHEMA] {
             assert!(table.windows(2).all(|w| w[0].0 < w[1].0));
         }
+        assert!(pg15::SET_RETURNING.windows(2).all(|w| w[0] < w[1]));
+        assert!(returns_set("generate_series") && returns_set("unnest"));
+        assert!(!returns_set("lower"));
     }
 
     #[test]

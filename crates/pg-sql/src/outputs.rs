@@ -83,6 +83,9 @@ const CONDITION_KEYS: &[&str] = &[
     "distinct_clause",
     "window_clause",
     "join_condition",
+    // how many rows come back
+    "limit_count",
+    "limit_offset",
 ];
 
 /// Reads the output facts of one top-level statement node.
@@ -377,6 +380,42 @@ enum OutputRef {
     Position(usize),
 }
 
+/// The part of an expression node whose value steers more than its own
+/// output: the arguments of a set-returning function (how many rows), of a
+/// function with effects or of a user's function (it may act on them or
+/// quote them in an error), a `CASE` branch's test, a simple `CASE`'s
+/// subject, and what a cast to a type other than text converts (it may
+/// fail quoting the value).
+fn influencing_arguments(m: &serde_json::Map<String, Value>) -> Option<&Value> {
+    if m.contains_key("funcname") && m.contains_key("agg_star") {
+        let parts = name_parts(m.get("funcname")?);
+        let (schema, name) = match parts.as_slice() {
+            [name] => (None, name.as_str()),
+            [.., schema, name] => (Some(schema.as_str()), name.as_str()),
+            [] => return m.get("args"),
+        };
+        let builtin = matches!(schema, None | Some("pg_catalog"));
+        let steers = (builtin && crate::builtins::returns_set(name))
+            || crate::builtins::classify_builtin(schema, name) != crate::BuiltinClass::Pure;
+        return steers.then(|| m.get("args")).flatten();
+    }
+    if let Some(when) = m.get("CaseWhen") {
+        return when.get("expr");
+    }
+    if let Some(case) = m.get("CaseExpr") {
+        return case.get("arg").filter(|a| !a.is_null());
+    }
+    if let Some(cast) = m.get("TypeCast") {
+        let target = name_parts(cast.pointer("/type_name/names").unwrap_or(&Value::Null));
+        let textual = matches!(
+            target.last().map(String::as_str),
+            Some("text" | "varchar" | "bpchar" | "name" | "unknown")
+        );
+        return (!textual).then(|| cast.get("arg")).flatten();
+    }
+    None
+}
+
 #[derive(Default)]
 struct ConditionScan {
     found: bool,
@@ -399,6 +438,12 @@ impl ConditionScan {
                         self.column_ref(c, sortish);
                         return;
                     }
+                }
+                if let Some(args) = influencing_arguments(m) {
+                    // What these read decides how many rows come back, or
+                    // acts on it, or may fail quoting it: a condition.
+                    self.found = true;
+                    self.visit(args, true, false);
                 }
                 for (k, child) in m {
                     let cond = CONDITION_KEYS.contains(&k.as_str());

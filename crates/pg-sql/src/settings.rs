@@ -44,21 +44,29 @@ const PROTECTED: &[&str] = &[
 const ONLY_ON: &[&str] = &["default_transaction_read_only", "transaction_read_only"];
 
 /// Whether a setting's value may be a secret (a connection string with a
-/// password, a command line, a key's location): reading one needs
-/// `execute` on `current_setting`.
+/// password, a command line, a key or its location), so reading it needs
+/// `execute` on `current_setting`. Every custom setting (`app.jwt_secret`,
+/// `anon.salt`: a dotted name) counts: what applications keep there is
+/// theirs to say, and PostgREST keeps its JWT secret there.
 pub(crate) fn is_secret_setting(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    [
-        "conninfo",
-        "command",
-        "passphrase",
-        "password",
-        "secret",
-        "token",
-        "key_file",
-    ]
-    .iter()
-    .any(|s| name.contains(s))
+    name == "all"
+        || name.contains('.')
+        || [
+            "conninfo",
+            "command",
+            "passphrase",
+            "pass",
+            "pwd",
+            "secret",
+            "token",
+            "key",
+            "salt",
+            "credential",
+            "private",
+        ]
+        .iter()
+        .any(|s| name.contains(s))
 }
 
 fn protected(name: &str) -> bool {
@@ -68,11 +76,27 @@ fn protected(name: &str) -> bool {
     })
 }
 
-fn is_off(value: &str) -> bool {
-    matches!(
-        value.to_ascii_lowercase().as_str(),
-        "off" | "false" | "0" | "no" | "of" | "f" | "n"
-    )
+/// A boolean setting's value as PostgreSQL's `parse_bool` reads it: any
+/// unambiguous prefix of `true`, `false`, `yes`, `no`, and `on`, `off`
+/// (two letters at least), `1`, `0`, in any case; `None` otherwise.
+pub(crate) fn parse_bool(value: &str) -> Option<bool> {
+    let v = value.to_ascii_lowercase();
+    let prefix_of = |word: &str| !v.is_empty() && word.starts_with(v.as_str());
+    match v.as_str() {
+        "1" => Some(true),
+        "0" => Some(false),
+        "on" => Some(true),
+        "of" | "off" => Some(false),
+        _ if prefix_of("true") || prefix_of("yes") => Some(true),
+        _ if prefix_of("false") || prefix_of("no") => Some(false),
+        _ => None,
+    }
+}
+
+/// Whether `values` set a boolean surely on: anything the gateway cannot
+/// read as `true` counts as switching it off.
+fn surely_on(values: &[String]) -> bool {
+    !values.is_empty() && values.iter().all(|v| parse_bool(v) == Some(true))
 }
 
 /// Decides setting `name` (lower case) to `values` (`None`: back to the
@@ -93,11 +117,11 @@ pub(crate) fn change(
     let Some(values) = values else {
         return Ok((name == "search_path").then_some(Effect::SearchPath(None)));
     };
-    if protected(name) || (ONLY_ON.contains(&name) && values.iter().any(|v| is_off(v))) {
+    if protected(name) || (ONLY_ON.contains(&name) && !surely_on(values)) {
         w.push(SqlAction::Admin, Object::Connection);
     }
     match name {
-        "standard_conforming_strings" if values.iter().any(|v| is_off(v)) || values.is_empty() => {
+        "standard_conforming_strings" if !surely_on(values) => {
             return Err(Unclassifiable::Unsafe(
                 "standard_conforming_strings must stay on: the gateway reads statements the way the server does".into(),
             ))

@@ -247,6 +247,14 @@ fn facts(kind: &'static str, w: Walker) -> StatementFacts {
 pub(crate) fn classify(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
     settings::refuse_unsafe_set_config(tree)?;
     let mut f = classify_actions(tree)?;
+    if crate::walk::reads_secret_column(tree, &f.accesses) {
+        f.accesses.push(Access {
+            action: SqlAction::Admin,
+            object: Object::Connection,
+        });
+        f.accesses.sort();
+        f.accesses.dedup();
+    }
     f.literal_sensitive |= has_copy_or_positions(tree);
     if let Some((kind, body)) = node(tree) {
         f.redefines_callables |= REDEFINES_CALLABLES.contains(&kind);
@@ -276,6 +284,7 @@ fn classify_actions(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
                 facts("ddl", w)
             } else {
                 w.setting_by_filter = crate::walk::setting_named_by_filter(body);
+                w.filter_target = w.setting_by_filter.is_some();
                 w.visit(body);
                 facts("select", w)
             }
@@ -357,7 +366,16 @@ fn classify_actions(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
             }
         }
         "VariableSetStmt" => return set(body),
-        "VariableShowStmt" => facts("show", w),
+        "VariableShowStmt" => {
+            // SHOW reads what current_setting reads.
+            if settings::is_secret_setting(str_field(body, "name")) {
+                w.push(
+                    SqlAction::Execute,
+                    Object::Function(Name::new(Some("pg_catalog"), "current_setting")),
+                );
+            }
+            facts("show", w)
+        }
         "DiscardStmt" => {
             let mut f = facts("discard", w);
             if int_field(body, "target") == DiscardMode::DiscardAll as i64 {

@@ -15,28 +15,38 @@ use crate::settings;
 /// Catalog relations that expose other tables' contents (statistics hold
 /// sampled column values), other sessions, secrets or the server's files:
 /// reading them is administration. The service role may be a superuser,
-/// so the server's own privilege checks are no guard.
-const CONTENT_CATALOGS: &[&str] = &[
-    // password verifiers, user mappings' options, configuration files
-    "pg_authid",
-    "pg_shadow",
-    "pg_user_mapping",
-    "pg_user_mappings",
-    "pg_hba_file_rules",
-    "pg_ident_file_mappings",
-    "pg_file_settings",
+/// so the server's own privilege checks are no guard. `None` as the schema:
+/// `pg_catalog`, or unqualified (resolved there first); `Some("*")`: any
+/// schema (extensions install where they are told).
+const CONTENT_CATALOGS: &[(Option<&str>, &str)] = &[
+    // password verifiers, user mappings' and subscriptions' connection
+    // options, role and database settings, configuration files
+    (None, "pg_authid"),
+    (None, "pg_shadow"),
+    (None, "pg_user_mapping"),
+    (None, "pg_user_mappings"),
+    // (pg_subscription, pg_db_role_setting, pg_roles and pg_user hold
+    // secrets in one column each: see SECRET_COLUMNS)
+    (None, "pg_hba_file_rules"),
+    (None, "pg_ident_file_mappings"),
+    (None, "pg_file_settings"),
+    (Some("information_schema"), "user_mapping_options"),
+    (Some("information_schema"), "_pg_user_mappings"),
     // pg_settings stays readable: pg_dump and admin tools read it. Its
     // secret values (primary_conninfo) show only to superusers and members
     // of pg_read_all_settings, which a service role should not be.
     // other sessions of the shared service role, with their query text
-    "pg_stat_activity",
-    "pg_stat_statements",
-    "pg_statistic",
-    "pg_stats",
-    "pg_stats_ext",
-    "pg_stats_ext_exprs",
-    "pg_statistic_ext_data",
-    "pg_largeobject",
+    (None, "pg_stat_activity"),
+    (Some("*"), "pg_stat_statements"),
+    (Some("*"), "pg_stat_statements_info"),
+    (Some("*"), "pg_stat_monitor"),
+    // sampled column values of every table
+    (None, "pg_statistic"),
+    (None, "pg_stats"),
+    (None, "pg_stats_ext"),
+    (None, "pg_stats_ext_exprs"),
+    (None, "pg_statistic_ext_data"),
+    (None, "pg_largeobject"),
 ];
 
 #[derive(Default)]
@@ -52,6 +62,9 @@ pub(crate) struct Walker {
     /// The setting a `pg_settings` filter names (see
     /// [`setting_named_by_filter`]).
     pub(crate) setting_by_filter: Option<String>,
+    /// Whether the call it names is still to be met (only the first, in
+    /// the top-level target list, may use it).
+    pub(crate) filter_target: bool,
     /// Whether a locking clause (`FOR UPDATE`, `FOR SHARE`, …) appears.
     pub(crate) locks_rows: bool,
     /// CTE names visible at the current point, innermost last.
@@ -94,11 +107,102 @@ pub(crate) fn is_set(m: &Value, key: &str) -> bool {
     }
 }
 
+/// Catalog relations whose other columns tools read (pg_dump counts
+/// subscriptions; psql lists roles), with the one column that holds
+/// connection passwords or applications' secret settings: reading that
+/// column, or the whole row, is administration.
+const SECRET_COLUMNS: &[(&str, &str)] = &[
+    ("pg_subscription", "subconninfo"),
+    ("pg_db_role_setting", "setconfig"),
+    ("pg_roles", "rolconfig"),
+    ("pg_user", "useconfig"),
+];
+
+/// Whether `tree` may read a secret column of a catalog it reads: by
+/// name, by `*`, or as a whole row (`s`, `(s).subconninfo`, `row_to_json(s)`).
+pub(crate) fn reads_secret_column(tree: &Value, accesses: &[Access]) -> bool {
+    let read: Vec<&(&str, &str)> = SECRET_COLUMNS
+        .iter()
+        .filter(|(rel, _)| {
+            accesses.iter().any(|a| {
+                matches!(&a.object, Object::Table(n)
+                    if n.name == *rel && n.schema.as_deref().is_none_or(|s| s == "pg_catalog"))
+            })
+        })
+        .collect();
+    if read.is_empty() {
+        return false;
+    }
+    // The names a whole row goes by: the relation's and its aliases.
+    let mut row_names: Vec<String> = read.iter().map(|(rel, _)| (*rel).to_owned()).collect();
+    aliases_of(tree, &read, &mut row_names);
+    let mut found = false;
+    scan_for_secrets(tree, &read, &row_names, &mut found);
+    found
+}
+
+/// The aliases the relations of `read` go by, anywhere in `v`.
+fn aliases_of(v: &Value, read: &[&(&str, &str)], rows: &mut Vec<String>) {
+    match v {
+        Value::Array(a) => a.iter().for_each(|x| aliases_of(x, read, rows)),
+        Value::Object(m) => {
+            if let Some(rel) = m.get("relname").and_then(Value::as_str) {
+                if read.iter().any(|(r, _)| *r == rel) {
+                    if let Some(alias) = v.pointer("/alias/aliasname").and_then(Value::as_str) {
+                        rows.push(alias.to_owned());
+                    }
+                }
+            }
+            m.values().for_each(|x| aliases_of(x, read, rows));
+        }
+        _ => {}
+    }
+}
+
+fn scan_for_secrets(v: &Value, read: &[&(&str, &str)], rows: &[String], found: &mut bool) {
+    match v {
+        Value::Array(a) => a
+            .iter()
+            .for_each(|x| scan_for_secrets(x, read, rows, found)),
+        Value::Object(m) => {
+            if let Some(fields) = m.get("ColumnRef").and_then(|c| c.get("fields")) {
+                let star = fields
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|x| node(x).is_some_and(|(k, _)| k == "AStar")));
+                let parts = name_parts(fields);
+                let secret = parts.iter().any(|p| read.iter().any(|(_, c)| p == c));
+                let whole_row = matches!(parts.as_slice(), [one] if rows.contains(one));
+                *found |= star || secret || whole_row;
+            }
+            if let Some(fields) = m.get("AIndirection").and_then(|i| i.get("indirection")) {
+                *found |= name_parts(fields)
+                    .iter()
+                    .any(|p| read.iter().any(|(_, c)| p == c));
+            }
+            m.values()
+                .for_each(|x| scan_for_secrets(x, read, rows, found));
+        }
+        _ => {}
+    }
+}
+
 /// Whether the relation `schema.name` (or an unqualified name, resolved in
-/// pg_catalog first) is a catalog whose reading is administration.
+/// pg_catalog first) is a catalog whose reading is administration. Every
+/// TOAST relation is: its chunks are the raw, compressed values of a table
+/// whose own rules and masks they would bypass.
 pub fn is_content_catalog(qualified: &str) -> bool {
     let (schema, name) = qualified.rsplit_once('.').unwrap_or(("", qualified));
-    (schema.is_empty() || schema == "pg_catalog") && CONTENT_CATALOGS.contains(&name)
+    if schema == "pg_toast" || schema.starts_with("pg_toast_temp_") {
+        return true;
+    }
+    CONTENT_CATALOGS.iter().any(|(s, n)| {
+        *n == name
+            && match s {
+                None => schema.is_empty() || schema == "pg_catalog",
+                Some("*") => true,
+                Some(s) => schema == *s,
+            }
+    })
 }
 
 impl Walker {
@@ -365,7 +469,16 @@ impl Walker {
             ("set_config", [setting, Some(value), Some(_)]) => {
                 // pg_dump's `SELECT set_config(name, 'v', false) FROM
                 // pg_settings WHERE name = 'x'` names its setting by filter.
-                let Some(setting) = setting.as_ref().or(self.setting_by_filter.as_ref()) else {
+                let by_filter = || {
+                    // Only `set_config(name, …)` itself, where the filter
+                    // leaves one value in `name`.
+                    let first = call.get("args")?.as_array()?.first()?;
+                    let column = first.pointer("/node/ColumnRef/fields")?;
+                    (name_parts(column) == ["name"] && std::mem::take(&mut self.filter_target))
+                        .then(|| self.setting_by_filter.clone())
+                        .flatten()
+                };
+                let Some(setting) = setting.clone().or_else(by_filter) else {
                     return false;
                 };
                 let setting = setting.to_ascii_lowercase();
@@ -429,6 +542,15 @@ pub(crate) fn constant(v: &Value) -> Option<String> {
 /// The setting a `SELECT … FROM pg_settings WHERE name = 'x'` is about:
 /// its `name` column holds only `x` there.
 pub(crate) fn setting_named_by_filter(select: &Value) -> Option<String> {
+    // One output: the call itself, not a subquery holding another.
+    let targets = select.get("target_list")?.as_array()?;
+    let [target] = targets.as_slice() else {
+        return None;
+    };
+    let call = target.pointer("/node/ResTarget/val/node/FuncCall")?;
+    if name_parts(call.get("funcname")?).last().map(String::as_str) != Some("set_config") {
+        return None;
+    }
     let from = select.get("from_clause")?.as_array()?;
     let [only] = from.as_slice() else { return None };
     let (_, rv) = node(only)?;

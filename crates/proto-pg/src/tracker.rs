@@ -149,9 +149,10 @@ pub struct BackendTracker {
     answered: Vec<(u64, bool)>,
 }
 
-/// Said in place of an error field that may quote masked values.
+/// Said in place of an error or notice text of a statement that reads
+/// masked columns: any of its texts may quote a masked value.
 const DETAIL_WITHHELD: &str =
-    "(withheld by portcullis: it may quote masked values; the SQLSTATE is the server's)";
+    "portcullis: text withheld: the statement reads masked columns, and the server's text may quote their values; the SQLSTATE is the server's";
 
 impl BackendTracker {
     /// A tracker that masks results with `masking`, when it is active.
@@ -402,11 +403,11 @@ impl BackendTracker {
         let fields: Vec<(u8, String)> = ErrorFields::new(body)
             .iter()
             .map(|(code, value)| {
-                // DETAIL, CONTEXT and HINT quote values (a duplicate key, a
-                // COPY line); a message quotes a value in double quotes
-                // (`invalid input syntax for type integer: "…"`).
-                let quotes =
-                    matches!(code, b'D' | b'W' | b'H') || (code == b'M' && value.contains('"'));
+                // Any text may quote a value: DETAIL and CONTEXT (a
+                // duplicate key, a COPY line), HINT, the message (`invalid
+                // input syntax for type integer: "…"`, `date field value out
+                // of range: 2020-13-01`), and the internal query.
+                let quotes = matches!(code, b'M' | b'D' | b'W' | b'H' | b'q');
                 if withhold && quotes {
                     changed = true;
                     return (code, DETAIL_WITHHELD.to_owned());

@@ -31,15 +31,20 @@ pub enum OnDerived {
     Deny,
 }
 
-/// What to do with conditions (WHERE, JOIN, ORDER BY, GROUP BY, …) on a
-/// column the reader may not unmask.
+/// What to do with conditions on a column the reader may not unmask:
+/// WHERE, JOIN, HAVING, ORDER BY, GROUP BY, DISTINCT, LIMIT and OFFSET,
+/// CASE tests, set-returning functions in the target list, functions with
+/// effects or of users, and casts to types other than text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnPredicate {
-    /// Let them run (the reader can learn about values by filtering).
-    #[default]
+    /// Let them run: the weaker choice. The reader learns about masked
+    /// values by filtering, sorting, grouping, limiting, branching on them
+    /// or passing them to functions that act (`where ssn like '1%'`
+    /// answers one bit per row).
     Allow,
-    /// Refuse the statement.
+    /// Refuse the statement (the default).
+    #[default]
     Deny,
 }
 

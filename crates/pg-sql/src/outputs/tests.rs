@@ -120,3 +120,46 @@ fn writes_list_what_they_read() {
     assert!(f.referenced.contains(&"email".to_owned()));
     assert!(facts("create table t3 as select * from users").references_opaque);
 }
+
+/// Whatever steers which or how many rows come back, acts on a value or
+/// may fail quoting it counts as a condition on what it reads.
+#[test]
+fn influence_beyond_where_counts_as_a_condition() {
+    for (sql, read) in [
+        ("select id from t limit length(ssn)", "ssn"),
+        (
+            "select id from t offset (select length(ssn) from t limit 1)",
+            "ssn",
+        ),
+        ("select generate_series(1, length(ssn)) from t", "ssn"),
+        ("select unnest(string_to_array(ssn, '-')) from t", "ssn"),
+        ("select pg_sleep(length(ssn)) from t", "ssn"),
+        ("select pg_notify('c', ssn) from t", "ssn"),
+        ("select my_logger(ssn) from t", "ssn"),
+        (
+            "select case when ssn like '1%' then 1 else 0 end from t",
+            "ssn",
+        ),
+        ("select case ssn when 'x' then 1 end from t", "ssn"),
+        ("select ssn::int from t", "ssn"),
+        ("select cast(ssn as date) from t", "ssn"),
+        ("select id from t fetch first length(ssn) rows only", "ssn"),
+    ] {
+        let f = facts(sql);
+        assert!(f.has_conditions, "{sql}");
+        assert!(
+            f.conditions_opaque || f.condition_names.iter().any(|n| n == read),
+            "{sql}: {:?}",
+            f.condition_names
+        );
+    }
+    for sql in [
+        "select upper(ssn), ssn::text, ssn::varchar(20), count(ssn) from t",
+        "select id::text from t",
+    ] {
+        assert!(
+            !facts(sql).condition_names.iter().any(|n| n == "ssn"),
+            "{sql}"
+        );
+    }
+}

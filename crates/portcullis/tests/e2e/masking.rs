@@ -515,11 +515,24 @@ async fn errors_notifications_and_copies_cannot_carry_values_out() {
     assert!(!out.ok);
     // The message names the constraint in quotes and the detail quotes the
     // key: both are withheld; the SQLSTATE stays the server's.
-    assert!(
-        out.stderr.contains("withheld by portcullis"),
-        "{}",
-        out.stderr
+    assert!(out.stderr.contains("text withheld"), "{}", out.stderr);
+    // A failing cast quotes the value in the server's own message.
+    let cast = "select ssn::int from pii order by id limit 1";
+    cluster().superuser_sql("app", "grant select on pii to trust_user");
+    let direct = psql(
+        &format!(
+            "host=127.0.0.1 port={} dbname=app user=trust_user",
+            cluster().port()
+        ),
+        "",
+        &["-c", cast],
+        None,
     );
+    assert!(direct.stderr.contains(&p1.ssn), "{}", direct.stderr);
+    let out = psql(&conninfo, ALICE_TOKEN, &["-c", cast], None);
+    assert!(!out.ok);
+    assert!(out.stderr.contains("text withheld"), "{}", out.stderr);
+    assert!(!out.stderr.contains(&p1.ssn), "{}", out.stderr);
     // A notification's payload goes through the detectors.
     let out = psql(
         &conninfo,
