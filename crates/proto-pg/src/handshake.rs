@@ -28,6 +28,10 @@ pub enum Opening {
         pid: i32,
         /// Gateway-issued secret.
         secret: i32,
+        /// The client's connection: closed only once the cancel is
+        /// delivered, as the server does, since clients take the close to
+        /// mean it is done.
+        stream: Stream,
     },
 }
 
@@ -87,7 +91,13 @@ pub async fn open(
                 stream = accept_tls(tcp, cfg).await?;
             }
             StartupPacket::GssEncRequest => stream.write_all(b"N").await?,
-            StartupPacket::Cancel { pid, secret } => return Ok(Opening::Cancel { pid, secret }),
+            StartupPacket::Cancel { pid, secret } => {
+                return Ok(Opening::Cancel {
+                    pid,
+                    secret,
+                    stream,
+                })
+            }
             StartupPacket::Startup {
                 minor_version,
                 params,

@@ -170,8 +170,14 @@ impl PgAdapter {
         };
         let mut hello = match opening {
             Opening::Session(h) => h,
-            Opening::Cancel { pid, secret } => {
+            Opening::Cancel {
+                pid,
+                secret,
+                stream,
+            } => {
                 self.forward_cancel(pid, secret, peer).await;
+                // Only now: the client takes the close as "delivered".
+                drop(stream);
                 return None;
             }
         };
@@ -321,10 +327,32 @@ impl PgAdapter {
             Ok(()) => {
                 let pending = relay::Handoff::default();
                 let limits = &self.cfg.limits;
-                let outcome = tokio::select! {
-                    r = relay::client_to_upstream(client_r, upstream_w, &pending, limits, &health, &mut gate) => r,
-                    r = relay::upstream_to_client(upstream_r, &mut client_w, up.leftover, &pending, &mut tracker, limits, &mut log) => r,
-                    refusal = stop.stopped() => Err(refusal.into()),
+                let outcome = {
+                    let to_client = relay::upstream_to_client(
+                        upstream_r,
+                        &mut client_w,
+                        up.leftover,
+                        &pending,
+                        &mut tracker,
+                        limits,
+                        &mut log,
+                    );
+                    tokio::pin!(to_client);
+                    let mut outcome = tokio::select! {
+                        r = relay::client_to_upstream(client_r, upstream_w, &pending, limits, &health, &mut gate) => r,
+                        r = &mut to_client => r,
+                        refusal = stop.stopped() => Err(refusal.into()),
+                    };
+                    if matches!(outcome, Ok(RelayEnd::ClientTerminated)) {
+                        // The server finishes what it runs, answers it, and only
+                        // then reads Terminate and closes: relay that first, so
+                        // the client meets the answers before the end.
+                        outcome = tokio::select! {
+                            r = &mut to_client => r.map(|_| RelayEnd::ClientTerminated),
+                            refusal = stop.stopped() => Err(refusal.into()),
+                        };
+                    }
+                    outcome
                 };
                 // What was sent but not yet met by a response is unfinished too.
                 pending.drain_into(&mut tracker);

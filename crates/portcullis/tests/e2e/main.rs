@@ -12,5 +12,6 @@ mod load;
 mod masking;
 mod names;
 mod policy;
+mod protocol;
 mod relay;
 mod robustness;

@@ -1,0 +1,114 @@
+//! Protocol fidelity: where drivers rely on the server's exact behaviour
+//! (the order of the end of a session, when a cancel counts as delivered),
+//! the gateway behaves as the server does. Each test runs the same steps
+//! straight against PostgreSQL first, so it checks the server's behaviour
+//! is the one asserted.
+
+use bytes::BytesMut;
+use portcullis_pg_wire::encode;
+use portcullis_testkit::ALICE_TOKEN;
+
+use crate::common::*;
+
+/// Logs in straight to the upstream as a role it trusts.
+fn direct() -> (Raw, (i32, i32)) {
+    let mut raw = Raw::connect(cluster().port());
+    let mut out = BytesMut::new();
+    encode::startup_message(&mut out, &[("user", "trust_user"), ("database", "app")]);
+    raw.send(&out);
+    let key = until_ready(&mut raw);
+    (raw, key)
+}
+
+/// Through the gateway as alice.
+fn through(port: u16) -> (Raw, (i32, i32)) {
+    let mut raw = Raw::connect(port);
+    let mut out = BytesMut::new();
+    encode::startup_message(&mut out, &[("user", "raw"), ("database", "app-db")]);
+    raw.send(&out);
+    assert!(matches!(raw.read_msg(), Some((b'R', _))));
+    let mut out = BytesMut::new();
+    encode::password(&mut out, ALICE_TOKEN.as_bytes());
+    raw.send(&out);
+    let key = until_ready(&mut raw);
+    (raw, key)
+}
+
+/// Reads to ReadyForQuery; returns the BackendKeyData seen.
+fn until_ready(raw: &mut Raw) -> (i32, i32) {
+    let mut key = (0, 0);
+    while let Some((tag, body)) = raw.read_msg() {
+        assert_ne!(tag, b'E', "{:?}", error_fields(&body));
+        if tag == b'K' {
+            key = (
+                i32::from_be_bytes(body[0..4].try_into().unwrap()),
+                i32::from_be_bytes(body[4..8].try_into().unwrap()),
+            );
+        }
+        if tag == b'Z' {
+            return key;
+        }
+    }
+    panic!("closed before ReadyForQuery");
+}
+
+/// A query and Terminate in one write: the server answers the query, then
+/// closes. The client must meet every answer before the end.
+#[test]
+fn terminate_after_a_running_query_is_answered_before_the_close() {
+    let gw = app_gateway();
+    let sessions: [(&str, Raw); 2] = [
+        ("directly", direct().0),
+        ("through the gateway", through(gw.pg_port).0),
+    ];
+    for (how, mut raw) in sessions {
+        let mut out = BytesMut::new();
+        encode::query(&mut out, "select 42 from pg_sleep(0.3)");
+        encode::terminate(&mut out);
+        raw.send(&out);
+        let mut tags = Vec::new();
+        while let Some((tag, _)) = raw.read_msg() {
+            tags.push(tag);
+        }
+        assert!(
+            tags.contains(&b'C') && tags.contains(&b'Z'),
+            "{how}: the connection ended before the answer: {:?}",
+            String::from_utf8_lossy(&tags)
+        );
+    }
+}
+
+/// Drivers (pgJDBC always) send a CancelRequest and wait for the server
+/// to close that connection before they go on. A cancel of an idle
+/// session must then be over: it may not cancel the next statement.
+#[test]
+fn a_cancel_is_delivered_before_its_connection_closes() {
+    let gw = app_gateway();
+    for round in 0..5 {
+        for (how, port, (mut raw, key)) in [
+            ("directly", cluster().port(), direct()),
+            ("through the gateway", gw.pg_port, through(gw.pg_port)),
+        ] {
+            let mut cancel = Raw::connect(port);
+            let mut out = BytesMut::new();
+            encode::cancel_request(&mut out, key.0, key.1);
+            cancel.send(&out);
+            // The close is the client's only sign the cancel is done.
+            assert!(cancel.is_closed());
+            let mut out = BytesMut::new();
+            encode::query(&mut out, "select 1 from pg_sleep(0.2)");
+            raw.send(&out);
+            while let Some((tag, body)) = raw.read_msg() {
+                assert_ne!(
+                    tag,
+                    b'E',
+                    "{how}, round {round}: the next statement was cancelled: {:?}",
+                    error_fields(&body)
+                );
+                if tag == b'Z' {
+                    break;
+                }
+            }
+        }
+    }
+}
