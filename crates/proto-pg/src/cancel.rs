@@ -1,5 +1,9 @@
-//! Cancel keys: the gateway hands each client its own key and maps it to the
-//! upstream backend's, so the upstream key never leaves the gateway.
+//! Cancel keys: the gateway hands each client the upstream backend's real
+//! process id (drivers compare it with `pg_backend_pid()` and notification
+//! senders, and pools pass it to `pg_terminate_backend`) with a secret of
+//! its own, and maps the pair to the upstream's key, so the upstream's
+//! secret never leaves the gateway. Two upstream servers may share a
+//! process id; the pair is what is looked up.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,7 +12,6 @@ use crate::upstream::Upstream;
 
 #[derive(Clone)]
 struct Entry {
-    secret: i32,
     upstream: Arc<Upstream>,
     upstream_key: (i32, i32),
 }
@@ -16,62 +19,63 @@ struct Entry {
 /// Live cancel keys of every session of one listener.
 #[derive(Clone, Default)]
 pub struct CancelRegistry {
-    inner: Arc<Mutex<HashMap<i32, Entry>>>,
+    inner: Arc<Mutex<HashMap<(i32, i32), Entry>>>,
 }
 
 /// Removes its key when the session ends.
 pub struct CancelKeyGuard {
     registry: CancelRegistry,
-    pid: i32,
+    key: (i32, i32),
 }
 
 impl CancelRegistry {
-    /// Issues a fresh client-facing key for a session on `upstream`.
+    /// Issues the client-facing key for a session on `upstream`: the
+    /// backend's process id and a fresh secret.
     pub fn issue(
         &self,
         upstream: Arc<Upstream>,
         upstream_key: (i32, i32),
     ) -> ((i32, i32), CancelKeyGuard) {
         let mut map = self.lock();
+        let pid = upstream_key.0;
         loop {
-            let pid = rand::random::<i32>() & i32::MAX;
-            if pid == 0 || map.contains_key(&pid) {
+            let key = (pid, rand::random::<i32>());
+            // Never the upstream's own secret, and never a key in use.
+            if key.1 == upstream_key.1 || map.contains_key(&key) {
                 continue;
             }
-            let secret = rand::random::<i32>();
             map.insert(
-                pid,
+                key,
                 Entry {
-                    secret,
                     upstream,
                     upstream_key,
                 },
             );
             return (
-                (pid, secret),
+                key,
                 CancelKeyGuard {
                     registry: self.clone(),
-                    pid,
+                    key,
                 },
             );
         }
     }
 
     /// The upstream and its key for a client's cancel key, if it is live.
+    /// Secrets are random per session; a wrong one is a guess.
     pub fn resolve(&self, pid: i32, secret: i32) -> Option<(Arc<Upstream>, (i32, i32))> {
         let map = self.lock();
-        let e = map.get(&pid)?;
-        // Secrets are random per session; a mismatch is a guess.
-        (e.secret == secret).then(|| (e.upstream.clone(), e.upstream_key))
+        let e = map.get(&(pid, secret))?;
+        Some((e.upstream.clone(), e.upstream_key))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(i32, i32), Entry>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl Drop for CancelKeyGuard {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.pid);
+        self.registry.lock().remove(&self.key);
     }
 }

@@ -112,3 +112,77 @@ fn a_cancel_is_delivered_before_its_connection_closes() {
         }
     }
 }
+
+/// The client's BackendKeyData carries the upstream's real process id, as
+/// `pg_backend_pid()` and notifications report it; the secret is the
+/// gateway's, and a cancel with the right pid but another secret is a
+/// guess that does nothing.
+#[test]
+fn the_client_sees_one_backend_identity() {
+    let gw = app_gateway();
+    let (mut raw, key) = through(gw.pg_port);
+    let mut out = BytesMut::new();
+    encode::query(
+        &mut out,
+        "listen portcullis_ch; notify portcullis_ch; select pg_backend_pid()",
+    );
+    raw.send(&out);
+    let (mut reported, mut notified) = (None, None);
+    while let Some((tag, body)) = raw.read_msg() {
+        assert_ne!(tag, b'E', "{:?}", error_fields(&body));
+        match tag {
+            b'A' => notified = Some(i32::from_be_bytes(body[0..4].try_into().unwrap())),
+            b'D' => {
+                let text = String::from_utf8_lossy(&body[6..]).into_owned();
+                reported = Some(text.parse::<i32>().unwrap());
+            }
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        reported,
+        Some(key.0),
+        "pg_backend_pid() and BackendKeyData differ"
+    );
+    assert_eq!(
+        notified,
+        Some(key.0),
+        "the notification's sender is not this backend"
+    );
+
+    // A wrong secret with the right pid cancels nothing.
+    let mut out = BytesMut::new();
+    encode::query(&mut out, "select 1 from pg_sleep(0.3)");
+    raw.send(&out);
+    let mut cancel = Raw::connect(gw.pg_port);
+    let mut guess = BytesMut::new();
+    encode::cancel_request(&mut guess, key.0, key.1.wrapping_add(1));
+    cancel.send(&guess);
+    assert!(cancel.is_closed());
+    while let Some((tag, body)) = raw.read_msg() {
+        assert_ne!(
+            tag,
+            b'E',
+            "a guessed secret cancelled: {:?}",
+            error_fields(&body)
+        );
+        if tag == b'Z' {
+            break;
+        }
+    }
+    // Pools test a connection by terminating its own pid.
+    let mut out = BytesMut::new();
+    encode::query(&mut out, &format!("select pg_terminate_backend({})", key.0));
+    raw.send(&out);
+    let mut terminated = false;
+    while let Some((tag, body)) = raw.read_msg() {
+        if tag == b'E' {
+            terminated |= error_fields(&body).0 == "57P01";
+        }
+    }
+    assert!(
+        terminated,
+        "pg_terminate_backend of the session's own pid did not end it"
+    );
+}
