@@ -226,6 +226,11 @@ impl StatementGate {
     fn decide(&mut self, sql: &str, parsed: &Parsed) -> GateDecision {
         let analysis = match parsed.as_ref() {
             Ok(a) => a,
+            Err(e @ portcullis_pg_sql::Unclassifiable::Parse(_)) => {
+                return GateDecision::Deny(Denied::unparsable(format!(
+                    "portcullis: statement denied: {e}"
+                )))
+            }
             Err(e) => {
                 return GateDecision::Deny(Denied::new(
                     format!("portcullis: statement denied: {e}"),

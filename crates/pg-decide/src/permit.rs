@@ -51,6 +51,11 @@ const POISON: &str = "PORTCULLIS DENIED THIS STATEMENT";
 /// fails on the server without running anything.
 const POISON_STATEMENT: &str = "\u{1}portcullis denied";
 
+/// The statement name of a syntax probe: no client can bind it, since the
+/// probe closes it in the same breath (and a Bind of a name the gateway
+/// never saw defined is refused anyway).
+const SYNTAX_PROBE: &str = "\u{1}portcullis syntax probe";
+
 /// The gate's answer for one statement.
 #[derive(Debug, Clone)]
 pub enum GateDecision {
@@ -148,6 +153,9 @@ pub struct Denied {
     message: String,
     policies: PolicyIds,
     sqlstate: &'static str,
+    /// PostgreSQL's grammar rejects the text: the server's own syntax
+    /// error is the answer the client should get.
+    unparsable: bool,
 }
 
 impl Denied {
@@ -158,7 +166,21 @@ impl Denied {
             message,
             policies,
             sqlstate: "42501",
+            unparsable: false,
         }
+    }
+
+    /// A refusal of a text PostgreSQL's grammar rejects.
+    pub(crate) fn unparsable(message: String) -> Self {
+        Self {
+            unparsable: true,
+            ..Self::new(message, PolicyIds::default())
+        }
+    }
+
+    /// Whether the grammar rejected the text (see [`StandIn::syntax_probe`]).
+    pub fn is_unparsable(&self) -> bool {
+        self.unparsable
     }
 
     /// With the SQLSTATE the server itself would give (a statement that
@@ -238,6 +260,31 @@ impl StandIn {
         let mut out = BytesMut::new();
         encode::query(&mut out, POISON);
         StandIn(out)
+    }
+
+    /// In place of a query the grammar rejects: a Parse of its text under
+    /// a statement name of the gateway's, closed at once, then Sync. Parse
+    /// runs nothing, so the server answers with its own syntax error (code,
+    /// message and position) and nothing else happens; should it accept
+    /// the text after all, the statement is closed unused and the client
+    /// gets the gateway's refusal. Only for a [`Denied::is_unparsable`].
+    ///
+    /// A Parse of the poison text follows, so the exchange fails either
+    /// way and the server skips what the client sends next up to its Sync,
+    /// as the client expects after an error. `sync`: end with a Sync (in
+    /// place of a simple Query, which has its own ReadyForQuery).
+    pub fn syntax_probe(denied: &Denied, sql: &str, sync: bool) -> Option<StandIn> {
+        if !denied.unparsable {
+            return None;
+        }
+        let mut out = BytesMut::new();
+        encode::parse(&mut out, SYNTAX_PROBE, sql);
+        encode::close(&mut out, b'S', SYNTAX_PROBE);
+        encode::parse(&mut out, SYNTAX_PROBE, POISON);
+        if sync {
+            encode::sync(&mut out);
+        }
+        Some(StandIn(out))
     }
 
     /// A Parse of `name` that fails on the server, so nothing can ever be

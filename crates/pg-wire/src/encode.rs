@@ -165,6 +165,19 @@ pub fn bind(buf: &mut BytesMut, portal: &str, statement: &str) {
     });
 }
 
+/// Close of a prepared statement (`b'S'`) or portal (`b'P'`).
+pub fn close(buf: &mut BytesMut, target: u8, name: &str) {
+    tagged(buf, b'C', |b| {
+        b.put_u8(target);
+        cstr(b, name);
+    });
+}
+
+/// Sync.
+pub fn sync(buf: &mut BytesMut) {
+    tagged(buf, b'S', |_| {});
+}
+
 /// Query.
 pub fn query(buf: &mut BytesMut, sql: &str) {
     tagged(buf, b'Q', |b| cstr(b, sql));

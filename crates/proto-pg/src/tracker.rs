@@ -123,6 +123,21 @@ pub enum Pending {
     Execute(Stmt),
     /// Sync, answered by ReadyForQuery; its change to the names.
     Sync(Option<u64>),
+    /// A text the grammar rejects, put to the server's parser instead
+    /// (see `StandIn::syntax_probe`): answered by the server's syntax
+    /// error, or, should it accept the text, by ParseComplete,
+    /// CloseComplete and the poison's error, which the gateway's refusal
+    /// replaces. In place of a simple Query, a ReadyForQuery follows.
+    SyntaxProbe(Stmt, Probe),
+}
+
+/// How far a syntax probe's answer has come.
+#[derive(Debug, Default)]
+pub struct Probe {
+    /// The server accepted the text (ParseComplete came first).
+    accepted: bool,
+    /// The error arrived.
+    failed: bool,
 }
 
 /// Pairs server responses with pending client messages.
@@ -224,7 +239,7 @@ impl BackendTracker {
         self.queue
             .drain(..)
             .filter_map(|p| match p {
-                Pending::Query(s) | Pending::Execute(s) => Some(s),
+                Pending::Query(s) | Pending::Execute(s) | Pending::SyntaxProbe(s, _) => Some(s),
                 _ => None,
             })
             .collect()
@@ -240,6 +255,9 @@ impl BackendTracker {
         body: &[u8],
         done: &mut Vec<Stmt>,
     ) -> Result<Option<BytesMut>, SessionError> {
+        if let Some(Pending::SyntaxProbe(..)) = self.queue.front() {
+            return Ok(self.on_probe_answer(tag, body, done));
+        }
         if tag == b'E' {
             self.rows = None;
             self.copy = None;
@@ -250,6 +268,71 @@ impl BackendTracker {
         let out = self.gate_message(tag, body)?;
         self.track(tag, body, done);
         Ok(out)
+    }
+
+    /// An answer to a syntax probe: the server's own syntax error passes
+    /// as it is; its acceptance is hidden and its poison's error becomes
+    /// the gateway's refusal.
+    fn on_probe_answer(&mut self, tag: u8, body: &[u8], done: &mut Vec<Stmt>) -> Option<BytesMut> {
+        let Some(Pending::SyntaxProbe(stmt, probe)) = self.queue.front_mut() else {
+            return None;
+        };
+        let with_sync = stmt.kind == "query";
+        match tag {
+            b'1' | b'3' => {
+                probe.accepted = true;
+                Some(BytesMut::new())
+            }
+            b'E' if !probe.failed => {
+                probe.failed = true;
+                let fields = ErrorFields::new(body);
+                let mut replaced = None;
+                let text = if probe.accepted {
+                    let (denial, code) = stmt.denial.clone().unwrap_or_default();
+                    let mut out = BytesMut::new();
+                    encode::error_response(&mut out, Severity::Error, code, &denial);
+                    replaced = Some(out);
+                    format!("{code}: {denial}")
+                } else {
+                    format!(
+                        "{}: {}",
+                        fields.code().unwrap_or("?"),
+                        fields.message().unwrap_or("")
+                    )
+                };
+                stmt.error = Some(text);
+                if !with_sync {
+                    // Like a failed Parse: the server now skips to Sync.
+                    if let Some(Pending::SyntaxProbe(s, _)) = self.queue.pop_front() {
+                        done.push(s);
+                    }
+                    self.skip_to_sync();
+                }
+                replaced
+            }
+            b'Z' if with_sync => {
+                self.status = TransactionStatus::of_ready_for_query(body);
+                if let Some(Pending::SyntaxProbe(s, _)) = self.queue.pop_front() {
+                    done.push(s);
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// The server skips everything up to Sync after an error, including
+    /// what the client has not sent yet.
+    fn skip_to_sync(&mut self) {
+        while let Some(p) = self.queue.front() {
+            if matches!(p, Pending::Sync(_)) {
+                break;
+            }
+            if let Some(item) = self.queue.pop_front() {
+                self.answer(&item, false);
+            }
+        }
+        self.skipping = self.queue.is_empty();
     }
 
     /// The row policy of the statement whose results are arriving.
@@ -552,17 +635,7 @@ impl BackendTracker {
                         done.push(s);
                     }
                 }
-                // The server now skips everything up to Sync, including what
-                // the client has not sent yet.
-                while let Some(p) = self.queue.front() {
-                    if matches!(p, Pending::Sync(_)) {
-                        break;
-                    }
-                    if let Some(item) = self.queue.pop_front() {
-                        self.answer(&item, false);
-                    }
-                }
-                self.skipping = self.queue.is_empty();
+                self.skip_to_sync();
             }
         }
         replacement

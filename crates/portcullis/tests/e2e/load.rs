@@ -66,7 +66,7 @@ async fn five_hundred_concurrent_sessions_are_all_answered_and_recorded() {
                 .batch_execute("begin; select count(*) from people; commit")
                 .await?;
             let e = client.simple_query("selec 1").await.unwrap_err();
-            assert_eq!(db_error(&e).0, "42501");
+            assert_eq!(db_error(&e).0, "42601");
             Ok::<_, tokio_postgres::Error>(())
         }));
     }

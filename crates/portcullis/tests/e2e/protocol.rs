@@ -186,3 +186,65 @@ fn the_client_sees_one_backend_identity() {
         "pg_terminate_backend of the session's own pid did not end it"
     );
 }
+
+/// Every field of the next ErrorResponse, and whether ReadyForQuery ended it.
+fn next_error_fields(raw: &mut Raw) -> Vec<(u8, String)> {
+    let mut fields = Vec::new();
+    while let Some((tag, body)) = raw.read_msg() {
+        if tag == b'E' {
+            let mut at = 0;
+            while at < body.len() && body[at] != 0 {
+                let end = at + 1 + body[at + 1..].iter().position(|b| *b == 0).unwrap();
+                fields.push((
+                    body[at],
+                    String::from_utf8_lossy(&body[at + 1..end]).into_owned(),
+                ));
+                at = end + 1;
+            }
+        }
+        if tag == b'Z' {
+            break;
+        }
+    }
+    fields
+}
+
+/// A statement the grammar rejects gets the server's own syntax error:
+/// 42601, its message and its cursor position, by simple query and by
+/// Parse; nothing of it runs.
+#[test]
+fn syntax_errors_are_the_servers_own() {
+    let gw = app_gateway();
+    let texts = [
+        "selec 1",
+        "select 1; select (2",
+        "select * from people where",
+    ];
+    let run = |raw: &mut Raw, extended: bool, sql: &str| {
+        let mut out = BytesMut::new();
+        if extended {
+            encode::parse(&mut out, "", sql);
+            encode::bind(&mut out, "", "");
+            encode::execute(&mut out, "", 0);
+            encode::sync(&mut out);
+        } else {
+            encode::query(&mut out, sql);
+        }
+        raw.send(&out);
+        let mut fields = next_error_fields(raw);
+        // Source file and line differ by build; what drivers read does not.
+        fields.retain(|(code, _)| matches!(code, b'S' | b'V' | b'C' | b'M' | b'P'));
+        fields
+    };
+    for extended in [false, true] {
+        for sql in texts {
+            let want = run(&mut direct().0, extended, sql);
+            assert!(
+                want.iter().any(|(c, v)| *c == b'C' && v == "42601"),
+                "{want:?}"
+            );
+            let got = run(&mut through(gw.pg_port).0, extended, sql);
+            assert_eq!(got, want, "{sql} (extended: {extended})");
+        }
+    }
+}

@@ -14,7 +14,7 @@ use portcullis_pg_sql::Effect;
 use portcullis_pg_wire::{FrontendMessage, Param, Target};
 
 use super::names::{Change, Ledger};
-use super::{Pending, Stmt};
+use super::{Pending, Probe, Stmt};
 use crate::error::SessionError;
 
 /// Longest parameter value kept in the record; longer ones are cut.
@@ -226,7 +226,14 @@ impl FrontendTracker {
                 }
                 Forward::AsIs(a.permit())
             }
-            GateDecision::Deny(d) => Forward::Instead(StandIn::denied_query(d)),
+            GateDecision::Deny(d) => match StandIn::syntax_probe(d, sql, true) {
+                Some(probe) => {
+                    out.push(Pending::SyntaxProbe(s, Probe::default()));
+                    self.stretch += 1;
+                    return Forward::Instead(probe);
+                }
+                None => Forward::Instead(StandIn::denied_query(d)),
+            },
         };
         out.push(Pending::Query(s));
         // A query ends at its own ReadyForQuery: an error in it makes the
@@ -332,10 +339,16 @@ impl FrontendTracker {
             }
             // The server never gets the statement, so it can never be
             // bound or executed under this name.
-            GateDecision::Deny(d) => {
-                out.push(Pending::Parse(s));
-                Forward::Instead(StandIn::denied_parse(&d, name))
-            }
+            GateDecision::Deny(d) => match StandIn::syntax_probe(&d, sql, false) {
+                Some(probe) => {
+                    out.push(Pending::SyntaxProbe(s, Probe::default()));
+                    Forward::Instead(probe)
+                }
+                None => {
+                    out.push(Pending::Parse(s));
+                    Forward::Instead(StandIn::denied_parse(&d, name))
+                }
+            },
         })
     }
 
