@@ -22,12 +22,15 @@ pub const CATALOG_FINGERPRINT_SQL: &str = "\
 (SELECT count(*)::text || ':' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.pg_rewrite) || '/' || \
 (SELECT count(*)::text || ':' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.pg_class WHERE oid >= 16384) || '/' || \
 (SELECT count(*)::text || ':' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.pg_namespace) || '/' || \
-(SELECT count(*)::text || ':' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.pg_proc WHERE oid >= 16384)";
+(SELECT count(*)::text || ':' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.pg_proc WHERE oid >= 16384) || '/' || \
+(SELECT count(*)::text || ':' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.pg_inherits)";
 
 /// The query the catalog is read with: one row per direct dependency of a
 /// user view, `(view schema, view name, kind, dependency schema, name)`,
 /// where kind is `r` for a relation and `f` for a function; and one row per
 /// function created after initdb (kind `u`), whose names could shadow a
+/// built-in called by unqualified name; one row per inheritance or
+/// partition link (kind `i`: parent, then child); and one row per
 /// built-in called by unqualified name; and one row per distinct name of a
 /// function that one argument can call (kind `c`, any schema), which a
 /// field selection `t.f` or `(expr).f` calls when no column or field `f`
@@ -59,7 +62,12 @@ WHERE p.oid >= 16384 \
 UNION \
 SELECT DISTINCT '', '', 'c', '', p.proname::text \
 FROM pg_catalog.pg_proc p \
-WHERE p.prokind <> 'p' AND p.pronargs >= 1 AND p.pronargs - p.pronargdefaults <= 1";
+WHERE p.prokind <> 'p' AND p.pronargs >= 1 AND p.pronargs - p.pronargdefaults <= 1 \
+UNION \
+SELECT pn.nspname::text, p.relname::text, 'i', cn.nspname::text, c.relname::text \
+FROM pg_catalog.pg_inherits i \
+JOIN pg_catalog.pg_class p ON p.oid = i.inhparent JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace \
+JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace";
 
 /// Added to [`VIEW_DEPENDENCIES_SQL`] when masking classifies columns of
 /// the connection: every relation with its kind (kind `o` followed by the
@@ -110,6 +118,12 @@ pub struct ViewCatalog {
     user_functions: HashSet<String>,
     /// Names of functions one argument can call (field-selection calls).
     attribute_callable: HashSet<String>,
+    /// Every inheritance or partition descendant of a table, by
+    /// `schema.name`: reading or writing a parent reaches them.
+    descendants: HashMap<String, Vec<String>>,
+    /// Every ancestor of a table: its masked columns are the parents'
+    /// too when read through them.
+    ancestors: HashMap<String, Vec<String>>,
     /// Relations by oid (read only when masking needs them).
     relations: HashMap<u32, RelationInfo>,
     /// User relations' columns by (oid, attribute number): name and position.
@@ -130,6 +144,7 @@ impl ViewCatalog {
         let mut direct: HashMap<String, (Vec<String>, Vec<String>)> = HashMap::new();
         let mut user_functions = HashSet::new();
         let mut attribute_callable = HashSet::new();
+        let mut children: HashMap<String, Vec<String>> = HashMap::new();
         let mut relations = HashMap::new();
         let mut attrs: Vec<(u32, i16, String, usize)> = Vec::new();
         let mut traced = false;
@@ -163,6 +178,12 @@ impl ViewCatalog {
             }
             if kind.as_ref() == "c" {
                 attribute_callable.insert(dn.as_ref().to_owned());
+                continue;
+            }
+            if kind.as_ref() == "i" {
+                let parent = format!("{}.{}", vs.as_ref(), vn.as_ref());
+                let child = format!("{}.{}", ds.as_ref(), dn.as_ref());
+                children.entry(parent).or_default().push(child);
                 continue;
             }
             let view = format!("{}.{}", vs.as_ref(), vn.as_ref());
@@ -219,15 +240,29 @@ impl ViewCatalog {
                 (k, v.into_iter().map(|(_, n)| n).collect())
             })
             .collect();
+        let (descendants, ancestors) = lineage(&children);
         Self {
             views,
             user_functions,
             attribute_callable,
+            descendants,
+            ancestors,
             relations,
             columns,
             column_lists,
             traced,
         }
+    }
+
+    /// Every table that reading or writing `schema.name` reaches through
+    /// inheritance or partitioning (without `ONLY`).
+    pub fn descendants(&self, qualified: &str) -> &[String] {
+        self.descendants.get(qualified).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every table `schema.name` inherits from or is a partition of.
+    pub fn ancestors(&self, qualified: &str) -> &[String] {
+        self.ancestors.get(qualified).map_or(&[], Vec::as_slice)
     }
 
     /// The relation with `oid`, if the catalog lists it.
@@ -271,6 +306,33 @@ impl ViewCatalog {
     pub fn is_empty(&self) -> bool {
         self.views.is_empty()
     }
+}
+
+/// Every descendant and every ancestor of each table, from direct
+/// parent-to-child links (which may form a cycle only in a forged catalog).
+#[allow(clippy::type_complexity)]
+fn lineage(
+    children: &HashMap<String, Vec<String>>,
+) -> (HashMap<String, Vec<String>>, HashMap<String, Vec<String>>) {
+    let mut descendants: HashMap<String, Vec<String>> = HashMap::new();
+    let mut ancestors: HashMap<String, Vec<String>> = HashMap::new();
+    for parent in children.keys() {
+        let mut seen: HashSet<&str> = HashSet::from([parent.as_str()]);
+        let mut queue: VecDeque<&str> = VecDeque::from([parent.as_str()]);
+        while let Some(p) = queue.pop_front() {
+            for c in children.get(p).into_iter().flatten() {
+                if seen.insert(c.as_str()) {
+                    descendants
+                        .entry(parent.clone())
+                        .or_default()
+                        .push(c.clone());
+                    ancestors.entry(c.clone()).or_default().push(parent.clone());
+                    queue.push_back(c.as_str());
+                }
+            }
+        }
+    }
+    (descendants, ancestors)
 }
 
 /// A connection's latest view catalog, shared by its sessions and kept

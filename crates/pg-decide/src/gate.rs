@@ -46,7 +46,7 @@ pub struct StatementGate {
     /// Classified columns the principal may not unmask, and the policy
     /// generation that decided it.
     hidden: Arc<Vec<Arc<SensitiveColumn>>>,
-    hidden_at: Option<u64>,
+    hidden_at: Option<(u64, u64)>,
     /// Whether content detectors apply to this principal (they do unless
     /// it may `unmask` the whole connection).
     scan: bool,
@@ -403,7 +403,7 @@ impl StatementGate {
                     .policy
                     .decide(&self.identity, action, &resource, &facts);
                 let through = via
-                    .map(|v| format!(" (read through view {v})"))
+                    .map(|v| format!(" (read through {v})"))
                     .unwrap_or_default();
                 if !v.allowed {
                     let message = format!(

@@ -58,10 +58,11 @@ const DDL: &[&str] = &[
     "CreateTableAsStmt",
 ];
 
-/// DDL that makes the server call a function implicitly later (triggers,
-/// casts, operators, aggregates, types, operator classes, transforms,
-/// conversions): whoever may do this can have any function run under
-/// another statement's name, so it also needs `admin`.
+/// DDL that also needs `admin`: what makes the server call a function
+/// implicitly later (triggers, casts, operators, aggregates, types,
+/// operator classes, transforms, conversions), so that whoever may do it
+/// can have any function run under another statement's name; and what
+/// renames or moves objects, which rules name.
 const IMPLICIT_CALLS: &[&str] = &[
     "CreateTrigStmt",
     "CreateCastStmt",
@@ -76,6 +77,11 @@ const IMPLICIT_CALLS: &[&str] = &[
     "CreateDomainStmt",
     "AlterDomainStmt",
     "CreateRangeStmt",
+    // Policies and masking rules name objects by schema and name: renaming
+    // or moving one would carry it out from under its rules (or another
+    // under them), so only an administrator may.
+    "RenameStmt",
+    "AlterObjectSchemaStmt",
 ];
 
 /// DDL after which a field selection `t.f` may call something the

@@ -43,7 +43,7 @@ impl StatementGate {
         let Some(masking) = &self.masking else {
             return;
         };
-        let g = self.policy.generation();
+        let g = (self.policy.generation(), self.views_generation);
         if self.hidden_at == Some(g) && !self.policy.reads_per_request_context() {
             return;
         }
@@ -59,6 +59,7 @@ impl StatementGate {
             })
             .cloned()
             .collect();
+        let hidden = self.with_ancestors(hidden);
         let connection = Resource::Connection(self.connection.clone());
         self.scan = masking.scans()
             && !self
@@ -67,6 +68,38 @@ impl StatementGate {
                 .allowed;
         self.hidden = Arc::new(hidden);
         self.hidden_at = Some(g);
+    }
+
+    /// `hidden` and, for each, the same column of every table it inherits
+    /// from or is a partition of: reading the parent reads the child's rows,
+    /// and the server describes them as the parent's columns.
+    fn with_ancestors(&self, hidden: Vec<Arc<SensitiveColumn>>) -> Vec<Arc<SensitiveColumn>> {
+        let mut out = hidden.clone();
+        for c in &hidden {
+            for a in self.views.ancestors(&c.table_name()) {
+                let Some((schema, table)) = a.split_once('.') else {
+                    continue;
+                };
+                let has_column = self
+                    .views
+                    .column_list(a)
+                    .is_some_and(|cols| cols.iter().any(|n| *n == c.column));
+                let known = out
+                    .iter()
+                    .any(|h| h.schema == schema && h.table == table && h.column == c.column);
+                if has_column && !known {
+                    out.push(Arc::new(SensitiveColumn::new(
+                        &c.connection,
+                        schema,
+                        table,
+                        &c.column,
+                        &c.class,
+                        c.strategy,
+                    )));
+                }
+            }
+        }
+        out
     }
 
     /// `outputs` with every name the catalog does not list for the

@@ -27,27 +27,47 @@ impl StatementGate {
         }
     }
 
-    /// The pairs `(action, resource)` implies: itself, and for a view the
+    /// The pairs `(action, resource)` implies: itself; for a view the
     /// same action on every relation beneath it and `execute` on every
-    /// function it calls, each with the view it was reached through.
+    /// function it calls; and for a table (beneath a view too) the same
+    /// action on every inheritance or partition descendant, which reading
+    /// or writing it reaches. Each comes with what it was reached through.
     pub(super) fn expand(
         &self,
         action: Action,
         resource: Resource,
     ) -> Vec<(Action, Resource, Option<String>)> {
-        // Only data actions reach through a view: dropping or altering one
-        // touches nothing beneath it.
-        let data = sql::is_data_action(action);
-        let reads = match &resource {
-            r if data => sql::table_name(r).and_then(|name| self.views.reads(name)),
+        // Only data actions reach through a view or to children: dropping
+        // or altering one touches nothing beneath it.
+        let name = match &resource {
+            r if sql::is_data_action(action) => sql::table_name(r).map(str::to_owned),
             _ => None,
         };
-        let Some(reads) = reads else {
+        let Some(name) = name else {
             return vec![(action, resource, None)];
         };
-        let via = resource.describe();
+        let reads = self.views.reads(&name);
+        let descendants = self.views.descendants(&name);
+        if reads.is_none() && descendants.is_empty() {
+            return vec![(action, resource, None)];
+        }
         let conn = &self.connection;
-        let mut out = Vec::with_capacity(1 + reads.relations.len() + reads.functions.len());
+        let mut out = vec![(action, resource.clone(), None)];
+        let inherited = |out: &mut Vec<_>, parent: &str, via: &str| {
+            for d in self.views.descendants(parent) {
+                let child = sql::table(conn, d.clone());
+                out.push((action, child, Some(via.to_owned())));
+            }
+        };
+        inherited(
+            &mut out,
+            &name,
+            &format!("parent table {}", resource.describe()),
+        );
+        let Some(reads) = reads else {
+            return out;
+        };
+        let via = format!("view {}", resource.describe());
         for r in &reads.relations {
             // A view over pg_authid's passwords reads them as surely as a
             // select of pg_authid does.
@@ -57,6 +77,7 @@ impl StatementGate {
             }
             let table = sql::table(conn, r.clone());
             out.push((action, table, Some(via.clone())));
+            inherited(&mut out, r, &via);
         }
         for f in &reads.functions {
             // A built-in that only reads needs no grant beneath a view,
@@ -71,7 +92,6 @@ impl StatementGate {
             let func = sql::function(conn, f.clone());
             out.push((sql::action(SqlAction::Execute), func, Some(via.clone())));
         }
-        out.insert(0, (action, resource, None));
         out
     }
 

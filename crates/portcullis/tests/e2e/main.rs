@@ -13,5 +13,6 @@ mod masking;
 mod names;
 mod policy;
 mod protocol;
+mod relations;
 mod relay;
 mod robustness;

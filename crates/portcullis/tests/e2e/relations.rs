@@ -1,0 +1,127 @@
+//! Relations resolved as the server resolves them: reading a parent reads
+//! its inheritance and partition children, so their rules and masks apply.
+//! Each case first shows, straight against PostgreSQL, that the parent
+//! returns the child's rows.
+
+use portcullis_testkit::{psql, Gateway, ALICE_TOKEN};
+
+use crate::common::*;
+
+const KID_ROW: &str = "KID-SECRET-51c2";
+const PARTITION_ROW: &str = "PARTITION-SECRET-9ad0";
+
+fn seed() {
+    static SEED: std::sync::Once = std::sync::Once::new();
+    SEED.call_once(|| {
+        cluster().superuser_sql(
+            "app",
+            &format!(
+                "create table inh_parent (id int, secret text); \
+                 create table inh_kid () inherits (inh_parent); \
+                 insert into inh_parent values (1, 'parent-row'); \
+                 insert into inh_kid values (2, '{KID_ROW}'); \
+                 create table part_parent (id int, secret text) partition by range (id); \
+                 create table part_kid partition of part_parent for values from (0) to (100); \
+                 insert into part_parent values (5, '{PARTITION_ROW}'); \
+                 grant select on inh_parent, inh_kid, part_parent, part_kid \
+                   to portcullis_reader, trust_user"
+            ),
+        );
+    });
+}
+
+fn direct(sql: &str) -> String {
+    let out = psql(
+        &format!(
+            "host=127.0.0.1 port={} dbname=app user=trust_user",
+            cluster().port()
+        ),
+        "",
+        &["-c", sql],
+        None,
+    );
+    assert!(out.ok, "{}", out.stderr);
+    out.stdout
+}
+
+fn through(gw: &Gateway, sql: &str) -> (bool, String) {
+    let out = psql(&gw.conninfo("app-db", ""), ALICE_TOKEN, &["-c", sql], None);
+    (out.ok, format!("{}{}", out.stdout, out.stderr))
+}
+
+#[test]
+fn a_childs_rule_holds_when_its_parent_is_read() {
+    seed();
+    let gw = gateway()
+        .app_db("app-db", cluster())
+        .policies(
+            r#"
+permit(principal, action in [Action::"connect", Action::"select"],
+       resource in Connection::"app-db");
+forbid(principal, action, resource == Table::"app-db/public.inh_kid");
+forbid(principal, action, resource == Table::"app-db/public.part_kid");
+"#,
+        )
+        .start();
+    for (parent, row, kid) in [
+        ("inh_parent", KID_ROW, "inh_kid"),
+        ("part_parent", PARTITION_ROW, "part_kid"),
+    ] {
+        let sql = format!("select secret from {parent}");
+        assert!(
+            direct(&sql).contains(row),
+            "the parent does not return the child's rows"
+        );
+        let (ok, out) = through(&gw, &sql);
+        assert!(!ok && !out.contains(row), "{out}");
+        assert!(
+            out.contains(&format!(
+                "public.{kid} (read through parent table app-db/public.{parent})"
+            )),
+            "{out}"
+        );
+        // The child by itself stays refused, and the parent's own rows
+        // are read through a table with no child.
+        assert!(!through(&gw, &format!("select * from {kid}")).0);
+    }
+}
+
+#[test]
+fn a_childs_masked_column_is_masked_when_its_parent_is_read() {
+    seed();
+    let gw = gateway()
+        .app_db("app-db", cluster())
+        .policies(
+            r#"
+permit(principal, action in [Action::"connect", Action::"select"],
+       resource in Connection::"app-db");
+"#,
+        )
+        .extra(
+            r#"
+[masking]
+[[masking.columns]]
+connection = "app-db"
+column = "public.inh_kid.secret"
+class = "secret"
+strategy = "redact"
+
+[[masking.columns]]
+connection = "app-db"
+column = "public.part_kid.secret"
+class = "secret"
+strategy = "redact"
+"#,
+        )
+        .start();
+    for (parent, row) in [("inh_parent", KID_ROW), ("part_parent", PARTITION_ROW)] {
+        let sql = format!("select id, secret from {parent} order by id");
+        assert!(direct(&sql).contains(row));
+        let (ok, out) = through(&gw, &sql);
+        assert!(ok, "{out}");
+        assert!(
+            !out.contains(row),
+            "the child's masked value reached the client: {out}"
+        );
+    }
+}
