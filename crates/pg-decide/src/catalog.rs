@@ -30,7 +30,9 @@ pub const CATALOG_FINGERPRINT_SQL: &str = "\
 /// where kind is `r` for a relation and `f` for a function; and one row per
 /// function created after initdb (kind `u`), whose names could shadow a
 /// built-in called by unqualified name; one row per inheritance or
-/// partition link (kind `i`: parent, then child); and one row per
+/// partition link (kind `i`: parent, then child); one row per operator
+/// created after initdb (kind `p`: its schema and symbol, then the
+/// function it runs); and one row per
 /// built-in called by unqualified name; and one row per distinct name of a
 /// function that one argument can call (kind `c`, any schema), which a
 /// field selection `t.f` or `(expr).f` calls when no column or field `f`
@@ -67,7 +69,12 @@ UNION \
 SELECT pn.nspname::text, p.relname::text, 'i', cn.nspname::text, c.relname::text \
 FROM pg_catalog.pg_inherits i \
 JOIN pg_catalog.pg_class p ON p.oid = i.inhparent JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace \
-JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace";
+JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace \
+UNION \
+SELECT opn.nspname::text, o.oprname::text, 'p', pn.nspname::text, p.proname::text \
+FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace opn ON opn.oid = o.oprnamespace \
+JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
+WHERE o.oid >= 16384";
 
 /// Added to [`VIEW_DEPENDENCIES_SQL`] when masking classifies columns of
 /// the connection: every relation with its kind (kind `o` followed by the
@@ -124,6 +131,9 @@ pub struct ViewCatalog {
     /// Every ancestor of a table: its masked columns are the parents'
     /// too when read through them.
     ancestors: HashMap<String, Vec<String>>,
+    /// Operators created after initdb, by symbol: their schema and the
+    /// function (`schema.name`) each runs.
+    user_operators: HashMap<String, Vec<(String, String)>>,
     /// Relations by oid (read only when masking needs them).
     relations: HashMap<u32, RelationInfo>,
     /// User relations' columns by (oid, attribute number): name and position.
@@ -145,6 +155,7 @@ impl ViewCatalog {
         let mut user_functions = HashSet::new();
         let mut attribute_callable = HashSet::new();
         let mut children: HashMap<String, Vec<String>> = HashMap::new();
+        let mut user_operators: HashMap<String, Vec<(String, String)>> = HashMap::new();
         let mut relations = HashMap::new();
         let mut attrs: Vec<(u32, i16, String, usize)> = Vec::new();
         let mut traced = false;
@@ -178,6 +189,14 @@ impl ViewCatalog {
             }
             if kind.as_ref() == "c" {
                 attribute_callable.insert(dn.as_ref().to_owned());
+                continue;
+            }
+            if kind.as_ref() == "p" {
+                let function = format!("{}.{}", ds.as_ref(), dn.as_ref());
+                user_operators
+                    .entry(vn.as_ref().to_owned())
+                    .or_default()
+                    .push((vs.as_ref().to_owned(), function));
                 continue;
             }
             if kind.as_ref() == "i" {
@@ -247,6 +266,7 @@ impl ViewCatalog {
             attribute_callable,
             descendants,
             ancestors,
+            user_operators,
             relations,
             columns,
             column_lists,
@@ -258,6 +278,24 @@ impl ViewCatalog {
     /// inheritance or partitioning (without `ONLY`).
     pub fn descendants(&self, qualified: &str) -> &[String] {
         self.descendants.get(qualified).map_or(&[], Vec::as_slice)
+    }
+
+    /// The functions (`schema.name`) the operator `symbol` (or
+    /// `schema.symbol`) may run, when a user created one of that symbol:
+    /// operand types are unknown here, so every such operator counts.
+    pub fn operator_functions(&self, operator: &str) -> Vec<&str> {
+        let (schema, symbol) = match operator.rsplit_once('.') {
+            // A symbol may contain no dot, so a dot splits off a schema.
+            Some((s, o)) => (Some(s), o),
+            None => (None, operator),
+        };
+        self.user_operators
+            .get(symbol)
+            .into_iter()
+            .flatten()
+            .filter(|(s, _)| schema.is_none_or(|want| want == s))
+            .map(|(_, f)| f.as_str())
+            .collect()
     }
 
     /// Every table `schema.name` inherits from or is a partition of.

@@ -140,6 +140,11 @@ pub struct StatementFacts {
     /// catalog's functions, decides each name that is a function's as an
     /// unqualified call to it.
     pub attribute_names: Vec<String>,
+    /// Operator symbols used, sorted: `+`, or `schema.+` when qualified
+    /// (`OPERATOR(app.+)`). A user's operator runs its function, so the
+    /// caller, which knows the catalog's operators, decides each as a call
+    /// to the functions behind it.
+    pub operator_names: Vec<String>,
     /// Whether what it does depends on literal values that a literal-free
     /// cache key drops: COPY (its file name, even an empty one, and its
     /// options) and ORDER BY / GROUP BY / DISTINCT ON positions (`ORDER BY

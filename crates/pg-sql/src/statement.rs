@@ -235,6 +235,9 @@ fn facts(kind: &'static str, w: Walker) -> StatementFacts {
     let mut attribute_names = w.attribute_names;
     attribute_names.sort();
     attribute_names.dedup();
+    let mut operator_names = w.operator_names;
+    operator_names.sort();
+    operator_names.dedup();
     StatementFacts {
         kind,
         accesses,
@@ -243,6 +246,7 @@ fn facts(kind: &'static str, w: Walker) -> StatementFacts {
         unqualified_builtins: w.unqualified_builtins,
         builtin_names,
         attribute_names,
+        operator_names,
         literal_sensitive: false,
         redefines_callables: false,
         outputs: Default::default(),
@@ -528,6 +532,9 @@ fn merge(f: &mut StatementFacts, other: StatementFacts) {
     f.attribute_names.extend(other.attribute_names);
     f.attribute_names.sort();
     f.attribute_names.dedup();
+    f.operator_names.extend(other.operator_names);
+    f.operator_names.sort();
+    f.operator_names.dedup();
     f.literal_sensitive |= other.literal_sensitive;
     f.redefines_callables |= other.redefines_callables;
     if f.executes.is_none() {

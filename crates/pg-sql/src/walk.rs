@@ -57,6 +57,8 @@ pub(crate) struct Walker {
     pub(crate) builtin_names: Vec<String>,
     /// Names written as field selections (`t.f`, `(expr).f`).
     pub(crate) attribute_names: Vec<String>,
+    /// Operator symbols used (`schema.op` when qualified).
+    pub(crate) operator_names: Vec<String>,
     /// Session changes made by calls (`set_config` of a constant path).
     pub(crate) effects: Vec<Effect>,
     /// The setting a `pg_settings` filter names (see
@@ -254,6 +256,13 @@ impl Walker {
         };
         if let Some(op) = operator {
             let parts = name_parts(op);
+            match parts.as_slice() {
+                [symbol] => self.operator_names.push(symbol.clone()),
+                [.., schema, symbol] if schema != "pg_catalog" => {
+                    self.operator_names.push(format!("{schema}.{symbol}"))
+                }
+                _ => {}
+            }
             if parts.len() >= 2 {
                 let schema = &parts[parts.len() - 2];
                 if schema != "pg_catalog" || parts.len() > 3 {

@@ -139,16 +139,45 @@ impl StatementGate {
                 return Err(GateDecision::Deny(Denied::new(format!("portcullis: statement denied: field selection .{name} may call a function by unqualified name while search_path puts another schema before pg_catalog"), PolicyIds::default())));
             }
         }
-        calls.extend(builtins.filter(|n| self.views.shadows_builtin(n)));
+        // A function created earlier in the same text is not in the
+        // catalog yet: every built-in name may be shadowed by it.
+        let stale = state.callables_stale.is_some();
+        calls.extend(builtins.filter(|n| stale || self.views.shadows_builtin(n)));
         calls.sort();
         calls.dedup();
-        Ok(calls
+        let mut out: Vec<Access> = calls
             .into_iter()
             .map(|n| Access {
                 action: SqlAction::Execute,
                 object: Object::Function(portcullis_pg_sql::Name::new(None, n)),
             })
-            .collect())
+            .collect();
+        // A user's operator runs its function: decided as a call to it.
+        let operators = stmt.operator_names.iter().chain(
+            prepared
+                .map(|p| p.operator_names.iter())
+                .into_iter()
+                .flatten(),
+        );
+        for op in operators {
+            for f in self.views.operator_functions(op) {
+                let Some((schema, name)) = f.split_once('.') else {
+                    continue;
+                };
+                if portcullis_pg_sql::classify_builtin(Some(schema), name)
+                    == portcullis_pg_sql::BuiltinClass::Pure
+                {
+                    continue;
+                }
+                out.push(Access {
+                    action: SqlAction::Execute,
+                    object: Object::Function(portcullis_pg_sql::Name::new(Some(schema), name)),
+                });
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
     /// The resources an object may be, given the session's search_path.

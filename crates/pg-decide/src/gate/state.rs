@@ -62,6 +62,8 @@ pub(super) fn merge_prepared(old: &mut StatementFacts, other: &StatementFacts) {
         .extend(other.builtin_names.iter().cloned());
     old.attribute_names
         .extend(other.attribute_names.iter().cloned());
+    old.operator_names
+        .extend(other.operator_names.iter().cloned());
     old.outputs.columns = None;
     old.outputs.only_plain_outputs = false;
     old.outputs.conditions_opaque = true;

@@ -125,3 +125,39 @@ strategy = "redact"
         );
     }
 }
+
+/// A user's operator runs its function: using the operator needs `execute`
+/// on the function, exactly as calling it by name does.
+#[test]
+fn an_operator_is_a_call_of_its_function() {
+    static SEED: std::sync::Once = std::sync::Once::new();
+    SEED.call_once(|| {
+        cluster().superuser_sql(
+            "app",
+            "create function public.tattle(text) returns text language sql \
+               as $$ select 'TATTLED-' || $1 $$; \
+             create operator public.### (rightarg = text, function = public.tattle); \
+             grant execute on function public.tattle(text) to trust_user, portcullis_reader",
+        );
+    });
+    let gw = gateway()
+        .app_db("app-db", cluster())
+        .policies(
+            r#"
+permit(principal, action in [Action::"connect", Action::"select"],
+       resource in Connection::"app-db");
+"#,
+        )
+        .start();
+    for sql in ["select ### 'x'", "select operator(public.###) 'x'"] {
+        assert!(
+            direct(sql).contains("TATTLED-x"),
+            "{sql} does not run directly"
+        );
+        let (ok, out) = through(&gw, sql);
+        assert!(!ok && !out.contains("TATTLED"), "{sql}: {out}");
+        // The function behind it (or, qualified, the operator itself).
+        assert!(out.contains("execute on app-db/public."), "{sql}: {out}");
+    }
+    assert!(!through(&gw, "select public.tattle('x')").0);
+}
