@@ -285,11 +285,19 @@ impl StatementGate {
         };
         policies.sort();
         policies.dedup();
+        let names = names::name_changes(statements.iter().copied());
+        if let Some(reserved) = names
+            .iter()
+            .flat_map(|n| n.iter())
+            .find_map(names::reserved)
+        {
+            return GateDecision::Deny(Denied::new(
+                format!("portcullis: statement denied: the name {reserved:?} starts with \\x01, which the gateway reserves for its own statements"),
+                PolicyIds::default(),
+            ));
+        }
         match mask {
-            Ok(mask) => GateDecision::Allow(
-                Allowed::new(policies.into(), mask)
-                    .with_names(names::name_changes(statements.iter().copied())),
-            ),
+            Ok(mask) => GateDecision::Allow(Allowed::new(policies.into(), mask).with_names(names)),
             Err(deny) => deny,
         }
     }

@@ -295,6 +295,16 @@ impl StandIn {
         StandIn(out)
     }
 
+    /// In place of an Execute of a portal no decided query stands behind:
+    /// a Parse the server's grammar rejects, under the gateway's own name,
+    /// so the exchange fails (and the server skips to Sync) with nothing
+    /// run and no name of the client's changed.
+    pub fn denied_execute(_denied: &Denied) -> StandIn {
+        let mut out = BytesMut::new();
+        encode::parse(&mut out, SYNTAX_PROBE, POISON);
+        StandIn(out)
+    }
+
     /// A Bind of `portal` to a statement no client can have made, so it
     /// fails without running anything.
     pub fn denied_bind(_denied: &Denied, portal: &str) -> StandIn {

@@ -255,7 +255,16 @@ impl BackendTracker {
         body: &[u8],
         done: &mut Vec<Stmt>,
     ) -> Result<Option<BytesMut>, SessionError> {
-        if let Some(Pending::SyntaxProbe(..)) = self.queue.front() {
+        if tag == b'Z' && (self.queue.is_empty() || self.skipping) {
+            // A Sync the gateway never passed on: the server and the
+            // gateway no longer agree on what answers what.
+            return Err(SessionError::upstream(
+                "the server answered a Sync the gateway did not send; the session is ended".into(),
+            ));
+        }
+        if matches!(tag, b'1' | b'3' | b'E' | b'Z')
+            && matches!(self.queue.front(), Some(Pending::SyntaxProbe(..)))
+        {
             return Ok(self.on_probe_answer(tag, body, done));
         }
         if tag == b'E' {
@@ -609,7 +618,10 @@ impl BackendTracker {
         }
         let mut text = format!("{}: {}", e.code().unwrap_or("?"), e.message().unwrap_or(""));
         let mut replacement = None;
-        if let Some(Pending::Query(s) | Pending::Parse(s) | Pending::Bind(s)) = self.queue.front() {
+        if let Some(
+            Pending::Query(s) | Pending::Parse(s) | Pending::Bind(s) | Pending::Execute(s),
+        ) = self.queue.front()
+        {
             if let Some((denial, code)) = &s.denial {
                 // The upstream failed our stand-in; the client hears why.
                 let mut out = BytesMut::new();

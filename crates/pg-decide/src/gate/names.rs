@@ -33,6 +33,16 @@ pub struct NameChange {
     pub effect: Effect,
 }
 
+/// The name a change defines, when it starts with \x01: the gateway's
+/// stand-ins parse and bind under such names, so no client may define one.
+pub(super) fn reserved(change: &NameChange) -> Option<&str> {
+    let name = match &change.effect {
+        Effect::Prepare { name, .. } | Effect::Declare(name) => name.as_str(),
+        _ => return None,
+    };
+    name.starts_with('\u{1}').then_some(name)
+}
+
 /// The changes to names that the statements of a text make.
 pub(super) fn name_changes<'a>(
     statements: impl IntoIterator<Item = &'a StatementFacts>,

@@ -84,6 +84,14 @@ fn play(raw: &mut Raw, rounds: &[Round]) -> Vec<u8> {
             seen.extend_from_slice(&body);
         }
     }
+    // Whatever else comes (answers a confused count missed), to the end.
+    let mut out = BytesMut::new();
+    encode::terminate(&mut out);
+    raw.send(&out);
+    while let Some((tag, body)) = raw.read_msg() {
+        seen.push(tag);
+        seen.extend_from_slice(&body);
+    }
     seen
 }
 
@@ -209,6 +217,75 @@ fn names_the_server_never_confirmed_change_nothing() {
             "{what}: the attack does not work directly, so this test proves nothing"
         );
         // Through the gateway, it is refused.
+        let mut raw = Raw::login(gw.pg_port, "app-db", ALICE_TOKEN).unwrap();
+        let seen = play(&mut raw, &rounds);
+        assert!(
+            !shows_marker(&seen),
+            "{what}: the forbidden table reached the client: {}",
+            String::from_utf8_lossy(&seen)
+        );
+    }
+}
+
+/// The gateway's stand-ins use names and Syncs of their own; a client
+/// must not be able to define those names, nor to make a stand-in's Sync
+/// end the server's skipping after an error while the gateway thinks it
+/// still skips.
+#[test]
+fn the_gateways_own_names_and_syncs_cannot_be_borrowed() {
+    let gw = names_gateway();
+    // A statement under the name denied Binds are sent to.
+    let poison = "\u{1}portcullis denied";
+    let borrow = vec![
+        round(1, |o| {
+            encode::parse(o, poison, DEFINED);
+            sync(o);
+        }),
+        round(1, |o| encode::query(o, "set search_path = hidden, public")),
+        round(1, |o| {
+            encode::bind(o, "", "no_such_statement");
+            encode::execute(o, "", 0);
+            sync(o);
+        }),
+    ];
+    // Directly, a statement of that name runs like any other.
+    let seen = play(
+        &mut direct(),
+        &[
+            round(1, |o| {
+                encode::parse(o, poison, DEFINED);
+                sync(o);
+            }),
+            round(1, |o| encode::query(o, "set search_path = hidden, public")),
+            round(1, |o| {
+                encode::bind(o, "", poison);
+                encode::execute(o, "", 0);
+                sync(o);
+            }),
+        ],
+    );
+    assert!(shows_marker(&seen));
+    // A probe for an unparsable query sent while the server skips.
+    let desync = vec![
+        round(1, |o| {
+            encode::parse(o, "x", HARMLESS);
+            sync(o);
+        }),
+        round(1, |o| {
+            encode::parse(o, "", "selec 1");
+            encode::query(o, "this is not sql");
+            close_statement(o, "x");
+            encode::parse(o, "x", DEFINED);
+            sync(o);
+        }),
+        round(1, |o| encode::query(o, "set search_path = hidden, public")),
+        round(1, |o| {
+            encode::bind(o, "", "x");
+            encode::execute(o, "", 0);
+            sync(o);
+        }),
+    ];
+    for (what, rounds) in [("a probe's Sync", desync), ("a reserved name", borrow)] {
         let mut raw = Raw::login(gw.pg_port, "app-db", ALICE_TOKEN).unwrap();
         let seen = play(&mut raw, &rounds);
         assert!(

@@ -64,6 +64,8 @@ pub struct FrontendTracker {
     /// Counts Syncs and Queries sent: an error makes the server skip
     /// messages only up to the next one.
     stretch: u64,
+    /// Whether extended-protocol messages were sent since the last Sync.
+    extended_in_stretch: bool,
     max_statements: usize,
 }
 
@@ -76,6 +78,7 @@ impl FrontendTracker {
             binds: HashMap::new(),
             next_change: 0,
             stretch: 0,
+            extended_in_stretch: false,
             max_statements,
         }
     }
@@ -133,6 +136,14 @@ impl FrontendTracker {
         out: &mut Vec<Pending>,
         gate: &mut StatementGate,
     ) -> Result<Forward, SessionError> {
+        if let Some(name) = reserved_name(msg) {
+            return Err(SessionError::not_allowed(format!(
+                "the name {name:?} starts with \\x01, which the gateway reserves for its own statements"
+            )));
+        }
+        if !matches!(msg, FrontendMessage::Query { .. } | FrontendMessage::Sync) {
+            self.extended_in_stretch = true;
+        }
         match msg {
             FrontendMessage::Query { sql } => Ok(self.on_query(sql, out, gate)),
             FrontendMessage::Parse { name, sql, .. } => self.on_parse(name, sql, out, gate),
@@ -197,6 +208,7 @@ impl FrontendTracker {
                 self.portals
                     .sent(id, self.stretch, Change::Remove(Arc::from("")));
                 self.stretch += 1;
+                self.extended_in_stretch = false;
                 out.push(Pending::Sync(Some(id)));
                 inert(msg)
             }
@@ -226,14 +238,19 @@ impl FrontendTracker {
                 }
                 Forward::AsIs(a.permit())
             }
-            GateDecision::Deny(d) => match StandIn::syntax_probe(d, sql, true) {
-                Some(probe) => {
-                    out.push(Pending::SyntaxProbe(s, Probe::default()));
-                    self.stretch += 1;
-                    return Forward::Instead(probe);
+            // The probe ends with a Sync of its own: only where the server
+            // cannot be skipping after an error in extended messages the
+            // client sent since its last Sync (a query there is skipped).
+            GateDecision::Deny(d) => {
+                match StandIn::syntax_probe(d, sql, true).filter(|_| !self.extended_in_stretch) {
+                    Some(probe) => {
+                        out.push(Pending::SyntaxProbe(s, Probe::default()));
+                        self.stretch += 1;
+                        return Forward::Instead(probe);
+                    }
+                    None => Forward::Instead(StandIn::denied_query(d)),
                 }
-                None => Forward::Instead(StandIn::denied_query(d)),
-            },
+            }
         };
         out.push(Pending::Query(s));
         // A query ends at its own ReadyForQuery: an error in it makes the
@@ -275,6 +292,21 @@ impl FrontendTracker {
         gate: &mut StatementGate,
     ) -> Forward {
         let candidates = self.portals.candidates(portal, self.stretch);
+        if candidates.iter().all(Option::is_none) {
+            // Not bound, not declared: no decided query stands behind it.
+            let denied = Denied::new(
+                format!("portal \"{portal}\" does not exist"),
+                Default::default(),
+            )
+            .with_sqlstate("34000");
+            let s = Stmt::decided(
+                "execute",
+                Arc::from(""),
+                &GateDecision::Deny(denied.clone()),
+            );
+            out.push(Pending::Execute(s));
+            return Forward::Instead(StandIn::denied_execute(&denied));
+        }
         let (s, allowed) = match candidates.as_slice() {
             [Some(PortalDef::Bound(p))] => {
                 let mut s = Stmt::allowed("execute", p.text.clone(), &p.allowed);
@@ -408,6 +440,21 @@ impl FrontendTracker {
         }
         (text, decision)
     }
+}
+
+/// A statement or portal name the message uses that starts with \x01:
+/// such names are the gateway's (its stand-ins bind and parse under them).
+fn reserved_name<'m>(msg: &FrontendMessage<'m>) -> Option<&'m str> {
+    let names: [&str; 2] = match msg {
+        FrontendMessage::Parse { name, .. } => [name, ""],
+        FrontendMessage::Bind {
+            portal, statement, ..
+        } => [portal, statement],
+        FrontendMessage::Execute { portal, .. } => [portal, ""],
+        FrontendMessage::Describe { name, .. } | FrontendMessage::Close { name, .. } => [name, ""],
+        _ => return None,
+    };
+    names.into_iter().find(|n| n.starts_with('\u{1}'))
 }
 
 /// Leave for a message that runs nothing.
