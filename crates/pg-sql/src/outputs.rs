@@ -86,7 +86,61 @@ const CONDITION_KEYS: &[&str] = &[
     // how many rows come back
     "limit_count",
     "limit_offset",
+    // window partitions and orderings, aggregate orderings and filters
+    "partition_clause",
+    "order_clause",
+    "agg_order",
+    "agg_filter",
 ];
+
+/// Built-ins that return for every input, never raising an error a
+/// masked value could steer (whether an error happens is itself an
+/// answer): computing outputs with them is masked, not refused.
+const TOTAL_FUNCTIONS: &[&str] = &[
+    "upper",
+    "lower",
+    "initcap",
+    "length",
+    "char_length",
+    "character_length",
+    "octet_length",
+    "bit_length",
+    "md5",
+    "concat",
+    "concat_ws",
+    "coalesce",
+    "greatest",
+    "least",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "reverse",
+    "left",
+    "right",
+    "strpos",
+    "position",
+    "replace",
+    "translate",
+    "starts_with",
+    "quote_literal",
+    "quote_ident",
+    "quote_nullable",
+    "to_json",
+    "to_jsonb",
+    "row_to_json",
+    "json_build_array",
+    "jsonb_build_array",
+    "count",
+    "min",
+    "max",
+    "array_agg",
+    "string_agg",
+    "json_agg",
+    "jsonb_agg",
+];
+
+/// Operators that return for every input of the types they take.
+const TOTAL_OPERATORS: &[&str] = &["||", "=", "<>", "!=", "<", ">", "<=", ">="];
 
 /// Reads the output facts of one top-level statement node.
 pub(crate) fn analyze(kind: &str, body: &Value) -> OutputFacts {
@@ -380,30 +434,55 @@ enum OutputRef {
     Position(usize),
 }
 
-/// The part of an expression node whose value steers more than its own
-/// output: the arguments of a set-returning function (how many rows), of a
-/// function with effects or of a user's function (it may act on them or
-/// quote them in an error), a `CASE` branch's test, a simple `CASE`'s
-/// subject, and what a cast to a type other than text converts (it may
-/// fail quoting the value).
-fn influencing_arguments(m: &serde_json::Map<String, Value>) -> Option<&Value> {
+/// The parts of an expression node whose values steer more than its own
+/// output: the arguments of a set-returning function (how many rows), of
+/// a function with effects or of a user's (it may act on them), of any
+/// function or operator that may fail (whether it fails is an answer), of
+/// a DISTINCT aggregate (it compares them); a `CASE` branch's test, a
+/// simple `CASE`'s subject, and what a cast to a type other than text
+/// converts.
+fn influencing_arguments(m: &serde_json::Map<String, Value>) -> Vec<&Value> {
     if m.contains_key("funcname") && m.contains_key("agg_star") {
-        let parts = name_parts(m.get("funcname")?);
+        let parts = name_parts(m.get("funcname").unwrap_or(&Value::Null));
         let (schema, name) = match parts.as_slice() {
             [name] => (None, name.as_str()),
             [.., schema, name] => (Some(schema.as_str()), name.as_str()),
-            [] => return m.get("args"),
+            [] => return m.get("args").into_iter().collect(),
         };
         let builtin = matches!(schema, None | Some("pg_catalog"));
-        let steers = (builtin && crate::builtins::returns_set(name))
+        let total = builtin && TOTAL_FUNCTIONS.contains(&name);
+        let distinct = m.get("agg_distinct").and_then(Value::as_bool) == Some(true);
+        let steers = !total
+            || distinct
+            || (builtin && crate::builtins::returns_set(name))
             || crate::builtins::classify_builtin(schema, name) != crate::BuiltinClass::Pure;
-        return steers.then(|| m.get("args")).flatten();
+        return if steers {
+            m.get("args").into_iter().collect()
+        } else {
+            Vec::new()
+        };
+    }
+    if let Some(op) = m.get("AExpr") {
+        let symbol = name_parts(op.get("name").unwrap_or(&Value::Null));
+        let total = matches!(symbol.as_slice(), [s] if TOTAL_OPERATORS.contains(&s.as_str()));
+        return if total {
+            Vec::new()
+        } else {
+            ["lexpr", "rexpr"]
+                .iter()
+                .filter_map(|k| op.get(*k))
+                .collect()
+        };
     }
     if let Some(when) = m.get("CaseWhen") {
-        return when.get("expr");
+        return when.get("expr").into_iter().collect();
     }
     if let Some(case) = m.get("CaseExpr") {
-        return case.get("arg").filter(|a| !a.is_null());
+        return case
+            .get("arg")
+            .filter(|a| !a.is_null())
+            .into_iter()
+            .collect();
     }
     if let Some(cast) = m.get("TypeCast") {
         let target = name_parts(cast.pointer("/type_name/names").unwrap_or(&Value::Null));
@@ -411,9 +490,23 @@ fn influencing_arguments(m: &serde_json::Map<String, Value>) -> Option<&Value> {
             target.last().map(String::as_str),
             Some("text" | "varchar" | "bpchar" | "name" | "unknown")
         );
-        return (!textual).then(|| cast.get("arg")).flatten();
+        return if textual {
+            Vec::new()
+        } else {
+            cast.get("arg").into_iter().collect()
+        };
     }
-    None
+    Vec::new()
+}
+
+/// Whether `m` is a set operation that compares rows: every one but
+/// `UNION ALL` (UNION and INTERSECT and EXCEPT drop or keep rows by
+/// equality, which counts rows by value).
+fn compares_rows(m: &serde_json::Map<String, Value>) -> bool {
+    // SetOperation: 1 none, 2 union, 3 intersect, 4 except.
+    let op = m.get("op").and_then(Value::as_i64).unwrap_or(0);
+    let all = m.get("all").and_then(Value::as_bool).unwrap_or(false);
+    m.contains_key("larg") && (op == 3 || op == 4 || (op == 2 && !all))
 }
 
 #[derive(Default)]
@@ -439,11 +532,15 @@ impl ConditionScan {
                         return;
                     }
                 }
-                if let Some(args) = influencing_arguments(m) {
+                for args in influencing_arguments(m) {
                     // What these read decides how many rows come back, or
-                    // acts on it, or may fail quoting it: a condition.
+                    // acts on it, or may fail over it: a condition.
                     self.found = true;
                     self.visit(args, true, false);
+                }
+                if compares_rows(m) {
+                    self.found = true;
+                    self.opaque = true;
                 }
                 for (k, child) in m {
                     let cond = CONDITION_KEYS.contains(&k.as_str());

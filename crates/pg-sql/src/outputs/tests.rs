@@ -144,6 +144,25 @@ fn influence_beyond_where_counts_as_a_condition() {
         ("select ssn::int from t", "ssn"),
         ("select cast(ssn as date) from t", "ssn"),
         ("select id from t fetch first length(ssn) rows only", "ssn"),
+        // whether an error happens is an answer
+        (
+            "select 1/(sign(ascii(substr(ssn,1,1)) - 52) + 1) from t",
+            "ssn",
+        ),
+        (
+            "select regexp_match('x', '(' || left(ssn, 1)) from t",
+            "ssn",
+        ),
+        ("select substr(ssn, 1, 3) from t", "ssn"),
+        // windows and aggregates order, partition, filter and compare
+        (
+            "select name, row_number() over (order by ssn) from t",
+            "ssn",
+        ),
+        ("select rank() over (partition by ssn) from t", "ssn"),
+        ("select string_agg(name, ',' order by ssn) from t", "ssn"),
+        ("select count(*) filter (where ssn < '5') from t", "ssn"),
+        ("select count(distinct ssn) from t", "ssn"),
     ] {
         let f = facts(sql);
         assert!(f.has_conditions, "{sql}");
@@ -162,4 +181,19 @@ fn influence_beyond_where_counts_as_a_condition() {
             "{sql}"
         );
     }
+}
+
+/// Set operations other than UNION ALL keep or drop rows by their values.
+#[test]
+fn set_operations_that_compare_rows_are_conditions() {
+    for sql in [
+        "select left(ssn, 3) from t intersect select '123'",
+        "select name = 'a' and ssn < '5' from t union select false",
+        "select ssn from t except all select '1'",
+        "with recursive r(x) as (select ssn from t union select x from r) select count(*) from r",
+    ] {
+        let f = facts(sql);
+        assert!(f.has_conditions && f.conditions_opaque, "{sql}");
+    }
+    assert!(!facts("select ssn from t union all select '1'").has_conditions);
 }

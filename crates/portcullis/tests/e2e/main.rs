@@ -16,3 +16,4 @@ mod protocol;
 mod relations;
 mod relay;
 mod robustness;
+mod strict_masking;
