@@ -169,11 +169,13 @@ const ADMIN: &[&str] = &[
 ];
 
 /// Client encodings in which every byte below 0x80 stands for itself, so
-/// quotes and backslashes are read the same by us and by the server.
+/// quotes and backslashes are read the same by us and by the server; by
+/// every name PostgreSQL accepts for them (`pg_encname_tbl`), cleaned as
+/// the server cleans names: letters and digits only, lower case.
 const SAFE_ENCODINGS: &[&str] = &[
     "utf8",
     "unicode",
-    "sql_ascii",
+    "sqlascii",
     "latin1",
     "latin2",
     "latin3",
@@ -184,6 +186,20 @@ const SAFE_ENCODINGS: &[&str] = &[
     "latin8",
     "latin9",
     "latin10",
+    "iso88591",
+    "iso88592",
+    "iso88593",
+    "iso88594",
+    "iso88599",
+    "iso885910",
+    "iso885913",
+    "iso885914",
+    "iso885915",
+    "iso885916",
+    "iso88595",
+    "iso88596",
+    "iso88597",
+    "iso88598",
     "win1250",
     "win1251",
     "win1252",
@@ -193,23 +209,45 @@ const SAFE_ENCODINGS: &[&str] = &[
     "win1256",
     "win1257",
     "win1258",
+    "windows1250",
+    "windows1251",
+    "windows1252",
+    "windows1253",
+    "windows1254",
+    "windows1255",
+    "windows1256",
+    "windows1257",
+    "windows1258",
+    "win866",
+    "windows866",
+    "alt",
+    "win874",
+    "windows874",
+    "tcvn",
+    "tcvn5712",
+    "vscii",
+    "abc",
+    "koi8",
     "koi8r",
     "koi8u",
-    "euc_jp",
-    "euc_kr",
-    "euc_cn",
-    "euc_tw",
-    "iso_8859_5",
-    "iso_8859_6",
-    "iso_8859_7",
-    "iso_8859_8",
+    "eucjp",
+    "euckr",
+    "euccn",
+    "euctw",
+    "eucjis2004",
 ];
 
 /// Whether a client encoding keeps every byte below 0x80 meaning itself,
 /// so the server reads quotes and backslashes where the gateway does.
+/// Names are cleaned as PostgreSQL cleans them (`utf-8`, `UTF_8`,
+/// `ISO-8859-15` and `Unicode` are the names of safe encodings).
 pub fn is_safe_client_encoding(name: &str) -> bool {
-    let n = name.to_ascii_lowercase().replace('-', "_");
-    SAFE_ENCODINGS.contains(&n.as_str())
+    let cleaned: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    SAFE_ENCODINGS.contains(&cleaned.as_str())
 }
 
 fn facts(kind: &'static str, w: Walker) -> StatementFacts {

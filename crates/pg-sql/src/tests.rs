@@ -312,3 +312,38 @@ fn literal_sensitive_texts_and_prepared_transactions() {
     assert!(facts("alter function f(t) rename to g").redefines_callables);
     assert!(!facts("select 1").redefines_callables);
 }
+
+/// Encoding names as the server accepts them: cleaned to letters and
+/// digits, any case; quote-hiding encodings stay refused by every name.
+#[test]
+fn client_encodings_by_every_name_the_server_accepts() {
+    use crate::is_safe_client_encoding as safe;
+    for name in [
+        "UTF8",
+        "utf-8",
+        "UTF_8",
+        "Unicode",
+        "LATIN9",
+        "ISO-8859-15",
+        "WIN1252",
+        "windows-1251",
+        "KOI8-R",
+        "EUC_JP",
+        "SQL_ASCII",
+    ] {
+        assert!(safe(name), "{name}");
+    }
+    for name in [
+        "SJIS",
+        "Shift_JIS",
+        "BIG5",
+        "GBK",
+        "GB18030",
+        "UHC",
+        "JOHAB",
+        "mskanji",
+        "",
+    ] {
+        assert!(!safe(name), "{name}");
+    }
+}

@@ -322,6 +322,23 @@ async fn quote_hiding_client_encodings_are_refused_however_they_are_set() {
         stderr.contains("client_encoding \"SJIS\" is not allowed"),
         "{stderr}"
     );
+    // Every name the server accepts for a safe encoding is accepted.
+    for alias in ["utf-8", "Unicode", "UTF_8"] {
+        let out = std::process::Command::new("psql")
+            .arg("-X")
+            .arg(gw.conninfo("app-db", ""))
+            .arg("-c")
+            .arg("show client_encoding")
+            .env("PGPASSWORD", ALICE_TOKEN)
+            .env("PGCLIENTENCODING", alias)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{alias}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // By SET.
     let client = connect(&gw, "app-db", ALICE_TOKEN).await.unwrap();
     let e = client
