@@ -29,10 +29,7 @@ const EFFECTS: &[(&str, &str)] = &[
     ("pg_log_backend_memory_contexts", "signals another session"),
     ("pg_promote", "promotes a standby"),
     ("pg_stat_get_activity", "reads other sessions' statements"),
-    (
-        "pg_stat_get_backend_activity",
-        "reads other sessions' statements",
-    ),
+    ("pg_stat_get_backend_*", "reads other sessions' activity"),
     // settings: set_config is decided as the SET it is when its arguments
     // are constants; current_setting of a non-secret constant name is pure
     ("set_config", "changes a setting"),
