@@ -23,7 +23,9 @@ pub const CATALOG_FINGERPRINT_SQL: &str = "\
 (SELECT count(*)::text || ':' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.pg_class WHERE oid >= 16384) || '/' || \
 (SELECT count(*)::text || ':' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.pg_namespace) || '/' || \
 (SELECT count(*)::text || ':' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.pg_proc WHERE oid >= 16384) || '/' || \
-(SELECT count(*)::text || ':' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.pg_inherits)";
+(SELECT count(*)::text || ':' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.pg_inherits) || '/' || \
+(SELECT count(*)::text || ':' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.pg_operator WHERE oid >= 16384) || '/' || \
+(SELECT count(*)::text || ':' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.pg_cast WHERE oid >= 16384)";
 
 /// The query the catalog is read with: one row per direct dependency of a
 /// user view, `(view schema, view name, kind, dependency schema, name)`,
@@ -32,7 +34,9 @@ pub const CATALOG_FINGERPRINT_SQL: &str = "\
 /// built-in called by unqualified name; one row per inheritance or
 /// partition link (kind `i`: parent, then child); one row per operator
 /// created after initdb (kind `p`: its schema and symbol, then the
-/// function it runs); and one row per
+/// function it runs); one row per cast created after initdb with a
+/// function (kind `k`: source and target type names, then the function);
+/// and one row per
 /// built-in called by unqualified name; and one row per distinct name of a
 /// function that one argument can call (kind `c`, any schema), which a
 /// field selection `t.f` or `(expr).f` calls when no column or field `f`
@@ -74,7 +78,13 @@ UNION \
 SELECT opn.nspname::text, o.oprname::text, 'p', pn.nspname::text, p.proname::text \
 FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace opn ON opn.oid = o.oprnamespace \
 JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
-WHERE o.oid >= 16384";
+WHERE o.oid >= 16384 \
+UNION \
+SELECT st.typname::text, tt.typname::text, 'k', pn.nspname::text, p.proname::text \
+FROM pg_catalog.pg_cast c JOIN pg_catalog.pg_type st ON st.oid = c.castsource \
+JOIN pg_catalog.pg_type tt ON tt.oid = c.casttarget \
+JOIN pg_catalog.pg_proc p ON p.oid = c.castfunc JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
+WHERE c.oid >= 16384";
 
 /// Added to [`VIEW_DEPENDENCIES_SQL`] when masking classifies columns of
 /// the connection: every relation with its kind (kind `o` followed by the
@@ -134,6 +144,9 @@ pub struct ViewCatalog {
     /// Operators created after initdb, by symbol: their schema and the
     /// function (`schema.name`) each runs.
     user_operators: HashMap<String, Vec<(String, String)>>,
+    /// Casts created after initdb, by target type name: the functions
+    /// (`schema.name`) they run.
+    user_casts: HashMap<String, Vec<String>>,
     /// Relations by oid (read only when masking needs them).
     relations: HashMap<u32, RelationInfo>,
     /// User relations' columns by (oid, attribute number): name and position.
@@ -156,6 +169,7 @@ impl ViewCatalog {
         let mut attribute_callable = HashSet::new();
         let mut children: HashMap<String, Vec<String>> = HashMap::new();
         let mut user_operators: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let mut user_casts: HashMap<String, Vec<String>> = HashMap::new();
         let mut relations = HashMap::new();
         let mut attrs: Vec<(u32, i16, String, usize)> = Vec::new();
         let mut traced = false;
@@ -197,6 +211,14 @@ impl ViewCatalog {
                     .entry(vn.as_ref().to_owned())
                     .or_default()
                     .push((vs.as_ref().to_owned(), function));
+                continue;
+            }
+            if kind.as_ref() == "k" {
+                let function = format!("{}.{}", ds.as_ref(), dn.as_ref());
+                user_casts
+                    .entry(vn.as_ref().to_owned())
+                    .or_default()
+                    .push(function);
                 continue;
             }
             if kind.as_ref() == "i" {
@@ -267,6 +289,7 @@ impl ViewCatalog {
             descendants,
             ancestors,
             user_operators,
+            user_casts,
             relations,
             columns,
             column_lists,
@@ -296,6 +319,12 @@ impl ViewCatalog {
             .filter(|(s, _)| schema.is_none_or(|want| want == s))
             .map(|(_, f)| f.as_str())
             .collect()
+    }
+
+    /// The functions (`schema.name`) a user's cast to the type named
+    /// `target` runs.
+    pub fn cast_functions(&self, target: &str) -> &[String] {
+        self.user_casts.get(target).map_or(&[], Vec::as_slice)
     }
 
     /// Every table `schema.name` inherits from or is a partition of.

@@ -145,6 +145,9 @@ pub struct StatementFacts {
     /// caller, which knows the catalog's operators, decides each as a call
     /// to the functions behind it.
     pub operator_names: Vec<String>,
+    /// Type names cast to explicitly (`x::t`, `CAST(x AS t)`), sorted: a
+    /// user's cast to `t` runs its function.
+    pub cast_targets: Vec<String>,
     /// Whether what it does depends on literal values that a literal-free
     /// cache key drops: COPY (its file name, even an empty one, and its
     /// options) and ORDER BY / GROUP BY / DISTINCT ON positions (`ORDER BY

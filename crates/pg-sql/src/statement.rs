@@ -276,6 +276,9 @@ fn facts(kind: &'static str, w: Walker) -> StatementFacts {
     let mut operator_names = w.operator_names;
     operator_names.sort();
     operator_names.dedup();
+    let mut cast_targets = w.cast_targets;
+    cast_targets.sort();
+    cast_targets.dedup();
     StatementFacts {
         kind,
         accesses,
@@ -285,6 +288,7 @@ fn facts(kind: &'static str, w: Walker) -> StatementFacts {
         builtin_names,
         attribute_names,
         operator_names,
+        cast_targets,
         literal_sensitive: false,
         redefines_callables: false,
         outputs: Default::default(),
@@ -573,6 +577,9 @@ fn merge(f: &mut StatementFacts, other: StatementFacts) {
     f.operator_names.extend(other.operator_names);
     f.operator_names.sort();
     f.operator_names.dedup();
+    f.cast_targets.extend(other.cast_targets);
+    f.cast_targets.sort();
+    f.cast_targets.dedup();
     f.literal_sensitive |= other.literal_sensitive;
     f.redefines_callables |= other.redefines_callables;
     if f.executes.is_none() {

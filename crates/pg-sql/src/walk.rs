@@ -59,6 +59,8 @@ pub(crate) struct Walker {
     pub(crate) attribute_names: Vec<String>,
     /// Operator symbols used (`schema.op` when qualified).
     pub(crate) operator_names: Vec<String>,
+    /// Type names cast to explicitly.
+    pub(crate) cast_targets: Vec<String>,
     /// Session changes made by calls (`set_config` of a constant path).
     pub(crate) effects: Vec<Effect>,
     /// The setting a `pg_settings` filter names (see
@@ -245,6 +247,10 @@ impl Walker {
         }
         if m.get("locking_clause").is_some_and(is_set_value) {
             self.locks_rows = true;
+        }
+        if let Some(cast) = m.get("TypeCast") {
+            let names = name_parts(cast.pointer("/type_name/names").unwrap_or(&Value::Null));
+            self.cast_targets.extend(names.last().cloned());
         }
         // `a OPERATOR(app.+) b`, `x OPERATOR(app.=) ANY (…)`, `ORDER BY x
         // USING OPERATOR(app.<)`: a schema-qualified operator runs whatever

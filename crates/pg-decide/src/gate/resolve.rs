@@ -159,21 +159,31 @@ impl StatementGate {
                 .into_iter()
                 .flatten(),
         );
-        for op in operators {
-            for f in self.views.operator_functions(op) {
-                let Some((schema, name)) = f.split_once('.') else {
-                    continue;
-                };
-                if portcullis_pg_sql::classify_builtin(Some(schema), name)
-                    == portcullis_pg_sql::BuiltinClass::Pure
-                {
-                    continue;
-                }
-                out.push(Access {
-                    action: SqlAction::Execute,
-                    object: Object::Function(portcullis_pg_sql::Name::new(Some(schema), name)),
-                });
+        // So does a user's cast, to the type cast to explicitly.
+        let casts = stmt
+            .cast_targets
+            .iter()
+            .chain(
+                prepared
+                    .map(|p| p.cast_targets.iter())
+                    .into_iter()
+                    .flatten(),
+            )
+            .flat_map(|t| self.views.cast_functions(t).iter().map(String::as_str));
+        let operator_functions = operators.flat_map(|op| self.views.operator_functions(op));
+        for f in operator_functions.chain(casts) {
+            let Some((schema, name)) = f.split_once('.') else {
+                continue;
+            };
+            if portcullis_pg_sql::classify_builtin(Some(schema), name)
+                == portcullis_pg_sql::BuiltinClass::Pure
+            {
+                continue;
             }
+            out.push(Access {
+                action: SqlAction::Execute,
+                object: Object::Function(portcullis_pg_sql::Name::new(Some(schema), name)),
+            });
         }
         out.sort();
         out.dedup();

@@ -64,6 +64,7 @@ pub(super) fn merge_prepared(old: &mut StatementFacts, other: &StatementFacts) {
         .extend(other.attribute_names.iter().cloned());
     old.operator_names
         .extend(other.operator_names.iter().cloned());
+    old.cast_targets.extend(other.cast_targets.iter().cloned());
     old.outputs.columns = None;
     old.outputs.only_plain_outputs = false;
     old.outputs.conditions_opaque = true;

@@ -178,3 +178,46 @@ pub fn backends_running(marker: &str) -> u64 {
         .parse()
         .unwrap_or(u64::MAX)
 }
+
+/// Only `connect` and `select` on app-db.
+pub const SELECT_ONLY: &str = r#"
+permit(principal, action in [Action::"connect", Action::"select"],
+       resource in Connection::"app-db");
+"#;
+
+/// A gateway with app-db under `policies` and the extra configuration
+/// `extra` (masking tables, say).
+pub fn app_gateway_with(policies: &str, extra: &str) -> portcullis_testkit::Gateway {
+    gateway()
+        .app_db("app-db", cluster())
+        .policies(policies)
+        .extra(extra)
+        .start()
+}
+
+/// psql straight to the shared cluster's `app` as `trust_user`, the role
+/// attack tests use to show what the server itself does: (succeeded,
+/// output followed by errors).
+pub fn direct_psql(sql: &str) -> (bool, String) {
+    let out = portcullis_testkit::psql(
+        &format!(
+            "host=127.0.0.1 port={} dbname=app user=trust_user",
+            cluster().port()
+        ),
+        "",
+        &["-c", sql],
+        None,
+    );
+    (out.ok, format!("{}{}", out.stdout, out.stderr))
+}
+
+/// psql through `gw` to app-db as alice: (succeeded, output and errors).
+pub fn alice_psql(gw: &portcullis_testkit::Gateway, sql: &str) -> (bool, String) {
+    let out = portcullis_testkit::psql(
+        &gw.conninfo("app-db", ""),
+        portcullis_testkit::ALICE_TOKEN,
+        &["-c", sql],
+        None,
+    );
+    (out.ok, format!("{}{}", out.stdout, out.stderr))
+}

@@ -3,8 +3,6 @@
 //! Each case first shows, straight against PostgreSQL, that the parent
 //! returns the child's rows.
 
-use portcullis_testkit::{psql, Gateway, ALICE_TOKEN};
-
 use crate::common::*;
 
 const KID_ROW: &str = "KID-SECRET-51c2";
@@ -31,38 +29,20 @@ fn seed() {
 }
 
 fn direct(sql: &str) -> String {
-    let out = psql(
-        &format!(
-            "host=127.0.0.1 port={} dbname=app user=trust_user",
-            cluster().port()
-        ),
-        "",
-        &["-c", sql],
-        None,
-    );
-    assert!(out.ok, "{}", out.stderr);
-    out.stdout
-}
-
-fn through(gw: &Gateway, sql: &str) -> (bool, String) {
-    let out = psql(&gw.conninfo("app-db", ""), ALICE_TOKEN, &["-c", sql], None);
-    (out.ok, format!("{}{}", out.stdout, out.stderr))
+    let (ok, out) = direct_psql(sql);
+    assert!(ok, "{out}");
+    out
 }
 
 #[test]
 fn a_childs_rule_holds_when_its_parent_is_read() {
     seed();
-    let gw = gateway()
-        .app_db("app-db", cluster())
-        .policies(
-            r#"
-permit(principal, action in [Action::"connect", Action::"select"],
-       resource in Connection::"app-db");
-forbid(principal, action, resource == Table::"app-db/public.inh_kid");
-forbid(principal, action, resource == Table::"app-db/public.part_kid");
-"#,
-        )
-        .start();
+    let policies = format!(
+        "{SELECT_ONLY}
+forbid(principal, action, resource == Table::\"app-db/public.inh_kid\");
+forbid(principal, action, resource == Table::\"app-db/public.part_kid\");"
+    );
+    let gw = app_gateway_with(&policies, "");
     for (parent, row, kid) in [
         ("inh_parent", KID_ROW, "inh_kid"),
         ("part_parent", PARTITION_ROW, "part_kid"),
@@ -72,7 +52,7 @@ forbid(principal, action, resource == Table::"app-db/public.part_kid");
             direct(&sql).contains(row),
             "the parent does not return the child's rows"
         );
-        let (ok, out) = through(&gw, &sql);
+        let (ok, out) = alice_psql(&gw, &sql);
         assert!(!ok && !out.contains(row), "{out}");
         assert!(
             out.contains(&format!(
@@ -82,23 +62,16 @@ forbid(principal, action, resource == Table::"app-db/public.part_kid");
         );
         // The child by itself stays refused, and the parent's own rows
         // are read through a table with no child.
-        assert!(!through(&gw, &format!("select * from {kid}")).0);
+        assert!(!alice_psql(&gw, &format!("select * from {kid}")).0);
     }
 }
 
 #[test]
 fn a_childs_masked_column_is_masked_when_its_parent_is_read() {
     seed();
-    let gw = gateway()
-        .app_db("app-db", cluster())
-        .policies(
-            r#"
-permit(principal, action in [Action::"connect", Action::"select"],
-       resource in Connection::"app-db");
-"#,
-        )
-        .extra(
-            r#"
+    let gw = app_gateway_with(
+        SELECT_ONLY,
+        r#"
 [masking]
 [[masking.columns]]
 connection = "app-db"
@@ -112,12 +85,11 @@ column = "public.part_kid.secret"
 class = "secret"
 strategy = "redact"
 "#,
-        )
-        .start();
+    );
     for (parent, row) in [("inh_parent", KID_ROW), ("part_parent", PARTITION_ROW)] {
         let sql = format!("select id, secret from {parent} order by id");
         assert!(direct(&sql).contains(row));
-        let (ok, out) = through(&gw, &sql);
+        let (ok, out) = alice_psql(&gw, &sql);
         assert!(ok, "{out}");
         assert!(
             !out.contains(row),
@@ -140,24 +112,49 @@ fn an_operator_is_a_call_of_its_function() {
              grant execute on function public.tattle(text) to trust_user, portcullis_reader",
         );
     });
-    let gw = gateway()
-        .app_db("app-db", cluster())
-        .policies(
-            r#"
-permit(principal, action in [Action::"connect", Action::"select"],
-       resource in Connection::"app-db");
-"#,
-        )
-        .start();
+    let gw = app_gateway_with(SELECT_ONLY, "");
     for sql in ["select ### 'x'", "select operator(public.###) 'x'"] {
         assert!(
             direct(sql).contains("TATTLED-x"),
             "{sql} does not run directly"
         );
-        let (ok, out) = through(&gw, sql);
+        let (ok, out) = alice_psql(&gw, sql);
         assert!(!ok && !out.contains("TATTLED"), "{sql}: {out}");
         // The function behind it (or, qualified, the operator itself).
         assert!(out.contains("execute on app-db/public."), "{sql}: {out}");
     }
-    assert!(!through(&gw, "select public.tattle('x')").0);
+    assert!(!alice_psql(&gw, "select public.tattle('x')").0);
+}
+
+/// A user's cast runs its function: casting to its type needs `execute`
+/// on the function.
+#[test]
+fn an_explicit_cast_is_a_call_of_its_function() {
+    static SEED: std::sync::Once = std::sync::Once::new();
+    SEED.call_once(|| {
+        cluster().superuser_sql(
+            "app",
+            "create type public.loud as (v text); \
+             create function public.shout(text) returns public.loud language sql \
+               as $$ select row('CAST-RAN-' || $1)::public.loud $$; \
+             create cast (text as public.loud) with function public.shout(text); \
+             grant execute on function public.shout(text) to trust_user, portcullis_reader",
+        );
+    });
+    let gw = app_gateway_with(SELECT_ONLY, "");
+    for sql in [
+        "select ('x'::text)::loud",
+        "select cast('x'::text as public.loud)",
+    ] {
+        assert!(
+            direct(sql).contains("CAST-RAN-x"),
+            "{sql} does not run directly"
+        );
+        let (ok, out) = alice_psql(&gw, sql);
+        assert!(!ok && !out.contains("CAST-RAN"), "{sql}: {out}");
+        assert!(
+            out.contains("execute on app-db/public.shout"),
+            "{sql}: {out}"
+        );
+    }
 }

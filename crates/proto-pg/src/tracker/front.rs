@@ -141,7 +141,15 @@ impl FrontendTracker {
                 "the name {name:?} starts with \\x01, which the gateway reserves for its own statements"
             )));
         }
-        if !matches!(msg, FrontendMessage::Query { .. } | FrontendMessage::Sync) {
+        if matches!(
+            msg,
+            FrontendMessage::Parse { .. }
+                | FrontendMessage::Bind { .. }
+                | FrontendMessage::Describe { .. }
+                | FrontendMessage::Execute { .. }
+                | FrontendMessage::Close { .. }
+                | FrontendMessage::Flush
+        ) {
             self.extended_in_stretch = true;
         }
         match msg {
