@@ -265,30 +265,16 @@ fn facts(kind: &'static str, w: Walker) -> StatementFacts {
             .collect();
         accesses.extend(locked);
     }
-    accesses.sort();
-    accesses.dedup();
-    let mut builtin_names = w.builtin_names;
-    builtin_names.sort();
-    builtin_names.dedup();
-    let mut attribute_names = w.attribute_names;
-    attribute_names.sort();
-    attribute_names.dedup();
-    let mut operator_names = w.operator_names;
-    operator_names.sort();
-    operator_names.dedup();
-    let mut cast_targets = w.cast_targets;
-    cast_targets.sort();
-    cast_targets.dedup();
     StatementFacts {
         kind,
-        accesses,
+        accesses: sorted(accesses, Vec::new()),
         effects: w.effects,
         executes: None,
         unqualified_builtins: w.unqualified_builtins,
-        builtin_names,
-        attribute_names,
-        operator_names,
-        cast_targets,
+        builtin_names: sorted(w.builtin_names, Vec::new()),
+        attribute_names: sorted(w.attribute_names, Vec::new()),
+        operator_names: sorted(w.operator_names, Vec::new()),
+        cast_targets: sorted(w.cast_targets, Vec::new()),
         literal_sensitive: false,
         redefines_callables: false,
         outputs: Default::default(),
@@ -563,23 +549,24 @@ fn inner(node: Option<&Value>) -> Result<StatementFacts, Unclassifiable> {
 }
 
 /// Adds `other`'s pairs and prepared-statement reference to `f`.
+/// `a` and `b` together, sorted, without duplicates.
+fn sorted<T: Ord>(mut a: Vec<T>, b: Vec<T>) -> Vec<T> {
+    a.extend(b);
+    a.sort();
+    a.dedup();
+    a
+}
+
 fn merge(f: &mut StatementFacts, other: StatementFacts) {
-    f.accesses.extend(other.accesses);
-    f.accesses.sort();
-    f.accesses.dedup();
+    f.accesses = sorted(std::mem::take(&mut f.accesses), other.accesses);
     f.unqualified_builtins |= other.unqualified_builtins;
-    f.builtin_names.extend(other.builtin_names);
-    f.builtin_names.sort();
-    f.builtin_names.dedup();
-    f.attribute_names.extend(other.attribute_names);
-    f.attribute_names.sort();
-    f.attribute_names.dedup();
-    f.operator_names.extend(other.operator_names);
-    f.operator_names.sort();
-    f.operator_names.dedup();
-    f.cast_targets.extend(other.cast_targets);
-    f.cast_targets.sort();
-    f.cast_targets.dedup();
+    f.builtin_names = sorted(std::mem::take(&mut f.builtin_names), other.builtin_names);
+    f.attribute_names = sorted(
+        std::mem::take(&mut f.attribute_names),
+        other.attribute_names,
+    );
+    f.operator_names = sorted(std::mem::take(&mut f.operator_names), other.operator_names);
+    f.cast_targets = sorted(std::mem::take(&mut f.cast_targets), other.cast_targets);
     f.literal_sensitive |= other.literal_sensitive;
     f.redefines_callables |= other.redefines_callables;
     if f.executes.is_none() {
