@@ -12,6 +12,7 @@
 //! largest message in either direction.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -273,6 +274,7 @@ where
         }
         // Before the client can see the answers and act on them.
         pending.answered(tracker.take_answered());
+        pending.settle_busy(tracker);
         if used > 0 {
             bytes_out.increment(used as u64);
             write_spliced(client, &buf[..used], &mut replaced).await?;
@@ -355,6 +357,8 @@ pub struct Handoff {
     queue: std::sync::Mutex<Vec<Pending>>,
     grown: std::sync::atomic::AtomicBool,
     answers: std::sync::Mutex<Vec<(u64, bool)>>,
+    /// Whether something sent is still unanswered, for cancel requests.
+    busy: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Entries waiting in a [`Handoff`] that make the upstream side take them
@@ -362,9 +366,28 @@ pub struct Handoff {
 const HANDOFF_WAKE: usize = 256;
 
 impl Handoff {
+    /// A handoff that keeps `busy` true while something sent is
+    /// unanswered (set when entries are put, cleared when the upstream
+    /// side has answered everything, under the queue's lock).
+    pub fn with_busy(busy: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        Self {
+            busy,
+            ..Self::default()
+        }
+    }
+
+    /// Notes whether `tracker` still waits for answers; busy stays set
+    /// while entries not yet taken wait too.
+    fn settle_busy(&self, tracker: &BackendTracker) {
+        let queue = self.lock();
+        self.busy
+            .store(tracker.in_flight() || !queue.is_empty(), Ordering::Release);
+    }
+
     /// Appends `batch`, leaving it empty; returns how many entries wait.
     fn put(&self, batch: &mut Vec<Pending>) -> usize {
         let mut queue = self.lock();
+        self.busy.store(true, Ordering::Release);
         let before = queue.len();
         queue.append(batch);
         if before < HANDOFF_WAKE && queue.len() >= HANDOFF_WAKE {

@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cancel::CancelRegistry;
+use crate::cancel::{CancelRegistry, CancelTarget};
 use crate::error::SessionError;
 use crate::handshake::{self, ClientHello, Opening};
 use crate::relay::{self, Limits, RelayEnd, StatementLog};
@@ -194,7 +194,10 @@ impl PgAdapter {
     async fn forward_cancel(&self, pid: i32, secret: i32, peer: SocketAddr) {
         metrics::counter!("portcullis_cancel_requests_total").increment(1);
         match self.cancels.resolve(pid, secret) {
-            Some((upstream, key)) => {
+            Some(CancelTarget::Idle) => {
+                tracing::info!(%peer, "cancel request for a session with nothing running dropped");
+            }
+            Some(CancelTarget::Running(upstream, key)) => {
                 if let Err(e) = upstream.cancel(key).await {
                     tracing::warn!(%peer, error = %e, "forwarding cancel failed");
                 }
@@ -294,7 +297,8 @@ impl PgAdapter {
                 return;
             }
         };
-        let (key, _cancel_key) = self.cancels.issue(upstream.clone(), up.key);
+        let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (key, _cancel_key) = self.cancels.issue(upstream.clone(), up.key, busy.clone());
 
         let mut welcome = BytesMut::new();
         encode::auth_ok(&mut welcome);
@@ -325,7 +329,7 @@ impl PgAdapter {
         let outcome = match client_w.write_all(&welcome).await {
             Err(e) => Err(SessionError::Io(e)),
             Ok(()) => {
-                let pending = relay::Handoff::default();
+                let pending = relay::Handoff::with_busy(busy);
                 let limits = &self.cfg.limits;
                 let outcome = {
                     let to_client = relay::upstream_to_client(
