@@ -131,6 +131,10 @@ pub enum Pending {
     SyntaxProbe(Stmt, Probe),
 }
 
+/// An answer that is no change's: the server reported no transaction
+/// open (ReadyForQuery `I`), so every portal a Bind made is gone.
+pub(crate) const TRANSACTION_ENDED: u64 = u64::MAX;
+
 /// How far a syntax probe's answer has come.
 #[derive(Debug, Default)]
 pub struct Probe {
@@ -575,6 +579,9 @@ impl BackendTracker {
             b'Z' => {
                 self.command_rows = 0;
                 self.status = TransactionStatus::of_ready_for_query(body);
+                if self.status == Some(TransactionStatus::Idle) {
+                    self.answered.push((TRANSACTION_ENDED, true));
+                }
                 match self.queue.pop_front() {
                     Some(Pending::Query(s)) => {
                         // Statements after an error never ran.

@@ -91,6 +91,13 @@ impl FrontendTracker {
     /// Settles changes the server answered: `(change, held)`.
     pub fn resolve(&mut self, answers: &[(u64, bool)], gate: &mut StatementGate) {
         for &(change, held) in answers {
+            if change == super::TRANSACTION_ENDED {
+                // Bound portals end with their transaction (cursors WITH
+                // HOLD outlive it): forgetting them bounds the ledger.
+                self.portals
+                    .forget_confirmed(|p| matches!(p, PortalDef::Bound(_)));
+                continue;
+            }
             if let Some(touched) = self.statements.resolve(change, held) {
                 self.sync_gate(touched, gate);
             } else {

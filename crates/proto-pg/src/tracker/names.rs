@@ -100,6 +100,11 @@ impl<T: Clone + PartialEq> Ledger<T> {
         Some(touched)
     }
 
+    /// Forgets every confirmed definition `gone` says the server dropped.
+    pub fn forget_confirmed(&mut self, gone: impl Fn(&T) -> bool) {
+        self.confirmed.retain(|_, t| !gone(t));
+    }
+
     /// Everything `name` may hold when a message of stretch `stretch`
     /// reaches the server (`None` among them: possibly nothing).
     pub fn candidates(&self, name: &str, stretch: u64) -> Vec<Option<T>> {
@@ -197,5 +202,23 @@ mod tests {
         l.sent(4, 2, Change::RemoveAll);
         l.resolve(4, true);
         assert_eq!(l.candidates("p", 3), vec![None]);
+    }
+}
+
+#[cfg(test)]
+mod forgetting {
+    use super::*;
+
+    #[test]
+    fn definitions_the_server_dropped_are_forgotten_and_others_kept() {
+        let mut l: Ledger<&str> = Ledger::default();
+        l.sent(1, 0, Change::Define(Arc::from("c1"), "bound"));
+        l.sent(2, 0, Change::Define(Arc::from("held"), "cursor"));
+        l.resolve(1, true);
+        l.resolve(2, true);
+        l.forget_confirmed(|d| *d == "bound");
+        assert_eq!(l.candidates("c1", 1), vec![None]);
+        assert_eq!(l.candidates("held", 1), vec![Some("cursor")]);
+        assert_eq!(l.len_bound(), 1);
     }
 }
