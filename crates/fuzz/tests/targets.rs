@@ -56,6 +56,41 @@ fn frontend_messages() {
     assert!(r.runs > 100, "{r:?}");
 }
 
+/// Decoding in any client encoding never panics, keeps every ASCII byte
+/// as itself (quotes and backslashes read where the server reads them),
+/// and a decoded text has at most as many characters as bytes.
+#[test]
+fn client_encodings() {
+    use portcullis_pg_wire::ClientEncoding;
+    let encodings: Vec<ClientEncoding> = [
+        "UTF8", "LATIN1", "LATIN3", "WIN1251", "KOI8U", "EUC_JP", "EUC_KR", "EUC_CN", "EUC_TW",
+    ]
+    .iter()
+    .map(|n| ClientEncoding::by_name(n).unwrap())
+    .chain([ClientEncoding::UNSETTLED])
+    .collect();
+    let seeds = vec![
+        b"select '\xa4\xa2' from \"caf\xe9\"".to_vec(),
+        b"\x8f\xb0\xa1\x8e\xb1'\\".to_vec(),
+    ];
+    let r = fuzz(
+        "client_encodings",
+        &seeds,
+        &[b"\x8e", b"\x8f", b"\xa1", b"'", b"\\"],
+        |input| {
+            for enc in &encodings {
+                if let Ok(text) = enc.decode(input) {
+                    assert!(text.chars().count() <= input.len());
+                    let ascii_in: Vec<u8> = input.iter().copied().filter(u8::is_ascii).collect();
+                    let ascii_out: Vec<u8> = text.bytes().filter(u8::is_ascii).collect();
+                    assert_eq!(ascii_in, ascii_out, "{}", enc.name());
+                }
+            }
+        },
+    );
+    assert!(r.runs > 100, "{r:?}");
+}
+
 #[test]
 fn startup_ssl_and_cancel_packets() {
     let mut startup = Vec::new();

@@ -297,7 +297,11 @@ impl StatementGate {
             ));
         }
         match mask {
-            Ok(mask) => GateDecision::Allow(Allowed::new(policies.into(), mask).with_names(names)),
+            Ok(mask) => GateDecision::Allow(
+                Allowed::new(policies.into(), mask)
+                    .with_names(names)
+                    .with_encoding(state::encoding_change(statements.iter().copied())),
+            ),
             Err(deny) => deny,
         }
     }

@@ -37,6 +37,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use portcullis_core::audit::{Decision, PolicyIds};
 use portcullis_core::masking::{MaskCounts, Scratch};
+use portcullis_pg_sql::EncodingChange;
 use portcullis_pg_wire::rows::{self, FieldDescription};
 use portcullis_pg_wire::{encode, FrontendMessage, WireError};
 
@@ -87,6 +88,8 @@ pub struct Allowed {
     rows: RowPolicy,
     /// Prepared statements and portals its statements define or remove.
     names: Option<Arc<[crate::gate::NameChange]>>,
+    /// The strongest way its statements may change `client_encoding`.
+    encoding: Option<EncodingChange>,
 }
 
 impl Allowed {
@@ -100,7 +103,20 @@ impl Allowed {
             policies,
             rows,
             names: None,
+            encoding: None,
         }
+    }
+
+    /// With the strongest change to `client_encoding` its statements make.
+    pub(crate) fn with_encoding(mut self, encoding: Option<EncodingChange>) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// How its statements may change `client_encoding`, the encoding in
+    /// which the server reads the client's next messages.
+    pub fn encoding_change(&self) -> Option<EncodingChange> {
+        self.encoding
     }
 
     /// With the changes to names its statements make.

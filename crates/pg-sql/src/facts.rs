@@ -115,6 +115,22 @@ pub enum Effect {
     Declare(String),
     /// `CLOSE name`; `None` for `CLOSE ALL` and `DISCARD ALL`.
     ClosePortal(Option<String>),
+    /// May change `client_encoding`, in which the server reads the
+    /// client's next messages.
+    ClientEncoding(EncodingChange),
+}
+
+/// How a statement may change `client_encoding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EncodingChange {
+    /// Ends a transaction, which undoes its `SET LOCAL`s, and every `SET`
+    /// if it failed: a change only where the session set the encoding.
+    TransactionEnd,
+    /// `RESET ALL`, `DISCARD ALL`: back to the login's encoding, a change
+    /// only where the session set another one.
+    ResetAll,
+    /// Sets or resets `client_encoding` itself.
+    Set,
 }
 
 /// What one statement does.

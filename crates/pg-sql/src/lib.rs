@@ -20,7 +20,8 @@ mod walk;
 
 pub use builtins::{classify_builtin, is_builtin_safe, BuiltinClass, Volatility};
 pub use facts::{
-    Access, Analysis, Effect, Name, Object, SqlAction, StatementFacts, Unclassifiable,
+    Access, Analysis, Effect, EncodingChange, Name, Object, SqlAction, StatementFacts,
+    Unclassifiable,
 };
 pub use outputs::{CopyOut, OutputColumn, OutputFacts};
 pub use quick_key::{check_against_scanner, quick_literal_free_key};

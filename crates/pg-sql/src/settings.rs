@@ -3,7 +3,7 @@
 //! gateway would then read statements differently from the server, and
 //! which change how names resolve.
 
-use crate::facts::{Effect, Object, SqlAction, Unclassifiable};
+use crate::facts::{Effect, EncodingChange, Object, SqlAction, Unclassifiable};
 use crate::walk::Walker;
 
 /// Settings only an administrator may change: the upstream's own audit
@@ -115,7 +115,11 @@ pub(crate) fn change(
         w.push(SqlAction::Admin, Object::Connection);
     }
     let Some(values) = values else {
-        return Ok((name == "search_path").then_some(Effect::SearchPath(None)));
+        return Ok(match name {
+            "search_path" => Some(Effect::SearchPath(None)),
+            "client_encoding" => Some(Effect::ClientEncoding(EncodingChange::Set)),
+            _ => None,
+        });
     };
     if protected(name) || (ONLY_ON.contains(&name) && !surely_on(values)) {
         w.push(SqlAction::Admin, Object::Connection);
@@ -136,6 +140,7 @@ pub(crate) fn change(
                     "client_encoding {enc:?} is not allowed: multi-byte encodings can hide quotes from the gateway"
                 )));
             }
+            return Ok(Some(Effect::ClientEncoding(EncodingChange::Set)));
         }
         "search_path" if path_is_text => {
             let list = values.first().map(|v| split_search_path(v)).unwrap_or_default();

@@ -3,7 +3,9 @@
 use pg_query::protobuf::{DiscardMode, ObjectType, TransactionStmtKind, VariableSetKind};
 use serde_json::Value;
 
-use crate::facts::{Access, Effect, Name, Object, SqlAction, StatementFacts, Unclassifiable};
+use crate::facts::{
+    Access, Effect, EncodingChange, Name, Object, SqlAction, StatementFacts, Unclassifiable,
+};
 use crate::settings;
 use crate::walk::{is_set, name_parts, node, str_field, Walker};
 
@@ -168,86 +170,12 @@ const ADMIN: &[&str] = &[
     "VacuumStmt",
 ];
 
-/// Client encodings in which every byte below 0x80 stands for itself, so
-/// quotes and backslashes are read the same by us and by the server; by
-/// every name PostgreSQL accepts for them (`pg_encname_tbl`), cleaned as
-/// the server cleans names: letters and digits only, lower case.
-const SAFE_ENCODINGS: &[&str] = &[
-    "utf8",
-    "unicode",
-    "sqlascii",
-    "latin1",
-    "latin2",
-    "latin3",
-    "latin4",
-    "latin5",
-    "latin6",
-    "latin7",
-    "latin8",
-    "latin9",
-    "latin10",
-    "iso88591",
-    "iso88592",
-    "iso88593",
-    "iso88594",
-    "iso88599",
-    "iso885910",
-    "iso885913",
-    "iso885914",
-    "iso885915",
-    "iso885916",
-    "iso88595",
-    "iso88596",
-    "iso88597",
-    "iso88598",
-    "win1250",
-    "win1251",
-    "win1252",
-    "win1253",
-    "win1254",
-    "win1255",
-    "win1256",
-    "win1257",
-    "win1258",
-    "windows1250",
-    "windows1251",
-    "windows1252",
-    "windows1253",
-    "windows1254",
-    "windows1255",
-    "windows1256",
-    "windows1257",
-    "windows1258",
-    "win866",
-    "windows866",
-    "alt",
-    "win874",
-    "windows874",
-    "tcvn",
-    "tcvn5712",
-    "vscii",
-    "abc",
-    "koi8",
-    "koi8r",
-    "koi8u",
-    "eucjp",
-    "euckr",
-    "euccn",
-    "euctw",
-    "eucjis2004",
-];
-
 /// Whether a client encoding keeps every byte below 0x80 meaning itself,
 /// so the server reads quotes and backslashes where the gateway does.
 /// Names are cleaned as PostgreSQL cleans them (`utf-8`, `UTF_8`,
 /// `ISO-8859-15` and `Unicode` are the names of safe encodings).
 pub fn is_safe_client_encoding(name: &str) -> bool {
-    let cleaned: String = name
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    SAFE_ENCODINGS.contains(&cleaned.as_str())
+    portcullis_pg_wire::ClientEncoding::by_name(name).is_some()
 }
 
 fn facts(kind: &'static str, w: Walker) -> StatementFacts {
@@ -392,16 +320,27 @@ fn classify_actions(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
             // PREPARE TRANSACTION leaves a transaction, with its locks,
             // that outlives the session.
             let kind = int_field(body, "kind");
-            if kind == TransactionStmtKind::TransStmtCommitPrepared as i64
+            let admin = kind == TransactionStmtKind::TransStmtCommitPrepared as i64
                 || kind == TransactionStmtKind::TransStmtRollbackPrepared as i64
                 || kind == TransactionStmtKind::TransStmtPrepare as i64
-                || read_write_requested(body.get("options").unwrap_or(&Value::Null))
-            {
+                || read_write_requested(body.get("options").unwrap_or(&Value::Null));
+            if admin {
                 w.push(SqlAction::Admin, Object::Connection);
-                facts("admin", w)
-            } else {
-                facts("transaction", w)
             }
+            let mut f = facts(if admin { "admin" } else { "transaction" }, w);
+            if [
+                TransactionStmtKind::TransStmtCommit,
+                TransactionStmtKind::TransStmtRollback,
+                TransactionStmtKind::TransStmtRollbackTo,
+                TransactionStmtKind::TransStmtPrepare,
+            ]
+            .iter()
+            .any(|k| kind == *k as i64)
+            {
+                f.effects
+                    .push(Effect::ClientEncoding(EncodingChange::TransactionEnd));
+            }
+            f
         }
         "VariableSetStmt" => return set(body),
         "VariableShowStmt" => {
@@ -417,7 +356,11 @@ fn classify_actions(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
         "DiscardStmt" => {
             let mut f = facts("discard", w);
             if int_field(body, "target") == DiscardMode::DiscardAll as i64 {
-                f.effects = vec![Effect::Deallocate(None), Effect::ClosePortal(None)];
+                f.effects = vec![
+                    Effect::Deallocate(None),
+                    Effect::ClosePortal(None),
+                    Effect::ClientEncoding(EncodingChange::ResetAll),
+                ];
             }
             f
         }
@@ -705,6 +648,10 @@ fn set(body: &Value) -> Result<StatementFacts, Unclassifiable> {
     // RESET ALL returns search_path to its default, which the caller
     // already counts; prepared statements survive it.
     f.effects.extend(effect);
+    if kind == VariableSetKind::VarResetAll as i64 {
+        f.effects
+            .push(Effect::ClientEncoding(EncodingChange::ResetAll));
+    }
     Ok(f)
 }
 

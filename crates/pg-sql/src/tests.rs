@@ -347,3 +347,44 @@ fn client_encodings_by_every_name_the_server_accepts() {
         assert!(!safe(name), "{name}");
     }
 }
+
+/// What may change the encoding the server reads the next message in.
+#[test]
+fn changes_of_client_encoding() {
+    use crate::EncodingChange::{ResetAll, Set, TransactionEnd};
+    let change = |sql: &str| {
+        let analysis = analyze(sql).unwrap();
+        analysis.statements[0].effects.iter().find_map(|e| match e {
+            Effect::ClientEncoding(c) => Some(*c),
+            _ => None,
+        })
+    };
+    assert_eq!(change("set client_encoding to 'LATIN9'"), Some(Set));
+    assert_eq!(change("set local client_encoding = latin1"), Some(Set));
+    assert_eq!(change("reset client_encoding"), Some(Set));
+    assert_eq!(change("set client_encoding to default"), Some(Set));
+    assert_eq!(
+        change("select set_config('client_encoding', 'LATIN1', false)"),
+        Some(Set)
+    );
+    assert_eq!(change("reset all"), Some(ResetAll));
+    assert_eq!(change("discard all"), Some(ResetAll));
+    for end in [
+        "commit",
+        "end",
+        "rollback",
+        "abort",
+        "rollback to savepoint s",
+    ] {
+        assert_eq!(change(end), Some(TransactionEnd), "{end}");
+    }
+    for none in [
+        "begin",
+        "savepoint s",
+        "release s",
+        "set search_path = a",
+        "select 1",
+    ] {
+        assert_eq!(change(none), None, "{none}");
+    }
+}

@@ -23,6 +23,10 @@ pub enum WireError {
     /// A string field is not NUL-terminated UTF-8.
     #[error("invalid string in {0} message")]
     BadString(&'static str),
+    /// A string field is not text in the session's client encoding, as
+    /// the server would convert it.
+    #[error("{1} in {0} message")]
+    Encoding(&'static str, crate::Undecodable),
     /// A field holds a value the protocol does not allow.
     #[error("invalid {0}")]
     Invalid(&'static str),

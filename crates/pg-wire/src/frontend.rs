@@ -1,7 +1,9 @@
 //! Messages a client sends after startup.
 
+use std::borrow::Cow;
+
 use crate::read::Reader;
-use crate::WireError;
+use crate::{ClientEncoding, WireError};
 
 /// Whether a Describe or Close names a prepared statement or a portal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,23 +29,23 @@ pub enum FrontendMessage<'a> {
     /// Simple query: one or more statements as text.
     Query {
         /// The SQL text.
-        sql: &'a str,
+        sql: Cow<'a, str>,
     },
     /// Extended protocol: prepare a statement.
     Parse {
         /// Statement name, empty for the unnamed statement.
-        name: &'a str,
+        name: Cow<'a, str>,
         /// The SQL text.
-        sql: &'a str,
+        sql: Cow<'a, str>,
         /// Parameter type OIDs the client specified.
         param_types: Vec<u32>,
     },
     /// Extended protocol: bind parameters to a statement, making a portal.
     Bind {
         /// Portal name, empty for the unnamed portal.
-        portal: &'a str,
+        portal: Cow<'a, str>,
         /// Prepared statement name.
-        statement: &'a str,
+        statement: Cow<'a, str>,
         /// Parameter format codes (0 text, 1 binary).
         param_formats: Vec<i16>,
         /// Parameter values.
@@ -54,7 +56,7 @@ pub enum FrontendMessage<'a> {
     /// Extended protocol: run a portal.
     Execute {
         /// Portal name.
-        portal: &'a str,
+        portal: Cow<'a, str>,
         /// Row limit, 0 for all.
         max_rows: i32,
     },
@@ -63,14 +65,14 @@ pub enum FrontendMessage<'a> {
         /// What is described.
         target: Target,
         /// Its name.
-        name: &'a str,
+        name: Cow<'a, str>,
     },
     /// Extended protocol: close a statement or portal.
     Close {
         /// What is closed.
         target: Target,
         /// Its name.
-        name: &'a str,
+        name: Cow<'a, str>,
     },
     /// End of an extended-protocol batch.
     Sync,
@@ -83,7 +85,7 @@ pub enum FrontendMessage<'a> {
     /// The client aborts COPY FROM STDIN.
     CopyFail {
         /// The client's reason.
-        message: &'a str,
+        message: Cow<'a, str>,
     },
     /// Fast-path function call (legacy; large objects).
     FunctionCall {
@@ -97,19 +99,27 @@ pub enum FrontendMessage<'a> {
 }
 
 impl<'a> FrontendMessage<'a> {
-    /// Decodes a framed message from its type byte and body.
+    /// Decodes a framed message from its type byte and body, its strings
+    /// as UTF-8.
     pub fn decode(tag: u8, body: &'a [u8]) -> Result<Self, WireError> {
+        Self::decode_in(tag, body, ClientEncoding::UTF8)
+    }
+
+    /// Decodes a framed message, its strings (statement text and names)
+    /// read from `encoding` as the server reads them.
+    pub fn decode_in(tag: u8, body: &'a [u8], encoding: ClientEncoding) -> Result<Self, WireError> {
+        let enc = encoding;
         Ok(match tag {
             b'Q' => {
                 let mut r = Reader::new(body, "Query");
-                let sql = r.cstr()?;
+                let sql = r.text(enc)?;
                 r.finish()?;
                 FrontendMessage::Query { sql }
             }
             b'P' => {
                 let mut r = Reader::new(body, "Parse");
-                let name = r.cstr()?;
-                let sql = r.cstr()?;
+                let name = r.text(enc)?;
+                let sql = r.text(enc)?;
                 let n = r.count()?;
                 let param_types = (0..n).map(|_| r.u32()).collect::<Result<_, _>>()?;
                 r.finish()?;
@@ -119,10 +129,10 @@ impl<'a> FrontendMessage<'a> {
                     param_types,
                 }
             }
-            b'B' => decode_bind(body)?,
+            b'B' => decode_bind(body, enc)?,
             b'E' => {
                 let mut r = Reader::new(body, "Execute");
-                let portal = r.cstr()?;
+                let portal = r.text(enc)?;
                 let max_rows = r.i32()?;
                 r.finish()?;
                 FrontendMessage::Execute { portal, max_rows }
@@ -135,7 +145,7 @@ impl<'a> FrontendMessage<'a> {
                     b'P' => Target::Portal,
                     _ => return Err(WireError::Invalid(what)),
                 };
-                let name = r.cstr()?;
+                let name = r.text(enc)?;
                 r.finish()?;
                 if tag == b'D' {
                     FrontendMessage::Describe { target, name }
@@ -150,7 +160,7 @@ impl<'a> FrontendMessage<'a> {
             b'd' => FrontendMessage::CopyData(body),
             b'f' => {
                 let mut r = Reader::new(body, "CopyFail");
-                let message = r.cstr()?;
+                let message = r.text(enc)?;
                 r.finish()?;
                 FrontendMessage::CopyFail { message }
             }
@@ -176,10 +186,10 @@ fn empty<'a>(
     }
 }
 
-fn decode_bind(body: &[u8]) -> Result<FrontendMessage<'_>, WireError> {
+fn decode_bind(body: &[u8], enc: ClientEncoding) -> Result<FrontendMessage<'_>, WireError> {
     let mut r = Reader::new(body, "Bind");
-    let portal = r.cstr()?;
-    let statement = r.cstr()?;
+    let portal = r.text(enc)?;
+    let statement = r.text(enc)?;
     let nf = r.count()?;
     let param_formats = (0..nf).map(|_| r.i16()).collect::<Result<Vec<_>, _>>()?;
     let np = r.count()?;
@@ -228,7 +238,12 @@ mod tests {
     fn query() {
         let mut b = BytesMut::new();
         encode::query(&mut b, "select 1");
-        assert_eq!(decode_one(&b), FrontendMessage::Query { sql: "select 1" });
+        assert_eq!(
+            decode_one(&b),
+            FrontendMessage::Query {
+                sql: "select 1".into()
+            }
+        );
     }
 
     #[test]
@@ -243,7 +258,7 @@ mod tests {
                 result_formats,
                 ..
             } => {
-                assert_eq!((portal, statement), ("p", "s"));
+                assert_eq!((&*portal, &*statement), ("p", "s"));
                 assert_eq!(params, vec![Param::Null, Param::Value(b"hi")]);
                 assert_eq!(result_formats, vec![0]);
             }
@@ -255,6 +270,25 @@ mod tests {
     fn bind_with_lying_lengths_is_an_error() {
         assert!(FrontendMessage::decode(b'B', b"\0\0\0\0\x7f\xff").is_err());
         assert!(FrontendMessage::decode(b'B', b"\0\0\0\0\0\x01\0\0\0\x09ab\0\0").is_err());
+    }
+
+    /// Text and names are read in the session's encoding; bytes the
+    /// server could not convert fail with the encoding named.
+    #[test]
+    fn strings_in_the_client_encoding() {
+        let latin9 = ClientEncoding::by_name("LATIN9").unwrap();
+        let m = FrontendMessage::decode_in(b'Q', b"select '\xa4'\0", latin9).unwrap();
+        assert_eq!(
+            m,
+            FrontendMessage::Query {
+                sql: "select '€'".into()
+            }
+        );
+        let m = FrontendMessage::decode_in(b'P', b"caf\xe9\0select 1\0\0\0", latin9).unwrap();
+        assert!(matches!(m, FrontendMessage::Parse { name, .. } if name == "café"));
+        let err = FrontendMessage::decode(b'Q', b"select '\xa4'\0").unwrap_err();
+        assert!(err.to_string().contains("not valid UTF8"), "{err}");
+        assert!(err.to_string().ends_with("in Query message"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 pub mod backend;
 pub mod copy;
 pub mod encode;
+pub mod encoding;
 mod error;
 pub mod frame;
 pub mod frontend;
@@ -22,6 +23,7 @@ pub mod startup;
 pub use backend::{
     command_complete_rows, rows_in_tag, AuthRequest, BackendMessage, ErrorFields, TransactionStatus,
 };
+pub use encoding::{ClientEncoding, Undecodable};
 pub use error::WireError;
 pub use frame::{next_frame, Frame};
 pub use frontend::{FrontendMessage, Param, Target};

@@ -1,6 +1,8 @@
 //! A cursor over a message body that fails with [`WireError`] instead of panicking.
 
-use crate::WireError;
+use std::borrow::Cow;
+
+use crate::{ClientEncoding, WireError};
 
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
@@ -54,6 +56,22 @@ impl<'a> Reader<'a> {
             .ok_or(WireError::BadString(self.what))?;
         let s =
             std::str::from_utf8(&self.buf[..end]).map_err(|_| WireError::BadString(self.what))?;
+        self.buf = &self.buf[end + 1..];
+        Ok(s)
+    }
+
+    /// A NUL-terminated string in `encoding`, decoded as the server
+    /// converts it, without its terminator.
+    pub(crate) fn text(&mut self, encoding: ClientEncoding) -> Result<Cow<'a, str>, WireError> {
+        let end = self
+            .buf
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(WireError::BadString(self.what))?;
+        let raw: &'a [u8] = &self.buf[..end];
+        let s = encoding
+            .decode(raw)
+            .map_err(|e| WireError::Encoding(self.what, e))?;
         self.buf = &self.buf[end + 1..];
         Ok(s)
     }

@@ -24,7 +24,7 @@ use portcullis_pg_wire::{next_frame, FrontendMessage};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::SessionError;
-use crate::tracker::{BackendTracker, Forward, FrontendTracker, Pending, Stmt};
+use crate::tracker::{BackendTracker, EncodingReports, Forward, FrontendTracker, Pending, Stmt};
 
 /// Bytes requested per read; buffers grow past it only for larger messages.
 const READ_CHUNK: usize = 64 * 1024;
@@ -166,7 +166,8 @@ where
         let mut terminate = false;
         while let Some(frame) = next_frame(&buf[used..], limits.max_message_bytes)? {
             let body = &buf[used + 5..used + frame.len];
-            let msg = FrontendMessage::decode(frame.tag, body)?;
+            let encoding = tracker.reading_encoding(&pending.encoding)?;
+            let msg = FrontendMessage::decode_in(frame.tag, body, encoding)?;
             terminate = matches!(msg, FrontendMessage::Terminate);
             // The tracker's answer is the only leave to send the frame:
             // a permit for the client's bytes, or a stand-in in their place.
@@ -263,6 +264,11 @@ where
                     )
                 {
                     check_reported_setting(name, value)?;
+                    if name == "client_encoding" {
+                        if let Some(encoding) = portcullis_pg_wire::ClientEncoding::by_name(value) {
+                            pending.encoding.reported(encoding);
+                        }
+                    }
                 }
             }
             if let Some(bytes) =
@@ -274,6 +280,7 @@ where
         }
         // Before the client can see the answers and act on them.
         pending.answered(tracker.take_answered());
+        pending.encoding.answered_up_to(tracker.answered_entries());
         pending.settle_busy(tracker);
         if used > 0 {
             bytes_out.increment(used as u64);
@@ -352,13 +359,27 @@ fn check_backend_tag(tag: u8) -> Result<(), SessionError> {
 /// Answers to name changes travel back the same way: the upstream side
 /// leaves them here before it forwards the responses, and the client side
 /// takes them before it decides the client's next messages.
-#[derive(Default)]
 pub struct Handoff {
     queue: std::sync::Mutex<Vec<Pending>>,
     grown: std::sync::atomic::AtomicBool,
     answers: std::sync::Mutex<Vec<(u64, bool)>>,
     /// Whether something sent is still unanswered, for cancel requests.
     busy: Arc<std::sync::atomic::AtomicBool>,
+    /// The encoding the server reads the client's messages in, as it
+    /// reported it.
+    encoding: EncodingReports,
+}
+
+impl Default for Handoff {
+    fn default() -> Self {
+        Self {
+            queue: Default::default(),
+            grown: Default::default(),
+            answers: Default::default(),
+            busy: Default::default(),
+            encoding: EncodingReports::new(portcullis_pg_wire::ClientEncoding::UTF8),
+        }
+    }
 }
 
 /// Entries waiting in a [`Handoff`] that make the upstream side take them
@@ -374,6 +395,15 @@ impl Handoff {
             busy,
             ..Self::default()
         }
+    }
+
+    /// Starting from the `client_encoding` the server reported at login
+    /// (UTF-8 if it reported none it knows).
+    pub fn with_encoding(mut self, at_login: Option<&str>) -> Self {
+        let encoding = at_login.and_then(portcullis_pg_wire::ClientEncoding::by_name);
+        self.encoding =
+            EncodingReports::new(encoding.unwrap_or(portcullis_pg_wire::ClientEncoding::UTF8));
+        self
     }
 
     /// Notes whether `tracker` still waits for answers; busy stays set

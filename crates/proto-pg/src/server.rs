@@ -329,7 +329,12 @@ impl PgAdapter {
         let outcome = match client_w.write_all(&welcome).await {
             Err(e) => Err(SessionError::Io(e)),
             Ok(()) => {
-                let pending = relay::Handoff::with_busy(busy);
+                let at_login = up
+                    .params
+                    .iter()
+                    .find(|(k, _)| k == "client_encoding")
+                    .map(|(_, v)| v.as_str());
+                let pending = relay::Handoff::with_busy(busy).with_encoding(at_login);
                 let limits = &self.cfg.limits;
                 let outcome = {
                     let to_client = relay::upstream_to_client(

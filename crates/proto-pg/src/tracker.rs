@@ -20,8 +20,10 @@ use time::OffsetDateTime;
 
 use crate::error::SessionError;
 
+mod encoding;
 mod front;
 mod names;
+pub use encoding::EncodingReports;
 pub use front::FrontendTracker;
 pub use portcullis_pg_decide::Forward;
 
@@ -166,6 +168,8 @@ pub struct BackendTracker {
     scratch: Option<portcullis_core::masking::Scratch>,
     /// Changes to names the server answered: `(change, held)`.
     answered: Vec<(u64, bool)>,
+    /// Entries pushed so far; those no longer queued are answered.
+    pushed: u64,
 }
 
 /// Said in place of an error or notice text of a statement that reads
@@ -193,6 +197,7 @@ impl BackendTracker {
     /// Adds what the client sent, in order.
     pub fn push(&mut self, items: impl IntoIterator<Item = Pending>) {
         for item in items {
+            self.pushed += 1;
             if self.skipping {
                 if !matches!(item, Pending::Sync(_)) {
                     // The server skips it: whatever it would change, it
@@ -221,6 +226,12 @@ impl BackendTracker {
     /// The name changes the server answered since the last call.
     pub fn take_answered(&mut self) -> Vec<(u64, bool)> {
         std::mem::take(&mut self.answered)
+    }
+
+    /// How many entries pushed so far the server has answered (or
+    /// skipped): they are answered in order.
+    pub fn answered_entries(&self) -> u64 {
+        self.pushed - self.queue.len() as u64
     }
 
     /// Whether something sent is still unanswered.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use portcullis_core::audit::PolicyIds;
 use portcullis_pg_sql::{Effect, StatementFacts};
 
-use super::state::merge_prepared;
+use super::state::{encoding_change, merge_prepared};
 use super::StatementGate;
 use crate::permit::{Allowed, Denied, GateDecision};
 
@@ -117,6 +117,7 @@ impl StatementGate {
     pub fn check_definitions(&mut self, definitions: &[Definition]) -> GateDecision {
         let mut policies: Vec<String> = Vec::new();
         let mut last = None;
+        let mut encoding = None;
         for d in definitions {
             let decision = match d {
                 Definition::Text(text) => self.check(text),
@@ -125,6 +126,7 @@ impl StatementGate {
             match decision {
                 GateDecision::Allow(a) => {
                     policies.extend(a.policies().iter().cloned());
+                    encoding = encoding.max(a.encoding_change());
                     last = Some(a);
                 }
                 deny @ GateDecision::Deny(_) => return deny,
@@ -142,7 +144,7 @@ impl StatementGate {
         policies.sort();
         policies.dedup();
         let mask = self.conservative_plan();
-        GateDecision::Allow(Allowed::new(policies.into(), mask))
+        GateDecision::Allow(Allowed::new(policies.into(), mask).with_encoding(encoding))
     }
 
     /// Decides executing a SQL-prepared statement with `facts`.
@@ -154,7 +156,9 @@ impl StatementGate {
             return deny;
         }
         match self.mask_plan(&state, &[facts]) {
-            Ok(mask) => GateDecision::Allow(Allowed::new(policies.into(), mask)),
+            Ok(mask) => GateDecision::Allow(
+                Allowed::new(policies.into(), mask).with_encoding(encoding_change([facts])),
+            ),
             Err(deny) => deny,
         }
     }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use portcullis_pg_sql::{Effect, StatementFacts};
+use portcullis_pg_sql::{Effect, EncodingChange, StatementFacts};
 
 /// What the gate knows of the session's state on the server.
 #[derive(Clone, Default)]
@@ -46,9 +46,23 @@ pub(super) fn apply(state: &mut SessionState, stmt: &StatementFacts, service_use
                 state.prepared.remove(name);
             }
             Effect::Deallocate(None) => state.prepared.clear(),
-            Effect::Declare(_) | Effect::ClosePortal(_) => {}
+            Effect::Declare(_) | Effect::ClosePortal(_) | Effect::ClientEncoding(_) => {}
         }
     }
+}
+
+/// The strongest way `statements` may change `client_encoding`.
+pub(super) fn encoding_change<'a>(
+    statements: impl IntoIterator<Item = &'a StatementFacts>,
+) -> Option<EncodingChange> {
+    statements
+        .into_iter()
+        .flat_map(|s| s.effects.iter())
+        .filter_map(|e| match e {
+            Effect::ClientEncoding(change) => Some(*change),
+            _ => None,
+        })
+        .max()
 }
 
 /// Widens `old` to cover `other` too: either may be the one the server

@@ -7,6 +7,7 @@ mod audit;
 mod common;
 mod compat;
 mod connect;
+mod encodings;
 mod identity;
 mod load;
 mod masking;

@@ -11,7 +11,7 @@ use portcullis_testkit::ALICE_TOKEN;
 use crate::common::*;
 
 /// Logs in straight to the upstream as a role it trusts.
-fn direct() -> (Raw, (i32, i32)) {
+pub(crate) fn direct() -> (Raw, (i32, i32)) {
     let mut raw = Raw::connect(cluster().port());
     let mut out = BytesMut::new();
     encode::startup_message(&mut out, &[("user", "trust_user"), ("database", "app")]);
@@ -21,7 +21,7 @@ fn direct() -> (Raw, (i32, i32)) {
 }
 
 /// Through the gateway as alice.
-fn through(port: u16) -> (Raw, (i32, i32)) {
+pub(crate) fn through(port: u16) -> (Raw, (i32, i32)) {
     let mut raw = Raw::connect(port);
     let mut out = BytesMut::new();
     encode::startup_message(&mut out, &[("user", "raw"), ("database", "app-db")]);

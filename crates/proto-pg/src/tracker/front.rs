@@ -13,6 +13,7 @@ use portcullis_pg_decide::{
 use portcullis_pg_sql::Effect;
 use portcullis_pg_wire::{FrontendMessage, Param, Target};
 
+use super::encoding::{EncodingReports, EncodingWatch};
 use super::names::{Change, Ledger};
 use super::{Pending, Probe, Stmt};
 use crate::error::SessionError;
@@ -66,6 +67,8 @@ pub struct FrontendTracker {
     stretch: u64,
     /// Whether extended-protocol messages were sent since the last Sync.
     extended_in_stretch: bool,
+    /// The encoding the server reads the client's messages in.
+    encoding: EncodingWatch,
     max_statements: usize,
 }
 
@@ -79,6 +82,7 @@ impl FrontendTracker {
             next_change: 0,
             stretch: 0,
             extended_in_stretch: false,
+            encoding: EncodingWatch::new(),
             max_statements,
         }
     }
@@ -134,10 +138,32 @@ impl FrontendTracker {
         self.sync_gate(touched, gate);
     }
 
+    /// The encoding to read the client's next message in, as far as the
+    /// server has confirmed it (see `encoding.rs`).
+    pub fn reading_encoding(
+        &mut self,
+        reports: &EncodingReports,
+    ) -> Result<portcullis_pg_wire::ClientEncoding, SessionError> {
+        self.encoding.for_next_message(reports)
+    }
+
     /// Notes a client message, decides statements through `gate`, and
     /// appends what the server will answer to `out`. What it returns is the
     /// only leave to send the message upstream.
     pub fn on_message(
+        &mut self,
+        msg: &FrontendMessage<'_>,
+        out: &mut Vec<Pending>,
+        gate: &mut StatementGate,
+    ) -> Result<Forward, SessionError> {
+        let before = out.len();
+        let forward = self.handle(msg, out, gate);
+        self.encoding
+            .sent(out.len() - before, matches!(msg, FrontendMessage::Sync));
+        forward
+    }
+
+    fn handle(
         &mut self,
         msg: &FrontendMessage<'_>,
         out: &mut Vec<Pending>,
@@ -170,13 +196,14 @@ impl FrontendTracker {
                 ..
             } => {
                 let (text, decision) = self.bind_decision(statement, gate);
-                let name: Arc<str> = Arc::from(*statement);
+                let name: Arc<str> = Arc::from(&**statement);
                 let rendered = Arc::new(render_params(param_formats, params));
                 let mut s = Stmt::decided("bind", text.clone(), &decision);
                 s.prepared_name = Some(name.clone());
                 s.params = Some(rendered.clone());
                 Ok(match decision {
                     GateDecision::Allow(allowed) => {
+                        self.encoding.allowed(allowed.encoding_change(), false);
                         let permit = allowed.permit();
                         let id = self.change_id();
                         let bound = Portal {
@@ -187,7 +214,7 @@ impl FrontendTracker {
                         };
                         let def = PortalDef::Bound(Arc::new(bound));
                         self.portals
-                            .sent(id, self.stretch, Change::Define(Arc::from(*portal), def));
+                            .sent(id, self.stretch, Change::Define(Arc::from(&**portal), def));
                         s.changes.push((0, id));
                         out.push(Pending::Bind(s));
                         Forward::AsIs(permit)
@@ -207,7 +234,7 @@ impl FrontendTracker {
             }
             FrontendMessage::Close { target, name } => {
                 let id = self.change_id();
-                let name: Arc<str> = Arc::from(*name);
+                let name: Arc<str> = Arc::from(&**name);
                 match target {
                     Target::Statement => self.statement_change(id, Change::Remove(name), gate),
                     Target::Portal => self.portals.sent(id, self.stretch, Change::Remove(name)),
@@ -246,6 +273,7 @@ impl FrontendTracker {
         let mut s = Stmt::decided("query", Arc::from(sql), &decision);
         let forward = match &decision {
             GateDecision::Allow(a) => {
+                self.encoding.allowed(a.encoding_change(), true);
                 for change in a.name_changes() {
                     let id = self.change_id();
                     self.sql_name_change(id, &change.effect, gate);
@@ -295,7 +323,7 @@ impl FrontendTracker {
                     .sent(id, self.stretch, Change::Remove(Arc::from(name.as_str())))
             }
             Effect::ClosePortal(None) => self.portals.sent(id, self.stretch, Change::RemoveAll),
-            Effect::SearchPath(_) => {}
+            Effect::SearchPath(_) | Effect::ClientEncoding(_) => {}
         }
     }
 
@@ -459,7 +487,7 @@ impl FrontendTracker {
 
 /// A statement or portal name the message uses that starts with \x01:
 /// such names are the gateway's (its stand-ins bind and parse under them).
-fn reserved_name<'m>(msg: &FrontendMessage<'m>) -> Option<&'m str> {
+fn reserved_name<'m>(msg: &'m FrontendMessage<'_>) -> Option<&'m str> {
     let names: [&str; 2] = match msg {
         FrontendMessage::Parse { name, .. } => [name, ""],
         FrontendMessage::Bind {

@@ -39,7 +39,7 @@ fn simple_multi_statement_query() {
         &mut f,
         &mut b,
         &[FrontendMessage::Query {
-            sql: "select 1; select 2",
+            sql: "select 1; select 2".into(),
         }],
     );
     let done = respond(
@@ -68,36 +68,36 @@ fn extended_pipeline_with_error_skips_to_sync() {
         &mut b,
         &[
             FrontendMessage::Parse {
-                name: "s1",
-                sql: "select $1",
+                name: "s1".into(),
+                sql: "select $1".into(),
                 param_types: vec![],
             },
             FrontendMessage::Bind {
-                portal: "",
-                statement: "s1",
+                portal: "".into(),
+                statement: "s1".into(),
                 param_formats: vec![],
                 params: vec![Param::Value(b"7")],
                 result_formats: vec![],
             },
             FrontendMessage::Execute {
-                portal: "",
+                portal: "".into(),
                 max_rows: 0,
             },
             FrontendMessage::Sync,
             FrontendMessage::Parse {
-                name: "",
-                sql: "bogus",
+                name: "".into(),
+                sql: "bogus".into(),
                 param_types: vec![],
             },
             FrontendMessage::Bind {
-                portal: "",
-                statement: "",
+                portal: "".into(),
+                statement: "".into(),
                 param_formats: vec![],
                 params: vec![],
                 result_formats: vec![],
             },
             FrontendMessage::Execute {
-                portal: "",
+                portal: "".into(),
                 max_rows: 0,
             },
             FrontendMessage::Sync,
@@ -159,9 +159,9 @@ fn prepared_statement_limit() {
     let mut f = FrontendTracker::new(1);
     let mut out = Vec::new();
     let mut g = permissive_gate();
-    let parse = |name| FrontendMessage::Parse {
-        name,
-        sql: "select 1",
+    let parse = |name: &'static str| FrontendMessage::Parse {
+        name: name.into(),
+        sql: "select 1".into(),
         param_types: vec![],
     };
     f.on_message(&parse("a"), &mut out, &mut g).unwrap();
@@ -178,7 +178,7 @@ fn a_denied_query_is_replaced_and_its_error_rewritten() {
     let fwd = f
         .on_message(
             &FrontendMessage::Query {
-                sql: "delete from users",
+                sql: "delete from users".into(),
             },
             &mut out,
             &mut g,
@@ -221,8 +221,8 @@ fn a_prepared_statement_is_decided_again_when_the_search_path_changes() {
     );
     let mut out = Vec::new();
     let parse = FrontendMessage::Parse {
-        name: "s1",
-        sql: "select * from api_keys",
+        name: "s1".into(),
+        sql: "select * from api_keys".into(),
         param_types: vec![],
     };
     assert!(matches!(
@@ -230,15 +230,15 @@ fn a_prepared_statement_is_decided_again_when_the_search_path_changes() {
         Forward::AsIs(_)
     ));
     let set = FrontendMessage::Query {
-        sql: "set search_path = public",
+        sql: "set search_path = public".into(),
     };
     assert!(matches!(
         f.on_message(&set, &mut out, &mut g).unwrap(),
         Forward::AsIs(_)
     ));
     let bind = FrontendMessage::Bind {
-        portal: "",
-        statement: "s1",
+        portal: "".into(),
+        statement: "s1".into(),
         param_formats: vec![],
         params: vec![],
         result_formats: vec![],
@@ -261,19 +261,19 @@ fn messages_after_an_extended_error_are_skipped_until_sync() {
         &mut b,
         &[
             FrontendMessage::Parse {
-                name: "",
-                sql: "select 1/0",
+                name: "".into(),
+                sql: "select 1/0".into(),
                 param_types: vec![],
             },
             FrontendMessage::Bind {
-                portal: "",
-                statement: "",
+                portal: "".into(),
+                statement: "".into(),
                 param_formats: vec![],
                 params: vec![],
                 result_formats: vec![],
             },
             FrontendMessage::Execute {
-                portal: "",
+                portal: "".into(),
                 max_rows: 0,
             },
         ],
@@ -293,7 +293,7 @@ fn messages_after_an_extended_error_are_skipped_until_sync() {
         &mut b,
         &[
             FrontendMessage::Query {
-                sql: "delete from users",
+                sql: "delete from users".into(),
             },
             FrontendMessage::Sync,
         ],
@@ -334,7 +334,7 @@ fn a_row_that_cannot_be_masked_is_refused_with_42501() {
     front
         .on_message(
             &FrontendMessage::Query {
-                sql: "select note from t",
+                sql: "select note from t".into(),
             },
             &mut out,
             &mut gate,
@@ -384,19 +384,19 @@ fn a_row_no_decided_statement_covers_is_refused() {
         &mut b,
         &[
             FrontendMessage::Parse {
-                name: "",
-                sql: "select 1",
+                name: "".into(),
+                sql: "select 1".into(),
                 param_types: vec![],
             },
             FrontendMessage::Bind {
-                portal: "",
-                statement: "",
+                portal: "".into(),
+                statement: "".into(),
                 param_formats: vec![],
                 params: vec![],
                 result_formats: vec![],
             },
             FrontendMessage::Execute {
-                portal: "",
+                portal: "".into(),
                 max_rows: 0,
             },
             FrontendMessage::Sync,
