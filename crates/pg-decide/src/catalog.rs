@@ -36,7 +36,11 @@ pub const CATALOG_FINGERPRINT_SQL: &str = "\
 /// created after initdb (kind `p`: its schema and symbol, then the
 /// function it runs); one row per cast created after initdb with a
 /// function (kind `k`: source and target type names, then the function);
-/// and one row per
+/// one row per such cast the server may apply unasked, implicit or in
+/// assignment (kind `j`: the same, a built-in type's name left empty);
+/// one row per relation with a column of a user type such a cast
+/// involves (kind `y`: the relation, then the type; a domain over it or
+/// an array of it counts); and one row per
 /// built-in called by unqualified name; and one row per distinct name of a
 /// function that one argument can call (kind `c`, any schema), which a
 /// field selection `t.f` or `(expr).f` calls when no column or field `f`
@@ -84,7 +88,23 @@ SELECT st.typname::text, tt.typname::text, 'k', pn.nspname::text, p.proname::tex
 FROM pg_catalog.pg_cast c JOIN pg_catalog.pg_type st ON st.oid = c.castsource \
 JOIN pg_catalog.pg_type tt ON tt.oid = c.casttarget \
 JOIN pg_catalog.pg_proc p ON p.oid = c.castfunc JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
-WHERE c.oid >= 16384";
+WHERE c.oid >= 16384 \
+UNION \
+SELECT CASE WHEN st.oid >= 16384 THEN st.typname::text ELSE '' END, \
+ CASE WHEN tt.oid >= 16384 THEN tt.typname::text ELSE '' END, 'j', pn.nspname::text, p.proname::text \
+FROM pg_catalog.pg_cast c JOIN pg_catalog.pg_type st ON st.oid = c.castsource \
+JOIN pg_catalog.pg_type tt ON tt.oid = c.casttarget \
+JOIN pg_catalog.pg_proc p ON p.oid = c.castfunc JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
+WHERE c.oid >= 16384 AND c.castcontext IN ('i', 'a') \
+UNION \
+SELECT rn.nspname::text, r.relname::text, 'y', '', t.typname::text \
+FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class r ON r.oid = a.attrelid \
+JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace \
+JOIN pg_catalog.pg_type at ON at.oid = a.atttypid \
+JOIN pg_catalog.pg_type t ON t.oid IN (a.atttypid, at.typbasetype, at.typelem) \
+WHERE a.attnum > 0 AND NOT a.attisdropped AND t.oid >= 16384 \
+ AND EXISTS (SELECT 1 FROM pg_catalog.pg_cast k WHERE k.oid >= 16384 AND k.castfunc <> 0 \
+  AND k.castcontext IN ('i', 'a') AND t.oid IN (k.castsource, k.casttarget))";
 
 /// Added to [`VIEW_DEPENDENCIES_SQL`] when masking classifies columns of
 /// the connection: every relation with its kind (kind `o` followed by the
@@ -118,6 +138,18 @@ impl RelationInfo {
     }
 }
 
+/// A cast the server applies unasked (implicit, or in assignment), with
+/// a function created after initdb.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UnaskedCast {
+    /// The source type's name; `None` for a built-in type.
+    source: Option<String>,
+    /// The target type's name; `None` for a built-in type.
+    target: Option<String>,
+    /// The function it runs, `schema.name`.
+    function: String,
+}
+
 /// What a view reads, all the way down.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ViewReads {
@@ -147,6 +179,11 @@ pub struct ViewCatalog {
     /// Casts created after initdb, by target type name: the functions
     /// (`schema.name`) they run.
     user_casts: HashMap<String, Vec<String>>,
+    /// Casts created after initdb that the server applies unasked.
+    unasked_casts: Vec<UnaskedCast>,
+    /// The user types such casts involve, by the bare names of the
+    /// relations with a column of them.
+    relation_types: HashMap<String, Vec<String>>,
     /// Relations by oid (read only when masking needs them).
     relations: HashMap<u32, RelationInfo>,
     /// User relations' columns by (oid, attribute number): name and position.
@@ -170,6 +207,8 @@ impl ViewCatalog {
         let mut children: HashMap<String, Vec<String>> = HashMap::new();
         let mut user_operators: HashMap<String, Vec<(String, String)>> = HashMap::new();
         let mut user_casts: HashMap<String, Vec<String>> = HashMap::new();
+        let mut unasked_casts = Vec::new();
+        let mut relation_types: HashMap<String, Vec<String>> = HashMap::new();
         let mut relations = HashMap::new();
         let mut attrs: Vec<(u32, i16, String, usize)> = Vec::new();
         let mut traced = false;
@@ -219,6 +258,22 @@ impl ViewCatalog {
                     .entry(vn.as_ref().to_owned())
                     .or_default()
                     .push(function);
+                continue;
+            }
+            if kind.as_ref() == "j" {
+                let user_type = |t: &S| Some(t.as_ref().to_owned()).filter(|t| !t.is_empty());
+                unasked_casts.push(UnaskedCast {
+                    source: user_type(&vs),
+                    target: user_type(&vn),
+                    function: format!("{}.{}", ds.as_ref(), dn.as_ref()),
+                });
+                continue;
+            }
+            if kind.as_ref() == "y" {
+                relation_types
+                    .entry(vn.as_ref().to_owned())
+                    .or_default()
+                    .push(dn.as_ref().to_owned());
                 continue;
             }
             if kind.as_ref() == "i" {
@@ -290,6 +345,8 @@ impl ViewCatalog {
             ancestors,
             user_operators,
             user_casts,
+            unasked_casts,
+            relation_types,
             relations,
             columns,
             column_lists,
@@ -325,6 +382,30 @@ impl ViewCatalog {
     /// `target` runs.
     pub fn cast_functions(&self, target: &str) -> &[String] {
         self.user_casts.get(target).map_or(&[], Vec::as_slice)
+    }
+
+    /// The functions (`schema.name`) of casts the server applies unasked
+    /// (implicit, or in assignment) that may run where `present` says a
+    /// value of their user-defined type may be: types are not known here,
+    /// so a cast counts wherever either of its types may appear, and one
+    /// between built-in types counts everywhere.
+    pub fn unasked_cast_functions(&self, present: impl Fn(&str) -> bool) -> Vec<&str> {
+        self.unasked_casts
+            .iter()
+            .filter(|c| match (&c.source, &c.target) {
+                (None, None) => true,
+                (s, t) => s.iter().chain(t).any(|ty| present(ty)),
+            })
+            .map(|c| c.function.as_str())
+            .collect()
+    }
+
+    /// Whether a relation of bare name `relation` (in any schema) has a
+    /// column of the user type `ty` that an unasked cast involves.
+    pub fn relation_has_type(&self, relation: &str, ty: &str) -> bool {
+        self.relation_types
+            .get(relation)
+            .is_some_and(|types| types.iter().any(|t| t == ty))
     }
 
     /// Every table `schema.name` inherits from or is a partition of.

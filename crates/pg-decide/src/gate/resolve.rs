@@ -170,8 +170,30 @@ impl StatementGate {
                     .flatten(),
             )
             .flat_map(|t| self.views.cast_functions(t).iter().map(String::as_str));
-        let operator_functions = operators.flat_map(|op| self.views.operator_functions(op));
-        for f in operator_functions.chain(casts) {
+        let operator_functions: Vec<&str> = operators
+            .flat_map(|op| self.views.operator_functions(op))
+            .collect();
+        // A cast the server applies unasked runs wherever a value of its
+        // user type may meet the other type.
+        let facts = [Some(stmt), prepared];
+        let calls_user_code = !operator_functions.is_empty()
+            || facts.iter().flatten().any(|f| {
+                f.accesses
+                    .iter()
+                    .any(|a| matches!(a.object, Object::Function(_)))
+            });
+        let present = |ty: &str| {
+            calls_user_code
+                || facts.iter().flatten().any(|f| {
+                    f.cast_targets.iter().any(|t| t == ty)
+                        || f.accesses.iter().any(|a| match &a.object {
+                            Object::Table(n) => self.views.relation_has_type(&n.name, ty),
+                            _ => false,
+                        })
+                })
+        };
+        let unasked = self.views.unasked_cast_functions(present);
+        for f in operator_functions.into_iter().chain(casts).chain(unasked) {
             let Some((schema, name)) = f.split_once('.') else {
                 continue;
             };

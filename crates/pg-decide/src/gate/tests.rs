@@ -450,3 +450,34 @@ fn a_function_defined_in_the_session_is_a_call_before_the_catalog_shows_it() {
     let msg = denied(&mut g, "select u.leak from users u");
     assert!(msg.contains(".leak denied"), "{msg}");
 }
+
+/// A cast the server applies unasked counts where a value of its user
+/// type may be: a relation with a column of it, the type named, or a call
+/// of a user's function; one between built-in types counts everywhere.
+#[test]
+fn unasked_casts_are_calls_where_their_type_may_be() {
+    let catalog = crate::catalog::ViewCatalog::from_rows([
+        ["hush", "", "j", "public", "blab"],
+        ["public", "hushed", "y", "", "hush"],
+    ]);
+    let mut g = gate(&["public"]).with_views(Arc::new(catalog));
+    for sql in [
+        "select upper(h) from hushed",
+        "select upper(row('x')::hush)",
+    ] {
+        let msg = denied(&mut g, sql);
+        assert!(
+            msg.contains("execute on app-db/public.blab"),
+            "{sql}: {msg}"
+        );
+    }
+    // Built-ins other than casts cannot yield a value of a user type.
+    assert!(matches!(
+        g.check("select upper(name) from users"),
+        GateDecision::Allow(_)
+    ));
+    let everywhere =
+        crate::catalog::ViewCatalog::from_rows([["", "", "j", "public", "int_to_text"]]);
+    let mut g = gate(&["public"]).with_views(Arc::new(everywhere));
+    assert!(denied(&mut g, "select name from users").contains("public.int_to_text"));
+}

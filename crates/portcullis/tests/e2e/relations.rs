@@ -158,3 +158,48 @@ fn an_explicit_cast_is_a_call_of_its_function() {
         );
     }
 }
+
+/// A user's implicit cast runs its function where the server applies it
+/// unasked (a function argument of the other type): a statement that may
+/// hold a value of its type needs `execute` on the function.
+#[test]
+fn an_implicit_cast_is_a_call_of_its_function() {
+    static SEED: std::sync::Once = std::sync::Once::new();
+    SEED.call_once(|| {
+        cluster().superuser_sql(
+            "app",
+            "create type public.hush as (v text); \
+             create table public.hushed (h public.hush); \
+             insert into public.hushed values (row('quiet')); \
+             create table public.plain_words (w text); \
+             insert into public.plain_words values ('plain'); \
+             create function public.blab(public.hush) returns text language sql \
+               as $$ select 'IMPLICIT-RAN-' || ($1).v $$; \
+             create cast (public.hush as text) with function public.blab(public.hush) as implicit; \
+             grant select on public.hushed, public.plain_words to trust_user, portcullis_reader; \
+             grant execute on function public.blab(public.hush) to trust_user, portcullis_reader",
+        );
+    });
+    let gw = app_gateway_with(SELECT_ONLY, "");
+    // Each shows, directly, that the cast's function ran.
+    for (sql, ran) in [
+        ("select upper(h) from hushed", "IMPLICIT-RAN-QUIET"),
+        ("select length(h) from hushed", "18"),
+        (
+            "select 'matched' from hushed where h like 'IMPLICIT%'",
+            "matched",
+        ),
+        ("select upper(row('quiet')::hush)", "IMPLICIT-RAN-QUIET"),
+    ] {
+        let out = direct(sql);
+        assert!(out.contains(ran), "{sql} does not run directly: {out}");
+        let (ok, out) = alice_psql(&gw, sql);
+        assert!(!ok && !out.contains("IMPLICIT-RAN"), "{sql}: {out}");
+        assert!(
+            out.contains("execute on app-db/public.blab"),
+            "{sql}: {out}"
+        );
+    }
+    // Statements that hold no value of the type are not affected.
+    assert!(alice_psql(&gw, "select upper(w) from plain_words").0);
+}
