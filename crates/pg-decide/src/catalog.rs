@@ -35,12 +35,13 @@ pub const CATALOG_FINGERPRINT_SQL: &str = "\
 /// partition link (kind `i`: parent, then child); one row per operator
 /// created after initdb (kind `p`: its schema and symbol, then the
 /// function it runs); one row per cast created after initdb with a
-/// function (kind `k`: source and target type names, then the function);
+/// function (kind `k`: source and target type names, a built-in source
+/// type's left empty, then the function);
 /// one row per such cast the server may apply unasked, implicit or in
 /// assignment (kind `j`: the same, a built-in type's name left empty);
-/// one row per relation with a column of a user type such a cast
-/// involves (kind `y`: the relation, then the type; a domain over it or
-/// an array of it counts); and one row per
+/// one row per relation with a column of a user type a cast with a
+/// function involves (kind `y`: the relation, then the type; a domain
+/// over it or an array of it counts); and one row per
 /// built-in called by unqualified name; and one row per distinct name of a
 /// function that one argument can call (kind `c`, any schema), which a
 /// field selection `t.f` or `(expr).f` calls when no column or field `f`
@@ -84,7 +85,8 @@ FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace opn ON opn.oid = o.op
 JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
 WHERE o.oid >= 16384 \
 UNION \
-SELECT st.typname::text, tt.typname::text, 'k', pn.nspname::text, p.proname::text \
+SELECT CASE WHEN st.oid >= 16384 THEN st.typname::text ELSE '' END, tt.typname::text, 'k', \
+ pn.nspname::text, p.proname::text \
 FROM pg_catalog.pg_cast c JOIN pg_catalog.pg_type st ON st.oid = c.castsource \
 JOIN pg_catalog.pg_type tt ON tt.oid = c.casttarget \
 JOIN pg_catalog.pg_proc p ON p.oid = c.castfunc JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
@@ -104,7 +106,7 @@ JOIN pg_catalog.pg_type at ON at.oid = a.atttypid \
 JOIN pg_catalog.pg_type t ON t.oid IN (a.atttypid, at.typbasetype, at.typelem) \
 WHERE a.attnum > 0 AND NOT a.attisdropped AND t.oid >= 16384 \
  AND EXISTS (SELECT 1 FROM pg_catalog.pg_cast k WHERE k.oid >= 16384 AND k.castfunc <> 0 \
-  AND k.castcontext IN ('i', 'a') AND t.oid IN (k.castsource, k.casttarget))";
+  AND t.oid IN (k.castsource, k.casttarget))";
 
 /// Added to [`VIEW_DEPENDENCIES_SQL`] when masking classifies columns of
 /// the connection: every relation with its kind (kind `o` followed by the
@@ -176,13 +178,13 @@ pub struct ViewCatalog {
     /// Operators created after initdb, by symbol: their schema and the
     /// function (`schema.name`) each runs.
     user_operators: HashMap<String, Vec<(String, String)>>,
-    /// Casts created after initdb, by target type name: the functions
-    /// (`schema.name`) they run.
-    user_casts: HashMap<String, Vec<String>>,
+    /// Casts created after initdb, by target type name: the source type
+    /// (`None`: a built-in one) and the function (`schema.name`) each runs.
+    user_casts: HashMap<String, Vec<(Option<String>, String)>>,
     /// Casts created after initdb that the server applies unasked.
     unasked_casts: Vec<UnaskedCast>,
-    /// The user types such casts involve, by the bare names of the
-    /// relations with a column of them.
+    /// The user types casts with functions involve, by the bare names of
+    /// the relations with a column of them.
     relation_types: HashMap<String, Vec<String>>,
     /// Relations by oid (read only when masking needs them).
     relations: HashMap<u32, RelationInfo>,
@@ -206,7 +208,7 @@ impl ViewCatalog {
         let mut attribute_callable = HashSet::new();
         let mut children: HashMap<String, Vec<String>> = HashMap::new();
         let mut user_operators: HashMap<String, Vec<(String, String)>> = HashMap::new();
-        let mut user_casts: HashMap<String, Vec<String>> = HashMap::new();
+        let mut user_casts: HashMap<String, Vec<(Option<String>, String)>> = HashMap::new();
         let mut unasked_casts = Vec::new();
         let mut relation_types: HashMap<String, Vec<String>> = HashMap::new();
         let mut relations = HashMap::new();
@@ -254,10 +256,11 @@ impl ViewCatalog {
             }
             if kind.as_ref() == "k" {
                 let function = format!("{}.{}", ds.as_ref(), dn.as_ref());
+                let source = Some(vs.as_ref().to_owned()).filter(|s| !s.is_empty());
                 user_casts
                     .entry(vn.as_ref().to_owned())
                     .or_default()
-                    .push(function);
+                    .push((source, function));
                 continue;
             }
             if kind.as_ref() == "j" {
@@ -379,9 +382,17 @@ impl ViewCatalog {
     }
 
     /// The functions (`schema.name`) a user's cast to the type named
-    /// `target` runs.
-    pub fn cast_functions(&self, target: &str) -> &[String] {
-        self.user_casts.get(target).map_or(&[], Vec::as_slice)
+    /// `target` may run: one from a user type only where `present` says a
+    /// value of that type may be (a cast from a built-in type may take any
+    /// operand).
+    pub fn cast_functions(&self, target: &str, present: impl Fn(&str) -> bool) -> Vec<&str> {
+        self.user_casts
+            .get(target)
+            .into_iter()
+            .flatten()
+            .filter(|(source, _)| source.as_deref().is_none_or(&present))
+            .map(|(_, f)| f.as_str())
+            .collect()
     }
 
     /// The functions (`schema.name`) of casts the server applies unasked
@@ -401,7 +412,7 @@ impl ViewCatalog {
     }
 
     /// Whether a relation of bare name `relation` (in any schema) has a
-    /// column of the user type `ty` that an unasked cast involves.
+    /// column of the user type `ty` that a user's cast involves.
     pub fn relation_has_type(&self, relation: &str, ty: &str) -> bool {
         self.relation_types
             .get(relation)

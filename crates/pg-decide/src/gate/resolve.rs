@@ -159,22 +159,12 @@ impl StatementGate {
                 .into_iter()
                 .flatten(),
         );
-        // So does a user's cast, to the type cast to explicitly.
-        let casts = stmt
-            .cast_targets
-            .iter()
-            .chain(
-                prepared
-                    .map(|p| p.cast_targets.iter())
-                    .into_iter()
-                    .flatten(),
-            )
-            .flat_map(|t| self.views.cast_functions(t).iter().map(String::as_str));
         let operator_functions: Vec<&str> = operators
             .flat_map(|op| self.views.operator_functions(op))
             .collect();
-        // A cast the server applies unasked runs wherever a value of its
-        // user type may meet the other type.
+        // Whether a value of a user type may be in the statement: it names
+        // the type, touches a relation with a column of it, or calls code
+        // that could return one.
         let facts = [Some(stmt), prepared];
         let calls_user_code = !operator_functions.is_empty()
             || facts.iter().flatten().any(|f| {
@@ -192,6 +182,15 @@ impl StatementGate {
                         })
                 })
         };
+        // So does a user's cast, to the type cast to explicitly, and one
+        // the server applies unasked wherever a value of its user type may
+        // meet the other type.
+        let casts: Vec<&str> = facts
+            .iter()
+            .flatten()
+            .flat_map(|f| f.cast_targets.iter())
+            .flat_map(|t| self.views.cast_functions(t, present))
+            .collect();
         let unasked = self.views.unasked_cast_functions(present);
         for f in operator_functions.into_iter().chain(casts).chain(unasked) {
             let Some((schema, name)) = f.split_once('.') else {

@@ -481,3 +481,21 @@ fn unasked_casts_are_calls_where_their_type_may_be() {
     let mut g = gate(&["public"]).with_views(Arc::new(everywhere));
     assert!(denied(&mut g, "select name from users").contains("public.int_to_text"));
 }
+
+/// An explicit cast from a user type runs where a value of that type is
+/// cast: `'x'::text` casts a literal, not a `hush`, so it runs nothing.
+#[test]
+fn explicit_casts_from_a_user_type_need_a_value_of_it() {
+    let catalog = crate::catalog::ViewCatalog::from_rows([
+        ["hush", "text", "k", "public", "blab"],
+        ["public", "hushed", "y", "", "hush"],
+        ["", "loud", "k", "public", "shout"],
+    ]);
+    let mut g = gate(&["public"]).with_views(Arc::new(catalog));
+    assert!(denied(&mut g, "select h::text from hushed").contains("public.blab"));
+    assert!(denied(&mut g, "select 'x'::loud").contains("public.shout"));
+    assert!(matches!(
+        g.check("select name::text from users"),
+        GateDecision::Allow(_)
+    ));
+}
