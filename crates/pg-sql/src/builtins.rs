@@ -70,6 +70,17 @@ pub fn returns_set(name: &str) -> bool {
     pg15::SET_RETURNING.binary_search(&name).is_ok()
 }
 
+/// The built-ins the system view `schema.name` calls, through the system
+/// views beneath it (`information_schema.` before those not in
+/// `pg_catalog`); empty for anything else. An unqualified name is looked
+/// up in `pg_catalog`, which the server searches first.
+pub fn system_view_calls(schema: Option<&str>, name: &str) -> &'static [&'static str] {
+    let schema = schema.unwrap_or("pg_catalog");
+    pg15::SYSTEM_VIEWS
+        .binary_search_by(|(s, n, _)| (*s, *n).cmp(&(schema, name)))
+        .map_or(&[], |i| pg15::SYSTEM_VIEWS[i].2)
+}
+
 /// Whether the unqualified (or `pg_catalog.`) function `name` may be
 /// called under `select` with no `execute` grant.
 pub fn is_builtin_safe(name: &str) -> bool {
@@ -86,6 +97,9 @@ mod tests {
             assert!(table.windows(2).all(|w| w[0].0 < w[1].0));
         }
         assert!(pg15::SET_RETURNING.windows(2).all(|w| w[0] < w[1]));
+        assert!(pg15::SYSTEM_VIEWS
+            .windows(2)
+            .all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
         assert!(returns_set("generate_series") && returns_set("unnest"));
         assert!(!returns_set("lower"));
     }
@@ -153,4 +167,40 @@ mod tests {
             BuiltinClass::Unknown
         );
     }
+}
+
+/// The system views a select-only user cannot read without `execute` on
+/// what they call, listed so a new server version's table is reviewed.
+#[cfg(test)]
+#[test]
+fn system_views_that_call_what_needs_execute() {
+    let mut needing: Vec<String> = pg15::SYSTEM_VIEWS
+        .iter()
+        .filter(|(_, _, calls)| {
+            calls.iter().any(|c| {
+                let (s, n) = c.split_once('.').unwrap_or(("pg_catalog", c));
+                classify_builtin(Some(s), n) != BuiltinClass::Pure
+            })
+        })
+        .map(|(s, n, _)| format!("{s}.{n}"))
+        .collect();
+    needing.sort();
+    let expected = [
+        // the server's configuration files, and every setting
+        "pg_catalog.pg_file_settings",
+        "pg_catalog.pg_hba_file_rules",
+        "pg_catalog.pg_ident_file_mappings",
+        "pg_catalog.pg_settings",
+        // other sessions (pg_stat_get_activity), replication origins
+        "pg_catalog.pg_replication_origin_status",
+        "pg_catalog.pg_stat_activity",
+        "pg_catalog.pg_stat_gssapi",
+        "pg_catalog.pg_stat_replication",
+        "pg_catalog.pg_stat_ssl",
+        // every sequence's current value, past `select` on it
+        "pg_catalog.pg_sequences",
+    ];
+    let mut expected = expected.map(String::from).to_vec();
+    expected.sort();
+    assert_eq!(needing, expected);
 }

@@ -180,6 +180,14 @@ pub fn is_safe_client_encoding(name: &str) -> bool {
 
 fn facts(kind: &'static str, w: Walker) -> StatementFacts {
     let mut accesses = w.accesses;
+    if w.settings_reads > 0 && !(w.settings_reads == 1 && w.settings_filtered) {
+        // Reading pg_settings is calling pg_show_all_settings(), unless
+        // the one read is filtered to a non-secret setting by name.
+        accesses.push(Access {
+            action: SqlAction::Execute,
+            object: Object::Function(Name::new(Some("pg_catalog"), "pg_show_all_settings")),
+        });
+    }
     if w.locks_rows {
         // FOR UPDATE/SHARE (any strength) locks the rows it reads, which
         // blocks writers as a write would: `update` on every relation read.
@@ -203,7 +211,7 @@ fn facts(kind: &'static str, w: Walker) -> StatementFacts {
         attribute_names: sorted(w.attribute_names, Vec::new()),
         operator_names: sorted(w.operator_names, Vec::new()),
         cast_targets: sorted(w.cast_targets, Vec::new()),
-        literal_sensitive: false,
+        literal_sensitive: w.literal_sensitive,
         redefines_callables: false,
         outputs: Default::default(),
     }
@@ -251,6 +259,9 @@ fn classify_actions(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
             } else {
                 w.setting_by_filter = crate::walk::setting_named_by_filter(body);
                 w.filter_target = w.setting_by_filter.is_some();
+                let filter = crate::walk::pg_settings_filter(body);
+                w.literal_sensitive |= filter.is_some();
+                w.settings_filtered = filter.is_some_and(|n| !settings::is_secret_setting(&n));
                 w.visit(body);
                 facts("select", w)
             }
@@ -642,6 +653,8 @@ fn set(body: &Value) -> Result<StatementFacts, Unclassifiable> {
     let mut values = Vec::new();
     strings(body.get("args").unwrap_or(&Value::Null), &mut values);
     let to_value = kind == VariableSetKind::VarSetValue as i64;
+    // What a SET needs depends on its value (`… = off`).
+    w.literal_sensitive = true;
     let effect = settings::change(&mut w, &name, to_value.then_some(&values[..]), false)?;
     let admin = w.accesses.iter().any(|a| a.action == SqlAction::Admin);
     let mut f = facts(if admin { "admin" } else { "set" }, w);

@@ -66,6 +66,16 @@ pub(crate) struct Walker {
     /// The setting a `pg_settings` filter names (see
     /// [`setting_named_by_filter`]).
     pub(crate) setting_by_filter: Option<String>,
+    /// Whether a decision read a literal's value (a setting's name or
+    /// value), so the parse must not be shared with texts that differ
+    /// only in literals.
+    pub(crate) literal_sensitive: bool,
+    /// How many times the statement reads `pg_settings`, which shows
+    /// every setting (`pg_show_all_settings()`), secret ones included.
+    pub(crate) settings_reads: usize,
+    /// Whether the statement is one read of `pg_settings` filtered to a
+    /// non-secret setting by name, as pg_dump and drivers ask.
+    pub(crate) settings_filtered: bool,
     /// Whether the call it names is still to be met (only the first, in
     /// the top-level target list, may use it).
     pub(crate) filter_target: bool,
@@ -228,7 +238,29 @@ impl Walker {
         if is_content_catalog(&format!("{schema}.{name}")) {
             self.push(SqlAction::Admin, Object::Connection);
         }
+        self.system_view(schema, name);
         self.push(action, Object::Table(Name::new(Some(schema), name)));
+    }
+
+    /// A system view is decided by what it calls: `execute` on each
+    /// built-in beneath it that is not pure (`pg_locks` is the call
+    /// `pg_lock_status()`). `pg_settings` is counted for the statement to
+    /// decide (see [`Walker::settings_reads`]).
+    fn system_view(&mut self, schema: &str, name: &str) {
+        let schema = Some(schema).filter(|s| !s.is_empty());
+        if name == "pg_settings" && schema.is_none_or(|s| s == "pg_catalog") {
+            self.settings_reads += 1;
+            return;
+        }
+        for call in crate::builtins::system_view_calls(schema, name) {
+            let (fschema, fname) = call.split_once('.').unwrap_or(("pg_catalog", call));
+            if crate::classify_builtin(Some(fschema), fname) != crate::BuiltinClass::Pure {
+                self.push(
+                    SqlAction::Execute,
+                    Object::Function(Name::new(Some(fschema), fname)),
+                );
+            }
+        }
     }
 
     pub(crate) fn visit(&mut self, v: &Value) {
@@ -479,6 +511,7 @@ impl Walker {
         let Some(args) = argument_constants(call) else {
             return false;
         };
+        self.literal_sensitive = true;
         match (name, args.as_slice()) {
             ("current_setting", [Some(setting), ..]) => !settings::is_secret_setting(setting),
             ("set_config", [setting, Some(value), Some(_)]) => {
@@ -566,6 +599,12 @@ pub(crate) fn setting_named_by_filter(select: &Value) -> Option<String> {
     if name_parts(call.get("funcname")?).last().map(String::as_str) != Some("set_config") {
         return None;
     }
+    pg_settings_filter(select)
+}
+
+/// The setting a `SELECT … FROM pg_settings WHERE name = 'x'` reads: its
+/// only source is `pg_settings`, filtered to one name by a constant.
+pub(crate) fn pg_settings_filter(select: &Value) -> Option<String> {
     let from = select.get("from_clause")?.as_array()?;
     let [only] = from.as_slice() else { return None };
     let (_, rv) = node(only)?;

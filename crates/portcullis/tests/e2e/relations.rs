@@ -203,3 +203,66 @@ fn an_implicit_cast_is_a_call_of_its_function() {
     // Statements that hold no value of the type are not affected.
     assert!(alice_psql(&gw, "select upper(w) from plain_words").0);
 }
+
+/// A system view is decided by what it calls: `pg_settings` is the call
+/// `pg_show_all_settings()`, which shows what `current_setting` needs
+/// `execute` for, and `pg_stat_ssl` reads other sessions through
+/// `pg_stat_get_activity`.
+#[test]
+fn a_system_view_is_decided_by_what_it_calls() {
+    let gw = app_gateway_with(SELECT_ONLY, "");
+    let secret = "select 'value:' || setting from pg_settings where name = 'password_encryption'";
+    assert!(direct(secret).contains("value:scram-sha-256"));
+    let (ok, out) = alice_psql(&gw, secret);
+    assert!(!ok && !out.contains("value:"), "{out}");
+    assert!(
+        out.contains("execute on app-db/pg_catalog.pg_show_all_settings"),
+        "{out}"
+    );
+    assert!(!alice_psql(&gw, "select current_setting('password_encryption')").0);
+    let sessions = "select 'sessions:' || count(*) from pg_stat_ssl";
+    assert!(direct(sessions).contains("sessions:"));
+    let (ok, out) = alice_psql(&gw, sessions);
+    assert!(
+        !ok && out.contains("pg_catalog.pg_stat_get_activity"),
+        "{out}"
+    );
+    // One setting by a name that is not secret stays readable, as drivers
+    // and pg_dump ask.
+    let (ok, out) = alice_psql(
+        &gw,
+        "select 'value:' || setting from pg_settings where name = 'DateStyle'",
+    );
+    assert!(ok && out.contains("value:ISO"), "{out}");
+}
+
+/// Parses are shared by texts that differ only in literals, but not where
+/// a literal decides: a setting's name or value. Each secret read is first
+/// preceded by the same shape with a harmless literal, which the cache
+/// then holds.
+#[test]
+fn a_literal_that_decides_is_not_shared_through_the_parse_cache() {
+    let gw = app_gateway_with(SELECT_ONLY, "");
+    for (harmless, secret) in [
+        (
+            "select 'value:' || current_setting('work_mem')",
+            "select 'value:' || current_setting('password_encryption')",
+        ),
+        (
+            "select 'value:' || setting from pg_settings where name = 'work_mem'",
+            "select 'value:' || setting from pg_settings where name = 'password_encryption'",
+        ),
+    ] {
+        assert!(direct(secret).contains("value:scram-sha-256"));
+        let (ok, out) = alice_psql(&gw, harmless);
+        assert!(ok && out.contains("value:"), "{harmless}: {out}");
+        let (ok, out) = alice_psql(&gw, secret);
+        assert!(!ok && !out.contains("value:"), "{secret}: {out}");
+    }
+    // A SET's value decides too: switching a read-only guard off is admin.
+    let on = "set default_transaction_read_only = 'on'";
+    let off = "set default_transaction_read_only = 'off'";
+    assert!(alice_psql(&gw, on).0);
+    let (ok, out) = alice_psql(&gw, off);
+    assert!(!ok && out.contains("admin"), "{out}");
+}
