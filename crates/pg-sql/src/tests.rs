@@ -292,6 +292,11 @@ fn literal_sensitive_texts_and_prepared_transactions() {
         "select a, count(*) from t group by 1",
         "select distinct on (1) a from t",
         "explain copy (select 1) to stdout",
+        // a setting's name or value decides
+        "select current_setting('work_mem')",
+        "select set_config('app.tenant', '7', false)",
+        "set default_transaction_read_only = 'on'",
+        "select setting from pg_settings where name = 'work_mem'",
     ] {
         if let Ok(a) = analyze(sql) {
             assert!(a.statements[0].literal_sensitive, "{sql}");
