@@ -37,6 +37,11 @@ pub enum Severity {
 
 /// ErrorResponse (or NoticeResponse with `notice`) with severity, SQLSTATE and message.
 pub fn error_response(buf: &mut BytesMut, severity: Severity, code: &str, message: &str) {
+    error_response_bytes(buf, severity, code, message.as_bytes());
+}
+
+/// ErrorResponse with its message already in the client's encoding.
+pub fn error_response_bytes(buf: &mut BytesMut, severity: Severity, code: &str, message: &[u8]) {
     let sev = match severity {
         Severity::Error => "ERROR",
         Severity::Fatal => "FATAL",
@@ -49,7 +54,10 @@ pub fn error_response(buf: &mut BytesMut, severity: Severity, code: &str, messag
         b.put_u8(b'C');
         cstr(b, code);
         b.put_u8(b'M');
-        cstr(b, message);
+        // A NUL would end the field early; none of the gateway's texts
+        // holds one, and none may.
+        b.extend(message.iter().copied().filter(|&c| c != 0));
+        b.put_u8(0);
         b.put_u8(0);
     });
 }

@@ -188,6 +188,62 @@ impl ClientEncoding {
         Ok(Cow::Owned(out))
     }
 
+    /// `text` in this encoding, for what the gateway itself says (its
+    /// refusals name objects as the client wrote them); a character the
+    /// encoding cannot hold becomes `?`. Error texts only: it searches
+    /// the tables.
+    pub fn encode(self, text: &str) -> Cow<'_, [u8]> {
+        if text.is_ascii() || self.0 == Kind::Utf8 {
+            return Cow::Borrowed(text.as_bytes());
+        }
+        let mut out = Vec::with_capacity(text.len());
+        for c in text.chars() {
+            if c.is_ascii() {
+                out.push(c as u8);
+            } else {
+                match self.encode_one(c) {
+                    Some(bytes) => out.extend_from_slice(&bytes[..usize::from(bytes[3])]),
+                    None => out.push(b'?'),
+                }
+            }
+        }
+        Cow::Owned(out)
+    }
+
+    /// The bytes of `c` (a non-ASCII character), in the first three, with
+    /// their count in the fourth.
+    fn encode_one(self, c: char) -> Option<[u8; 4]> {
+        let in_plane = |table: &[char], prefix: Option<u8>| {
+            let i = table.iter().position(|&t| t == c)?;
+            let (lead, trail) = ((i / ROW) as u8 + FIRST, (i % ROW) as u8 + FIRST);
+            Some(match prefix {
+                Some(p) => [p, lead, trail, 3],
+                None => [lead, trail, 0, 2],
+            })
+        };
+        match self.0 {
+            Kind::Utf8 | Kind::AsciiOnly(_) | Kind::Unsettled => None,
+            Kind::SingleByte(i) => {
+                let at = single_byte(i).iter().position(|&t| t == c)?;
+                Some([0x80 + at as u8, 0, 0, 1])
+            }
+            Kind::EucKr => in_plane(plane_table(&EUC_KR, tables::EUC_KR_KSC5601), None),
+            Kind::EucCn => in_plane(plane_table(&EUC_CN, tables::EUC_CN_GB2312), None),
+            Kind::EucJp => in_plane(plane_table(&EUC_JP_0208, tables::EUC_JP_JIS0208), None)
+                .or_else(|| {
+                    let kana = plane_table(&EUC_JP_KANA, tables::EUC_JP_KANA);
+                    let at = kana.iter().position(|&t| t == c)?;
+                    Some([0x8E, FIRST + at as u8, 0, 2])
+                })
+                .or_else(|| {
+                    in_plane(
+                        plane_table(&EUC_JP_0212, tables::EUC_JP_JIS0212),
+                        Some(0x8F),
+                    )
+                }),
+        }
+    }
+
     /// The character at the start of `bytes` (its first byte is 0x80 or
     /// above) and how many bytes it took.
     fn decode_one(self, bytes: &[u8]) -> Option<(char, usize)> {

@@ -320,7 +320,13 @@ impl PgAdapter {
         .with_search_path_setting(&up.search_path_setting)
         .with_shared_views(upstream.views.clone())
         .with_masking(self.core.masking.clone());
-        let mut tracker = BackendTracker::with_masking(self.core.masking.clone());
+        let at_login = up
+            .params
+            .iter()
+            .find(|(k, _)| k == "client_encoding")
+            .map(|(_, v)| v.clone());
+        let mut tracker = BackendTracker::with_masking(self.core.masking.clone())
+            .with_encoding(at_login.as_deref());
         let (client_r, mut client_w) = tokio::io::split(client);
         let (upstream_r, upstream_w) = tokio::io::split(up.stream);
         let health = session.recording_health();
@@ -329,12 +335,7 @@ impl PgAdapter {
         let outcome = match client_w.write_all(&welcome).await {
             Err(e) => Err(SessionError::Io(e)),
             Ok(()) => {
-                let at_login = up
-                    .params
-                    .iter()
-                    .find(|(k, _)| k == "client_encoding")
-                    .map(|(_, v)| v.as_str());
-                let pending = relay::Handoff::with_busy(busy).with_encoding(at_login);
+                let pending = relay::Handoff::with_busy(busy).with_encoding(at_login.as_deref());
                 let limits = &self.cfg.limits;
                 let outcome = {
                     let to_client = relay::upstream_to_client(

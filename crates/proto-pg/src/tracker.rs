@@ -15,7 +15,7 @@ use portcullis_core::audit::Decision;
 use portcullis_core::masking::{MaskCounts, Masking};
 use portcullis_pg_decide::{Allowed, GateDecision, RowGate, RowPolicy};
 use portcullis_pg_wire::encode::{self, Severity};
-use portcullis_pg_wire::{command_complete_rows, ErrorFields, TransactionStatus};
+use portcullis_pg_wire::{command_complete_rows, ClientEncoding, ErrorFields, TransactionStatus};
 use time::OffsetDateTime;
 
 use crate::error::SessionError;
@@ -147,7 +147,6 @@ pub struct Probe {
 }
 
 /// Pairs server responses with pending client messages.
-#[derive(Default)]
 pub struct BackendTracker {
     queue: VecDeque<Pending>,
     /// After an extended-protocol error the server ignores everything up
@@ -170,12 +169,42 @@ pub struct BackendTracker {
     answered: Vec<(u64, bool)>,
     /// Entries pushed so far; those no longer queued are answered.
     pushed: u64,
+    /// The client's encoding, as the server last reported it: the
+    /// gateway's own texts are written in it.
+    encoding: ClientEncoding,
+}
+
+/// The gateway's refusal of a statement, as an ErrorResponse in the
+/// client's encoding (its texts name objects as the client wrote them).
+fn refusal(encoding: ClientEncoding, code: &str, denial: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode::error_response_bytes(&mut out, Severity::Error, code, &encoding.encode(denial));
+    out
 }
 
 /// Said in place of an error or notice text of a statement that reads
 /// masked columns: any of its texts may quote a masked value.
 const DETAIL_WITHHELD: &str =
     "portcullis: text withheld: the statement reads masked columns, and the server's text may quote their values; the SQLSTATE is the server's";
+
+impl Default for BackendTracker {
+    fn default() -> Self {
+        Self {
+            queue: VecDeque::new(),
+            skipping: false,
+            command_rows: 0,
+            status: None,
+            masking: None,
+            rows: None,
+            copy: None,
+            loose_counts: MaskCounts::default(),
+            scratch: None,
+            answered: Vec::new(),
+            pushed: 0,
+            encoding: ClientEncoding::UTF8,
+        }
+    }
+}
 
 impl BackendTracker {
     /// A tracker that masks results with `masking`, when it is active.
@@ -184,6 +213,15 @@ impl BackendTracker {
             masking: masking.is_active().then_some(masking),
             ..Self::default()
         }
+    }
+
+    /// Writing the gateway's texts in the `client_encoding` the server
+    /// reported at login.
+    pub fn with_encoding(mut self, at_login: Option<&str>) -> Self {
+        self.encoding = at_login
+            .and_then(ClientEncoding::by_name)
+            .unwrap_or(ClientEncoding::UTF8);
+        self
     }
 
     /// The plan and counts of the statement whose results are arriving.
@@ -298,6 +336,7 @@ impl BackendTracker {
     /// as it is; its acceptance is hidden and its poison's error becomes
     /// the gateway's refusal.
     fn on_probe_answer(&mut self, tag: u8, body: &[u8], done: &mut Vec<Stmt>) -> Option<BytesMut> {
+        let encoding = self.encoding;
         let Some(Pending::SyntaxProbe(stmt, probe)) = self.queue.front_mut() else {
             return None;
         };
@@ -313,9 +352,7 @@ impl BackendTracker {
                 let mut replaced = None;
                 let text = if probe.accepted {
                     let (denial, code) = stmt.denial.clone().unwrap_or_default();
-                    let mut out = BytesMut::new();
-                    encode::error_response(&mut out, Severity::Error, code, &denial);
-                    replaced = Some(out);
+                    replaced = Some(refusal(encoding, code, &denial));
                     format!("{code}: {denial}")
                 } else {
                     format!(
@@ -546,6 +583,17 @@ impl BackendTracker {
     fn track(&mut self, tag: u8, body: &[u8], done: &mut Vec<Stmt>) {
         match tag {
             b'D' => self.command_rows += 1,
+            b'S' => {
+                if let Ok(portcullis_pg_wire::BackendMessage::ParameterStatus { name, value }) =
+                    portcullis_pg_wire::BackendMessage::decode(tag, body)
+                {
+                    if name == "client_encoding" {
+                        if let Some(encoding) = ClientEncoding::by_name(value) {
+                            self.encoding = encoding;
+                        }
+                    }
+                }
+            }
             b'C' => {
                 self.rows = None;
                 let tag_rows = command_complete_rows(body);
@@ -642,10 +690,8 @@ impl BackendTracker {
         {
             if let Some((denial, code)) = &s.denial {
                 // The upstream failed our stand-in; the client hears why.
-                let mut out = BytesMut::new();
-                encode::error_response(&mut out, Severity::Error, code, denial);
+                replacement = Some(refusal(self.encoding, code, denial));
                 text = format!("{code}: {denial}");
-                replacement = Some(out);
             }
         }
         match self.queue.front_mut() {

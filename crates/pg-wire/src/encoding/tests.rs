@@ -103,3 +103,24 @@ fn names_as_the_server_accepts_them() {
         assert_eq!(ClientEncoding::by_name(name), None, "{name}");
     }
 }
+
+/// What the gateway says reads back as what it meant, in every table;
+/// what an encoding cannot hold is `?`.
+#[test]
+fn the_gateways_own_texts_are_written_in_the_clients_encoding() {
+    for (name, text) in [
+        ("LATIN1", "select on app-db/public.café denied"),
+        ("WIN1251", "таблица"),
+        ("KOI8U", "ґанок"),
+        ("EUC_JP", "あｱ丂～"),
+        ("EUC_KR", "가나"),
+        ("EUC_CN", "啊"),
+    ] {
+        let enc = ClientEncoding::by_name(name).unwrap();
+        let bytes = enc.encode(text);
+        assert_eq!(enc.decode(&bytes).unwrap(), text, "{name}");
+    }
+    let latin1 = ClientEncoding::by_name("LATIN1").unwrap();
+    assert_eq!(&*latin1.encode("a€b"), b"a?b");
+    assert_eq!(&*ClientEncoding::UTF8.encode("é"), "é".as_bytes());
+}

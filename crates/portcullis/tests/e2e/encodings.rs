@@ -88,7 +88,7 @@ fn statements_are_read_in_the_sessions_client_encoding() {
         String::from_utf8_lossy(&out)
     );
     assert!(
-        contains(&out, b"select on app-db/public.caf"),
+        contains(&out, b"select on app-db/public.caf\xc3\xa9 denied"),
         "{}",
         String::from_utf8_lossy(&out)
     );
