@@ -140,6 +140,7 @@ pub async fn read_token(hello: &mut ClientHello) -> Result<String, SessionError>
     }
     encode::auth_cleartext(&mut out);
     hello.stream.write_all(&out).await?;
+    hello.stream.flush().await?;
     let mut buf = BytesMut::with_capacity(1024);
     let (tag, body) = read_message(&mut hello.stream, &mut buf, PASSWORD_LIMIT).await?;
     let FrontendMessage::Password(raw) = FrontendMessage::decode(tag, &body)? else {

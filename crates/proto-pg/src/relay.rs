@@ -476,13 +476,19 @@ impl Handoff {
 /// Writes `data` with the frames at `(offset, len)` swapped for new bytes,
 /// as one write either way: masking can replace every row of a read, and a
 /// write per replaced frame would cost a system call per row.
+///
+/// Each write ends with a flush: over TLS, a write the socket could not
+/// take whole leaves records in the TLS layer, which only a later write or
+/// a flush sends on, and the peer may be waiting for exactly those bytes
+/// before it sends anything that would cause a later write.
 async fn write_spliced<W: AsyncWrite + Unpin, B: AsRef<[u8]>>(
     out: &mut W,
     data: &[u8],
     replaced: &mut Vec<(usize, usize, B)>,
 ) -> std::io::Result<()> {
     if replaced.is_empty() {
-        return out.write_all(data).await;
+        out.write_all(data).await?;
+        return out.flush().await;
     }
     let grown: usize = replaced.iter().map(|(_, _, b)| b.as_ref().len()).sum();
     let mut joined = Vec::with_capacity(data.len() + grown);
@@ -493,7 +499,8 @@ async fn write_spliced<W: AsyncWrite + Unpin, B: AsRef<[u8]>>(
         start = offset + len;
     }
     joined.extend_from_slice(&data[start..]);
-    out.write_all(&joined).await
+    out.write_all(&joined).await?;
+    out.flush().await
 }
 
 /// Drops a buffer that grew for one large message, so an idle session
@@ -513,6 +520,58 @@ mod tests {
 
     fn describes(n: usize) -> Vec<Pending> {
         (0..n).map(|_| Pending::Describe).collect()
+    }
+
+    /// Over TLS, a write the socket cannot take whole leaves records in
+    /// the TLS layer (tokio-rustls says so): the relay's writes flush, or a
+    /// peer waiting for the end of an answer waits forever. A narrow pipe
+    /// keeps the socket full, as a slow client does.
+    #[tokio::test]
+    async fn a_write_over_tls_reaches_the_peer_whole() {
+        let tls = portcullis_core::tls::generate_ca_and_server(&["localhost".into()]).unwrap();
+        let server_cfg = portcullis_core::tls::server_config(
+            tls.cert_pem.as_bytes(),
+            tls.key_pem.as_bytes(),
+            "test",
+            &[],
+        )
+        .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls_pki_types::pem::PemObject;
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(tls.ca_cert_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let client_cfg =
+            rustls::ClientConfig::builder_with_provider(portcullis_core::tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let (server_io, client_io) = tokio::io::duplex(4096);
+        let accept = tokio_rustls::TlsAcceptor::from(server_cfg).accept(server_io);
+        let connect = tokio_rustls::TlsConnector::from(Arc::new(client_cfg)).connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            client_io,
+        );
+        let (server, client) = tokio::join!(accept, connect);
+        let (mut server, mut client) = (server.unwrap(), client.unwrap());
+        let answer = vec![b'y'; 200_000];
+        let writer = tokio::spawn(async move {
+            let mut none: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+            write_spliced(&mut server, &answer, &mut none)
+                .await
+                .unwrap();
+            // The relay goes on to wait for the upstream, writing nothing.
+            std::future::pending::<()>().await;
+            drop(server);
+        });
+        let mut got = vec![0u8; 200_000];
+        let read = tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut got));
+        assert!(
+            read.await.is_ok(),
+            "the end of the answer stayed in the TLS layer"
+        );
+        writer.abort();
     }
 
     /// A client that floods messages the server will not answer (as after

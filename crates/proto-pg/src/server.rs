@@ -332,7 +332,11 @@ impl PgAdapter {
         let health = session.recording_health();
         let stop = session.stop_signal();
         let mut log = StatementLog::new(&mut session);
-        let outcome = match client_w.write_all(&welcome).await {
+        let welcomed = match client_w.write_all(&welcome).await {
+            Ok(()) => client_w.flush().await,
+            Err(e) => Err(e),
+        };
+        let outcome = match welcomed {
             Err(e) => Err(SessionError::Io(e)),
             Ok(()) => {
                 let pending = relay::Handoff::with_busy(busy).with_encoding(at_login.as_deref());
@@ -414,5 +418,6 @@ async fn send_fatal<W: AsyncWrite + Unpin>(client: &mut W, e: &SessionError) {
     let mut out = BytesMut::new();
     encode::error_response(&mut out, Severity::Fatal, e.sqlstate(), &e.to_string());
     let _ = client.write_all(&out).await;
+    let _ = client.flush().await;
     let _ = client.shutdown().await;
 }

@@ -136,6 +136,7 @@ impl Upstream {
         let mut out = BytesMut::new();
         encode::startup_message(&mut out, &params);
         stream.write_all(&out).await?;
+        stream.flush().await?;
 
         let mut buf = BytesMut::with_capacity(8192);
         let mut scram: Option<ScramClient> = None;
@@ -149,6 +150,7 @@ impl Upstream {
                     self.answer_auth(req, &mut scram, &mut out)?;
                     if !out.is_empty() {
                         stream.write_all(&out).await?;
+                        stream.flush().await?;
                     }
                 }
                 BackendMessage::ParameterStatus { name, value } => {
@@ -278,6 +280,7 @@ impl Upstream {
             );
         }
         stream.write_all(&out).await?;
+        stream.flush().await?;
         let mut rows = Vec::new();
         loop {
             let (tag, body) = read_message(stream, buf, SETUP_MESSAGE_LIMIT).await?;
@@ -320,6 +323,7 @@ impl Upstream {
         );
         encode::query(&mut out, &sql);
         stream.write_all(&out).await?;
+        stream.flush().await?;
         let mut value = None;
         loop {
             let (tag, body) = read_message(stream, buf, SETUP_MESSAGE_LIMIT).await?;
