@@ -102,13 +102,35 @@ impl Core {
         identity: Identity,
         client: ClientInfo,
     ) -> Result<Admission, Refusal> {
+        let address = client.address.ip().to_string();
+        let verdict = self.decide_connect(&identity, protocol, connection, &address)?;
+        Ok(Admission {
+            core: self.clone(),
+            protocol,
+            connection: connection.to_owned(),
+            identity,
+            client,
+            verdict,
+        })
+    }
+}
+
+impl Core {
+    /// Decides `connect` for `identity` to `connection`, as at login.
+    fn decide_connect(
+        &self,
+        identity: &Identity,
+        protocol: &'static str,
+        connection: &str,
+        client_address: &str,
+    ) -> Result<Verdict, Refusal> {
         let facts = RequestFacts {
             protocol,
-            client_address: client.address.ip().to_string(),
+            client_address: client_address.to_owned(),
             ..Default::default()
         };
         let verdict = self.policy.decide(
-            &identity,
+            identity,
             Action::CONNECT,
             &Resource::Connection(connection.to_owned()),
             &facts,
@@ -123,14 +145,30 @@ impl Core {
                 reason: verdict.reason(),
             });
         }
-        Ok(Admission {
-            core: self.clone(),
-            protocol,
-            connection: connection.to_owned(),
-            identity,
-            client,
-            verdict,
-        })
+        Ok(verdict)
+    }
+
+    /// Whether a live session may go on: its credential still holds (not
+    /// revoked, its static tokens configured as they were) and policy
+    /// still permits `connect`.
+    fn still_admitted(&self, session: &LiveSession) -> Result<(), Refusal> {
+        self.authenticator
+            .still_valid(&session.identity)
+            .map_err(Refusal::Authentication)?;
+        self.decide_connect(
+            &session.identity,
+            session.protocol,
+            &session.connection,
+            &session.client_address,
+        )
+        .map(drop)
+    }
+
+    /// Ends every live session that is no longer admitted, after a reload
+    /// of tokens or policies; returns how many.
+    pub fn end_sessions_no_longer_admitted(&self) -> usize {
+        self.sessions
+            .kill_where(|s| self.still_admitted(s).is_err())
     }
 }
 
@@ -146,10 +184,16 @@ impl Admission {
     }
 
     /// Starts the session: refuses while the audit store cannot record,
-    /// records the start, registers the session so `kill` (an operator,
-    /// a revocation, shutdown) can end it, and arms its end when the
-    /// token expires. Call it once the upstream is ready, so a session
-    /// that failed to reach its target leaves no record of having run.
+    /// registers the session so `kill` (an operator, a revocation,
+    /// shutdown) can end it, asks again whether it is admitted, records
+    /// the start, and arms its end when the token expires. Call it once
+    /// the upstream is ready, so a session that failed to reach its target
+    /// leaves no record of having run.
+    ///
+    /// Registering before asking again is what makes a revocation (or a
+    /// reload) atomic with respect to login: one that lands while this
+    /// login was on its way upstream either finds the session registered
+    /// and ends it, or is seen by the second question.
     pub async fn open(self, kill: CancellationToken) -> Result<SessionHandle, Refusal> {
         let Admission {
             core,
@@ -179,19 +223,24 @@ impl Admission {
         if !recorder.healthy() {
             return Err(Refusal::AuditUnavailable);
         }
-        recorder
-            .record(AuditEvent::SessionStarted(record))
-            .await
-            .map_err(|_| Refusal::AuditUnavailable)?;
-        metrics::counter!("portcullis_sessions_total", "protocol" => protocol).increment(1);
-        let live = core.sessions.register(LiveSession {
+        let registered = LiveSession {
             id,
+            identity: Arc::new(identity.clone()),
+            protocol,
+            client_address: client.address.ip().to_string(),
             user: identity.user.clone(),
             actor: identity.actor.clone(),
             credential_id: identity.credential.id.clone(),
             connection: connection.clone(),
             kill: kill.clone(),
-        });
+        };
+        let live = core.sessions.register(registered.clone());
+        core.still_admitted(&registered)?;
+        recorder
+            .record(AuditEvent::SessionStarted(record))
+            .await
+            .map_err(|_| Refusal::AuditUnavailable)?;
+        metrics::counter!("portcullis_sessions_total", "protocol" => protocol).increment(1);
         let deadline = expiry_deadline(&identity, core.settings.expiry_grace);
         let (stop, watcher) = SessionStop::watch(kill, deadline);
         tracing::info!(session = %id, user = %identity.describe(), %connection, peer = %client.address, protocol, "session started");

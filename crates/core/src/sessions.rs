@@ -11,6 +11,13 @@ use uuid::Uuid;
 pub struct LiveSession {
     /// Session id.
     pub id: Uuid,
+    /// Who it runs as, kept so a reload can decide again whether they
+    /// may still be connected.
+    pub identity: Arc<crate::Identity>,
+    /// The protocol it speaks.
+    pub protocol: &'static str,
+    /// The client's IP address, as `connect` was decided with it.
+    pub client_address: String,
     /// The user it is attributed to.
     pub user: String,
     /// The agent acting for the user, if any.
@@ -101,6 +108,9 @@ mod tests {
         let kill = CancellationToken::new();
         let g = reg.register(LiveSession {
             id: Uuid::now_v7(),
+            identity: Arc::default(),
+            protocol: "test",
+            client_address: "127.0.0.1".into(),
             user: "alice".into(),
             actor: None,
             credential_id: None,

@@ -170,16 +170,17 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
 
     tasks.push(tokio::spawn(watch_policies(
         policy.clone(),
+        core.clone(),
         config.policy_dir.clone(),
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(watch_config(
         auth.clone(),
-        core.sessions.clone(),
+        core.clone(),
         config_path.clone(),
         shutdown.clone(),
     )));
-    wait_for_signals(&policy, &config, &auth, &core.sessions, &config_path).await;
+    wait_for_signals(&policy, &config, &auth, &core, &config_path).await;
     tracing::info!("shutting down: ending sessions and flushing the audit log");
     shutdown.cancel();
     for t in tasks {
@@ -215,6 +216,7 @@ fn policy_fingerprint(
 /// the previous set and logs why.
 async fn watch_policies(
     policy: Arc<PolicyEngine>,
+    core: Core,
     dir: std::path::PathBuf,
     stop: CancellationToken,
 ) {
@@ -230,7 +232,14 @@ async fn watch_policies(
         }
         last = now;
         match policy.reload(&dir) {
-            Ok(n) => tracing::info!(policies = n, "policy files changed: reloaded"),
+            Ok(n) => {
+                let ended = core.end_sessions_no_longer_admitted();
+                tracing::info!(
+                    policies = n,
+                    sessions_ended = ended,
+                    "policy files changed: reloaded"
+                )
+            }
             Err(e) => {
                 tracing::error!(error = %e, "policy files changed but are invalid; keeping the previous set")
             }
@@ -238,14 +247,14 @@ async fn watch_policies(
     }
 }
 
-/// Rereads the static tokens from the config file; ends live sessions of
-/// tokens that are gone. Other settings need a restart.
-fn reload_tokens(auth: &GatewayAuthenticator, sessions: &SessionRegistry, path: &std::path::Path) {
+/// Rereads the static tokens from the config file; ends live sessions
+/// that rest on a token that is gone or changed (gateway tokens exchanged
+/// from one included). Other settings need a restart.
+fn reload_tokens(auth: &GatewayAuthenticator, core: &Core, path: &std::path::Path) {
     match Config::load(path) {
         Ok(c) => {
             let gone = auth.replace_static(StaticTokens::new(c.tokens));
-            let ended = sessions
-                .kill_where(|s| s.credential_id.as_ref().is_some_and(|id| gone.contains(id)));
+            let ended = core.end_sessions_no_longer_admitted();
             tracing::info!(
                 removed = gone.len(),
                 sessions_ended = ended,
@@ -262,7 +271,7 @@ fn reload_tokens(auth: &GatewayAuthenticator, sessions: &SessionRegistry, path: 
 /// like the policies).
 async fn watch_config(
     auth: Arc<GatewayAuthenticator>,
-    sessions: SessionRegistry,
+    core: Core,
     path: std::path::PathBuf,
     stop: CancellationToken,
 ) {
@@ -280,7 +289,7 @@ async fn watch_config(
         let now = stamp(&path);
         if now != last {
             last = now;
-            reload_tokens(&auth, &sessions, &path);
+            reload_tokens(&auth, &core, &path);
         }
     }
 }
@@ -290,7 +299,7 @@ async fn wait_for_signals(
     policy: &PolicyEngine,
     config: &Config,
     auth: &GatewayAuthenticator,
-    sessions: &SessionRegistry,
+    core: &Core,
     config_path: &std::path::Path,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -312,7 +321,8 @@ async fn wait_for_signals(
                     Ok(n) => tracing::info!(policies = n, "policies reloaded"),
                     Err(e) => tracing::error!(error = %e, "policy reload rejected; keeping the previous set"),
                 }
-                reload_tokens(auth, sessions, config_path);
+                // Ends sessions the new policies or tokens no longer admit.
+                reload_tokens(auth, core, config_path);
             }
         }
     }

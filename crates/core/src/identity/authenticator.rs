@@ -167,4 +167,26 @@ impl Authenticator for GatewayAuthenticator {
         self.revocations.check(&id)?;
         Ok(id)
     }
+
+    fn still_valid(&self, identity: &Identity) -> Result<(), AuthError> {
+        self.revocations.check(identity)?;
+        let statics = self
+            .statics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let own = identity
+            .credential
+            .id
+            .iter()
+            .filter(|id| id.starts_with("static:"));
+        for id in own.chain(&identity.credential.sources) {
+            if !statics.contains(id) {
+                return Err(AuthError::Rejected(format!(
+                    "the static token {id} it rests on was removed or changed"
+                )));
+            }
+        }
+        Ok(())
+    }
 }

@@ -141,11 +141,28 @@ impl TokenIssuer {
             (None, existing) => existing.clone(),
         };
         let jti = uuid::Uuid::now_v7().to_string();
+        // The static tokens it rests on, so it ends with them.
+        let mut sources: Vec<String> = Vec::new();
+        for c in std::iter::once(subject).chain(actor) {
+            sources.extend(
+                c.credential
+                    .id
+                    .iter()
+                    .filter(|id| id.starts_with("static:"))
+                    .cloned(),
+            );
+            sources.extend(c.credential.sources.iter().cloned());
+        }
+        sources.sort();
+        sources.dedup();
         let mut claims = json!({
             "iss": self.issuer, "aud": AUDIENCE, "sub": subject.user,
             "groups": subject.groups, "iat": now, "nbf": now, "exp": exp,
             "jti": jti, "amr": [subject.method],
         });
+        if !sources.is_empty() {
+            claims["src"] = json!(sources);
+        }
         if let Some(a) = &acting {
             claims["act"] = json!({ "sub": a });
         }
@@ -163,6 +180,7 @@ impl TokenIssuer {
                 issued_at: Some(now),
                 expires_at: Some(exp),
                 id: Some(jti),
+                sources,
             },
         };
         Ok(IssuedToken {
@@ -211,6 +229,7 @@ impl TokenIssuer {
                 issued_at: int_claim(&claims, "iat"),
                 expires_at: int_claim(&claims, "exp"),
                 id: str_claim(&claims, "jti").map(str::to_owned),
+                sources: string_list(claims.get("src")),
             },
         })
     }
@@ -281,6 +300,23 @@ mod tests {
         let id = gw.verify(&jwt::peek(&t.token).unwrap()).unwrap();
         assert_eq!(id.describe(), "agent-x acting for alice");
         assert_eq!(id.groups, vec!["eng"]);
+        assert!(id.credential.sources.is_empty());
+
+        // Exchanged from a static token: it names the token, and so does
+        // what is exchanged from it in turn.
+        let by_static = Identity {
+            credential: Credential {
+                id: Some("static:0123".into()),
+                ..Default::default()
+            },
+            ..alice.clone()
+        };
+        let t = gw.issue(&by_static, None).unwrap();
+        let id = gw.verify(&jwt::peek(&t.token).unwrap()).unwrap();
+        assert_eq!(id.credential.sources, ["static:0123"]);
+        let again = gw.issue(&id, Some(&agent)).unwrap();
+        let id = gw.verify(&jwt::peek(&again.token).unwrap()).unwrap();
+        assert_eq!(id.credential.sources, ["static:0123"]);
 
         // A payload changed after signing: refused.
         let parts: Vec<&str> = t.token.split('.').collect();

@@ -50,8 +50,11 @@ pub struct Credential {
     pub issued_at: Option<i64>,
     /// `exp`, seconds since the epoch (`None`: never expires).
     pub expires_at: Option<i64>,
-    /// `jti`, or a static token's digest prefix.
+    /// `jti`, or a static token's id.
     pub id: Option<String>,
+    /// The static tokens (their ids) this credential was exchanged from:
+    /// removing or changing one ends what was derived from it.
+    pub sources: Vec<String>,
 }
 
 impl Identity {
@@ -102,6 +105,12 @@ impl AuthError {
 pub trait Authenticator: Send + Sync {
     /// The identity the credential proves, or why it proves none.
     async fn authenticate(&self, credential: &str) -> Result<Identity, AuthError>;
+
+    /// Whether an identity proved earlier still holds now: not revoked
+    /// since, and every static token it rests on still configured as it
+    /// was. Asked after a session registers (so a revocation during its
+    /// login is not missed) and for every live session after a reload.
+    fn still_valid(&self, identity: &Identity) -> Result<(), AuthError>;
 }
 
 /// Seconds since the epoch, now.

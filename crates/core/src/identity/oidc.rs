@@ -99,6 +99,7 @@ impl OidcIssuer {
                 issued_at: int_claim(claims, "iat"),
                 expires_at: int_claim(claims, "exp"),
                 id: str_claim(claims, "jti").map(str::to_owned),
+                sources: Vec::new(),
             },
         })
     }

@@ -18,10 +18,20 @@ pub struct StaticToken {
 }
 
 impl StaticToken {
-    /// A short, non-secret name for the token: the first 8 bytes of its
-    /// digest, hex. Used to end sessions whose token was removed.
+    /// A short, non-secret name for the token as configured: 8 bytes,
+    /// hex, of a digest over the token's digest, its user and its groups.
+    /// Changing the user or groups changes the id, so sessions (and
+    /// gateway tokens) resting on the old entry end as if it were removed.
     pub fn id(&self) -> String {
-        format!("static:{}", hex::encode(&self.sha256[..8]))
+        let mut h = Sha256::new();
+        h.update(self.sha256);
+        h.update(b"\0");
+        h.update(self.user.as_bytes());
+        for g in &self.groups {
+            h.update(b"\0");
+            h.update(g.as_bytes());
+        }
+        format!("static:{}", hex::encode(&h.finalize()[..8]))
     }
 
     /// A token entry from the token's clear text.
@@ -49,6 +59,12 @@ impl StaticTokens {
     /// The ids of every configured token.
     pub fn ids(&self) -> Vec<String> {
         self.tokens.iter().map(StaticToken::id).collect()
+    }
+
+    /// Whether a token with id `id` is configured (as it was when the id
+    /// was taken).
+    pub fn contains(&self, id: &str) -> bool {
+        self.tokens.iter().any(|t| t.id() == id)
     }
 
     /// Verifies synchronously; see [`Authenticator::authenticate`].
@@ -82,6 +98,23 @@ impl StaticTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The id names the entry as configured: same text with other groups
+    /// or another user is another id, so what rests on the old one ends.
+    #[test]
+    fn the_id_changes_with_the_user_and_groups() {
+        let a = StaticToken::from_clear("alice", vec!["eng".into()], "t-1");
+        let more = StaticToken::from_clear("alice", vec!["eng".into(), "ops".into()], "t-1");
+        let other = StaticToken::from_clear("bob", vec!["eng".into()], "t-1");
+        assert_eq!(
+            a.id(),
+            StaticToken::from_clear("alice", vec!["eng".into()], "t-1").id()
+        );
+        assert_ne!(a.id(), more.id());
+        assert_ne!(a.id(), other.id());
+        let tokens = StaticTokens::new(vec![a.clone()]);
+        assert!(tokens.contains(&a.id()) && !tokens.contains(&more.id()));
+    }
 
     #[test]
     fn static_tokens() {

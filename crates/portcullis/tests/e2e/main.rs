@@ -8,6 +8,7 @@ mod common;
 mod compat;
 mod connect;
 mod encodings;
+mod hardening;
 mod identity;
 mod load;
 mod masking;

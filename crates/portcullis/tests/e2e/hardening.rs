@@ -1,0 +1,206 @@
+//! Hardening: a revocation or reload is atomic with respect to login, and
+//! reaches every live session it concerns, gateway tokens derived from a
+//! static token included.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_testkit::{Gateway, ADMIN_TOKEN, ALICE_TOKEN};
+
+use crate::common::*;
+
+/// `user`'s live sessions, as the API lists them.
+fn live_sessions(gw: &Gateway, user: &str) -> usize {
+    let (code, body) = curl(
+        gw,
+        &format!("/api/sessions?user={user}&active=true"),
+        Some(ADMIN_TOKEN),
+    );
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str::<Vec<serde_json::Value>>(&body)
+        .unwrap()
+        .len()
+}
+
+fn revoke(gw: &Gateway, user: &str) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-f",
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
+        .args(["-d", &format!("{{\"user\":\"{user}\"}}")])
+        .arg(format!("{}/api/revoke", gw.api()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Many logins of one user at once, and a revocation while some are on
+/// their way upstream: afterwards no session of theirs is usable. A login
+/// checked before the revocation but registered after it used to live on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_during_logins_leaves_no_usable_session() {
+    const LOGINS: usize = 120;
+    let gw = Arc::new(app_gateway());
+    let connected = Arc::new(AtomicUsize::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..LOGINS {
+        let (gw, connected, tx) = (gw.clone(), connected.clone(), tx.clone());
+        tokio::spawn(async move {
+            let client = connect(&gw, "app-db", ALICE_TOKEN).await;
+            if client.is_ok() {
+                connected.fetch_add(1, Ordering::SeqCst);
+            }
+            let _ = tx.send(client);
+        });
+    }
+    drop(tx);
+    // Revoke once some logins are through and others are still going.
+    let mut clients = Vec::new();
+    let mut revoked = false;
+    while let Some(result) = rx.recv().await {
+        clients.push(result);
+        if !revoked && clients.len() >= 10 {
+            let gw = gw.clone();
+            tokio::task::spawn_blocking(move || revoke(&gw, "alice"))
+                .await
+                .unwrap();
+            revoked = true;
+        }
+    }
+    assert!(revoked);
+    let usable_before = connected.load(Ordering::SeqCst);
+    assert!(
+        usable_before >= 10,
+        "too few logins got through: {usable_before}"
+    );
+    // Every session of hers ends (the gateway lists none live) ...
+    let gone = {
+        let gw = gw.clone();
+        tokio::task::spawn_blocking(move || {
+            eventually(Duration::from_secs(15), || {
+                (live_sessions(&gw, "alice") == 0).then_some(())
+            })
+        })
+        .await
+        .unwrap()
+    };
+    let left = live_sessions(&gw, "alice");
+    assert!(
+        gone.is_some(),
+        "{left} of alice's sessions outlived the revocation"
+    );
+    // ... and none of the clients that got in can still run a statement.
+    let mut usable = 0;
+    for client in clients.into_iter().flatten() {
+        if client.simple_query("select 1").await.is_ok() {
+            usable += 1;
+        }
+    }
+    assert_eq!(
+        usable, 0,
+        "{usable} sessions still answer after the revocation"
+    );
+}
+
+/// A gateway token for `token`'s holder, by token exchange.
+fn exchange(gw: &Gateway, token: &str) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-f"])
+        .args([
+            "--data-urlencode",
+            "grant_type=urn:ietf:params:oauth:grant-type:token-exchange",
+        ])
+        .args(["--data-urlencode", &format!("subject_token={token}")])
+        .args([
+            "--data-urlencode",
+            "subject_token_type=urn:ietf:params:oauth:token-type:access_token",
+        ])
+        .arg(format!("{}/oauth/token", gw.api()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Waits until the API lists `n` live sessions of `user` (the store has
+/// their records); false if it does not within 15 s.
+async fn listed_live(gw: &Arc<Gateway>, user: &'static str, n: usize) -> bool {
+    let gw = gw.clone();
+    tokio::task::spawn_blocking(move || {
+        eventually(Duration::from_secs(15), || {
+            (live_sessions(&gw, user) == n).then_some(())
+        })
+        .is_some()
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits until `user` has no live session; false if some outlive 15 s.
+async fn all_ended(gw: &Arc<Gateway>, user: &'static str) -> bool {
+    listed_live(gw, user, 0).await
+}
+
+/// Changing a static token's groups (same token text) ends its sessions
+/// and the gateway tokens exchanged from it; a policy reload ends the
+/// sessions it no longer admits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_reach_live_sessions_and_derived_tokens() {
+    let gw = Arc::new(app_gateway());
+    let derived = exchange(&gw, ALICE_TOKEN);
+    let by_static = connect(&gw, "app-db", ALICE_TOKEN).await.unwrap();
+    let by_derived = connect(&gw, "app-db", &derived).await.unwrap();
+    assert!(by_derived.simple_query("select 1").await.is_ok());
+    assert!(listed_live(&gw, "alice", 2).await);
+
+    let config = gw.dir().join("portcullis.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let more_groups = text.replace(
+        "user = \"alice\"\ngroups = [\"engineering\"]",
+        "user = \"alice\"\ngroups = [\"engineering\", \"on-call\"]",
+    );
+    assert_ne!(text, more_groups);
+    std::fs::write(&config, more_groups).unwrap();
+    assert!(
+        all_ended(&gw, "alice").await,
+        "sessions outlived the group change"
+    );
+    assert!(by_static.simple_query("select 1").await.is_err());
+    assert!(by_derived.simple_query("select 1").await.is_err());
+    // The token logs in again with its new groups; what was exchanged
+    // from the old entry does not.
+    let again = connect(&gw, "app-db", ALICE_TOKEN).await.unwrap();
+    let refused = connect(&gw, "app-db", &derived).await.err().unwrap();
+    let (_, message) = db_error(&refused);
+    assert!(message.contains("removed or changed"), "{message}");
+
+    assert!(listed_live(&gw, "alice", 1).await);
+    // A policy that no longer lets her connect ends the live session.
+    let policies = gw.dir().join("policies").join("test.cedar");
+    let mut cedar = std::fs::read_to_string(&policies).unwrap();
+    cedar.push_str(
+        "\n@id(\"alice-out\")\nforbid(principal == User::\"alice\", action == Action::\"connect\", resource);\n",
+    );
+    std::fs::write(&policies, cedar).unwrap();
+    assert!(
+        all_ended(&gw, "alice").await,
+        "a session outlived the policy"
+    );
+    assert!(again.simple_query("select 1").await.is_err());
+}
