@@ -9,9 +9,11 @@
 //! wire protocol.
 
 pub mod audit;
+pub mod files;
 pub mod identity;
 pub mod masking;
 pub mod policy;
+pub mod preauth;
 pub mod recorder;
 pub mod refusal;
 pub mod secret;

@@ -190,13 +190,11 @@ fn generate(dir: &Path, extra: &[String]) -> Result<(), TlsError> {
     ];
     names.extend(extra.iter().cloned());
     let g = generate_ca_and_server(&names)?;
-    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    crate::files::private_dir(dir).map_err(|e| io_error(dir, e))?;
     write_private(&dir.join("ca.key"), &g.ca_key_pem)?;
     write_private(&dir.join("server.key"), &g.key_pem)?;
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, &g.ca_cert_pem).map_err(|e| io_error(&ca, e))?;
-    let server = dir.join("server.pem");
-    std::fs::write(&server, &g.cert_pem).map_err(|e| io_error(&server, e))?;
+    write_private(&dir.join("ca.pem"), &g.ca_cert_pem)?;
+    write_private(&dir.join("server.pem"), &g.cert_pem)?;
     tracing::info!(ca = %dir.join("ca.pem").display(), names = ?names, "generated TLS certificate");
     Ok(())
 }

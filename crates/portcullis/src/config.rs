@@ -185,6 +185,10 @@ pub struct LimitsConfig {
     pub max_prepared_statements: usize,
     /// Messages per session sent upstream and not yet answered.
     pub max_unanswered_messages: usize,
+    /// Connections logging in at once, over every listener.
+    pub max_unauthenticated: usize,
+    /// Connections logging in at once from one source address.
+    pub max_unauthenticated_per_address: usize,
 }
 
 impl Default for LimitsConfig {
@@ -196,6 +200,8 @@ impl Default for LimitsConfig {
             upstream_connect_timeout_secs: 10,
             max_prepared_statements: 10_000,
             max_unanswered_messages: 65_536,
+            max_unauthenticated: 2048,
+            max_unauthenticated_per_address: 512,
         }
     }
 }
@@ -254,6 +260,8 @@ pub struct Config {
     pub limits: portcullis_proto_pg::Limits,
     /// Seconds for upstream login.
     pub upstream_connect_timeout: Duration,
+    /// Caps on connections logging in.
+    pub preauth: portcullis_core::preauth::PreAuthLimits,
     /// Log format is JSON.
     pub log_json: bool,
     /// Log filter.
@@ -497,6 +505,12 @@ impl Config {
                 "must be between 8192 and 1073741824".into(),
             ));
         }
+        if l.max_unauthenticated == 0 || l.max_unauthenticated_per_address == 0 {
+            return Err(err(
+                "limits.max_unauthenticated".into(),
+                "the caps on connections logging in must be at least 1".into(),
+            ));
+        }
         if l.max_unanswered_messages < 64 {
             return Err(err(
                 "limits.max_unanswered_messages".into(),
@@ -554,6 +568,10 @@ impl Config {
                 max_unanswered_messages: l.max_unanswered_messages,
             },
             upstream_connect_timeout: Duration::from_secs(l.upstream_connect_timeout_secs.max(1)),
+            preauth: portcullis_core::preauth::PreAuthLimits {
+                global: l.max_unauthenticated,
+                per_address: l.max_unauthenticated_per_address,
+            },
             log_json,
             log_level: raw.log.level.unwrap_or_else(|| "info".into()),
             record_statements: raw.audit.record_statements,

@@ -19,7 +19,8 @@ pub fn load_or_generate(path: &Path) -> anyhow::Result<HashKey> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        portcullis_core::files::private_dir(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
     let mut key = vec![0u8; 32];
     rand::thread_rng().fill_bytes(&mut key);

@@ -23,8 +23,9 @@ use crate::config::Config;
 /// Runs the gateway until SIGINT or SIGTERM. `config_path` is reread on
 /// SIGHUP and when it changes, for static tokens.
 pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
+    portcullis_core::files::private_dir(&config.data_dir)
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+    raise_descriptor_limit();
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
@@ -86,6 +87,7 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
         portcullis_core::masking::Masking::new(config.masking.clone(), hash_key)
             .context("compiling the masking detectors")?,
     );
+    let preauth = portcullis_core::preauth::PreAuthGate::new(config.preauth);
     let core = Core {
         authenticator: auth.clone(),
         policy: policy.clone(),
@@ -130,6 +132,7 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
                 plaintext: config.plaintext,
                 targets,
                 limits: config.limits.clone(),
+                preauth: preauth.clone(),
             },
             core.clone(),
         )
@@ -325,5 +328,15 @@ async fn wait_for_signals(
                 reload_tokens(auth, core, config_path);
             }
         }
+    }
+}
+
+/// Raises the soft limit on open descriptors to the hard limit: every
+/// session holds two sockets, and the common soft limit of 1,024 would be
+/// spent by about 500 sessions (or by idle sockets anyone can open).
+fn raise_descriptor_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open descriptor limit"),
     }
 }

@@ -14,7 +14,7 @@ use crate::framed::{read_message, read_startup};
 use crate::stream::Stream;
 
 /// Largest password message (a token) accepted before authentication.
-const PASSWORD_LIMIT: usize = 64 * 1024;
+const PASSWORD_LIMIT: usize = 16 * 1024;
 /// First byte of a TLS ClientHello record: a client doing direct TLS (libpq 17 `sslnegotiation=direct`).
 const TLS_HANDSHAKE: u8 = 0x16;
 
@@ -72,8 +72,19 @@ pub async fn open(
         Stream::Plain(tcp)
     };
     let mut buf = BytesMut::with_capacity(1024);
+    // A client asks for GSS encryption and TLS at most once each (libpq
+    // tries GSS, then TLS): more is a loop meant to burn the gateway's CPU.
+    let (mut asked_gss, mut asked_ssl) = (false, false);
     loop {
         match read_startup(&mut stream, &mut buf).await? {
+            StartupPacket::SslRequest if std::mem::replace(&mut asked_ssl, true) => {
+                return Err(SessionError::not_allowed("TLS requested twice".into()));
+            }
+            StartupPacket::GssEncRequest if std::mem::replace(&mut asked_gss, true) => {
+                return Err(SessionError::not_allowed(
+                    "GSS encryption requested twice".into(),
+                ));
+            }
             StartupPacket::SslRequest => {
                 // Bytes after SSLRequest and before the handshake would be
                 // read as if encrypted (CVE-2021-23222): refuse them.

@@ -45,6 +45,8 @@ pub struct PgAdapterConfig {
     pub targets: HashMap<String, Arc<Upstream>>,
     /// Protective limits.
     pub limits: Limits,
+    /// Caps on connections logging in, shared with every other listener.
+    pub preauth: portcullis_core::preauth::PreAuthGate,
 }
 
 /// The PostgreSQL protocol adapter.
@@ -109,10 +111,15 @@ impl PgAdapter {
                     }
                 },
             };
+            // Over a cap, the connection is closed before anything is read.
+            let Ok(permit) = self.cfg.preauth.enter(peer.ip()) else {
+                drop(tcp);
+                continue;
+            };
             let this = self.clone();
             let kill = shutdown.child_token();
             let Some(threads) = &self.threads else {
-                tasks.spawn(async move { this.serve_connection(tcp, peer, kill).await });
+                tasks.spawn(async move { this.serve_connection(tcp, peer, kill, permit).await });
                 continue;
             };
             // A socket belongs to the runtime that registered it: hand the
@@ -126,7 +133,7 @@ impl PgAdapter {
             };
             let session = tasks.track_future(async move {
                 match TcpStream::from_std(tcp) {
-                    Ok(tcp) => this.serve_connection(tcp, peer, kill).await,
+                    Ok(tcp) => this.serve_connection(tcp, peer, kill, permit).await,
                     Err(e) => {
                         tracing::warn!(%peer, error = %e, "cannot register the connection on its session thread")
                     }
@@ -140,7 +147,13 @@ impl PgAdapter {
         tasks.wait().await;
     }
 
-    async fn serve_connection(&self, tcp: TcpStream, peer: SocketAddr, kill: CancellationToken) {
+    async fn serve_connection(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        kill: CancellationToken,
+        permit: portcullis_core::preauth::PreAuthPermit,
+    ) {
         let _ = tcp.set_nodelay(true);
         crate::stream::keepalive(&tcp);
         let setup = tokio::time::timeout(self.cfg.limits.login_timeout, self.setup(tcp, peer));
@@ -155,6 +168,8 @@ impl PgAdapter {
             },
             _ = kill.cancelled() => None,
         };
+        // Logged in, or gone: either way no longer logging in.
+        drop(permit);
         if let Some((hello, admitted)) = ready {
             self.run_session(hello, admitted, peer, kill).await;
         }
@@ -195,14 +210,22 @@ impl PgAdapter {
         metrics::counter!("portcullis_cancel_requests_total").increment(1);
         match self.cancels.resolve(pid, secret) {
             Some(CancelTarget::Idle) => {
-                tracing::info!(%peer, "cancel request for a session with nothing running dropped");
+                metrics::counter!("portcullis_cancel_requests_dropped_total", "why" => "idle")
+                    .increment(1);
+                tracing::debug!(%peer, "cancel request for a session with nothing running dropped");
             }
             Some(CancelTarget::Running(upstream, key)) => {
                 if let Err(e) = upstream.cancel(key).await {
                     tracing::warn!(%peer, error = %e, "forwarding cancel failed");
                 }
             }
-            None => tracing::info!(%peer, "cancel request with an unknown key ignored"),
+            // Counted, not logged one line each: a guesser would flood the
+            // log (the registry warns once a second's budget is spent).
+            None => {
+                metrics::counter!("portcullis_cancel_requests_dropped_total", "why" => "unknown_key")
+                    .increment(1);
+                tracing::debug!(%peer, "cancel request with an unknown key ignored");
+            }
         }
     }
 

@@ -57,8 +57,10 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the store at `path`.
+    /// Opens (creating if needed) the store at `path`, readable and
+    /// writable by the gateway's user only.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        make_private(path)?;
         let opts = SqliteConnectOptions::from_str("sqlite:")
             .map_err(backend)?
             .filename(path)
@@ -85,6 +87,29 @@ impl SqliteStore {
             .map_err(backend)?;
         Ok(Self { pool, writer })
     }
+}
+
+/// The store holds every recorded statement and its parameters: it is
+/// created 0600 before SQLite opens it, whatever the umask, and SQLite
+/// gives its `-wal` and `-shm` files the database file's mode. A store
+/// from an earlier release, and files beside it, are tightened.
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |e: std::io::Error| StoreError::Backend(format!("{}: {e}", path.display()));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    for suffix in ["", "-wal", "-shm"] {
+        let file = path.with_file_name(format!("{name}{suffix}"));
+        if file.exists() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+    }
+    Ok(())
 }
 
 /// Brings a store made by an earlier release up to this one's layout.

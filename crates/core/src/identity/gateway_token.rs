@@ -244,7 +244,7 @@ fn write_private(path: &Path, der: &[u8]) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        crate::files::private_dir(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
     let b64 = STANDARD.encode(der);
     let mut pem = format!("-----BEGIN {PEM_LABEL}-----\n");

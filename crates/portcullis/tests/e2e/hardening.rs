@@ -204,3 +204,109 @@ async fn reloads_reach_live_sessions_and_derived_tokens() {
     );
     assert!(again.simple_query("select 1").await.is_err());
 }
+
+/// A flood of half-sent logins from one address: past the per-address cap
+/// the gateway closes connections before reading them, what it holds costs
+/// bounded memory, and a client from another address logs in meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_logins_are_capped_and_others_still_log_in() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const FLOOD: usize = 600;
+    const PER_ADDRESS: usize = 256;
+    let gw = gateway()
+        .app_db("app-db", cluster())
+        .extra(&format!(
+            "[limits]\nmax_unauthenticated_per_address = {PER_ADDRESS}\n"
+        ))
+        .start();
+    let before = gw.rss_kib();
+    let mut opening = bytes::BytesMut::new();
+    portcullis_pg_wire::encode::startup_message(
+        &mut opening,
+        &[("user", "raw"), ("database", "app-db")],
+    );
+    // The first half of a 16 KiB password message.
+    let mut half_password = b"p".to_vec();
+    half_password.extend_from_slice(&(16_000u32 + 4).to_be_bytes());
+    half_password.extend_from_slice(&[b'x'; 8_000]);
+    let mut held = Vec::new();
+    for _ in 0..FLOOD {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut s = socket
+            .connect(format!("127.0.0.1:{}", gw.pg_port).parse().unwrap())
+            .await
+            .unwrap();
+        let _ = s.write_all(&opening).await;
+        held.push(s);
+    }
+    // Those let in are asked for a password; the rest were closed unread.
+    let mut asked = 0;
+    for s in &mut held {
+        let mut first = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut first)).await;
+        if matches!(read, Ok(Ok(1))) && first[0] == b'R' {
+            asked += 1;
+            let _ = s.write_all(&half_password).await;
+        }
+    }
+    assert!(
+        asked > 0 && asked <= PER_ADDRESS,
+        "{asked} half-sent logins held"
+    );
+    let grown_kib = gw.rss_kib().saturating_sub(before);
+    eprintln!("{asked} half-sent logins held, the gateway grew by {grown_kib} KiB");
+    assert!(
+        grown_kib < 64 * 1024,
+        "{asked} held logins cost {grown_kib} KiB"
+    );
+    // A client from another address is not held up.
+    let client = connect(&gw, "app-db", ALICE_TOKEN).await.unwrap();
+    assert!(client.simple_query("select 1").await.is_ok());
+    drop(held);
+}
+
+/// Everything in `data_dir` is the gateway's user's alone, whatever the
+/// umask: the directories 0700, the store (with its `-wal` and `-shm`),
+/// keys and TLS material 0600. Another local user once read a recorded
+/// statement parameter from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_dir_is_private_to_the_gateway() {
+    use std::os::unix::fs::PermissionsExt;
+    let umask = std::process::Command::new("sh")
+        .args(["-c", "umask"])
+        .output()
+        .unwrap();
+    eprintln!("umask {}", String::from_utf8_lossy(&umask.stdout).trim());
+    let gw = app_gateway();
+    // A statement with a parameter, recorded in the store.
+    let client = connect(&gw, "app-db", ALICE_TOKEN).await.unwrap();
+    client
+        .query("select $1::text", &[&"private-parameter"])
+        .await
+        .unwrap();
+    let data = gw.dir().join("data");
+    let mut seen = Vec::new();
+    let mut dirs = vec![data.clone()];
+    while let Some(dir) = dirs.pop() {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{} is {:o}", dir.display(), mode & 0o777);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::metadata(&path).unwrap();
+            if meta.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let mode = meta.permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{} is {:o}", path.display(), mode & 0o777);
+            seen.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    for expected in ["portcullis.db", "portcullis.db-wal", "ca.key", "server.key"] {
+        assert!(
+            seen.iter().any(|s| s == expected),
+            "{expected} not in {seen:?}"
+        );
+    }
+}
