@@ -51,6 +51,8 @@ pub struct PreAuthGate {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// What it guards, for metrics and logs (`login`, `api`).
+    guards: &'static str,
     limits: PreAuthLimits,
     counts: Mutex<Counts>,
     refusals: Mutex<RefusalLog>,
@@ -80,10 +82,17 @@ pub struct PreAuthPermit {
 }
 
 impl PreAuthGate {
-    /// A gate with `limits`.
+    /// A gate with `limits` for connections logging in.
     pub fn new(limits: PreAuthLimits) -> Self {
+        Self::guarding("login", limits)
+    }
+
+    /// A gate with `limits` for what `guards` names (`api`: connections
+    /// to the API port, held for as long as they are open).
+    pub fn guarding(guards: &'static str, limits: PreAuthLimits) -> Self {
         Self {
             inner: Arc::new(Inner {
+                guards,
                 limits,
                 ..Inner::default()
             }),
@@ -109,7 +118,8 @@ impl PreAuthGate {
         };
         match refused {
             None => {
-                metrics::gauge!("portcullis_connections_logging_in").increment(1.0);
+                metrics::gauge!("portcullis_connections_held", "for" => self.inner.guards)
+                    .increment(1.0);
                 Ok(PreAuthPermit {
                     gate: self.clone(),
                     address,
@@ -132,7 +142,9 @@ impl PreAuthGate {
             PreAuthFull::Global => "global",
             PreAuthFull::PerAddress => "per_address",
         };
-        metrics::counter!("portcullis_connections_refused_total", "cap" => cap).increment(1);
+        let guards = self.inner.guards;
+        metrics::counter!("portcullis_connections_refused_total", "for" => guards, "cap" => cap)
+            .increment(1);
         let mut log = self
             .inner
             .refusals
@@ -143,8 +155,9 @@ impl PreAuthGate {
             tracing::warn!(
                 %address,
                 reason = %full,
+                listener = guards,
                 also_refused_since_last_report = log.suppressed,
-                "connection closed before login"
+                "connection closed at accept"
             );
             log.last = Some(Instant::now());
             log.suppressed = 0;
@@ -168,7 +181,8 @@ impl Drop for PreAuthPermit {
                 counts.by_address.remove(&self.address);
             }
         }
-        metrics::gauge!("portcullis_connections_logging_in").decrement(1.0);
+        metrics::gauge!("portcullis_connections_held", "for" => self.gate.inner.guards)
+            .decrement(1.0);
     }
 }
 

@@ -167,6 +167,9 @@ pub struct TlsConfig {
     /// `loopback` (default): plaintext token login only from loopback
     /// clients; `always`; or `never`.
     pub plaintext_login: Option<String>,
+    /// The same for plaintext HTTP on the API port, where bearer tokens
+    /// and `/oauth/token` travel.
+    pub plaintext_api: Option<String>,
 }
 
 /// `[limits]`.
@@ -189,6 +192,16 @@ pub struct LimitsConfig {
     pub max_unauthenticated: usize,
     /// Connections logging in at once from one source address.
     pub max_unauthenticated_per_address: usize,
+    /// API connections open at once.
+    pub api_max_connections: usize,
+    /// API connections open at once from one source address.
+    pub api_max_connections_per_address: usize,
+    /// Seconds an API client has to send a request's header.
+    pub api_header_timeout_secs: u64,
+    /// Seconds an API request may take, body and answer.
+    pub api_request_timeout_secs: u64,
+    /// Seconds shutdown waits for API requests in flight.
+    pub shutdown_deadline_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -202,6 +215,11 @@ impl Default for LimitsConfig {
             max_unanswered_messages: 65_536,
             max_unauthenticated: 2048,
             max_unauthenticated_per_address: 512,
+            api_max_connections: 512,
+            api_max_connections_per_address: 64,
+            api_header_timeout_secs: 10,
+            api_request_timeout_secs: 30,
+            shutdown_deadline_secs: 10,
         }
     }
 }
@@ -262,6 +280,16 @@ pub struct Config {
     pub upstream_connect_timeout: Duration,
     /// Caps on connections logging in.
     pub preauth: portcullis_core::preauth::PreAuthLimits,
+    /// Where plaintext HTTP is accepted on the API port.
+    pub plaintext_api: portcullis_core::tls::PlaintextLogin,
+    /// API connections open at once, overall and per address.
+    pub api_connections: portcullis_core::preauth::PreAuthLimits,
+    /// Time to send an API request's header.
+    pub api_header_timeout: Duration,
+    /// Time an API request may take.
+    pub api_request_timeout: Duration,
+    /// How long shutdown waits for API requests in flight.
+    pub shutdown_deadline: Duration,
     /// Log format is JSON.
     pub log_json: bool,
     /// Log filter.
@@ -487,17 +515,10 @@ impl Config {
                 ))
             }
         };
-        let plaintext = match raw.tls.plaintext_login.as_deref().unwrap_or("loopback") {
-            "loopback" => portcullis_core::tls::PlaintextLogin::LoopbackOnly,
-            "always" => portcullis_core::tls::PlaintextLogin::Allow,
-            "never" => portcullis_core::tls::PlaintextLogin::Never,
-            other => {
-                return Err(err(
-                    "tls.plaintext_login".into(),
-                    format!("{other:?} is not one of loopback, always, never"),
-                ))
-            }
-        };
+        let plaintext = plaintext_rule("tls.plaintext_login", raw.tls.plaintext_login.as_deref())
+            .map_err(|(k, m)| err(k, m))?;
+        let plaintext_api = plaintext_rule("tls.plaintext_api", raw.tls.plaintext_api.as_deref())
+            .map_err(|(k, m)| err(k, m))?;
         let l = &raw.limits;
         if l.max_message_bytes < 8192 || l.max_message_bytes > (1 << 30) {
             return Err(err(
@@ -572,6 +593,14 @@ impl Config {
                 global: l.max_unauthenticated,
                 per_address: l.max_unauthenticated_per_address,
             },
+            plaintext_api,
+            api_connections: portcullis_core::preauth::PreAuthLimits {
+                global: l.api_max_connections.max(1),
+                per_address: l.api_max_connections_per_address.max(1),
+            },
+            api_header_timeout: Duration::from_secs(l.api_header_timeout_secs.max(1)),
+            api_request_timeout: Duration::from_secs(l.api_request_timeout_secs.max(1)),
+            shutdown_deadline: Duration::from_secs(l.shutdown_deadline_secs),
             log_json,
             log_level: raw.log.level.unwrap_or_else(|| "info".into()),
             record_statements: raw.audit.record_statements,
@@ -585,3 +614,22 @@ pub mod masking;
 
 #[cfg(test)]
 mod tests;
+
+/// A `loopback | always | never` rule for plaintext, or the offending
+/// (key, message).
+fn plaintext_rule(
+    key: &str,
+    value: Option<&str>,
+) -> Result<portcullis_core::tls::PlaintextLogin, (String, String)> {
+    Ok(match value.unwrap_or("loopback") {
+        "loopback" => portcullis_core::tls::PlaintextLogin::LoopbackOnly,
+        "always" => portcullis_core::tls::PlaintextLogin::Allow,
+        "never" => portcullis_core::tls::PlaintextLogin::Never,
+        other => {
+            return Err((
+                key.into(),
+                format!("{other:?} is not one of loopback, always, never"),
+            ))
+        }
+    })
+}

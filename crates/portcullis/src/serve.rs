@@ -1,7 +1,6 @@
 //! `portcullis serve`: wires the store, the core and the adapters together.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -159,16 +158,30 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
             .await
             .with_context(|| format!("listening for the API on {addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, "API ready");
-        let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let stop = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-            {
-                tracing::error!(error = %e, "API server failed");
-            }
-        }));
+        let api_tls = portcullis_core::tls::load_or_generate(
+            config.tls_files.as_ref(),
+            &config.data_dir,
+            &config.tls_hostnames,
+            &[b"http/1.1"],
+        )
+        .context("loading the API's TLS certificate")?;
+        let server = api::server::ApiServerConfig {
+            tls: Some(api_tls),
+            plaintext: config.plaintext_api,
+            connections: portcullis_core::preauth::PreAuthGate::guarding(
+                "api",
+                config.api_connections,
+            ),
+            header_timeout: config.api_header_timeout,
+            request_timeout: config.api_request_timeout,
+            shutdown_deadline: config.shutdown_deadline,
+        };
+        tasks.push(tokio::spawn(api::server::serve(
+            listener,
+            api::router(state),
+            server,
+            shutdown.clone(),
+        )));
     }
 
     tasks.push(tokio::spawn(watch_policies(

@@ -4,6 +4,7 @@
 
 mod admin;
 mod oauth;
+pub mod server;
 
 use std::net::SocketAddr;
 

@@ -310,3 +310,126 @@ async fn data_dir_is_private_to_the_gateway() {
         );
     }
 }
+
+/// Opens `n` connections to `port` from 127.0.0.2, each sending `first`.
+async fn open_from_elsewhere(port: u16, n: usize, first: &[u8]) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut s = socket
+            .connect(format!("127.0.0.1:{port}").parse().unwrap())
+            .await
+            .unwrap();
+        if !first.is_empty() {
+            let _ = s.write_all(first).await;
+        }
+        held.push(s);
+    }
+    held
+}
+
+/// Whether the gateway closes `s` (EOF or reset) within `limit`.
+async fn closed_by_peer(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(limit, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// A slowloris on the API port: idle and half-sent requests from one
+/// address are capped and closed at the header deadline, and `/healthz`
+/// answers another client meanwhile. They once held the port for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_port_cannot_be_held_hostage() {
+    let gw = gateway()
+        .app_db("app-db", cluster())
+        .extra("[limits]\napi_header_timeout_secs = 2\napi_max_connections_per_address = 32\n")
+        .start();
+    let mut idle = open_from_elsewhere(gw.api_port, 100, b"").await;
+    let mut half =
+        open_from_elsewhere(gw.api_port, 50, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+    let healthy = {
+        let gw_api = gw.api();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("curl")
+                .args(["-s", "-m", "5", &format!("{gw_api}/healthz")])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    assert!(
+        String::from_utf8_lossy(&healthy.stdout).contains("ok"),
+        "healthz: {}",
+        String::from_utf8_lossy(&healthy.stdout)
+    );
+    for s in idle.iter_mut().chain(half.iter_mut()) {
+        assert!(
+            closed_by_peer(s, Duration::from_secs(20)).await,
+            "an idle or half-sent API connection stayed open"
+        );
+    }
+}
+
+/// SIGTERM while an API client holds a half-sent request: the gateway
+/// exits by the shutdown deadline. It once stayed up for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_half_sent_api_request() {
+    let mut gw = gateway()
+        .app_db("app-db", cluster())
+        .extra("[limits]\napi_header_timeout_secs = 120\nshutdown_deadline_secs = 2\n")
+        .start();
+    let _half = open_from_elsewhere(gw.api_port, 1, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+    // Give the gateway the connection before the signal.
+    let _held = tokio::task::spawn_blocking({
+        let api = gw.api();
+        move || {
+            std::process::Command::new("curl")
+                .args(["-s", "-m", "5", &format!("{api}/healthz")])
+                .output()
+        }
+    })
+    .await;
+    assert!(
+        tokio::task::block_in_place(|| gw.stop()),
+        "the gateway did not exit cleanly after SIGTERM:\n{}",
+        gw.log()
+    );
+}
+
+/// The API over TLS, verified against the gateway's CA (the same
+/// certificate handling as the PostgreSQL listener).
+#[test]
+fn the_api_speaks_tls_with_the_gateways_certificate() {
+    let gw = app_gateway();
+    let https = gw.api().replace("http://127.0.0.1", "https://localhost");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--fail", "--cacert"])
+        .arg(gw.ca_path())
+        .arg(format!("{https}/healthz"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // With a bearer token, over TLS.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--fail", "--cacert"])
+        .arg(gw.ca_path())
+        .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
+        .arg(format!("{https}/api/whoami"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("admin"));
+}
