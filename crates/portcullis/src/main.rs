@@ -265,11 +265,46 @@ fn init_logging(json: bool, level: &str) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if json {
+        // JSON escapes control characters itself.
         builder.json().init();
     } else {
-        builder.init();
+        builder.fmt_fields(escaped_fields()).init();
     }
     Ok(())
+}
+
+/// Text log fields with control characters escaped: many come from
+/// clients (database and user names, application names, errors quoting
+/// them), and a newline in one would forge a whole log line.
+fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let raw = format!("{value:?}");
+        let text = escape_controls(&raw);
+        if field.name() == "message" {
+            write!(w, "{text}")
+        } else {
+            write!(w, "{field}={text}")
+        }
+    })
+    .delimited(" ")
+}
+
+/// `text` with every control character written as its Rust escape
+/// (`\n`, `\u{1b}`).
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 async fn sessions(args: ApiArgs, command: SessionsCommand) -> anyhow::Result<()> {

@@ -433,3 +433,31 @@ fn the_api_speaks_tls_with_the_gateways_certificate() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("admin"));
 }
+
+/// A database name with a newline cannot forge a log line: text logs
+/// escape control characters in every field.
+#[test]
+fn a_newline_in_a_client_field_cannot_forge_a_log_line() {
+    let gw = app_gateway();
+    let forged = "2026-01-01T00:00:00.000000Z  INFO portcullis: FORGED admin logged in";
+    let mut raw = Raw::connect(gw.pg_port);
+    let mut out = bytes::BytesMut::new();
+    portcullis_pg_wire::encode::startup_message(
+        &mut out,
+        &[("user", "raw"), ("database", &format!("nope\n{forged}"))],
+    );
+    raw.send(&out);
+    assert!(matches!(raw.read_msg(), Some((b'R', _))));
+    let mut out = bytes::BytesMut::new();
+    portcullis_pg_wire::encode::password(&mut out, ALICE_TOKEN.as_bytes());
+    raw.send(&out);
+    assert!(raw.next_error().is_some());
+    let refused = eventually(Duration::from_secs(10), || {
+        gw.log().contains("FORGED").then(|| gw.log())
+    })
+    .expect("the refusal was not logged");
+    for line in refused.lines() {
+        assert!(!line.starts_with("2026-01-01"), "forged line: {line}");
+    }
+    assert!(refused.contains("nope\\n2026-01-01"), "{refused}");
+}
