@@ -69,7 +69,15 @@ pub fn peek(token: &str) -> Result<Unverified<'_>, AuthError> {
             "the token is not a signed JWT (expected three parts)",
         ));
     };
-    let header: RawHeader = serde_json::from_value(decode_part(h, "header")?)
+    let header_json = decode_part(h, "header")?;
+    // RFC 7515 4.1.11: a recipient must refuse a token whose `crit` names
+    // extensions it does not understand; this gateway understands none.
+    if header_json.get("crit").is_some() {
+        return Err(rejected(
+            "the token's header names critical extensions (crit) this gateway does not understand",
+        ));
+    }
+    let header: RawHeader = serde_json::from_value(header_json)
         .map_err(|_| rejected("the token's header has no algorithm"))?;
     let alg = match header.alg.as_str() {
         "RS256" => Algorithm::RS256,
@@ -254,6 +262,20 @@ mod tests {
 
     fn refusal(claims: &Value, now: i64) -> String {
         check(claims, now).expect_err("refused").to_string()
+    }
+
+    /// A header naming critical extensions is refused before anything
+    /// else is read: the gateway understands none (RFC 7515 4.1.11).
+    #[test]
+    fn critical_header_extensions_are_refused() {
+        let part = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let header = part(json!({"alg": "EdDSA", "crit": ["x-ext"], "x-ext": true}));
+        let payload = part(json!({"iss": "urn:i", "aud": "a", "exp": 2_000_000_000}));
+        let e = peek(&format!("{header}.{payload}.c2ln"))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("critical extensions"), "{e}");
     }
 
     #[test]

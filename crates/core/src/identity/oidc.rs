@@ -66,10 +66,23 @@ impl OidcIssuer {
             .ok_or_else(|| {
                 AuthError::Rejected(format!("the token has no {:?} claim", self.user_claim))
             })?;
-        if self.user_claim == "email" && claims.get("email_verified") == Some(&Value::Bool(false)) {
-            return Err(AuthError::Rejected(
-                "the token's email is not verified".into(),
-            ));
+        // Typed strictly: `"false"` (a string) is not a verified address,
+        // and neither is anything else but `true`. Issuers that send no
+        // `email_verified` at all are trusted for their addresses.
+        if self.user_claim == "email" {
+            match claims.get("email_verified") {
+                None | Some(Value::Bool(true)) => {}
+                Some(Value::Bool(false)) => {
+                    return Err(AuthError::Rejected(
+                        "the token's email is not verified".into(),
+                    ))
+                }
+                Some(_) => {
+                    return Err(AuthError::Rejected(
+                        "the token's email_verified claim is not a boolean".into(),
+                    ))
+                }
+            }
         }
         let mut groups = self
             .groups_claim
@@ -207,6 +220,17 @@ mod tests {
         assert_eq!(id.describe(), "agent-x acting for a@x");
         let unverified = json!({"email": "a@x", "email_verified": false});
         assert!(i.identity(&unverified).is_err());
+        // Typed strictly: a string is not a boolean.
+        for loose in [json!("false"), json!("true"), json!(0), json!(null)] {
+            let c = json!({"email": "a@x", "email_verified": loose});
+            let e = i.identity(&c).unwrap_err().to_string();
+            assert!(
+                e.contains("not a boolean") || e.contains("not verified"),
+                "{e}"
+            );
+        }
+        let verified = json!({"email": "a@x", "email_verified": true});
+        assert!(i.identity(&verified).is_ok());
         let chain = json!({"email": "a@x", "act": {"sub": "b", "act": {"sub": "c"}}});
         assert!(i.identity(&chain).is_err());
         assert!(i.identity(&json!({"sub": "s"})).is_err());
