@@ -143,6 +143,10 @@ pub struct ConnectionConfig {
     pub upstream_tls: Option<String>,
     /// CA bundle for `verify-full` (system roots otherwise).
     pub upstream_ca: Option<PathBuf>,
+    /// `scram-sha-256` (default), `md5` or `password`: the weakest
+    /// password exchange answered.
+    #[serde(default)]
+    pub upstream_auth: Option<String>,
 }
 
 /// `[policy]`.
@@ -249,6 +253,8 @@ pub struct Connection {
     pub password: Option<Secret<String>>,
     /// Upstream TLS.
     pub tls: portcullis_proto_pg::UpstreamTls,
+    /// The weakest password exchange answered.
+    pub auth: portcullis_proto_pg::UpstreamAuth,
     /// CA for verify-full.
     pub ca_file: Option<PathBuf>,
 }
@@ -494,6 +500,25 @@ impl Config {
                     ))
                 }
             };
+            let auth = match c.upstream_auth.as_deref().unwrap_or("scram-sha-256") {
+                "scram-sha-256" => portcullis_proto_pg::UpstreamAuth::ScramSha256,
+                "md5" => portcullis_proto_pg::UpstreamAuth::Md5,
+                "password" if tls == portcullis_proto_pg::UpstreamTls::VerifyFull => {
+                    portcullis_proto_pg::UpstreamAuth::Password
+                }
+                "password" => {
+                    return Err(err(
+                        format!("{key}.upstream_auth"),
+                        "\"password\" sends the service password in clear: it needs upstream_tls = \"verify-full\"".into(),
+                    ))
+                }
+                other => {
+                    return Err(err(
+                        format!("{key}.upstream_auth"),
+                        format!("{other:?} is not one of scram-sha-256, md5, password"),
+                    ))
+                }
+            };
             connections.push(Connection {
                 name: c.name.clone(),
                 upstream: c.upstream.clone(),
@@ -501,6 +526,7 @@ impl Config {
                 user: c.user.clone(),
                 password,
                 tls,
+                auth,
                 ca_file: c.upstream_ca.as_deref().map(abs),
             });
         }

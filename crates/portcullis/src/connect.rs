@@ -61,6 +61,8 @@ pub async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
             user: creds.user.clone(),
             password: None,
             tls: tls_mode,
+            // The gateway's own password request is answered above.
+            auth: portcullis_proto_pg::UpstreamAuth::ScramSha256,
             ca_file: args.ca.clone(),
         },
         tls,

@@ -119,6 +119,7 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
                 user: c.user.clone(),
                 password: c.password.clone(),
                 tls: c.tls,
+                auth: c.auth,
                 ca_file: c.ca_file.clone(),
             };
             let mut upstream = Upstream::new(target, tls, config.upstream_connect_timeout);

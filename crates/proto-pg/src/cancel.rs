@@ -170,6 +170,7 @@ mod tests {
             user: "u".into(),
             password: None,
             tls: Default::default(),
+            auth: Default::default(),
             ca_file: None,
         };
         let upstream = Arc::new(Upstream::new(target, None, Duration::from_secs(1)));

@@ -23,5 +23,5 @@ pub mod upstream;
 pub use error::SessionError;
 pub use relay::Limits;
 pub use server::{PgAdapter, PgAdapterConfig, ALPN};
-pub use target::{PgTarget, UpstreamTls};
+pub use target::{PgTarget, UpstreamAuth, UpstreamTls};
 pub use upstream::Upstream;

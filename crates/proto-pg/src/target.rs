@@ -16,6 +16,23 @@ pub enum UpstreamTls {
     VerifyFull,
 }
 
+/// The weakest password exchange the gateway answers for its service
+/// credential, like libpq's `require_auth`: anything that can pose as the
+/// upstream (with `upstream_tls` below `verify-full`) could otherwise ask
+/// for the password in a form it can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamAuth {
+    /// SCRAM-SHA-256 only: the server proves it knows the password too,
+    /// and nothing reusable crosses the wire.
+    #[default]
+    ScramSha256,
+    /// SCRAM, or md5 (a hash an impostor can replay to the real server).
+    Md5,
+    /// SCRAM, md5, or the password in clear, which is answered only over
+    /// verified TLS (`upstream_tls = "verify-full"`).
+    Password,
+}
+
 /// A configured PostgreSQL connection (target).
 #[derive(Debug, Clone)]
 pub struct PgTarget {
@@ -31,6 +48,8 @@ pub struct PgTarget {
     pub password: Option<Secret<String>>,
     /// TLS towards the upstream.
     pub tls: UpstreamTls,
+    /// The weakest password exchange answered.
+    pub auth: UpstreamAuth,
     /// CA bundle for `VerifyFull`; the system roots when absent.
     pub ca_file: Option<PathBuf>,
 }

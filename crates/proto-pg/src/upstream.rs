@@ -14,7 +14,7 @@ use crate::error::SessionError;
 use crate::framed::read_message;
 use crate::scram::{SaltedPasswordCache, ScramClient};
 use crate::stream::Stream;
-use crate::target::PgTarget;
+use crate::target::{PgTarget, UpstreamAuth, UpstreamTls};
 
 /// Largest message accepted while logging in upstream.
 const SETUP_MESSAGE_LIMIT: usize = 1 << 20;
@@ -375,8 +375,25 @@ impl Upstream {
                     ))
                 })
         };
+        let refuse = |method: &str, needs: &str| {
+            SessionError::upstream(format!(
+                "the upstream of {} asks for {method}, which this connection does not answer ({needs}); the service password was not sent",
+                t.name
+            ))
+        };
         match req {
             AuthRequest::Ok => {}
+            AuthRequest::Cleartext
+                if t.auth != UpstreamAuth::Password || t.tls != UpstreamTls::VerifyFull =>
+            {
+                return Err(refuse(
+                    "the password in clear",
+                    "it needs upstream_auth = \"password\" and upstream_tls = \"verify-full\"",
+                ))
+            }
+            AuthRequest::Md5 { .. } if t.auth == UpstreamAuth::ScramSha256 => {
+                return Err(refuse("md5", "it needs upstream_auth = \"md5\""))
+            }
             AuthRequest::Cleartext => encode::password(out, password()?),
             AuthRequest::Md5 { salt } => {
                 let hash = md5_hash(t.user.as_bytes(), password()?, salt);

@@ -113,7 +113,7 @@ fn scram_md5_and_trust_upstreams_all_work() {
     let gw = gateway()
         .app_db("scram-db", c)
         .connection(&format!(
-            "name = \"md5-db\"\nkind = \"postgres\"\nupstream = \"{}\"\ndatabase = \"app\"\nuser = \"md5_user\"\npassword_env = \"MD5_PW\"\n",
+            "name = \"md5-db\"\nkind = \"postgres\"\nupstream = \"{}\"\ndatabase = \"app\"\nuser = \"md5_user\"\npassword_env = \"MD5_PW\"\nupstream_auth = \"md5\"\n",
             c.addr()
         ))
         .connection(&format!(

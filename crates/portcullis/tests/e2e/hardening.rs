@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_testkit::{Gateway, ADMIN_TOKEN, ALICE_TOKEN};
+use portcullis_testkit::{psql, Gateway, ADMIN_TOKEN, ALICE_TOKEN};
 
 use crate::common::*;
 
@@ -460,4 +460,97 @@ fn a_newline_in_a_client_field_cannot_forge_a_log_line() {
         assert!(!line.starts_with("2026-01-01"), "forged line: {line}");
     }
     assert!(refused.contains("nope\\n2026-01-01"), "{refused}");
+}
+
+/// A server posing as the upstream that asks for `method` (3: the password
+/// in clear, 5: md5): what each client that connects sends after the
+/// request, one entry per connection.
+fn fake_upstream(method: i32) -> (u16, std::sync::mpsc::Receiver<Vec<u8>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut len = [0u8; 4];
+                if conn.read_exact(&mut len).is_err() {
+                    return;
+                }
+                let mut startup = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+                let _ = conn.read_exact(&mut startup);
+                let mut ask = vec![b'R'];
+                let body: Vec<u8> = if method == 5 {
+                    [5i32.to_be_bytes().as_slice(), b"salt"].concat()
+                } else {
+                    method.to_be_bytes().to_vec()
+                };
+                ask.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+                ask.extend_from_slice(&body);
+                let _ = conn.write_all(&ask);
+                let mut answer = Vec::new();
+                let _ = conn.read_to_end(&mut answer);
+                let _ = tx.send(answer);
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// Something posing as the upstream asks for the service password in
+/// clear (or as md5): libpq sends it, the gateway sends nothing unless its
+/// configuration says so (and in clear only over verified TLS).
+#[test]
+fn an_upstream_impostor_gets_no_password() {
+    const SECRET: &str = "service-secret-6d1f";
+    for method in [3, 5] {
+        let (port, answers) = fake_upstream(method);
+        // libpq answers whatever the server asks for.
+        let _ = std::process::Command::new("psql")
+            .args(["-X", "-c", "select 1"])
+            .arg(format!(
+                "host=127.0.0.1 port={port} dbname=app user=svc sslmode=disable"
+            ))
+            .env("PGPASSWORD", SECRET)
+            .output()
+            .unwrap();
+        let direct = answers.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(
+            method == 5 || String::from_utf8_lossy(&direct).contains(SECRET),
+            "libpq did not send the password in clear"
+        );
+        assert!(
+            direct.first() == Some(&b'p'),
+            "libpq sent no password message"
+        );
+
+        let gw = gateway()
+            .connection(&format!(
+                "name = \"fake-db\"\nkind = \"postgres\"\nupstream = \"127.0.0.1:{port}\"\ndatabase = \"app\"\nuser = \"svc\"\npassword_env = \"FAKE_PW\"\n"
+            ))
+            .env("FAKE_PW", SECRET)
+            .start();
+        let out = psql(
+            &gw.conninfo("fake-db", ""),
+            ADMIN_TOKEN,
+            &["-c", "select 1"],
+            None,
+        );
+        assert!(!out.ok);
+        let through = answers.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(
+            through.is_empty(),
+            "the gateway answered: {:?}",
+            String::from_utf8_lossy(&through)
+        );
+        assert!(
+            gw.log().contains("the service password was not sent"),
+            "{}",
+            gw.log()
+        );
+        assert!(!gw.log().contains(SECRET));
+    }
 }
