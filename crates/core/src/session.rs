@@ -103,7 +103,11 @@ impl Core {
         client: ClientInfo,
     ) -> Result<Admission, Refusal> {
         let address = client.address.ip().to_string();
-        let verdict = self.decide_connect(&identity, protocol, connection, &address)?;
+        let verdict = self.decide_connect(&identity, protocol, connection, &address);
+        let outcome = if verdict.is_ok() { "allow" } else { "deny" };
+        metrics::counter!("portcullis_decisions_total", "action" => "connect", "outcome" => outcome)
+            .increment(1);
+        let verdict = verdict?;
         Ok(Admission {
             core: self.clone(),
             protocol,
@@ -116,7 +120,8 @@ impl Core {
 }
 
 impl Core {
-    /// Decides `connect` for `identity` to `connection`, as at login.
+    /// Decides `connect` for `identity` to `connection`, as at login
+    /// (uncounted: a login counts once, however often it is asked).
     fn decide_connect(
         &self,
         identity: &Identity,
@@ -135,9 +140,6 @@ impl Core {
             &Resource::Connection(connection.to_owned()),
             &facts,
         );
-        let outcome = if verdict.allowed { "allow" } else { "deny" };
-        metrics::counter!("portcullis_decisions_total", "action" => "connect", "outcome" => outcome)
-            .increment(1);
         if !verdict.allowed {
             return Err(Refusal::ConnectDenied {
                 connection: connection.to_owned(),

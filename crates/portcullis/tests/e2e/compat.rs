@@ -152,20 +152,33 @@ fn fixture_scripts() -> Vec<(String, String)> {
         .collect()
 }
 
+/// `script` through psql straight to the compat database and through the
+/// gateway, going on after errors (captured as a superuser, a statement
+/// the service role may not run fails directly too, and must fail the
+/// same way): (direct, through).
+fn script_both_ways(
+    gw: &Gateway,
+    script: &str,
+) -> (
+    portcullis_testkit::PsqlOutput,
+    portcullis_testkit::PsqlOutput,
+) {
+    let args = ["-v", "ON_ERROR_STOP=0"];
+    let direct = psql(&direct_conninfo(), READER_PASSWORD, &args, Some(script));
+    let through = psql(
+        &gw.conninfo("compat-db", ""),
+        ALICE_TOKEN,
+        &args,
+        Some(script),
+    );
+    (direct, through)
+}
+
 #[test]
 fn captured_tool_statements_answer_as_directly() {
     let gw = compat_gateway();
     for (name, script) in fixture_scripts() {
-        // Captured as a superuser: a statement the service role may not
-        // run fails directly too, and must fail the same way.
-        let args = ["-v", "ON_ERROR_STOP=0"];
-        let direct = psql(&direct_conninfo(), READER_PASSWORD, &args, Some(&script));
-        let through = psql(
-            &gw.conninfo("compat-db", ""),
-            ALICE_TOKEN,
-            &args,
-            Some(&script),
-        );
+        let (direct, through) = script_both_ways(&gw, &script);
         assert_same(&name, "errors", &direct.stderr, &through.stderr);
         assert_same(&name, "outputs", &direct.stdout, &through.stdout);
     }
@@ -256,7 +269,6 @@ fn assert_same_but_masked(what: &str, direct: &str, through: &str) {
 #[test]
 fn tools_answer_as_directly_with_masked_values_masked() {
     let gw = compat_gateway_with(MASKING);
-    let args = ["-v", "ON_ERROR_STOP=0"];
     let mut scripts = fixture_scripts();
     for command in [
         "\\d+ people",
@@ -270,13 +282,7 @@ fn tools_answer_as_directly_with_masked_values_masked() {
         "select * from people order by id;\nselect name, email from people where id = 1;\n".into(),
     ));
     for (name, script) in scripts {
-        let direct = psql(&direct_conninfo(), READER_PASSWORD, &args, Some(&script));
-        let through = psql(
-            &gw.conninfo("compat-db", ""),
-            ALICE_TOKEN,
-            &args,
-            Some(&script),
-        );
+        let (direct, through) = script_both_ways(&gw, &script);
         assert_same(&name, "errors", &direct.stderr, &through.stderr);
         assert_same_but_masked(&name, &direct.stdout, &through.stdout);
     }

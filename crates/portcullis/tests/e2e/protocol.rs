@@ -112,7 +112,11 @@ fn a_cancel_is_delivered_before_its_connection_closes() {
         }
     }
     // The gateway did not even pass those on: the sessions were idle.
-    assert!(gw.log().contains("nothing running dropped"), "{}", gw.log());
+    let (_, metrics) = curl(&gw, "/metrics", Some(portcullis_testkit::ADMIN_TOKEN));
+    assert!(
+        metrics.contains("portcullis_cancel_requests_dropped_total{why=\"idle\"} 5"),
+        "{metrics}"
+    );
 }
 
 /// The client's BackendKeyData carries the upstream's real process id, as
