@@ -55,7 +55,7 @@ struct Inner {
     guards: &'static str,
     limits: PreAuthLimits,
     counts: Mutex<Counts>,
-    refusals: Mutex<RefusalLog>,
+    refusals: LogEvery,
 }
 
 #[derive(Debug, Default)]
@@ -64,15 +64,32 @@ struct Counts {
     by_address: HashMap<IpAddr, usize>,
 }
 
-/// Refusals are logged at most once per [`REFUSAL_LOG_EVERY`], with the
-/// count since: a flood must not become a flood of log lines.
+/// Lets a repeated warning through at most once per period, with the
+/// count of those held back since: a flood (of refused connections, of
+/// failed accepts) must not become a flood of log lines.
 #[derive(Debug, Default)]
-struct RefusalLog {
-    last: Option<Instant>,
-    suppressed: u64,
+pub struct LogEvery {
+    last: Mutex<(Option<Instant>, u64)>,
 }
 
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+impl LogEvery {
+    /// `Some(held back since the last one)` when this occurrence should be
+    /// logged, `None` when it is only counted.
+    pub fn due(&self, period: Duration) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.0.is_none_or(|t| t.elapsed() >= period) {
+            let held = last.1;
+            *last = (Some(Instant::now()), 0);
+            Some(held)
+        } else {
+            last.1 += 1;
+            None
+        }
+    }
+}
+
+/// How often refusals and failed accepts are logged.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Held while a connection logs in; dropping it frees its place.
 #[derive(Debug)]
@@ -145,24 +162,14 @@ impl PreAuthGate {
         let guards = self.inner.guards;
         metrics::counter!("portcullis_connections_refused_total", "for" => guards, "cap" => cap)
             .increment(1);
-        let mut log = self
-            .inner
-            .refusals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let due = log.last.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_EVERY);
-        if due {
+        if let Some(held) = self.inner.refusals.due(LOG_EVERY) {
             tracing::warn!(
                 %address,
                 reason = %full,
                 listener = guards,
-                also_refused_since_last_report = log.suppressed,
+                also_refused_since_last_report = held,
                 "connection closed at accept"
             );
-            log.last = Some(Instant::now());
-            log.suppressed = 0;
-        } else {
-            log.suppressed += 1;
         }
     }
 

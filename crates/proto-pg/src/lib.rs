@@ -8,7 +8,8 @@
 //! relay itself ([`relay`]) is hand-written because it is the hot path.
 
 pub mod cancel;
-pub mod error;
+mod end_point;
+mod error;
 mod framed;
 pub mod handshake;
 pub mod relay;

@@ -1,5 +1,8 @@
 //! SCRAM-SHA-256 client (RFC 5802, RFC 7677) for the upstream login, with
-//! the salted password cached per upstream.
+//! the salted password cached per upstream, and channel binding to the TLS
+//! connection (`SCRAM-SHA-256-PLUS`, `tls-server-end-point`, RFC 5929) when
+//! there is one: a server that relays the exchange to the real upstream
+//! from its own TLS connection cannot complete it.
 //!
 //! Written here rather than taken from postgres-protocol because that
 //! client recomputes PBKDF2 (4096 HMAC rounds by default) on every login:
@@ -62,8 +65,49 @@ impl SaltedPasswordCache {
     }
 }
 
+/// What the exchange says of channel binding (the GS2 header).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelBinding {
+    /// No TLS, or no way to bind to it: `n`.
+    None,
+    /// TLS, but the server offers no `-PLUS` mechanism: `y`, so a server
+    /// that does support binding (a downgrade in between) refuses.
+    NotOffered,
+    /// Bound to the server's certificate hash: `p=tls-server-end-point`.
+    ServerEndPoint(Vec<u8>),
+}
+
+impl ChannelBinding {
+    fn gs2_header(&self) -> &'static str {
+        match self {
+            ChannelBinding::None => "n,,",
+            ChannelBinding::NotOffered => "y,,",
+            ChannelBinding::ServerEndPoint(_) => "p=tls-server-end-point,,",
+        }
+    }
+
+    /// The mechanism to name in the SASL initial response.
+    pub fn mechanism(&self) -> &'static str {
+        match self {
+            ChannelBinding::ServerEndPoint(_) => "SCRAM-SHA-256-PLUS",
+            _ => "SCRAM-SHA-256",
+        }
+    }
+
+    /// `c=` of the client-final-message: the GS2 header and, when bound,
+    /// the binding data, base64.
+    fn c_attribute(&self) -> String {
+        let mut raw = self.gs2_header().as_bytes().to_vec();
+        if let ChannelBinding::ServerEndPoint(data) = self {
+            raw.extend_from_slice(data);
+        }
+        B64.encode(raw)
+    }
+}
+
 /// One SCRAM-SHA-256 exchange in progress.
 pub struct ScramClient {
+    binding: ChannelBinding,
     client_nonce: String,
     client_first_bare: String,
     auth_message: Option<String>,
@@ -71,16 +115,22 @@ pub struct ScramClient {
 }
 
 impl ScramClient {
-    /// Starts an exchange with a fresh nonce.
+    /// Starts an exchange with a fresh nonce, without channel binding.
     pub fn new() -> Self {
-        let nonce_bytes: [u8; 18] = rand::random();
-        Self::with_nonce(B64.encode(nonce_bytes))
+        Self::bound(ChannelBinding::None)
     }
 
-    fn with_nonce(client_nonce: String) -> Self {
+    /// Starts an exchange with a fresh nonce and `binding`.
+    pub fn bound(binding: ChannelBinding) -> Self {
+        let nonce_bytes: [u8; 18] = rand::random();
+        Self::with_nonce(B64.encode(nonce_bytes), binding)
+    }
+
+    fn with_nonce(client_nonce: String, binding: ChannelBinding) -> Self {
         // PostgreSQL takes the user from the startup packet; `n=` stays empty.
         let client_first_bare = format!("n=,r={client_nonce}");
         Self {
+            binding,
             client_nonce,
             client_first_bare,
             auth_message: None,
@@ -88,9 +138,14 @@ impl ScramClient {
         }
     }
 
-    /// The client-first-message (no channel binding).
+    /// The mechanism this exchange uses.
+    pub fn mechanism(&self) -> &'static str {
+        self.binding.mechanism()
+    }
+
+    /// The client-first-message.
     pub fn client_first(&self) -> Vec<u8> {
-        format!("n,,{}", self.client_first_bare).into_bytes()
+        format!("{}{}", self.binding.gs2_header(), self.client_first_bare).into_bytes()
     }
 
     /// Answers the server-first-message with the client-final-message.
@@ -128,7 +183,7 @@ impl ScramClient {
         let salted = cache.get_or_compute(&normalize(password), &salt, iterations);
         let client_key = hmac(&salted, b"Client Key");
         let stored_key: [u8; 32] = Sha256::digest(client_key).into();
-        let without_proof = format!("c=biws,r={nonce}");
+        let without_proof = format!("c={},r={nonce}", self.binding.c_attribute());
         let auth_message = format!("{},{server_first},{without_proof}", self.client_first_bare);
         let signature = hmac(&stored_key, auth_message.as_bytes());
         let proof: Vec<u8> = client_key
@@ -209,7 +264,7 @@ mod tests {
     /// RFC 7677 section 3 test vector (user "user", password "pencil").
     #[test]
     fn rfc7677_vector() {
-        let mut c = ScramClient::with_nonce("rOprNGfwEbeRWgbNEkqO".into());
+        let mut c = ScramClient::with_nonce("rOprNGfwEbeRWgbNEkqO".into(), ChannelBinding::None);
         // The RFC's client-first carries n=user; ours leaves it empty, so
         // rebuild the bare message the way the RFC has it.
         c.client_first_bare = "n=user,r=rOprNGfwEbeRWgbNEkqO".into();
@@ -230,7 +285,7 @@ mod tests {
 
     #[test]
     fn a_foreign_nonce_is_refused() {
-        let mut c = ScramClient::with_nonce("abc".into());
+        let mut c = ScramClient::with_nonce("abc".into(), ChannelBinding::None);
         let cache = SaltedPasswordCache::default();
         assert_eq!(
             c.client_final(b"r=xyz123,s=AAAA,i=4096", b"p", &cache),

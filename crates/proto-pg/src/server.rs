@@ -95,6 +95,7 @@ impl PgAdapter {
     /// for them to record their end.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
         let tasks = self.tasks.clone();
+        let accept_failures = portcullis_core::preauth::LogEvery::default();
         for upstream in self.cfg.targets.values() {
             tasks.spawn(upstream.clone().watch_catalog(shutdown.child_token()));
         }
@@ -105,7 +106,10 @@ impl PgAdapter {
                     Ok(c) => c,
                     Err(e) => {
                         // Out of descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
+                        metrics::counter!("portcullis_accept_failures_total", "listener" => "postgres").increment(1);
+                        if let Some(held) = accept_failures.due(portcullis_core::preauth::LOG_EVERY) {
+                            tracing::warn!(error = %e, also_failed_since_last_report = held, "accept failed");
+                        }
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                         continue;
                     }

@@ -23,6 +23,17 @@ impl Stream {
     pub fn is_tls(&self) -> bool {
         !matches!(self, Stream::Plain(_))
     }
+
+    /// How SCRAM can bind to this connection, as its client: to the
+    /// upstream's certificate when it is TLS and the certificate names a
+    /// known hash.
+    pub fn channel_binding(&self) -> Option<Vec<u8>> {
+        let Stream::ClientTls(tls) = self else {
+            return None;
+        };
+        let certificate = tls.get_ref().1.peer_certificates()?.first()?;
+        crate::end_point::server_end_point(certificate)
+    }
 }
 
 macro_rules! delegate {

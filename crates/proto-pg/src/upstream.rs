@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use crate::error::SessionError;
 use crate::framed::read_message;
-use crate::scram::{SaltedPasswordCache, ScramClient};
+use crate::scram::{ChannelBinding, SaltedPasswordCache, ScramClient};
 use crate::stream::Stream;
 use crate::target::{PgTarget, UpstreamAuth, UpstreamTls};
 
@@ -139,6 +139,11 @@ impl Upstream {
         stream.flush().await?;
 
         let mut buf = BytesMut::with_capacity(8192);
+        let binding = match (stream.is_tls(), stream.channel_binding()) {
+            (_, Some(data)) => Binding::Available(data),
+            (true, None) => Binding::Unknown,
+            (false, None) => Binding::NoTls,
+        };
         let mut scram: Option<ScramClient> = None;
         let mut server_params = Vec::new();
         let mut key = (0, 0);
@@ -147,7 +152,7 @@ impl Upstream {
             match BackendMessage::decode(tag, &body)? {
                 BackendMessage::Authentication(req) => {
                     out.clear();
-                    self.answer_auth(req, &mut scram, &mut out)?;
+                    self.answer_auth(req, &binding, &mut scram, &mut out)?;
                     if !out.is_empty() {
                         stream.write_all(&out).await?;
                         stream.flush().await?;
@@ -360,6 +365,7 @@ impl Upstream {
     fn answer_auth(
         &self,
         req: AuthRequest<'_>,
+        binding: &Binding,
         scram: &mut Option<ScramClient>,
         out: &mut BytesMut,
     ) -> Result<(), SessionError> {
@@ -400,15 +406,26 @@ impl Upstream {
                 encode::password(out, hash.as_bytes());
             }
             AuthRequest::Sasl { mechanisms } => {
-                if !mechanisms.contains(&"SCRAM-SHA-256") {
+                // Bound to the TLS connection wherever the server offers it;
+                // over TLS without its offer, say so (`y`), so a server that
+                // would have offered it (behind a downgrade) refuses.
+                let plus = mechanisms.contains(&"SCRAM-SHA-256-PLUS");
+                let cb = match binding {
+                    Binding::Available(data) if plus => {
+                        ChannelBinding::ServerEndPoint(data.clone())
+                    }
+                    Binding::Available(_) => ChannelBinding::NotOffered,
+                    Binding::Unknown | Binding::NoTls => ChannelBinding::None,
+                };
+                if !mechanisms.contains(&cb.mechanism()) {
                     return Err(SessionError::upstream(format!(
                         "the upstream of {} offers no supported SASL mechanism ({})",
                         t.name,
                         mechanisms.join(", ")
                     )));
                 }
-                let s = ScramClient::new();
-                encode::sasl_initial_response(out, "SCRAM-SHA-256", &s.client_first());
+                let s = ScramClient::bound(cb);
+                encode::sasl_initial_response(out, s.mechanism(), &s.client_first());
                 *scram = Some(s);
             }
             AuthRequest::SaslContinue(data) => {
@@ -567,4 +584,14 @@ mod md5_tests {
             "md530d9d09f02a72e0bbede8eccf68ddabc"
         );
     }
+}
+
+/// What the upstream connection offers SCRAM to bind to.
+enum Binding {
+    /// TLS, with the certificate's hash.
+    Available(Vec<u8>),
+    /// TLS, but its certificate names no hash the gateway knows.
+    Unknown,
+    /// Plain TCP.
+    NoTls,
 }

@@ -56,6 +56,7 @@ pub async fn serve(
         request_deadline,
     ));
     let mut connections = JoinSet::new();
+    let accept_failures = portcullis_core::preauth::LogEvery::default();
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -63,7 +64,10 @@ pub async fn serve(
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(error = %e, "API accept failed");
+                    metrics::counter!("portcullis_accept_failures_total", "listener" => "api").increment(1);
+                    if let Some(held) = accept_failures.due(portcullis_core::preauth::LOG_EVERY) {
+                        tracing::warn!(error = %e, also_failed_since_last_report = held, "API accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
