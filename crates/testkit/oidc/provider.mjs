@@ -42,6 +42,8 @@ const USERS = {
   alice: { password: 'alice-pw', email: 'alice@example.com', groups: ['engineering'] },
   bob: { password: 'bob-pw', email: 'bob@example.com', groups: ['contractors'] },
   root: { password: 'root-pw', email: 'root@example.com', groups: ['admins'] },
+  // An issuer that types `email_verified` loosely: a string, not a boolean.
+  mallory: { password: 'mallory-pw', email: 'mallory@example.com', groups: ['engineering'], email_verified: 'false' },
 };
 
 // CI jobs are client-credentials clients whose tokens carry GitHub Actions'
@@ -83,7 +85,7 @@ const provider = new Provider(issuer, {
   jwks: { keys: kids.map(loadKey) },
   conformIdTokenClaims: false,
   scopes: ['openid', 'email', 'groups', 'offline_access', 'db'],
-  claims: { email: ['email'], groups: ['groups', 'realm_access'] },
+  claims: { email: ['email', 'email_verified'], groups: ['groups', 'realm_access'] },
   pkce: { required: () => true },
   ttl: {
     IdToken: (ctx, token, client) => (client?.clientId === 'short-cli' ? 3 : 600),
@@ -136,6 +138,7 @@ const provider = new Provider(issuer, {
       claims: async () => ({
         sub: id,
         email: user.email,
+        ...(user.email_verified === undefined ? {} : { email_verified: user.email_verified }),
         groups: user.groups,
         realm_access: { roles: user.groups },
       }),

@@ -613,3 +613,31 @@ async fn a_tls_interceptor_cannot_complete_the_upstream_login() {
     assert!(!through.ok, "the gateway logged in through the relay");
     assert!(gw.log().contains("channel binding"), "{}", gw.log());
 }
+
+/// An issuer that types `email_verified` as the string `"false"`: the
+/// gateway reads claims strictly, so a string is not a verified address.
+#[test]
+fn a_loosely_typed_claim_is_refused() {
+    let p = portcullis_testkit::OidcProvider::start(&["k1"]);
+    let gw = crate::identity::oidc_gateway(&p, "");
+    let token = p
+        .login("portcullis-cli", "mallory", "mallory-pw")
+        .get("id_token");
+    // The issuer did send the string.
+    assert_eq!(
+        crate::identity::claims_of(&token)["email_verified"],
+        "false"
+    );
+    let out = psql(
+        &gw.conninfo("app-db", ""),
+        &token,
+        &["-c", "select 1"],
+        None,
+    );
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("email_verified claim is not a boolean"),
+        "{}",
+        out.stderr
+    );
+}

@@ -27,7 +27,7 @@ when { context has actor };
 
 /// A gateway trusting `p` for people (the CLI clients) and for services
 /// (client-credentials tokens for `urn:portcullis`, mapped by rules).
-fn oidc_gateway(p: &OidcProvider, auth: &str) -> Gateway {
+pub(crate) fn oidc_gateway(p: &OidcProvider, auth: &str) -> Gateway {
     let issuer = p.issuer();
     gateway()
         .app_db("app-db", cluster())
@@ -76,7 +76,7 @@ fn run_psql(gw: &Gateway, token: &str, sql: &str) -> portcullis_testkit::PsqlOut
     psql(&gw.conninfo("app-db", ""), token, &["-c", sql], None)
 }
 
-fn claims_of(token: &str) -> Value {
+pub(crate) fn claims_of(token: &str) -> Value {
     let payload = token.split('.').nth(1).unwrap();
     let bytes = base64_decode(payload);
     serde_json::from_slice(&bytes).unwrap()
