@@ -117,9 +117,7 @@ impl Core {
             verdict,
         })
     }
-}
 
-impl Core {
     /// Decides `connect` for `identity` to `connection`, as at login
     /// (uncounted: a login counts once, however often it is asked).
     fn decide_connect(
@@ -230,9 +228,6 @@ impl Admission {
             identity: Arc::new(identity.clone()),
             protocol,
             client_address: client.address.ip().to_string(),
-            user: identity.user.clone(),
-            actor: identity.actor.clone(),
-            credential_id: identity.credential.id.clone(),
             connection: connection.clone(),
             kill: kill.clone(),
         };

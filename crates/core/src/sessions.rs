@@ -18,12 +18,6 @@ pub struct LiveSession {
     pub protocol: &'static str,
     /// The client's IP address, as `connect` was decided with it.
     pub client_address: String,
-    /// The user it is attributed to.
-    pub user: String,
-    /// The agent acting for the user, if any.
-    pub actor: Option<String>,
-    /// The credential's non-secret id, if it has one.
-    pub credential_id: Option<String>,
     /// The connection it uses.
     pub connection: String,
     /// Cancelled to end the session.
@@ -60,7 +54,7 @@ impl SessionRegistry {
     /// Ends every live session of `user`, or in which `user` acts for
     /// someone; returns how many.
     pub fn kill_user(&self, user: &str) -> usize {
-        self.kill_where(|s| s.user == user || s.actor.as_deref() == Some(user))
+        self.kill_where(|s| s.identity.user == user || s.identity.actor.as_deref() == Some(user))
     }
 
     /// Ends every live session `pred` picks; returns how many.
@@ -108,12 +102,12 @@ mod tests {
         let kill = CancellationToken::new();
         let g = reg.register(LiveSession {
             id: Uuid::now_v7(),
-            identity: Arc::default(),
+            identity: Arc::new(crate::Identity {
+                user: "alice".into(),
+                ..Default::default()
+            }),
             protocol: "test",
             client_address: "127.0.0.1".into(),
-            user: "alice".into(),
-            actor: None,
-            credential_id: None,
             connection: "app-db".into(),
             kill: kill.clone(),
         });

@@ -203,14 +203,9 @@ impl ViewCatalog {
         I: IntoIterator<Item = [S; 5]>,
         S: AsRef<str>,
     {
+        let mut catalog = Self::default();
         let mut direct: HashMap<String, (Vec<String>, Vec<String>)> = HashMap::new();
-        let mut user_functions = HashSet::new();
-        let mut attribute_callable = HashSet::new();
         let mut children: HashMap<String, Vec<String>> = HashMap::new();
-        let mut user_operators: HashMap<String, Vec<(String, String)>> = HashMap::new();
-        let mut user_casts: HashMap<String, Vec<(Option<String>, String)>> = HashMap::new();
-        let mut unasked_casts = Vec::new();
-        let mut relation_types: HashMap<String, Vec<String>> = HashMap::new();
         let mut relations = HashMap::new();
         let mut attrs: Vec<(u32, i16, String, usize)> = Vec::new();
         let mut traced = false;
@@ -238,57 +233,20 @@ impl ViewCatalog {
                 }
                 _ => {}
             }
-            if kind.as_ref() == "u" {
-                user_functions.insert(dn.as_ref().to_owned());
+            let [vs, vn, kind, ds, dn] = [&vs, &vn, &kind, &ds, &dn].map(|v| v.as_ref());
+            if catalog.add_callable(kind, vs, vn, ds, dn) {
                 continue;
             }
-            if kind.as_ref() == "c" {
-                attribute_callable.insert(dn.as_ref().to_owned());
-                continue;
-            }
-            if kind.as_ref() == "p" {
-                let function = format!("{}.{}", ds.as_ref(), dn.as_ref());
-                user_operators
-                    .entry(vn.as_ref().to_owned())
+            if kind == "i" {
+                children
+                    .entry(format!("{vs}.{vn}"))
                     .or_default()
-                    .push((vs.as_ref().to_owned(), function));
+                    .push(format!("{ds}.{dn}"));
                 continue;
             }
-            if kind.as_ref() == "k" {
-                let function = format!("{}.{}", ds.as_ref(), dn.as_ref());
-                let source = Some(vs.as_ref().to_owned()).filter(|s| !s.is_empty());
-                user_casts
-                    .entry(vn.as_ref().to_owned())
-                    .or_default()
-                    .push((source, function));
-                continue;
-            }
-            if kind.as_ref() == "j" {
-                let user_type = |t: &S| Some(t.as_ref().to_owned()).filter(|t| !t.is_empty());
-                unasked_casts.push(UnaskedCast {
-                    source: user_type(&vs),
-                    target: user_type(&vn),
-                    function: format!("{}.{}", ds.as_ref(), dn.as_ref()),
-                });
-                continue;
-            }
-            if kind.as_ref() == "y" {
-                relation_types
-                    .entry(vn.as_ref().to_owned())
-                    .or_default()
-                    .push(dn.as_ref().to_owned());
-                continue;
-            }
-            if kind.as_ref() == "i" {
-                let parent = format!("{}.{}", vs.as_ref(), vn.as_ref());
-                let child = format!("{}.{}", ds.as_ref(), dn.as_ref());
-                children.entry(parent).or_default().push(child);
-                continue;
-            }
-            let view = format!("{}.{}", vs.as_ref(), vn.as_ref());
-            let dep = format!("{}.{}", ds.as_ref(), dn.as_ref());
-            let entry = direct.entry(view).or_default();
-            if kind.as_ref() == "f" {
+            let entry = direct.entry(format!("{vs}.{vn}")).or_default();
+            let dep = format!("{ds}.{dn}");
+            if kind == "f" {
                 entry.1.push(dep);
             } else {
                 entry.0.push(dep);
@@ -342,19 +300,51 @@ impl ViewCatalog {
         let (descendants, ancestors) = lineage(&children);
         Self {
             views,
-            user_functions,
-            attribute_callable,
             descendants,
             ancestors,
-            user_operators,
-            user_casts,
-            unasked_casts,
-            relation_types,
             relations,
             columns,
             column_lists,
             traced,
+            ..catalog
         }
+    }
+
+    /// Takes a row about what a statement can call without naming it
+    /// (kinds `u`, `c`, `p`, `k`, `j`, `y`); false for any other kind.
+    fn add_callable(&mut self, kind: &str, vs: &str, vn: &str, ds: &str, dn: &str) -> bool {
+        let function = || format!("{ds}.{dn}");
+        let user_type = |t: &str| Some(t.to_owned()).filter(|t| !t.is_empty());
+        match kind {
+            "u" => {
+                self.user_functions.insert(dn.to_owned());
+            }
+            "c" => {
+                self.attribute_callable.insert(dn.to_owned());
+            }
+            "p" => self
+                .user_operators
+                .entry(vn.to_owned())
+                .or_default()
+                .push((vs.to_owned(), function())),
+            "k" => self
+                .user_casts
+                .entry(vn.to_owned())
+                .or_default()
+                .push((user_type(vs), function())),
+            "j" => self.unasked_casts.push(UnaskedCast {
+                source: user_type(vs),
+                target: user_type(vn),
+                function: function(),
+            }),
+            "y" => self
+                .relation_types
+                .entry(vn.to_owned())
+                .or_default()
+                .push(dn.to_owned()),
+            _ => return false,
+        }
+        true
     }
 
     /// Every table that reading or writing `schema.name` reaches through

@@ -29,13 +29,25 @@ async fn answer(resp: reqwest::Response) -> anyhow::Result<serde_json::Value> {
 }
 
 impl ApiClient {
-    /// A client for `base` (e.g. `http://127.0.0.1:8099`) with a bearer token.
-    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
+    /// A client for `base` (e.g. `http://127.0.0.1:8099`, or `https://`
+    /// verified with `ca` when given) with a bearer token.
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        ca: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         let token = token.context("no API token: pass --token or set PORTCULLIS_TOKEN")?;
+        let mut http = reqwest::Client::builder();
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("{} holds no PEM certificate", ca.display()))?;
+            http = http.add_root_certificate(cert);
+        }
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
             token,
-            http: reqwest::Client::new(),
+            http: http.build().context("setting up the API client")?,
         })
     }
 

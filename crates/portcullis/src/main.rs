@@ -106,6 +106,11 @@ struct ApiArgs {
     /// A token allowed to use the API.
     #[arg(long, env = "PORTCULLIS_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// CA certificate (PEM) to verify an `https://` API with, such as the
+    /// gateway's generated `data_dir/tls/ca.pem`; the system roots
+    /// otherwise.
+    #[arg(long = "api-ca", env = "PORTCULLIS_API_CA", global = true)]
+    api_ca: Option<std::path::PathBuf>,
     /// Print raw JSON.
     #[arg(long, global = true)]
     json: bool,
@@ -222,7 +227,7 @@ fn main() -> ExitCode {
 }
 
 async fn revoke(api: ApiArgs, user: String, lift: bool) -> anyhow::Result<()> {
-    let client = client::ApiClient::new(&api.api, api.token)?;
+    let client = client::ApiClient::new(&api.api, api.token, api.api_ca.as_deref())?;
     let r = client
         .post(
             "/api/revoke",
@@ -308,7 +313,7 @@ fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 async fn sessions(args: ApiArgs, command: SessionsCommand) -> anyhow::Result<()> {
-    let api = client::ApiClient::new(&args.api, args.token)?;
+    let api = client::ApiClient::new(&args.api, args.token, args.api_ca.as_deref())?;
     let value = match &command {
         SessionsCommand::List {
             user,

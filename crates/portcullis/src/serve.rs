@@ -102,43 +102,7 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
     let mut tasks = Vec::new();
 
     if let Some(addr) = &config.postgres_listen {
-        let tls = portcullis_core::tls::load_or_generate(
-            config.tls_files.as_ref(),
-            &config.data_dir,
-            &config.tls_hostnames,
-            portcullis_proto_pg::ALPN,
-        )?;
-        let mut targets = HashMap::new();
-        for c in &config.connections {
-            let tls = portcullis_proto_pg::tls::client_config(c.tls, c.ca_file.as_deref())
-                .with_context(|| format!("upstream TLS for connection {}", c.name))?;
-            let target = PgTarget {
-                name: c.name.clone(),
-                upstream: c.upstream.clone(),
-                database: c.database.clone(),
-                user: c.user.clone(),
-                password: c.password.clone(),
-                tls: c.tls,
-                auth: c.auth,
-                ca_file: c.ca_file.clone(),
-            };
-            let mut upstream = Upstream::new(target, tls, config.upstream_connect_timeout);
-            upstream.traces_columns = masking.columns_of(&c.name).next().is_some();
-            targets.insert(c.name.clone(), Arc::new(upstream));
-        }
-        let adapter = PgAdapter::new(
-            PgAdapterConfig {
-                tls: Some(tls),
-                plaintext: config.plaintext,
-                targets,
-                limits: config.limits.clone(),
-                preauth: preauth.clone(),
-            },
-            core.clone(),
-        )
-        .with_session_threads(Arc::new(
-            SessionThreads::start(config.session_threads).context("starting session threads")?,
-        ));
+        let adapter = postgres_adapter(&config, &core, &masking, &preauth)?;
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening for PostgreSQL clients on {addr}"))?;
@@ -159,28 +123,10 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
             .await
             .with_context(|| format!("listening for the API on {addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, "API ready");
-        let api_tls = portcullis_core::tls::load_or_generate(
-            config.tls_files.as_ref(),
-            &config.data_dir,
-            &config.tls_hostnames,
-            &[b"http/1.1"],
-        )
-        .context("loading the API's TLS certificate")?;
-        let server = api::server::ApiServerConfig {
-            tls: Some(api_tls),
-            plaintext: config.plaintext_api,
-            connections: portcullis_core::preauth::PreAuthGate::guarding(
-                "api",
-                config.api_connections,
-            ),
-            header_timeout: config.api_header_timeout,
-            request_timeout: config.api_request_timeout,
-            shutdown_deadline: config.shutdown_deadline,
-        };
         tasks.push(tokio::spawn(api::server::serve(
             listener,
             api::router(state),
-            server,
+            api_server_config(&config)?,
             shutdown.clone(),
         )));
     }
@@ -353,4 +299,70 @@ fn raise_descriptor_limit() {
         Ok(limit) => tracing::debug!(limit, "open descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open descriptor limit"),
     }
+}
+
+/// The PostgreSQL adapter with every configured connection.
+fn postgres_adapter(
+    config: &Config,
+    core: &Core,
+    masking: &portcullis_core::masking::Masking,
+    preauth: &portcullis_core::preauth::PreAuthGate,
+) -> anyhow::Result<PgAdapter> {
+    let tls = portcullis_core::tls::load_or_generate(
+        config.tls_files.as_ref(),
+        &config.data_dir,
+        &config.tls_hostnames,
+        portcullis_proto_pg::ALPN,
+    )?;
+    let mut targets = HashMap::new();
+    for c in &config.connections {
+        let tls = portcullis_proto_pg::tls::client_config(c.tls, c.ca_file.as_deref())
+            .with_context(|| format!("upstream TLS for connection {}", c.name))?;
+        let target = PgTarget {
+            name: c.name.clone(),
+            upstream: c.upstream.clone(),
+            database: c.database.clone(),
+            user: c.user.clone(),
+            password: c.password.clone(),
+            tls: c.tls,
+            auth: c.auth,
+            ca_file: c.ca_file.clone(),
+        };
+        let mut upstream = Upstream::new(target, tls, config.upstream_connect_timeout);
+        upstream.traces_columns = masking.columns_of(&c.name).next().is_some();
+        targets.insert(c.name.clone(), Arc::new(upstream));
+    }
+    Ok(PgAdapter::new(
+        PgAdapterConfig {
+            tls: Some(tls),
+            plaintext: config.plaintext,
+            targets,
+            limits: config.limits.clone(),
+            preauth: preauth.clone(),
+        },
+        core.clone(),
+    )
+    .with_session_threads(Arc::new(
+        SessionThreads::start(config.session_threads).context("starting session threads")?,
+    )))
+}
+
+/// How the API port is served: its TLS (the PostgreSQL listener's
+/// certificate), plaintext rule, caps and deadlines.
+fn api_server_config(config: &Config) -> anyhow::Result<api::server::ApiServerConfig> {
+    let tls = portcullis_core::tls::load_or_generate(
+        config.tls_files.as_ref(),
+        &config.data_dir,
+        &config.tls_hostnames,
+        &[b"http/1.1"],
+    )
+    .context("loading the API's TLS certificate")?;
+    Ok(api::server::ApiServerConfig {
+        tls: Some(tls),
+        plaintext: config.plaintext_api,
+        connections: portcullis_core::preauth::PreAuthGate::guarding("api", config.api_connections),
+        header_timeout: config.api_header_timeout,
+        request_timeout: config.api_request_timeout,
+        shutdown_deadline: config.shutdown_deadline,
+    })
 }

@@ -359,11 +359,7 @@ impl PgAdapter {
         let health = session.recording_health();
         let stop = session.stop_signal();
         let mut log = StatementLog::new(&mut session);
-        let welcomed = match client_w.write_all(&welcome).await {
-            Ok(()) => client_w.flush().await,
-            Err(e) => Err(e),
-        };
-        let outcome = match welcomed {
+        let outcome = match write_flushed(&mut client_w, &welcome).await {
             Err(e) => Err(SessionError::Io(e)),
             Ok(()) => {
                 let pending = relay::Handoff::with_busy(busy).with_encoding(at_login.as_deref());
@@ -437,6 +433,13 @@ const PROTOCOL: &str = portcullis_pg_decide::vocabulary::PROTOCOL;
 /// "postgresql" (and requires it for direct TLS).
 pub const ALPN: &[&[u8]] = &[b"postgresql"];
 
+/// Writes `bytes` and flushes them (over TLS, the end of a write may wait
+/// in the TLS layer until a flush).
+async fn write_flushed<W: AsyncWrite + Unpin>(out: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    out.write_all(bytes).await?;
+    out.flush().await
+}
+
 /// Sends a FATAL ErrorResponse and closes; errors writing it are moot.
 async fn send_fatal<W: AsyncWrite + Unpin>(client: &mut W, e: &SessionError) {
     if let SessionError::Io(_) = e {
@@ -444,7 +447,6 @@ async fn send_fatal<W: AsyncWrite + Unpin>(client: &mut W, e: &SessionError) {
     }
     let mut out = BytesMut::new();
     encode::error_response(&mut out, Severity::Fatal, e.sqlstate(), &e.to_string());
-    let _ = client.write_all(&out).await;
-    let _ = client.flush().await;
+    let _ = write_flushed(client, &out).await;
     let _ = client.shutdown().await;
 }

@@ -394,6 +394,18 @@ fn the_api_speaks_tls_with_the_gateways_certificate() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("admin"));
+    // The CLI, verifying the gateway's CA.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["sessions", "list", "--api", &https, "--api-ca"])
+        .arg(gw.ca_path())
+        .env("PORTCULLIS_TOKEN", ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A database name with a newline cannot forge a log line: text logs
