@@ -39,9 +39,10 @@ pub const CATALOG_FINGERPRINT_SQL: &str = "\
 /// type's left empty, then the function);
 /// one row per such cast the server may apply unasked, implicit or in
 /// assignment (kind `j`: the same, a built-in type's name left empty);
-/// one row per relation with a column of a user type a cast with a
-/// function involves (kind `y`: the relation, then the type; a domain
-/// over it or an array of it counts); and one row per
+/// one row per relation with a column that holds a user type a cast with
+/// a function involves (kind `y`: the relation, then the type), in itself
+/// or in a domain over it, an array of it, or a composite type or row
+/// type with a field holding it, at any depth; and one row per
 /// built-in called by unqualified name; and one row per distinct name of a
 /// function that one argument can call (kind `c`, any schema), which a
 /// field selection `t.f` or `(expr).f` calls when no column or field `f`
@@ -99,14 +100,22 @@ JOIN pg_catalog.pg_type tt ON tt.oid = c.casttarget \
 JOIN pg_catalog.pg_proc p ON p.oid = c.castfunc JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
 WHERE c.oid >= 16384 AND c.castcontext IN ('i', 'a') \
 UNION \
-SELECT rn.nspname::text, r.relname::text, 'y', '', t.typname::text \
-FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class r ON r.oid = a.attrelid \
+SELECT * FROM (WITH RECURSIVE involved(t) AS ( \
+ SELECT k.castsource FROM pg_catalog.pg_cast k WHERE k.oid >= 16384 AND k.castfunc <> 0 AND k.castsource >= 16384 \
+ UNION SELECT k.casttarget FROM pg_catalog.pg_cast k WHERE k.oid >= 16384 AND k.castfunc <> 0 AND k.casttarget >= 16384 \
+), holds(holder, held) AS ( \
+ SELECT t, t FROM involved \
+ UNION \
+ SELECT ct.oid, h.held FROM holds h JOIN pg_catalog.pg_type ct \
+  ON ct.typelem = h.holder OR ct.typbasetype = h.holder \
+  OR ct.typrelid IN (SELECT a.attrelid FROM pg_catalog.pg_attribute a \
+   WHERE a.atttypid = h.holder AND a.attnum > 0 AND NOT a.attisdropped) \
+) \
+SELECT DISTINCT rn.nspname::text, r.relname::text, 'y'::text, ''::text, ht.typname::text \
+FROM holds h JOIN pg_catalog.pg_attribute a ON a.atttypid = h.holder AND a.attnum > 0 AND NOT a.attisdropped \
+JOIN pg_catalog.pg_class r ON r.oid = a.attrelid AND r.relkind IN ('r', 'p', 'v', 'm', 'f') \
 JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace \
-JOIN pg_catalog.pg_type at ON at.oid = a.atttypid \
-JOIN pg_catalog.pg_type t ON t.oid IN (a.atttypid, at.typbasetype, at.typelem) \
-WHERE a.attnum > 0 AND NOT a.attisdropped AND t.oid >= 16384 \
- AND EXISTS (SELECT 1 FROM pg_catalog.pg_cast k WHERE k.oid >= 16384 AND k.castfunc <> 0 \
-  AND t.oid IN (k.castsource, k.casttarget))";
+JOIN pg_catalog.pg_type ht ON ht.oid = h.held) AS y";
 
 /// Added to [`VIEW_DEPENDENCIES_SQL`] when masking classifies columns of
 /// the connection: every relation with its kind (kind `o` followed by the

@@ -176,7 +176,12 @@ fn an_implicit_cast_is_a_call_of_its_function() {
              create function public.blab(public.hush) returns text language sql \
                as $$ select 'IMPLICIT-RAN-' || ($1).v $$; \
              create cast (public.hush as text) with function public.blab(public.hush) as implicit; \
-             grant select on public.hushed, public.plain_words to trust_user, portcullis_reader; \
+             create type public.hush_box as (h public.hush); \
+             create table public.boxed (b public.hush_box); \
+             insert into public.boxed values (row(row('quiet')::public.hush)); \
+             create table public.nested (n public.boxed); \
+             insert into public.nested select boxed from public.boxed; \
+             grant select on public.hushed, public.plain_words, public.boxed, public.nested to trust_user, portcullis_reader; \
              grant execute on function public.blab(public.hush) to trust_user, portcullis_reader",
         );
     });
@@ -190,6 +195,9 @@ fn an_implicit_cast_is_a_call_of_its_function() {
             "matched",
         ),
         ("select upper(row('quiet')::hush)", "IMPLICIT-RAN-QUIET"),
+        // Held in a composite column, or in a row of another table.
+        ("select upper((b).h) from boxed", "IMPLICIT-RAN-QUIET"),
+        ("select upper(((n).b).h) from nested", "IMPLICIT-RAN-QUIET"),
     ] {
         let out = direct(sql);
         assert!(out.contains(ran), "{sql} does not run directly: {out}");
