@@ -345,4 +345,9 @@ pub const CASES: &[(&str, &str)] = &[
     ("select last_value from pg_sequences", "execute f:pg_catalog.pg_sequence_last_value, select t:pg_sequences"),
     ("select * from pg_locks", "select t:pg_locks"),
     ("select rolname from pg_catalog.pg_roles", "select t:pg_catalog.pg_roles"),
+    // column lists on aliases rename a secret column by position
+    ("select x from pg_roles as r(a,b,c,d,e,f,g,h,i,j,k,x) where x is not null", "admin conn, select t:pg_roles"),
+    ("select z from pg_db_role_setting as d(x,y,z)", "admin conn, select t:pg_db_role_setting"),
+    ("select x from (pg_roles r join pg_database d on true) as j(a,b,c,d,e,f,g,h,i,j,k,x)", "admin conn, select t:pg_database, select t:pg_roles"),
+    ("with c(x) as (select rolname from pg_roles) select x from c", "admin conn, select t:pg_roles"),
 ];

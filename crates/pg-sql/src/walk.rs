@@ -193,6 +193,14 @@ fn scan_for_secrets(v: &Value, read: &[&(&str, &str)], rows: &[String], found: &
                     .iter()
                     .any(|p| read.iter().any(|(_, c)| p == c));
             }
+            // A column list on an alias (`pg_roles AS r(a, …, x)`, a join's
+            // or a CTE's) renames columns by position: the secret column
+            // may be read under any name.
+            *found |= ["colnames", "aliascolnames"].iter().any(|k| {
+                m.get(*k)
+                    .and_then(Value::as_array)
+                    .is_some_and(|c| !c.is_empty())
+            });
             m.values()
                 .for_each(|x| scan_for_secrets(x, read, rows, found));
         }
