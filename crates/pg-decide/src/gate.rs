@@ -300,7 +300,15 @@ impl StatementGate {
             Ok(mask) => GateDecision::Allow(
                 Allowed::new(policies.into(), mask)
                     .with_names(names)
-                    .with_encoding(state::encoding_change(statements.iter().copied())),
+                    .with_encoding(state::encoding_change(
+                        // What an EXECUTE runs is the prepared statement's.
+                        statements.iter().copied().chain(
+                            statements
+                                .iter()
+                                .filter_map(|s| s.executes.as_ref())
+                                .filter_map(|name| self.state.prepared.get(name)),
+                        ),
+                    )),
             ),
             Err(deny) => deny,
         }

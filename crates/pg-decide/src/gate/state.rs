@@ -79,6 +79,14 @@ pub(super) fn merge_prepared(old: &mut StatementFacts, other: &StatementFacts) {
     old.operator_names
         .extend(other.operator_names.iter().cloned());
     old.cast_targets.extend(other.cast_targets.iter().cloned());
+    // Either may change client_encoding when executed.
+    old.effects.extend(
+        other
+            .effects
+            .iter()
+            .filter(|e| matches!(e, Effect::ClientEncoding(_)))
+            .cloned(),
+    );
     old.outputs.columns = None;
     old.outputs.only_plain_outputs = false;
     old.outputs.conditions_opaque = true;

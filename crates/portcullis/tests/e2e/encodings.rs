@@ -197,3 +197,55 @@ fn a_change_of_encoding_counts_once_the_server_confirms_it() {
     let seen = answers(&mut raw, 1);
     assert!(!seen.contains(SECRET) && seen.contains("42501"), "{seen}");
 }
+
+/// A statement prepared earlier that changes the encoding when EXECUTEd:
+/// the change is unanswered until the EXECUTE's own answer, as for a SET.
+#[test]
+fn an_encoding_change_run_by_execute_counts_once_answered() {
+    seed();
+    // LATIN1 at login; the EXECUTE switches to UTF8, in which the next
+    // message's bytes spell the forbidden cafÃ©. Read as LATIN1 they name
+    // a table that does not exist.
+    let login = |port: u16, db: &str, user: &str, token: Option<&str>| {
+        let mut raw = Raw::connect(port);
+        let mut out = bytes::BytesMut::new();
+        portcullis_pg_wire::encode::startup_message(
+            &mut out,
+            &[
+                ("user", user),
+                ("database", db),
+                ("client_encoding", "LATIN1"),
+            ],
+        );
+        raw.send(&out);
+        if let Some(token) = token {
+            assert!(matches!(raw.read_msg(), Some((b'R', _))));
+            let mut out = bytes::BytesMut::new();
+            portcullis_pg_wire::encode::password(&mut out, token.as_bytes());
+            raw.send(&out);
+        }
+        answers(&mut raw, 1);
+        raw
+    };
+    let prepare = query(b"prepare switch as select set_config('client_encoding', 'UTF8', false)");
+    let mut pipelined = query(b"execute switch");
+    pipelined.extend(query(b"select w from \"caf\xc3\x83\xc2\xa9\""));
+
+    let mut raw = login(cluster().port(), "app", "trust_user", None);
+    raw.send(&prepare);
+    answers(&mut raw, 1);
+    raw.send(&pipelined);
+    assert!(answers(&mut raw, 2).contains(SECRET));
+
+    let gw = app_gateway_with(POLICIES, "");
+    let mut raw = login(gw.pg_port, "app-db", "raw", Some(ALICE_TOKEN));
+    raw.send(&prepare);
+    answers(&mut raw, 1);
+    raw.send(&pipelined);
+    let seen = answers(&mut raw, 2);
+    assert!(!seen.contains(SECRET), "{seen}");
+    assert!(
+        seen.contains("change of client_encoding was unanswered"),
+        "{seen}"
+    );
+}

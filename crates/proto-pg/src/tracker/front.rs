@@ -203,7 +203,6 @@ impl FrontendTracker {
                 s.params = Some(rendered.clone());
                 Ok(match decision {
                     GateDecision::Allow(allowed) => {
-                        self.encoding.allowed(allowed.encoding_change(), false);
                         let permit = allowed.permit();
                         let id = self.change_id();
                         let bound = Portal {
@@ -352,6 +351,9 @@ impl FrontendTracker {
         }
         let (s, allowed) = match candidates.as_slice() {
             [Some(PortalDef::Bound(p))] => {
+                // It runs (again, if resumed) now: what it may change in
+                // client_encoding is unsettled until the next Sync.
+                self.encoding.allowed(p.allowed.encoding_change(), false);
                 let mut s = Stmt::allowed("execute", p.text.clone(), &p.allowed);
                 s.prepared_name = Some(p.statement.clone());
                 s.params = Some(p.params.clone());
@@ -362,6 +364,9 @@ impl FrontendTracker {
             // server may hold in more than one form: its rows are masked as
             // if they read every masked column.
             _ => {
+                // Its query is not known here: it may change anything.
+                self.encoding
+                    .allowed(Some(portcullis_pg_sql::EncodingChange::Set), false);
                 let allowed = gate.check_unbound_portal();
                 (Stmt::allowed("execute", Arc::from(""), &allowed), allowed)
             }
