@@ -103,13 +103,16 @@ UNION \
 SELECT * FROM (WITH RECURSIVE involved(t) AS ( \
  SELECT k.castsource FROM pg_catalog.pg_cast k WHERE k.oid >= 16384 AND k.castfunc <> 0 AND k.castsource >= 16384 \
  UNION SELECT k.casttarget FROM pg_catalog.pg_cast k WHERE k.oid >= 16384 AND k.castfunc <> 0 AND k.casttarget >= 16384 \
+), edges(container, contained) AS ( \
+ SELECT t.oid, t.typelem FROM pg_catalog.pg_type t WHERE t.typelem <> 0 \
+ UNION ALL SELECT t.oid, t.typbasetype FROM pg_catalog.pg_type t WHERE t.typbasetype <> 0 \
+ UNION ALL SELECT ct.oid, a.atttypid FROM pg_catalog.pg_type ct \
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = ct.typrelid AND a.attnum > 0 AND NOT a.attisdropped \
+  WHERE ct.typrelid <> 0 \
 ), holds(holder, held) AS ( \
  SELECT t, t FROM involved \
  UNION \
- SELECT ct.oid, h.held FROM holds h JOIN pg_catalog.pg_type ct \
-  ON ct.typelem = h.holder OR ct.typbasetype = h.holder \
-  OR ct.typrelid IN (SELECT a.attrelid FROM pg_catalog.pg_attribute a \
-   WHERE a.atttypid = h.holder AND a.attnum > 0 AND NOT a.attisdropped) \
+ SELECT e.container, h.held FROM holds h JOIN edges e ON e.contained = h.holder \
 ) \
 SELECT DISTINCT rn.nspname::text, r.relname::text, 'y'::text, ''::text, ht.typname::text \
 FROM holds h JOIN pg_catalog.pg_attribute a ON a.atttypid = h.holder AND a.attnum > 0 AND NOT a.attisdropped \

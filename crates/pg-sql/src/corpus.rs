@@ -349,5 +349,6 @@ pub const CASES: &[(&str, &str)] = &[
     ("select x from pg_roles as r(a,b,c,d,e,f,g,h,i,j,k,x) where x is not null", "admin conn, select t:pg_roles"),
     ("select z from pg_db_role_setting as d(x,y,z)", "admin conn, select t:pg_db_role_setting"),
     ("select x from (pg_roles r join pg_database d on true) as j(a,b,c,d,e,f,g,h,i,j,k,x)", "admin conn, select t:pg_database, select t:pg_roles"),
-    ("with c(x) as (select rolname from pg_roles) select x from c", "admin conn, select t:pg_roles"),
+    ("with c(x) as (select rolname from pg_roles) select x from c", "select t:pg_roles"),
+    ("select rolname, x from pg_roles, unnest('{1}'::int[]) as u(x)", "select t:pg_roles"),
 ];

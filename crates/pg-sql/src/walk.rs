@@ -173,6 +173,20 @@ fn aliases_of(v: &Value, read: &[&(&str, &str)], rows: &mut Vec<String>) {
     }
 }
 
+/// Whether a relation of `read` appears anywhere in `v`.
+fn mentions(v: &Value, read: &[&(&str, &str)]) -> bool {
+    match v {
+        Value::Array(a) => a.iter().any(|x| mentions(x, read)),
+        Value::Object(m) => {
+            m.get("relname")
+                .and_then(Value::as_str)
+                .is_some_and(|rel| read.iter().any(|(r, _)| *r == rel))
+                || m.values().any(|x| mentions(x, read))
+        }
+        _ => false,
+    }
+}
+
 fn scan_for_secrets(v: &Value, read: &[&(&str, &str)], rows: &[String], found: &mut bool) {
     match v {
         Value::Array(a) => a
@@ -193,14 +207,24 @@ fn scan_for_secrets(v: &Value, read: &[&(&str, &str)], rows: &[String], found: &
                     .iter()
                     .any(|p| read.iter().any(|(_, c)| p == c));
             }
-            // A column list on an alias (`pg_roles AS r(a, …, x)`, a join's
-            // or a CTE's) renames columns by position: the secret column
-            // may be read under any name.
-            *found |= ["colnames", "aliascolnames"].iter().any(|k| {
-                m.get(*k)
-                    .and_then(Value::as_array)
-                    .is_some_and(|c| !c.is_empty())
-            });
+            // A column list on the catalog's alias (`pg_roles AS r(a, …,
+            // x)`) or on a join's over it renames columns by position: the
+            // secret column may be read under any name. (Subqueries and
+            // CTEs name their columns inside, where the checks above see
+            // them.)
+            let renames = v
+                .pointer("/alias/colnames")
+                .and_then(Value::as_array)
+                .is_some_and(|c| !c.is_empty());
+            if renames {
+                let is_catalog = m
+                    .get("relname")
+                    .and_then(Value::as_str)
+                    .is_some_and(|rel| read.iter().any(|(r, _)| *r == rel));
+                let is_join_over_catalog =
+                    m.contains_key("larg") && m.contains_key("rarg") && mentions(v, read);
+                *found |= is_catalog || is_join_over_catalog;
+            }
             m.values()
                 .for_each(|x| scan_for_secrets(x, read, rows, found));
         }

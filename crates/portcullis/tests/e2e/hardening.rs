@@ -50,7 +50,9 @@ fn revoke(gw: &Gateway, user: &str) {
 /// checked before the revocation but registered after it used to live on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revocation_during_logins_leaves_no_usable_session() {
-    const LOGINS: usize = 120;
+    // Few enough to leave the shared cluster's connections to the tests
+    // running beside this one (the load test holds 500).
+    const LOGINS: usize = 50;
     let gw = Arc::new(app_gateway());
     let connected = Arc::new(AtomicUsize::new(0));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -70,7 +72,7 @@ async fn a_revocation_during_logins_leaves_no_usable_session() {
     let mut revoked = false;
     while let Some(result) = rx.recv().await {
         clients.push(result);
-        if !revoked && clients.len() >= 10 {
+        if !revoked && connected.load(Ordering::SeqCst) >= 10 {
             let gw = gw.clone();
             tokio::task::spawn_blocking(move || revoke(&gw, "alice"))
                 .await
@@ -78,7 +80,12 @@ async fn a_revocation_during_logins_leaves_no_usable_session() {
             revoked = true;
         }
     }
-    assert!(revoked);
+    let errors: Vec<String> = clients
+        .iter()
+        .filter_map(|c| c.as_ref().err().map(|e| format!("{e:?}")))
+        .take(3)
+        .collect();
+    assert!(revoked, "fewer than 10 logins got through: {errors:?}");
     let usable_before = connected.load(Ordering::SeqCst);
     assert!(
         usable_before >= 10,
