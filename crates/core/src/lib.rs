@@ -8,6 +8,7 @@
 //! fail-closed recording live here once. Nothing in this crate knows a
 //! wire protocol.
 
+pub mod approvals;
 pub mod audit;
 pub mod files;
 pub mod identity;
@@ -61,4 +62,6 @@ pub struct Core {
     pub masking: Arc<masking::Masking>,
     /// How sessions are run.
     pub settings: SessionSettings,
+    /// Commands held for review.
+    pub reviews: Arc<approvals::ReviewBoard>,
 }

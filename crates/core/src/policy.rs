@@ -19,6 +19,7 @@ use cedar_policy::{
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::approvals::ReviewRule;
 use crate::Identity;
 
 use crate::vocabulary::{cedar_schema, Vocabulary};
@@ -209,9 +210,9 @@ pub struct Verdict {
     pub policies: Vec<String>,
     /// Policy evaluation errors (a policy that errors does not permit).
     pub errors: Vec<String>,
-    /// Reviewers named by `@review("…")` on the permits that allowed it:
-    /// the request needs their approval before it may run.
-    pub reviews: Vec<String>,
+    /// The reviews asked for by `@review("…")` on the permits that
+    /// allowed it: the request needs their approval before it may run.
+    pub reviews: Vec<ReviewRule>,
 }
 
 impl Verdict {
@@ -231,7 +232,7 @@ struct Loaded {
     /// `@review("…")` of each policy that has one, read once at load:
     /// `Policy::annotation` parses its key on every call, which cost more
     /// than the rest of a decision.
-    reviews: HashMap<PolicyId, String>,
+    reviews: HashMap<PolicyId, ReviewRule>,
     /// Whether any policy reads a per-request attribute (the exact
     /// statement text) or the time: then a decision holds for this
     /// request only.
@@ -458,7 +459,7 @@ impl PolicyEngine {
         let allowed = response.decision() == CedarDecision::Allow;
         let mut policies: Vec<String> = diag.reason().map(|id| id.to_string()).collect();
         policies.sort();
-        let mut reviews: Vec<String> = if allowed {
+        let mut reviews: Vec<ReviewRule> = if allowed {
             diag.reason()
                 .filter_map(|id| loaded.reviews.get(id).cloned())
                 .collect()
@@ -597,7 +598,18 @@ fn load_sources(
                 .unwrap_or_else(|| format!("{stem}:{}", i + 1));
             let p = p.new_id(PolicyId::new(&id));
             if let Some(r) = p.annotation("review") {
-                reviews.insert(PolicyId::new(&id), r.to_owned());
+                let rule = ReviewRule::from_annotations(
+                    &id,
+                    r,
+                    p.annotation("approvals"),
+                    p.annotation("wait"),
+                )
+                .map_err(|e| PolicyError::Invalid(format!("policy {id}: {e}")))?;
+                reviews.insert(PolicyId::new(&id), rule);
+            } else if p.annotation("approvals").is_some() || p.annotation("wait").is_some() {
+                return Err(PolicyError::Invalid(format!(
+                    "policy {id}: @approvals and @wait need a @review(\"group\") beside them"
+                )));
             }
             set.add(p).map_err(|_| PolicyError::DuplicateId(id))?;
             count += 1;

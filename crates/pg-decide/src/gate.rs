@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::catalog::{SharedCatalog, ViewCatalog};
 pub use crate::permit::GateDecision;
-use crate::permit::{Allowed, Denied};
+use crate::permit::{Allowed, Denied, Held, ReviewNeed};
 use crate::vocabulary::{self as sql, action};
 use portcullis_core::audit::PolicyIds;
 use portcullis_core::masking::{Masking, SensitiveColumn};
@@ -238,7 +238,7 @@ impl StatementGate {
                 ))
             }
         };
-        let mut policies = Vec::new();
+        let mut found = Findings::default();
         // Prepared names change the gate's state only when the server
         // confirms them; within this text they count in order.
         let has_effects = analysis.statements.iter().any(|s| {
@@ -253,7 +253,7 @@ impl StatementGate {
         let statements: Vec<&StatementFacts> = analysis.statements.iter().collect();
         let mask = if !has_effects {
             for stmt in &analysis.statements {
-                if let Err(deny) = self.check_statement(&self.state, stmt, sql, &mut policies) {
+                if let Err(deny) = self.check_statement(&self.state, stmt, sql, &mut found) {
                     return deny;
                 }
             }
@@ -265,7 +265,7 @@ impl StatementGate {
             // copy, and keep it only if the whole text may run.
             let mut scratch = self.state.clone();
             for stmt in &analysis.statements {
-                if let Err(deny) = self.check_statement(&scratch, stmt, sql, &mut policies) {
+                if let Err(deny) = self.check_statement(&scratch, stmt, sql, &mut found) {
                     return deny;
                 }
                 apply(&mut scratch, stmt, &self.service_user);
@@ -283,8 +283,6 @@ impl StatementGate {
             }
             mask
         };
-        policies.sort();
-        policies.dedup();
         let names = names::name_changes(statements.iter().copied());
         if let Some(reserved) = names
             .iter()
@@ -297,8 +295,8 @@ impl StatementGate {
             ));
         }
         match mask {
-            Ok(mask) => GateDecision::Allow(
-                Allowed::new(policies.into(), mask)
+            Ok(mask) => found.decision(|policies| {
+                Allowed::new(policies, mask)
                     .with_names(names)
                     .with_encoding(state::encoding_change(
                         // What an EXECUTE runs is the prepared statement's.
@@ -308,8 +306,8 @@ impl StatementGate {
                                 .filter_map(|s| s.executes.as_ref())
                                 .filter_map(|name| self.state.prepared.get(name)),
                         ),
-                    )),
-            ),
+                    ))
+            }),
             Err(deny) => deny,
         }
     }
@@ -356,7 +354,7 @@ impl StatementGate {
             }
             let implied = self.catalog_calls(&self.state, stmt).map_err(|d| match d {
                 GateDecision::Deny(d) => d.message().to_owned(),
-                GateDecision::Allow(_) => String::new(),
+                GateDecision::Allow(_) | GateDecision::Review(_) => String::new(),
             })?;
             accesses.extend(implied.iter());
             for access in accesses {
@@ -365,7 +363,7 @@ impl StatementGate {
                     self.candidates(&self.state, &access.object)
                         .map_err(|d| match d {
                             GateDecision::Deny(d) => d.message().to_owned(),
-                            GateDecision::Allow(_) => String::new(),
+                            GateDecision::Allow(_) | GateDecision::Review(_) => String::new(),
                         })?;
                 for (action, resource, _) in
                     resources.into_iter().flat_map(|r| self.expand(action, r))
@@ -385,7 +383,7 @@ impl StatementGate {
         state: &SessionState,
         stmt: &StatementFacts,
         sql: &str,
-        policies: &mut Vec<String>,
+        found: &mut Findings,
     ) -> Result<(), GateDecision> {
         let deny = |message: String| GateDecision::Deny(Denied::new(message, PolicyIds::default()));
         if stmt.unqualified_builtins && !state.catalog_first {
@@ -435,19 +433,49 @@ impl StatementGate {
                     return Err(GateDecision::Deny(Denied::new(message, v.policies.into())));
                 }
                 if !v.reviews.is_empty() {
-                    let message = format!(
-                        "portcullis: {} on {}{through} needs approval by {} (policy {}); approvals are not available yet, so it is refused",
-                        action.as_str(),
-                        resource.describe(),
-                        v.reviews.join(", "),
-                        v.policies.join(", ")
-                    );
-                    return Err(GateDecision::Deny(Denied::new(message, v.policies.into())));
+                    found.review(ReviewNeed {
+                        rules: v.reviews,
+                        actions: vec![format!(
+                            "{} on {}{through}",
+                            action.as_str(),
+                            resource.describe()
+                        )],
+                        policies: v.policies.clone(),
+                    });
                 }
-                policies.extend(v.policies);
+                found.policies.extend(v.policies);
             }
         }
         Ok(())
+    }
+}
+
+/// What deciding a statement's pairs found: the permits that allowed
+/// them, and the review some of them need.
+#[derive(Default)]
+struct Findings {
+    policies: Vec<String>,
+    review: Option<ReviewNeed>,
+}
+
+impl Findings {
+    fn review(&mut self, need: ReviewNeed) {
+        match &mut self.review {
+            Some(mine) => mine.absorb(&need),
+            None => self.review = Some(need),
+        }
+    }
+
+    /// The allowance `allow` makes of the sorted policies, as it stands
+    /// or held for the review it needs.
+    fn decision(mut self, allow: impl FnOnce(PolicyIds) -> Allowed) -> GateDecision {
+        self.policies.sort();
+        self.policies.dedup();
+        let allowed = allow(std::mem::take(&mut self.policies).into());
+        match self.review {
+            None => GateDecision::Allow(allowed),
+            Some(need) => GateDecision::Review(Held::new(allowed, need)),
+        }
     }
 }
 

@@ -24,4 +24,7 @@ pub mod permit;
 pub mod vocabulary;
 
 pub use gate::{ParseCache, StatementGate};
-pub use permit::{Allowed, Denied, Forward, GateDecision, Permit, RowGate, RowPolicy, StandIn};
+pub use permit::{
+    Allowed, Denied, Forward, GateDecision, Held, Hold, Permit, ReviewNeed, RowGate, RowPolicy,
+    StandIn,
+};

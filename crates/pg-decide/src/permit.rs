@@ -1,8 +1,10 @@
 //! Proof types: the only ways a client's message reaches the upstream and
 //! a server's row reaches the client.
 //!
-//! - A [`GateDecision`] is [`Allowed`] or [`Denied`]; both have private
-//!   fields and are made only by the gate in this crate.
+//! - A [`GateDecision`] is [`Allowed`], [`Denied`] or [`Held`]; all have
+//!   private fields and are made only by the gate in this crate. A
+//!   [`Held`] statement needs review: it becomes [`Allowed`] only with the
+//!   core's [`Approved`] token for its exact text and parameters.
 //! - A client message is sent upstream only as [`Forward::AsIs`] with a
 //!   [`Permit`], which comes from an [`Allowed`] decision or, for a
 //!   message that runs nothing (Describe, Sync, …), from
@@ -35,6 +37,7 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use portcullis_core::approvals::{statement_hash, Approved, ReviewRule};
 use portcullis_core::audit::{Decision, PolicyIds};
 use portcullis_core::masking::{MaskCounts, Scratch};
 use portcullis_pg_sql::EncodingChange;
@@ -64,20 +67,96 @@ pub enum GateDecision {
     Allow(Allowed),
     /// At least one is not; the statement must not reach the upstream.
     Deny(Denied),
+    /// Every pair is permitted, some only once reviewers approve.
+    Review(Held),
 }
 
 impl GateDecision {
-    /// Whether the statement may run.
+    /// Whether the statement may run as it is.
     pub fn is_allowed(&self) -> bool {
         matches!(self, GateDecision::Allow(_))
     }
 
-    /// The decision as the audit record keeps it.
+    /// The decision as the audit record keeps it (a held statement is
+    /// not allowed until it is approved).
     pub fn record(&self) -> Decision {
         match self {
             GateDecision::Allow(a) => a.record(),
             GateDecision::Deny(d) => d.record(),
+            GateDecision::Review(h) => Decision {
+                allowed: false,
+                policies: h.allowed.policies.clone(),
+            },
         }
+    }
+}
+
+/// What reviewers must approve before a statement runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewNeed {
+    /// Who must approve (every rule must be met).
+    pub rules: Vec<ReviewRule>,
+    /// The (action, object) pairs under review, e.g. `delete on app-db/public.people`.
+    pub actions: Vec<String>,
+    /// The permits that ask for review.
+    pub policies: Vec<String>,
+}
+
+impl ReviewNeed {
+    /// Merges `other` into this one.
+    pub(crate) fn absorb(&mut self, other: &ReviewNeed) {
+        for (mine, theirs) in [
+            (&mut self.actions, &other.actions),
+            (&mut self.policies, &other.policies),
+        ] {
+            mine.extend(theirs.iter().cloned());
+            mine.sort();
+            mine.dedup();
+        }
+        self.rules.extend(other.rules.iter().cloned());
+        self.rules.sort();
+        self.rules.dedup();
+    }
+}
+
+/// A statement that may run once reviewers approve it.
+#[derive(Debug, Clone)]
+pub struct Held {
+    allowed: Allowed,
+    need: ReviewNeed,
+}
+
+impl Held {
+    pub(crate) fn new(allowed: Allowed, need: ReviewNeed) -> Self {
+        Self { allowed, need }
+    }
+
+    /// What must be approved.
+    pub fn need(&self) -> &ReviewNeed {
+        &self.need
+    }
+
+    /// The allowance, given an approval of exactly this statement text and
+    /// these parameters (`None` when the approval is for another). The
+    /// approval is used up either way.
+    pub fn release(
+        self,
+        approved: Approved,
+        text: &str,
+        params: &[Option<String>],
+    ) -> Option<Allowed> {
+        (approved.hash() == statement_hash(text, params)).then_some(self.allowed)
+    }
+
+    /// The allowance for a protocol Parse of the statement: preparing
+    /// runs nothing, and every Bind of it is decided (and held) again.
+    pub fn preparing(self) -> Allowed {
+        self.allowed
+    }
+
+    /// The allowance and the need, for merging definitions.
+    pub(crate) fn into_parts(self) -> (Allowed, ReviewNeed) {
+        (self.allowed, self.need)
     }
 }
 
@@ -359,6 +438,24 @@ pub enum Forward {
     AsIs(Permit),
     /// Bytes written by the decision code instead.
     Instead(StandIn),
+    /// Nothing yet: the statement waits for review. The message is
+    /// decided again once the review ends, with its outcome.
+    Hold(Box<Hold>),
+}
+
+/// A statement waiting for review, as the adapter asks for it.
+#[derive(Debug, Clone)]
+pub struct Hold {
+    /// What must be approved.
+    pub need: ReviewNeed,
+    /// The exact text and parameters.
+    pub statement: Arc<str>,
+    /// See `statement`.
+    pub params: Vec<Option<String>>,
+    /// Whether nothing else of the client's runs in the server's current
+    /// stretch (no Execute since the last Sync): holding then holds no
+    /// statement's locks.
+    pub alone: bool,
 }
 
 /// How a statement's result rows reach the client.

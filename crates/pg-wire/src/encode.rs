@@ -62,6 +62,21 @@ pub fn error_response_bytes(buf: &mut BytesMut, severity: Severity, code: &str, 
     });
 }
 
+/// NoticeResponse (severity NOTICE) with its message already in the
+/// client's encoding.
+pub fn notice_response_bytes(buf: &mut BytesMut, code: &str, message: &[u8]) {
+    tagged(buf, b'N', |b| {
+        for (field, value) in [(b'S', "NOTICE"), (b'V', "NOTICE"), (b'C', code)] {
+            b.put_u8(field);
+            cstr(b, value);
+        }
+        b.put_u8(b'M');
+        b.extend(message.iter().copied().filter(|&c| c != 0));
+        b.put_u8(0);
+        b.put_u8(0);
+    });
+}
+
 /// AuthenticationOk.
 pub fn auth_ok(buf: &mut BytesMut) {
     tagged(buf, b'R', |b| b.put_i32(0));

@@ -51,6 +51,15 @@ impl ApiClient {
         })
     }
 
+    /// GETs a JSON answer.
+    pub async fn get_json(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<serde_json::Value> {
+        self.get(path, query).await
+    }
+
     async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<serde_json::Value> {
         let url = format!("{}{path}", self.base);
         let resp = self

@@ -69,6 +69,9 @@ pub struct RawConfig {
     /// Threads.
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// Reviews.
+    #[serde(default)]
+    pub approvals: approvals::ApprovalsConfig,
 }
 
 /// `[runtime]`.
@@ -296,6 +299,8 @@ pub struct Config {
     pub api_request_timeout: Duration,
     /// How long shutdown waits for API requests in flight.
     pub shutdown_deadline: Duration,
+    /// Reviews: waits and validity.
+    pub approvals: portcullis_core::approvals::ReviewSettings,
     /// Log format is JSON.
     pub log_json: bool,
     /// Log filter.
@@ -595,7 +600,10 @@ impl Config {
         let names: Vec<String> = connections.iter().map(|c| c.name.clone()).collect();
         let masking =
             masking::validate(raw.masking, &names).map_err(|(key, message)| err(key, message))?;
+        let approvals =
+            approvals::validate(raw.approvals).map_err(|(key, message)| err(key, message))?;
         Ok(Config {
+            approvals,
             identity,
             masking,
             data_dir: abs(&raw.data_dir),
@@ -635,6 +643,7 @@ impl Config {
     }
 }
 
+pub mod approvals;
 pub mod identity;
 pub mod masking;
 

@@ -8,6 +8,7 @@ mod credentials;
 mod login;
 mod masking_key;
 mod protocols;
+mod reviews;
 mod serve;
 
 use std::io::Read;
@@ -40,6 +41,13 @@ enum Command {
         api: ApiArgs,
         #[command(subcommand)]
         command: SessionsCommand,
+    },
+    /// Decide statements held for review, through a gateway's API.
+    Reviews {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: reviews::ReviewsCommand,
     },
     /// Work with Cedar policies.
     Policy {
@@ -186,6 +194,12 @@ fn main() -> ExitCode {
         Command::Sessions { api, command } => {
             runtime().and_then(|rt| rt.block_on(sessions(api, command)))
         }
+        Command::Reviews { api, command } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                let client = client::ApiClient::new(&api.api, api.token, api.api_ca.as_deref())?;
+                reviews::run(client, command, api.json).await
+            })
+        }),
         Command::Policy { command } => policy(command),
         Command::HashToken => hash_token(),
         Command::Login {
@@ -418,13 +432,31 @@ fn policy_check(
     match gate.check(sql) {
         GateDecision::Allow(a) => println!("allow ({})", a.policies().join(", ")),
         GateDecision::Deny(d) => println!("deny: {}", d.message()),
+        GateDecision::Review(h) => println!(
+            "review: {} needs approval by {} (policy {})",
+            h.need().actions.join("; "),
+            h.need()
+                .rules
+                .iter()
+                .map(|r| r.describe())
+                .collect::<Vec<_>>()
+                .join(" and "),
+            h.need().policies.join(", ")
+        ),
     }
     match pairs {
         Ok(pairs) => {
             for (action, resource, v) in pairs {
                 let outcome = match (v.allowed, v.reviews.is_empty()) {
                     (true, true) => "allow".to_owned(),
-                    (true, false) => format!("needs review by {}", v.reviews.join(", ")),
+                    (true, false) => format!(
+                        "needs review by {}",
+                        v.reviews
+                            .iter()
+                            .map(|r| r.describe())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                     (false, _) => "deny".to_owned(),
                 };
                 println!(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusBuilder;
+use portcullis_core::approvals::{ReviewBoard, ReviewStore};
 use portcullis_core::audit::AuditStore;
 use portcullis_core::identity::{RevocationStore, TokenIssuer};
 use portcullis_core::{
@@ -43,6 +44,7 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
             .with_context(|| format!("opening the store {}", store_path.display()))?,
     );
     let store: Arc<dyn AuditStore> = sqlite.clone();
+    let review_store: Arc<dyn ReviewStore> = sqlite.clone();
     let revocation_store: Arc<dyn RevocationStore> = sqlite;
     let dangling = store
         .close_dangling("gateway stopped before the session ended")
@@ -87,7 +89,17 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
             .context("compiling the masking detectors")?,
     );
     let preauth = portcullis_core::preauth::PreAuthGate::new(config.preauth);
+    let reviews = Arc::new(
+        ReviewBoard::load(
+            review_store,
+            Arc::new(portcullis_core::identity::SystemClock),
+            config.approvals.clone(),
+        )
+        .await
+        .context("loading reviews")?,
+    );
     let core = Core {
+        reviews: reviews.clone(),
         authenticator: auth.clone(),
         policy: policy.clone(),
         recorder,
@@ -143,8 +155,14 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
         config_path.clone(),
         shutdown.clone(),
     )));
+    tasks.push(tokio::spawn(sweep_reviews(
+        reviews.clone(),
+        shutdown.clone(),
+    )));
     wait_for_signals(&policy, &config, &auth, &core, &config_path).await;
     tracing::info!("shutting down: ending sessions and flushing the audit log");
+    // Held clients hear that their reviews stay open before sessions end.
+    reviews.stop().await;
     shutdown.cancel();
     for t in tasks {
         let _ = t.await;
@@ -153,6 +171,20 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
     recorder_task.finish().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Ends reviews past their time even when nobody looks at them, so the
+/// store and the API say "expired" and webhooks fire.
+async fn sweep_reviews(reviews: Arc<ReviewBoard>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
+        if let Err(e) = reviews.sweep().await {
+            tracing::warn!(error = %e, "expiring stale reviews failed");
+        }
+    }
 }
 
 /// Names, sizes and modification times of the policy files: changes when

@@ -79,6 +79,10 @@ async fn a_line_protocol_gets_identity_policy_recording_and_kill_from_the_core()
             .expect("masking"),
         ),
         settings: SessionSettings::default(),
+        reviews: std::sync::Arc::new(portcullis_core::approvals::ReviewBoard::in_memory(
+            std::sync::Arc::new(portcullis_core::identity::SystemClock),
+            Default::default(),
+        )),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");

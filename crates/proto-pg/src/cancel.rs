@@ -29,6 +29,8 @@ pub const WRONG_GUESSES_PER_SECOND: u32 = 64;
 struct Entry {
     /// Whether the session has something in flight upstream.
     busy: Arc<AtomicBool>,
+    /// Wakes the session's wait for a review, which a cancel withdraws.
+    withdraw: Arc<tokio::sync::Notify>,
     upstream: Arc<Upstream>,
     upstream_key: (i32, i32),
 }
@@ -50,9 +52,10 @@ impl Default for CancelRegistry {
 
 /// What a live cancel key leads to.
 pub enum CancelTarget {
-    /// The session has nothing in flight: delivered late, the cancel would
-    /// hit its next statement, so it is dropped.
-    Idle,
+    /// The session has nothing in flight upstream: delivered late, the
+    /// cancel would hit its next statement, so it is not forwarded. A
+    /// statement the session holds for review is withdrawn through this.
+    Idle(Arc<tokio::sync::Notify>),
     /// The upstream and the upstream's own key of a session with
     /// something in flight.
     Running(Arc<Upstream>, (i32, i32)),
@@ -77,13 +80,15 @@ impl CancelRegistry {
     /// Issues the client-facing key for a session on `upstream`: the
     /// backend's process id and a fresh secret.
     /// `busy` says whether the session has something in flight: a cancel
-    /// that arrives while it has not is dropped, since delivered late it
-    /// would cancel the session's next statement.
+    /// that arrives while it has not is not forwarded, since delivered late
+    /// it would cancel the session's next statement; it wakes `withdraw`
+    /// instead (a statement held for review is not in flight upstream).
     pub fn issue(
         &self,
         upstream: Arc<Upstream>,
         upstream_key: (i32, i32),
         busy: Arc<AtomicBool>,
+        withdraw: Arc<tokio::sync::Notify>,
     ) -> ((i32, i32), CancelKeyGuard) {
         let mut map = self.lock();
         let pid = upstream_key.0;
@@ -97,6 +102,7 @@ impl CancelRegistry {
                 key,
                 Entry {
                     busy,
+                    withdraw: withdraw.clone(),
                     upstream,
                     upstream_key,
                 },
@@ -134,7 +140,7 @@ impl CancelRegistry {
             return None;
         };
         if !e.busy.load(Ordering::Acquire) {
-            return Some(CancelTarget::Idle);
+            return Some(CancelTarget::Idle(e.withdraw.clone()));
         }
         Some(CancelTarget::Running(e.upstream.clone(), e.upstream_key))
     }
@@ -174,10 +180,10 @@ mod tests {
             ca_file: None,
         };
         let upstream = Arc::new(Upstream::new(target, None, Duration::from_secs(1)));
-        let (key, _guard) = registry.issue(upstream, (7, 9), busy);
+        let (key, _guard) = registry.issue(upstream, (7, 9), busy, Default::default());
         assert!(matches!(
             registry.resolve(key.0, key.1),
-            Some(CancelTarget::Idle)
+            Some(CancelTarget::Idle(_))
         ));
         for guess in 0..WRONG_GUESSES_PER_SECOND as i32 {
             let wrong = if guess == key.1 { -1 } else { guess };
@@ -187,7 +193,7 @@ mod tests {
         clock.advance(1);
         assert!(matches!(
             registry.resolve(key.0, key.1),
-            Some(CancelTarget::Idle)
+            Some(CancelTarget::Idle(_))
         ));
     }
 }

@@ -12,6 +12,7 @@ mod end_point;
 mod error;
 mod framed;
 pub mod handshake;
+pub mod hold;
 pub mod relay;
 pub mod scram;
 pub mod server;

@@ -24,7 +24,10 @@ use portcullis_pg_wire::{next_frame, FrontendMessage};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::SessionError;
-use crate::tracker::{BackendTracker, EncodingReports, Forward, FrontendTracker, Pending, Stmt};
+use crate::hold::HoldContext;
+use crate::tracker::{
+    BackendTracker, EncodingReports, Forward, FrontendTracker, Pending, ReviewVerdict, Stmt,
+};
 
 /// Bytes requested per read; buffers grow past it only for larger messages.
 const READ_CHUNK: usize = 64 * 1024;
@@ -132,6 +135,7 @@ pub async fn client_to_upstream<R, W>(
     limits: &Limits,
     recorder: &Recorder,
     gate: &mut StatementGate,
+    holds: Option<&HoldContext>,
 ) -> Result<RelayEnd, SessionError>
 where
     R: AsyncRead + Unpin,
@@ -142,28 +146,33 @@ where
     let mut batch = Vec::new();
     let mut replaced: Vec<(usize, usize, StandIn)> = Vec::new();
     let bytes_in = metrics::counter!("portcullis_bytes_total", "direction" => "from_client");
+    // After a hold, the held message waits at the front of `buf`.
+    let mut decide_held = false;
     loop {
-        buf.reserve(READ_CHUNK);
-        let n = if buf.is_empty() {
-            client.read_buf(&mut buf).await?
-        } else {
-            // A partial message is waiting: the client must finish it in time.
-            tokio::time::timeout(limits.message_timeout, client.read_buf(&mut buf))
-                .await
-                .map_err(|_| {
-                    SessionError::Refused(portcullis_core::Refusal::Timeout(
-                        "the rest of a client message",
-                    ))
-                })??
-        };
-        if n == 0 {
-            return Ok(RelayEnd::ClientVanished);
+        if !std::mem::take(&mut decide_held) {
+            buf.reserve(READ_CHUNK);
+            let n = if buf.is_empty() {
+                client.read_buf(&mut buf).await?
+            } else {
+                // A partial message is waiting: the client must finish it in time.
+                tokio::time::timeout(limits.message_timeout, client.read_buf(&mut buf))
+                    .await
+                    .map_err(|_| {
+                        SessionError::Refused(portcullis_core::Refusal::Timeout(
+                            "the rest of a client message",
+                        ))
+                    })??
+            };
+            if n == 0 {
+                return Ok(RelayEnd::ClientVanished);
+            }
+            bytes_in.increment(n as u64);
         }
-        bytes_in.increment(n as u64);
         // What the server confirmed so far decides what names hold.
         tracker.resolve(&pending.take_answered(), gate);
         let mut used = 0;
         let mut terminate = false;
+        let mut held = None;
         while let Some(frame) = next_frame(&buf[used..], limits.max_message_bytes)? {
             let body = &buf[used + 5..used + frame.len];
             let encoding = tracker.reading_encoding(&pending.encoding)?;
@@ -174,6 +183,11 @@ where
             match tracker.on_message(&msg, &mut batch, gate)? {
                 Forward::AsIs(_permit) => {}
                 Forward::Instead(stand_in) => replaced.push((used, frame.len, stand_in)),
+                // What came before it goes out now; it waits.
+                Forward::Hold(hold) => {
+                    held = Some(hold);
+                    break;
+                }
             }
             used += frame.len;
             if terminate {
@@ -204,6 +218,30 @@ where
         }
         if terminate {
             return Ok(RelayEnd::ClientTerminated);
+        }
+        if let Some(hold) = held {
+            let verdict = match holds {
+                Some(ctx) => {
+                    let reason = tracker.reason().map(str::to_owned);
+                    let verdict =
+                        crate::hold::hold(ctx, &hold, reason.as_deref(), pending, &mut client, &mut buf)
+                            .await?;
+                    let Some(verdict) = verdict else {
+                        return Ok(RelayEnd::ClientVanished);
+                    };
+                    verdict
+                }
+                None => ReviewVerdict::Refused(portcullis_pg_decide::Denied::new(
+                    format!(
+                        "portcullis: {} needs approval by {}, and this gateway takes no reviews; it is refused",
+                        hold.need.actions.join("; "),
+                        hold.need.rules.iter().map(|r| r.describe()).collect::<Vec<_>>().join(" and ")
+                    ),
+                    hold.need.policies.clone().into(),
+                )),
+            };
+            tracker.review_ended(verdict);
+            decide_held = true;
         }
     }
 }
@@ -241,6 +279,10 @@ where
                 () = pending.grown() => {
                     pending.drain_into(tracker);
                     check_unanswered(tracker.unanswered(), limits)?;
+                    continue;
+                }
+                texts = pending.noticed() => {
+                    write_spliced(client, &tracker.notices(&texts), &mut Vec::<(usize, usize, BytesMut)>::new()).await?;
                     continue;
                 }
             }
@@ -368,6 +410,14 @@ pub struct Handoff {
     /// The encoding the server reads the client's messages in, as it
     /// reported it.
     encoding: EncodingReports,
+    /// Whether the server's last ReadyForQuery said "idle" (no
+    /// transaction open).
+    idle: std::sync::atomic::AtomicBool,
+    /// Notices for the client from the client side (a review's progress),
+    /// which only the upstream side writes to the client; `noticed` says
+    /// some wait (no waker: see [`Handoff::grown`]).
+    notices: std::sync::Mutex<Vec<String>>,
+    noticed: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Handoff {
@@ -378,6 +428,9 @@ impl Default for Handoff {
             answers: Default::default(),
             busy: Default::default(),
             encoding: EncodingReports::new(portcullis_pg_wire::ClientEncoding::UTF8),
+            idle: std::sync::atomic::AtomicBool::new(true),
+            notices: Default::default(),
+            noticed: Default::default(),
         }
     }
 }
@@ -412,6 +465,39 @@ impl Handoff {
         let queue = self.lock();
         self.busy
             .store(tracker.in_flight() || !queue.is_empty(), Ordering::Release);
+        if let Some(status) = tracker.status() {
+            let idle = status == portcullis_pg_wire::TransactionStatus::Idle;
+            self.idle.store(idle, Ordering::Release);
+        }
+    }
+
+    /// Whether the server has answered everything sent and has no
+    /// transaction open: a statement held now holds no locks.
+    pub fn quiet(&self) -> bool {
+        !self.busy.load(Ordering::Acquire) && self.idle.load(Ordering::Acquire)
+    }
+
+    /// Queues a notice for the client. The caller yields next, so the
+    /// upstream side (polled in the same task) writes it.
+    pub fn notice(&self, text: String) {
+        self.notices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(text);
+        self.noticed.store(true, Ordering::Release);
+    }
+
+    /// Resolves when notices wait; see [`Handoff::grown`] for why no waker.
+    async fn noticed(&self) -> Vec<String> {
+        std::future::poll_fn(|_| {
+            if self.noticed.swap(false, Ordering::AcqRel) {
+                let mut held = self.notices.lock().unwrap_or_else(|p| p.into_inner());
+                Poll::Ready(std::mem::take(&mut *held))
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     /// Appends `batch`, leaving it empty; returns how many entries wait.
@@ -648,6 +734,10 @@ mod tests {
                 record_commands: false,
                 ..Default::default()
             },
+            reviews: std::sync::Arc::new(portcullis_core::approvals::ReviewBoard::in_memory(
+                std::sync::Arc::new(portcullis_core::identity::SystemClock),
+                Default::default(),
+            )),
         };
         let client_info = portcullis_core::ClientInfo {
             address: "127.0.0.1:1".parse().expect("address"),
@@ -675,7 +765,7 @@ mod tests {
                 let health = session.recording_health();
                 let mut rec = StatementLog::new(&mut session);
                 tokio::select! {
-                    r = client_to_upstream(client_r, upstream_w, &handoff, &limits, &health, &mut gate) => r,
+                    r = client_to_upstream(client_r, upstream_w, &handoff, &limits, &health, &mut gate, None) => r,
                     r = upstream_to_client(upstream_r, &mut client_w, BytesMut::new(), &handoff, &mut tracker, &limits, &mut rec) => r,
                 }
             }

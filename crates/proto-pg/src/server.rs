@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::cancel::{CancelRegistry, CancelTarget};
 use crate::error::SessionError;
 use crate::handshake::{self, ClientHello, Opening};
+use crate::hold::HoldContext;
 use crate::relay::{self, Limits, RelayEnd, StatementLog};
 use crate::tracker::BackendTracker;
 use crate::upstream::{Upstream, UpstreamSession};
@@ -213,10 +214,13 @@ impl PgAdapter {
     async fn forward_cancel(&self, pid: i32, secret: i32, peer: SocketAddr) {
         metrics::counter!("portcullis_cancel_requests_total").increment(1);
         match self.cancels.resolve(pid, secret) {
-            Some(CancelTarget::Idle) => {
+            Some(CancelTarget::Idle(withdraw)) => {
+                // Wakes only a wait for review in progress: no permit is
+                // stored for a later one.
+                withdraw.notify_waiters();
                 metrics::counter!("portcullis_cancel_requests_dropped_total", "why" => "idle")
                     .increment(1);
-                tracing::debug!(%peer, "cancel request for a session with nothing running dropped");
+                tracing::debug!(%peer, "cancel request for a session with nothing running upstream: not forwarded");
             }
             Some(CancelTarget::Running(upstream, key)) => {
                 if let Err(e) = upstream.cancel(key).await {
@@ -325,7 +329,17 @@ impl PgAdapter {
             }
         };
         let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (key, _cancel_key) = self.cancels.issue(upstream.clone(), up.key, busy.clone());
+        let withdraw = Arc::new(tokio::sync::Notify::new());
+        let (key, _cancel_key) =
+            self.cancels
+                .issue(upstream.clone(), up.key, busy.clone(), withdraw.clone());
+        let holds = HoldContext {
+            board: self.core.reviews.clone(),
+            identity: session.identity().clone(),
+            session_id: session.id().to_string(),
+            connection: upstream.target.name.clone(),
+            withdraw,
+        };
 
         let mut welcome = BytesMut::new();
         encode::auth_ok(&mut welcome);
@@ -376,7 +390,7 @@ impl PgAdapter {
                     );
                     tokio::pin!(to_client);
                     let mut outcome = tokio::select! {
-                        r = relay::client_to_upstream(client_r, upstream_w, &pending, limits, &health, &mut gate) => r,
+                        r = relay::client_to_upstream(client_r, upstream_w, &pending, limits, &health, &mut gate, Some(&holds)) => r,
                         r = &mut to_client => r,
                         refusal = stop.stopped() => Err(refusal.into()),
                     };
@@ -427,7 +441,7 @@ impl PgAdapter {
 }
 
 /// The protocol's name in records and policy context.
-const PROTOCOL: &str = portcullis_pg_decide::vocabulary::PROTOCOL;
+pub(crate) const PROTOCOL: &str = portcullis_pg_decide::vocabulary::PROTOCOL;
 
 /// The ALPN protocol of the client-facing TLS: libpq 17+ offers
 /// "postgresql" (and requires it for direct TLS).

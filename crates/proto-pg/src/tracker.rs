@@ -24,7 +24,7 @@ mod encoding;
 mod front;
 mod names;
 pub use encoding::EncodingReports;
-pub use front::FrontendTracker;
+pub use front::{FrontendTracker, ReviewVerdict};
 pub use portcullis_pg_decide::Forward;
 
 /// A statement in flight.
@@ -71,6 +71,12 @@ impl Stmt {
         let (denial, rows_policy) = match decision {
             GateDecision::Allow(a) => (None, Some(a.rows().clone())),
             GateDecision::Deny(d) => (Some((d.message().to_owned(), d.sqlstate())), None),
+            // Never sent as it is: a hold ends approved (an Allow) or not
+            // (a Deny) before the statement is forwarded.
+            GateDecision::Review(_) => (
+                Some(("portcullis: statement held for review".to_owned(), "42501")),
+                None,
+            ),
         };
         Self {
             kind,
@@ -172,6 +178,18 @@ pub struct BackendTracker {
     /// The client's encoding, as the server last reported it: the
     /// gateway's own texts are written in it.
     encoding: ClientEncoding,
+}
+
+impl BackendTracker {
+    /// The gateway's notices (`portcullis: review 42 is waiting …`), as
+    /// NoticeResponses in the client's encoding.
+    pub fn notices(&self, texts: &[String]) -> BytesMut {
+        let mut out = BytesMut::new();
+        for text in texts {
+            encode::notice_response_bytes(&mut out, "01000", &self.encoding.encode(text));
+        }
+        out
+    }
 }
 
 /// The gateway's refusal of a statement, as an ErrorResponse in the

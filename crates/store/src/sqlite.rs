@@ -399,6 +399,7 @@ fn command_from_row(row: &SqliteRow) -> Result<CommandRecord, StoreError> {
     })
 }
 
+mod reviews;
 #[cfg(test)]
 mod tests;
 mod writer;

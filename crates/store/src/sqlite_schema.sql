@@ -45,3 +45,14 @@ CREATE TABLE IF NOT EXISTS revocations (
     revoked_at INTEGER NOT NULL,
     revoked_by TEXT NOT NULL
 );
+
+-- Reviews of held commands, open and ended (ended ones are history and
+-- are never deleted). `body` is the whole review as JSON.
+CREATE TABLE IF NOT EXISTS reviews (
+    id         INTEGER PRIMARY KEY,
+    status     TEXT NOT NULL,
+    requester  TEXT NOT NULL,
+    connection TEXT NOT NULL,
+    body       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reviews_open ON reviews (status) WHERE status IN ('pending', 'approved');

@@ -186,7 +186,8 @@ fn tables_sit_in_their_connection_and_reviews_are_reported() {
     assert_eq!(v.policies, vec!["<inline>:2"]);
     let v = e.decide(&alice(), DELETE, &t("public.users"), &facts());
     assert!(v.allowed);
-    assert_eq!(v.reviews, vec!["dba"]);
+    let groups: Vec<_> = v.reviews.iter().map(|r| r.describe()).collect();
+    assert_eq!(groups, vec!["dba"]);
     assert_eq!(v.policies, vec!["writes-need-dba"]);
     let other = table("other-db", "public.users");
     assert!(!e.decide(&alice(), SELECT, &other, &facts()).allowed);

@@ -11,8 +11,8 @@ use portcullis_core::audit::PolicyIds;
 use portcullis_pg_sql::{Effect, StatementFacts};
 
 use super::state::{encoding_change, merge_prepared};
-use super::StatementGate;
-use crate::permit::{Allowed, Denied, GateDecision};
+use super::{Findings, StatementGate};
+use crate::permit::{Allowed, Denied, GateDecision, Held, ReviewNeed};
 
 /// What the server may hold under a prepared statement name.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,19 +118,27 @@ impl StatementGate {
         let mut policies: Vec<String> = Vec::new();
         let mut last = None;
         let mut encoding = None;
+        let mut need: Option<ReviewNeed> = None;
         for d in definitions {
             let decision = match d {
                 Definition::Text(text) => self.check(text),
                 Definition::Sql(facts) => self.check_facts(facts),
             };
-            match decision {
-                GateDecision::Allow(a) => {
-                    policies.extend(a.policies().iter().cloned());
-                    encoding = encoding.max(a.encoding_change());
-                    last = Some(a);
+            let allowed = match decision {
+                GateDecision::Allow(a) => a,
+                GateDecision::Review(held) => {
+                    let (a, n) = held.into_parts();
+                    match &mut need {
+                        Some(mine) => mine.absorb(&n),
+                        None => need = Some(n),
+                    }
+                    a
                 }
                 deny @ GateDecision::Deny(_) => return deny,
-            }
+            };
+            policies.extend(allowed.policies().iter().cloned());
+            encoding = encoding.max(allowed.encoding_change());
+            last = Some(allowed);
         }
         let Some(only) = last else {
             return GateDecision::Deny(Denied::new(
@@ -138,27 +146,32 @@ impl StatementGate {
                 PolicyIds::default(),
             ));
         };
-        if definitions.len() == 1 {
-            return GateDecision::Allow(only);
+        let allowed = if definitions.len() == 1 {
+            only
+        } else {
+            policies.sort();
+            policies.dedup();
+            let mask = self.conservative_plan();
+            Allowed::new(policies.into(), mask).with_encoding(encoding)
+        };
+        match need {
+            None => GateDecision::Allow(allowed),
+            Some(need) => GateDecision::Review(Held::new(allowed, need)),
         }
-        policies.sort();
-        policies.dedup();
-        let mask = self.conservative_plan();
-        GateDecision::Allow(Allowed::new(policies.into(), mask).with_encoding(encoding))
     }
 
     /// Decides executing a SQL-prepared statement with `facts`.
     fn check_facts(&mut self, facts: &StatementFacts) -> GateDecision {
         self.refresh_views();
-        let mut policies = Vec::new();
+        let mut found = Findings::default();
         let state = self.state.clone();
-        if let Err(deny) = self.check_statement(&state, facts, "EXECUTE", &mut policies) {
+        if let Err(deny) = self.check_statement(&state, facts, "EXECUTE", &mut found) {
             return deny;
         }
         match self.mask_plan(&state, &[facts]) {
-            Ok(mask) => GateDecision::Allow(
-                Allowed::new(policies.into(), mask).with_encoding(encoding_change([facts])),
-            ),
+            Ok(mask) => found.decision(|policies| {
+                Allowed::new(policies, mask).with_encoding(encoding_change([facts]))
+            }),
             Err(deny) => deny,
         }
     }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod oauth;
+mod reviews;
 pub mod server;
 
 use std::net::SocketAddr;
@@ -48,6 +49,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/sessions/{id}", get(show_session))
         .route("/api/whoami", get(admin::whoami))
         .route("/api/revoke", post(admin::revoke))
+        .route("/api/reviews", get(reviews::list))
+        .route("/api/reviews/{id}", get(reviews::show))
+        .route("/api/reviews/{id}/approve", post(reviews::approve))
+        .route("/api/reviews/{id}/deny", post(reviews::deny))
         .route("/api/login", get(oauth::login_info))
         .route("/oauth/token", post(oauth::token))
         .route("/.well-known/jwks.json", get(oauth::jwks))

@@ -6,9 +6,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use portcullis_core::approvals::Approved;
 use portcullis_pg_decide::gate::Definition;
 use portcullis_pg_decide::{
-    Allowed, Denied, Forward, GateDecision, Permit, StandIn, StatementGate,
+    Allowed, Denied, Forward, GateDecision, Hold, Permit, StandIn, StatementGate,
 };
 use portcullis_pg_sql::Effect;
 use portcullis_pg_wire::{FrontendMessage, Param, Target};
@@ -67,9 +68,25 @@ pub struct FrontendTracker {
     stretch: u64,
     /// Whether extended-protocol messages were sent since the last Sync.
     extended_in_stretch: bool,
+    /// Whether an Execute was sent since the last Sync: a statement held
+    /// for review after it would hold that statement's locks too.
+    executed_in_stretch: bool,
     /// The encoding the server reads the client's messages in.
     encoding: EncodingWatch,
     max_statements: usize,
+    /// How the review of the message decided next ended.
+    verdict: Option<ReviewVerdict>,
+    /// The requester's reason from `SET portcullis.reason`, for reviews.
+    reason: Option<String>,
+}
+
+/// How a statement's review ended, for deciding its message again.
+#[derive(Debug)]
+pub enum ReviewVerdict {
+    /// Approved: it runs, once.
+    Approved(Approved),
+    /// Denied, withdrawn or not decided in time: it is refused so.
+    Refused(Denied),
 }
 
 impl FrontendTracker {
@@ -82,14 +99,60 @@ impl FrontendTracker {
             next_change: 0,
             stretch: 0,
             extended_in_stretch: false,
+            executed_in_stretch: false,
             encoding: EncodingWatch::new(),
             max_statements,
+            verdict: None,
+            reason: None,
         }
     }
 
     fn change_id(&mut self) -> u64 {
         self.next_change += 1;
         self.next_change
+    }
+
+    /// Decides the held message again with how its review ended: call
+    /// before handing the same message to [`FrontendTracker::on_message`].
+    pub fn review_ended(&mut self, verdict: ReviewVerdict) {
+        self.verdict = Some(verdict);
+    }
+
+    /// The reason the client gave for its statements, if any.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    /// A decision with any review settled: `Err` asks to hold the message.
+    fn settle_review(
+        &mut self,
+        decision: GateDecision,
+        text: &str,
+        params: &[Option<String>],
+    ) -> Result<GateDecision, Box<Hold>> {
+        let GateDecision::Review(held) = decision else {
+            self.verdict = None;
+            return Ok(decision);
+        };
+        match self.verdict.take() {
+            Some(ReviewVerdict::Approved(approved)) => {
+                let review = approved.review();
+                Ok(match held.release(approved, text, params) {
+                    Some(allowed) => GateDecision::Allow(allowed),
+                    None => GateDecision::Deny(Denied::new(
+                        format!("portcullis: review {review} approved another statement than this one; it is refused"),
+                        Default::default(),
+                    )),
+                })
+            }
+            Some(ReviewVerdict::Refused(denied)) => Ok(GateDecision::Deny(denied)),
+            None => Err(Box::new(Hold {
+                need: held.need().clone(),
+                statement: Arc::from(text),
+                params: params.to_vec(),
+                alone: !self.executed_in_stretch,
+            })),
+        }
     }
 
     /// Settles changes the server answered: `(change, held)`.
@@ -196,8 +259,13 @@ impl FrontendTracker {
                 ..
             } => {
                 let (text, decision) = self.bind_decision(statement, gate);
+                let rendered = render_params(param_formats, params);
+                let decision = match self.settle_review(decision, &text, &rendered) {
+                    Ok(d) => d,
+                    Err(hold) => return Ok(Forward::Hold(hold)),
+                };
                 let name: Arc<str> = Arc::from(&**statement);
-                let rendered = Arc::new(render_params(param_formats, params));
+                let rendered = Arc::new(rendered);
                 let mut s = Stmt::decided("bind", text.clone(), &decision);
                 s.prepared_name = Some(name.clone());
                 s.params = Some(rendered.clone());
@@ -221,6 +289,11 @@ impl FrontendTracker {
                     GateDecision::Deny(d) => {
                         out.push(Pending::Bind(s));
                         Forward::Instead(StandIn::denied_bind(&d, portal))
+                    }
+                    GateDecision::Review(_) => {
+                        return Err(SessionError::not_allowed(
+                            "a Bind held for review arrived undecided".into(),
+                        ))
                     }
                 })
             }
@@ -250,6 +323,7 @@ impl FrontendTracker {
                     .sent(id, self.stretch, Change::Remove(Arc::from("")));
                 self.stretch += 1;
                 self.extended_in_stretch = false;
+                self.executed_in_stretch = false;
                 out.push(Pending::Sync(Some(id)));
                 inert(msg)
             }
@@ -268,10 +342,20 @@ impl FrontendTracker {
     }
 
     fn on_query(&mut self, sql: &str, out: &mut Vec<Pending>, gate: &mut StatementGate) -> Forward {
-        let decision = gate.check(sql);
+        let decision = match self.settle_review(gate.check(sql), sql, &[]) {
+            Ok(d) => d,
+            Err(mut hold) => {
+                // Unsynced extended messages run in the same transaction.
+                hold.alone &= !self.extended_in_stretch;
+                return Forward::Hold(hold);
+            }
+        };
         let mut s = Stmt::decided("query", Arc::from(sql), &decision);
         let forward = match &decision {
             GateDecision::Allow(a) => {
+                if let Some(reason) = crate::hold::reason_setting(sql) {
+                    self.reason = Some(reason);
+                }
                 self.encoding.allowed(a.encoding_change(), true);
                 for change in a.name_changes() {
                     let id = self.change_id();
@@ -293,6 +377,10 @@ impl FrontendTracker {
                     None => Forward::Instead(StandIn::denied_query(d)),
                 }
             }
+            GateDecision::Review(_) => Forward::Instead(StandIn::denied_query(&Denied::new(
+                "portcullis: a statement held for review arrived undecided".into(),
+                Default::default(),
+            ))),
         };
         out.push(Pending::Query(s));
         // A query ends at its own ReadyForQuery: an error in it makes the
@@ -333,6 +421,7 @@ impl FrontendTracker {
         out: &mut Vec<Pending>,
         gate: &mut StatementGate,
     ) -> Forward {
+        self.executed_in_stretch = true;
         let candidates = self.portals.candidates(portal, self.stretch);
         if candidates.iter().all(Option::is_none) {
             // Not bound, not declared: no decided query stands behind it.
@@ -405,7 +494,11 @@ impl FrontendTracker {
         }
         let text: Arc<str> = Arc::from(sql);
         let key: Arc<str> = Arc::from(name);
-        let decision = gate.check(sql);
+        let decision = match gate.check(sql) {
+            // Preparing runs nothing; every Bind of it is held again.
+            GateDecision::Review(held) => GateDecision::Allow(held.preparing()),
+            decision => decision,
+        };
         let mut s = Stmt::decided("parse", text.clone(), &decision);
         s.prepared_name = Some(key.clone());
         Ok(match decision {
@@ -429,6 +522,11 @@ impl FrontendTracker {
                     Forward::Instead(StandIn::denied_parse(&d, name))
                 }
             },
+            GateDecision::Review(_) => {
+                return Err(SessionError::not_allowed(
+                    "a Parse held for review arrived undecided".into(),
+                ))
+            }
         })
     }
 

@@ -1,0 +1,178 @@
+//! Reviews: list, show, approve, deny.
+//!
+//! Deciding needs no API permission of its own: the policy that asked for
+//! the review names who decides (`@review("dba")`), and the board refuses
+//! anyone outside those groups and anyone party to the request. Seeing a
+//! review needs `view_sessions`, or being its requester or one of its
+//! possible reviewers.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use portcullis_core::approvals::{Review, ReviewError};
+use portcullis_core::policy::RequestFacts;
+use portcullis_core::{Action, Identity, Resource};
+use serde::Deserialize;
+
+use super::{authenticate, ApiError, ApiState};
+
+/// Query of `GET /api/reviews`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// `open` (pending and approved, the default) or `all`.
+    #[serde(default)]
+    status: Option<String>,
+    /// At most this many (with `all`; default 50).
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// The body of approve and deny.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    /// Why, in the reviewer's words.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Whether `who` may see `review`.
+fn may_see(s: &ApiState, who: &Identity, peer: SocketAddr, review: &Review) -> bool {
+    let party = [Some(who.user.as_str()), who.actor.as_deref()]
+        .into_iter()
+        .flatten()
+        .any(|p| review.requester == p || review.actor.as_deref() == Some(p));
+    party || review.rules.iter().any(|r| r.admits(&who.groups)) || views_all(s, who, peer)
+}
+
+fn views_all(s: &ApiState, who: &Identity, peer: SocketAddr) -> bool {
+    let facts = RequestFacts {
+        protocol: "api",
+        client_address: peer.ip().to_string(),
+        ..Default::default()
+    };
+    s.core
+        .policy
+        .decide(who, Action::VIEW_SESSIONS, &Resource::Gateway, &facts)
+        .allowed
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// `GET /api/reviews`.
+pub async fn list(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<Review>>, ApiError> {
+    let who = authenticate(&s, &headers).await?;
+    let reviews = match q.status.as_deref().unwrap_or("open") {
+        "open" => s.core.reviews.open(),
+        "all" => s
+            .core
+            .reviews
+            .history(q.limit.unwrap_or(50).min(1000))
+            .await
+            .map_err(internal)?,
+        other => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("status {other:?} is not one of open, all"),
+            ))
+        }
+    };
+    let all = views_all(&s, &who, peer);
+    Ok(Json(
+        reviews
+            .into_iter()
+            .filter(|r| all || may_see(&s, &who, peer, r))
+            .collect(),
+    ))
+}
+
+fn review_id(id: &str) -> Result<u64, ApiError> {
+    id.parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not a review id"),
+        )
+    })
+}
+
+/// `GET /api/reviews/{id}`.
+pub async fn show(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Review>, ApiError> {
+    let who = authenticate(&s, &headers).await?;
+    let id = review_id(&id)?;
+    match s.core.reviews.get(id).await.map_err(internal)? {
+        Some(r) if may_see(&s, &who, peer, &r) => Ok(Json(r)),
+        // Unseen and absent look alike.
+        _ => Err(ApiError(StatusCode::NOT_FOUND, format!("no review {id}"))),
+    }
+}
+
+/// `POST /api/reviews/{id}/approve`.
+pub async fn approve(
+    state: State<ApiState>,
+    headers: HeaderMap,
+    id: Path<String>,
+    body: Option<Json<DecisionBody>>,
+) -> Result<Json<Review>, ApiError> {
+    decide(state, headers, id, body, true).await
+}
+
+/// `POST /api/reviews/{id}/deny`.
+pub async fn deny(
+    state: State<ApiState>,
+    headers: HeaderMap,
+    id: Path<String>,
+    body: Option<Json<DecisionBody>>,
+) -> Result<Json<Review>, ApiError> {
+    decide(state, headers, id, body, false).await
+}
+
+async fn decide(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<DecisionBody>>,
+    approve: bool,
+) -> Result<Json<Review>, ApiError> {
+    let who = authenticate(&s, &headers).await?;
+    let id = review_id(&id)?;
+    let reason = body
+        .and_then(|Json(b)| b.reason)
+        .map(|r| r.trim().chars().take(1000).collect::<String>())
+        .filter(|r| !r.is_empty());
+    match s.core.reviews.decide(id, &who, approve, reason).await {
+        Ok(r) => {
+            tracing::info!(review = id, by = %who.describe(), approve, status = r.status.as_str(), "review decided");
+            metrics::counter!("portcullis_review_decisions_total", "decision" => if approve { "approve" } else { "deny" }).increment(1);
+            Ok(Json(r))
+        }
+        Err(e) => {
+            let status = match &e {
+                ReviewError::NotFound(_) => StatusCode::NOT_FOUND,
+                ReviewError::Closed(..) | ReviewError::AlreadyApproved { .. } => {
+                    StatusCode::CONFLICT
+                }
+                ReviewError::OwnRequest { .. } | ReviewError::NotAReviewer { .. } => {
+                    tracing::warn!(review = id, by = %who.describe(), error = %e, "review decision refused");
+                    StatusCode::FORBIDDEN
+                }
+                ReviewError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            Err(ApiError(status, e.to_string()))
+        }
+    }
+}

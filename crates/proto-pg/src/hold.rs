@@ -1,0 +1,233 @@
+//! Holding a statement for review inside the client's own session.
+//!
+//! The core's [`ReviewBoard`] keeps the reviews and their rules; this file
+//! is what PostgreSQL adds: the notices psql prints while it waits, the
+//! CancelRequest (Ctrl-C) that withdraws the wait, and the refusal when
+//! the wait ends without an approval. The statement itself waits in the
+//! relay's read buffer, undecided, and is decided again with the outcome
+//! (`FrontendTracker::review_ended`): only an approval for its exact
+//! text and parameters lets it through.
+//!
+//! Inside a transaction the gateway does not hold: the transaction's
+//! locks would be held with it, and `idle_in_transaction_session_timeout`
+//! could end the session under the reviewer. The review is opened all the
+//! same and the statement refused at once, naming it; run again after the
+//! approval, it runs (in a transaction or not).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use portcullis_core::approvals::{Outcome, ReviewAsk, ReviewBoard, Submission};
+use portcullis_core::Identity;
+use portcullis_pg_decide::{Denied, Hold};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::error::SessionError;
+use crate::relay::Handoff;
+use crate::tracker::ReviewVerdict;
+
+/// How often a held client hears that its review is still waiting.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(15);
+
+/// Longest reason kept from a comment or `SET portcullis.reason`.
+const REASON_LIMIT: usize = 1000;
+
+/// What a session needs to hold statements for review.
+pub struct HoldContext {
+    /// The gateway's reviews.
+    pub board: Arc<ReviewBoard>,
+    /// Who the session acts as.
+    pub identity: Identity,
+    /// The session's id.
+    pub session_id: String,
+    /// The connection's name.
+    pub connection: String,
+    /// Woken by a CancelRequest with the session's key.
+    pub withdraw: Arc<tokio::sync::Notify>,
+}
+
+/// Holds `hold` until its review ends, telling the client with notices.
+/// Reads what the client sends meanwhile into `buf` (it is decided after
+/// the held statement). `None`: the client went away.
+pub async fn hold<R: AsyncRead + Unpin>(
+    ctx: &HoldContext,
+    hold: &Hold,
+    set_reason: Option<&str>,
+    pending: &Handoff,
+    client: &mut R,
+    buf: &mut BytesMut,
+) -> Result<Option<ReviewVerdict>, SessionError> {
+    let need = &hold.need;
+    let ask = ReviewAsk {
+        identity: ctx.identity.clone(),
+        session_id: Some(ctx.session_id.clone()),
+        connection: ctx.connection.clone(),
+        protocol: crate::server::PROTOCOL.to_owned(),
+        action: need.actions.join("; "),
+        policies: need.policies.clone(),
+        rules: need.rules.clone(),
+        statement: hold.statement.to_string(),
+        params: hold.params.clone(),
+        reason: comment_reason(&hold.statement).or_else(|| set_reason.map(str::to_owned)),
+    };
+    let refuse = |message: String| {
+        Some(ReviewVerdict::Refused(Denied::new(
+            message,
+            need.policies.clone().into(),
+        )))
+    };
+    let (review, wait) = match ctx.board.submit(ask).await {
+        Err(e) => {
+            return Ok(refuse(format!(
+                "portcullis: the statement needs review, and the review could not be recorded ({e}); it is refused"
+            )))
+        }
+        Ok(Submission::Approved(approved)) => {
+            let id = approved.review();
+            notify(pending, format!("portcullis: review {id} approved; running the statement")).await;
+            return Ok(Some(ReviewVerdict::Approved(approved)));
+        }
+        Ok(Submission::Waiting { review, wait, .. }) => (review, wait),
+    };
+    let id = review.id;
+    let reviewers = review.reviewers();
+    if !(hold.alone && pending.quiet()) {
+        return Ok(refuse(format!(
+            "portcullis: {} needs approval by {reviewers}; review {id} is open, but inside a transaction a statement is not held: once review {id} is approved (portcullis reviews approve {id}), run the same statement again",
+            need.actions.join("; ")
+        )));
+    }
+    let withdrawn = ctx.withdraw.notified();
+    tokio::pin!(withdrawn);
+    withdrawn.as_mut().enable();
+    notify(
+        pending,
+        format!("portcullis: review {id} is waiting for approval by {reviewers} (portcullis reviews approve {id})"),
+    )
+    .await;
+    let started = tokio::time::Instant::now();
+    let deadline = started + wait;
+    loop {
+        let now = tokio::time::Instant::now();
+        let slice = PROGRESS_EVERY.min(deadline.saturating_duration_since(now));
+        let outcome = tokio::select! {
+            o = ctx.board.wait(id, slice) => o,
+            () = &mut withdrawn => {
+                let _ = ctx.board.withdraw(id, "the client canceled the statement").await;
+                return Ok(Some(ReviewVerdict::Refused(
+                    Denied::new(
+                        format!("portcullis: review {id} withdrawn: the client canceled the statement"),
+                        need.policies.clone().into(),
+                    )
+                    .with_sqlstate("57014"),
+                )));
+            }
+            n = client.read_buf(buf) => {
+                if n? == 0 {
+                    let _ = ctx.board.withdraw(id, "the client disconnected").await;
+                    return Ok(None);
+                }
+                continue;
+            }
+        };
+        return Ok(match outcome {
+            Outcome::Approved(approved) => {
+                notify(pending, format!("portcullis: review {id} approved; running the statement")).await;
+                Some(ReviewVerdict::Approved(approved))
+            }
+            Outcome::Pending if tokio::time::Instant::now() < deadline => {
+                let waited = started.elapsed().as_secs();
+                notify(
+                    pending,
+                    format!("portcullis: review {id} is still waiting for approval by {reviewers} ({waited}s of {}s)", wait.as_secs()),
+                )
+                .await;
+                continue;
+            }
+            Outcome::Pending => refuse(format!(
+                "portcullis: review {id} was not decided within {}s; it stays open: once it is approved (portcullis reviews approve {id}), run the same statement again",
+                wait.as_secs()
+            )),
+            Outcome::Denied { by, reason } => refuse(format!(
+                "portcullis: review {id} was denied by {by}{}",
+                reason.map(|r| format!(": {r}")).unwrap_or_default()
+            )),
+            Outcome::Ended(status) => refuse(format!(
+                "portcullis: review {id} is {}; run the statement again to ask anew",
+                status.as_str()
+            )),
+            Outcome::Stopping => {
+                return Err(SessionError::not_allowed(format!(
+                    "the gateway is stopping; review {id} stays open: once it is approved, connect again and run the same statement"
+                )))
+            }
+        });
+    }
+}
+
+/// Queues a notice and yields, so the upstream side writes it now.
+async fn notify(pending: &Handoff, text: String) {
+    pending.notice(text);
+    tokio::task::yield_now().await;
+}
+
+/// The reason in a leading `/* reason: … */` comment.
+fn comment_reason(sql: &str) -> Option<String> {
+    let body = sql.trim_start().strip_prefix("/*")?;
+    let end = body.find("*/")?;
+    let inner = body[..end].trim();
+    let (key, reason) = inner.split_once(':')?;
+    (key.trim().eq_ignore_ascii_case("reason")).then(|| clip(reason.trim()))
+}
+
+/// The reason of `SET [SESSION] portcullis.reason = '…'` (or `TO`).
+pub fn reason_setting(sql: &str) -> Option<String> {
+    let t = sql.trim().trim_end_matches(';').trim_end();
+    let rest = strip_word(t, "set")?;
+    let rest = strip_word(rest, "session").unwrap_or(rest);
+    let rest = strip_word(rest, "portcullis.reason")?;
+    let rest = rest
+        .strip_prefix('=')
+        .map(str::trim_start)
+        .or_else(|| strip_word(rest, "to"))?;
+    let quoted = rest.strip_prefix('\'')?.strip_suffix('\'')?;
+    Some(clip(&quoted.replace("''", "'")))
+}
+
+/// `text` after a leading `word` (any case) and the blanks that follow.
+fn strip_word<'t>(text: &'t str, word: &str) -> Option<&'t str> {
+    let head = text.get(..word.len())?;
+    let rest = &text[word.len()..];
+    let ends =
+        rest.is_empty() || !rest.starts_with(|c: char| c.is_alphanumeric() || c == '_' || c == '.');
+    (head.eq_ignore_ascii_case(word) && ends).then(|| rest.trim_start())
+}
+
+fn clip(text: &str) -> String {
+    text.chars().take(REASON_LIMIT).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_from_comments_and_settings() {
+        assert_eq!(
+            comment_reason("/* reason: TICKET-1 */ delete from t").as_deref(),
+            Some("TICKET-1")
+        );
+        assert_eq!(comment_reason("delete from t /* reason: x */"), None);
+        assert_eq!(
+            reason_setting("SET portcullis.reason = 'it''s TICKET-2';").as_deref(),
+            Some("it's TICKET-2")
+        );
+        assert_eq!(
+            reason_setting("set session portcullis.reason to 'x'").as_deref(),
+            Some("x")
+        );
+        assert_eq!(reason_setting("set portcullis.reasons = 'x'"), None);
+        assert_eq!(reason_setting("select 1"), None);
+    }
+}
