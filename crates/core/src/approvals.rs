@@ -20,6 +20,7 @@
 
 pub mod rule;
 mod store;
+mod types;
 
 #[cfg(test)]
 mod tests;
@@ -28,322 +29,21 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
 pub use rule::ReviewRule;
+
+use crate::grants::{ActiveGrant, GrantTable};
 pub use store::{MemoryReviewStore, ReviewStore};
+pub use types::{
+    statement_hash, Approved, GrantTerms, Outcome, Review, ReviewAsk, ReviewDecision, ReviewError,
+    ReviewEvent, ReviewSettings, ReviewStatus, Submission,
+};
 
 use crate::audit::StoreError;
 use crate::identity::Clock;
 use crate::Identity;
 
-/// Where a review stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReviewStatus {
-    /// Waiting for decisions.
-    Pending,
-    /// Approved and not yet used.
-    Approved,
-    /// A reviewer denied it.
-    Denied,
-    /// It was not decided, or its approval not used, in time.
-    Expired,
-    /// The requester withdrew it (Ctrl-C).
-    Withdrawn,
-    /// Its approval ran the statement.
-    Used,
-}
-
-impl ReviewStatus {
-    /// Whether nothing can change it any more.
-    pub fn is_final(self) -> bool {
-        !matches!(self, ReviewStatus::Pending | ReviewStatus::Approved)
-    }
-
-    /// Its name, as the API shows it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReviewStatus::Pending => "pending",
-            ReviewStatus::Approved => "approved",
-            ReviewStatus::Denied => "denied",
-            ReviewStatus::Expired => "expired",
-            ReviewStatus::Withdrawn => "withdrawn",
-            ReviewStatus::Used => "used",
-        }
-    }
-}
-
-/// One reviewer's decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReviewDecision {
-    /// Who decided.
-    pub by: String,
-    /// The agent they decided through, if any.
-    pub actor: Option<String>,
-    /// Their groups when they decided.
-    pub groups: Vec<String>,
-    /// Approve or deny.
-    pub approve: bool,
-    /// Why, in their words.
-    pub reason: Option<String>,
-    /// When, seconds since the epoch.
-    pub at: i64,
-}
-
-/// A command waiting for (or past) review.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Review {
-    /// Its number, shown to clients and reviewers.
-    pub id: u64,
-    /// Where it stands.
-    pub status: ReviewStatus,
-    /// Who asked: the user the command is attributed to.
-    pub requester: String,
-    /// The agent acting for the requester, if any.
-    pub actor: Option<String>,
-    /// The session that asked.
-    pub session_id: Option<String>,
-    /// The connection and protocol.
-    pub connection: String,
-    /// The protocol (`postgres`).
-    pub protocol: String,
-    /// What needs approval, e.g. `delete on app-db/public.people`.
-    pub action: String,
-    /// The permits that ask for review.
-    pub policies: Vec<String>,
-    /// Who must approve.
-    pub rules: Vec<ReviewRule>,
-    /// The exact statement.
-    pub statement: String,
-    /// Its parameters (`None` for NULL).
-    pub params: Vec<Option<String>>,
-    /// SHA-256 of the statement and its parameters, hex.
-    pub hash: String,
-    /// The requester's reason, if given.
-    pub reason: Option<String>,
-    /// When it was asked and when it expires unless decided, seconds
-    /// since the epoch.
-    pub created_at: i64,
-    /// See `created_at`.
-    pub expires_at: i64,
-    /// Decisions so far.
-    pub decisions: Vec<ReviewDecision>,
-    /// When the approval came, and until when it may be used.
-    pub approved_at: Option<i64>,
-    /// See `approved_at`.
-    pub approval_expires_at: Option<i64>,
-    /// When it ended, and how (`used by session …`, `withdrawn: Ctrl-C`).
-    pub ended_at: Option<i64>,
-    /// See `ended_at`.
-    pub end_note: Option<String>,
-}
-
-impl Review {
-    /// "dba", or every rule's description joined.
-    pub fn reviewers(&self) -> String {
-        let parts: Vec<String> = self.rules.iter().map(ReviewRule::describe).collect();
-        parts.join(" and ")
-    }
-
-    fn approvers(&self) -> Vec<Vec<String>> {
-        self.decisions
-            .iter()
-            .filter(|d| d.approve)
-            .map(|d| d.groups.clone())
-            .collect()
-    }
-
-    fn end(&mut self, status: ReviewStatus, at: i64, note: impl Into<String>) {
-        self.status = status;
-        self.ended_at = Some(at);
-        self.end_note = Some(note.into());
-    }
-
-    /// Whether `who` (a user or agent name) is a party to the request.
-    fn involves(&self, who: &str) -> bool {
-        self.requester == who || self.actor.as_deref() == Some(who)
-    }
-}
-
-/// SHA-256 of a statement and its parameters, hex: the identity of "the
-/// same statement" for approvals. Lengths are framed so no two different
-/// (text, parameters) give the same input.
-pub fn statement_hash(text: &str, params: &[Option<String>]) -> String {
-    let mut h = Sha256::new();
-    h.update((text.len() as u64).to_be_bytes());
-    h.update(text.as_bytes());
-    h.update((params.len() as u64).to_be_bytes());
-    for p in params {
-        match p {
-            None => h.update([0u8]),
-            Some(v) => {
-                h.update([1u8]);
-                h.update((v.len() as u64).to_be_bytes());
-                h.update(v.as_bytes());
-            }
-        }
-    }
-    hex::encode(h.finalize())
-}
-
-/// What an adapter asks review for.
-#[derive(Debug, Clone)]
-pub struct ReviewAsk {
-    /// Who asks.
-    pub identity: Identity,
-    /// The session.
-    pub session_id: Option<String>,
-    /// The connection and protocol.
-    pub connection: String,
-    /// See `connection`.
-    pub protocol: String,
-    /// What needs approval, in the protocol's words.
-    pub action: String,
-    /// The permits that ask for review.
-    pub policies: Vec<String>,
-    /// Who must approve.
-    pub rules: Vec<ReviewRule>,
-    /// The exact statement and its parameters.
-    pub statement: String,
-    /// See `statement`.
-    pub params: Vec<Option<String>>,
-    /// The requester's reason, if given.
-    pub reason: Option<String>,
-}
-
-/// Leave to run one reviewed command: made only by the board, once per
-/// approval, for the hash it approved.
-#[derive(Debug)]
-#[must_use = "an approval is used once; dropping it wastes it"]
-pub struct Approved {
-    review: u64,
-    hash: String,
-}
-
-impl Approved {
-    /// The review that approved it.
-    pub fn review(&self) -> u64 {
-        self.review
-    }
-
-    /// The statement hash it covers.
-    pub fn hash(&self) -> &str {
-        &self.hash
-    }
-}
-
-/// The answer to a [`ReviewAsk`].
-#[derive(Debug)]
-pub enum Submission {
-    /// An approval of the same statement was waiting: it is used now.
-    Approved(Approved),
-    /// Wait on this review (new, or the same statement's pending one)
-    /// for at most `wait`.
-    Waiting {
-        /// The review.
-        review: Box<Review>,
-        /// Whether this ask created it.
-        created: bool,
-        /// How long to hold the client.
-        wait: Duration,
-    },
-}
-
-/// How a wait ended.
-#[derive(Debug)]
-pub enum Outcome {
-    /// Approved: run it (the approval is used).
-    Approved(Approved),
-    /// Still pending after the time asked for.
-    Pending,
-    /// A reviewer denied it.
-    Denied {
-        /// Who.
-        by: String,
-        /// Why.
-        reason: Option<String>,
-    },
-    /// It expired, was withdrawn, or another session used its approval.
-    Ended(ReviewStatus),
-    /// The gateway is stopping; the review stays as it is.
-    Stopping,
-}
-
-/// Why a reviewer's decision was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ReviewError {
-    /// No such review.
-    #[error("no review {0}")]
-    NotFound(u64),
-    /// It is no longer pending.
-    #[error("review {0} is {1} and can no longer be decided")]
-    Closed(u64, &'static str),
-    /// The decider is a party to the request.
-    #[error("{who} cannot decide review {id}: nobody decides a review of their own request, or one an agent acting for them made")]
-    OwnRequest {
-        /// The review.
-        id: u64,
-        /// Who tried.
-        who: String,
-    },
-    /// The decider is in none of the reviewing groups.
-    #[error("{who} cannot decide review {id}: it needs approval by {groups}")]
-    NotAReviewer {
-        /// The review.
-        id: u64,
-        /// Who tried.
-        who: String,
-        /// Who may.
-        groups: String,
-    },
-    /// The decider approved already.
-    #[error("{who} already approved review {id}; it needs approvals from other people")]
-    AlreadyApproved {
-        /// The review.
-        id: u64,
-        /// Who tried.
-        who: String,
-    },
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Times the board works with.
-#[derive(Debug, Clone)]
-pub struct ReviewSettings {
-    /// How long a client is held when its rule names no `@wait`.
-    pub default_wait: Duration,
-    /// The longest hold any `@wait` gets.
-    pub max_wait: Duration,
-    /// How long a review stays open for decisions.
-    pub review_ttl: Duration,
-    /// How long an approval may wait to be used.
-    pub approval_validity: Duration,
-}
-
-impl Default for ReviewSettings {
-    fn default() -> Self {
-        Self {
-            default_wait: Duration::from_secs(120),
-            max_wait: Duration::from_secs(3600),
-            review_ttl: Duration::from_secs(3600),
-            approval_validity: Duration::from_secs(600),
-        }
-    }
-}
-
-/// Something that happened to a review, for notifications.
-#[derive(Debug, Clone)]
-pub struct ReviewEvent {
-    /// `created`, `approved`, `denied`, `decision` (an approval short of
-    /// the threshold), `expired`, `withdrawn`, `used`.
-    pub kind: &'static str,
-    /// The review after it.
-    pub review: Review,
-}
+/// Reviews one requester may have open (pending or approved) at once.
+pub const MAX_OPEN_PER_REQUESTER: usize = 20;
 
 struct Board {
     /// Pending and approved reviews; ended ones live in the store only.
@@ -365,6 +65,7 @@ pub struct ReviewBoard {
     events: tokio::sync::broadcast::Sender<ReviewEvent>,
     /// Waits in progress, so that stopping can let them answer first.
     waiters: tokio::sync::watch::Sender<usize>,
+    grants: Arc<GrantTable>,
 }
 
 /// Counts one wait in progress.
@@ -406,6 +107,7 @@ impl ReviewBoard {
             changed: tokio::sync::watch::channel(0).0,
             events: tokio::sync::broadcast::channel(256).0,
             waiters: tokio::sync::watch::channel(0).0,
+            grants: Arc::default(),
         })
     }
 
@@ -424,7 +126,97 @@ impl ReviewBoard {
             changed: tokio::sync::watch::channel(0).0,
             events: tokio::sync::broadcast::channel(256).0,
             waiters: tokio::sync::watch::channel(0).0,
+            grants: Arc::default(),
         }
+    }
+
+    /// Hands approved grants to `grants` (for `context.grants`).
+    pub fn with_grants(mut self, grants: Arc<GrantTable>) -> Self {
+        self.grants = grants;
+        self.refresh_grants(&self.lock());
+        self
+    }
+
+    /// The grants in force.
+    pub fn grants(&self) -> &Arc<GrantTable> {
+        &self.grants
+    }
+
+    fn refresh_grants(&self, board: &Board) {
+        let active = board
+            .open
+            .values()
+            .filter(|r| r.status == ReviewStatus::Approved)
+            .filter_map(|r| {
+                let g = r.grant.as_ref()?;
+                Some(ActiveGrant {
+                    id: r.id,
+                    user: r.requester.clone(),
+                    actor: r.actor.clone(),
+                    connection: r.connection.clone(),
+                    role: g.role.clone(),
+                    expires_at: r.approval_expires_at?,
+                })
+            })
+            .collect();
+        self.grants.set(active);
+    }
+
+    /// Asks for `terms` on `ask.connection`: a pending review that, once
+    /// approved, is a grant in force for its duration.
+    pub async fn request_grant(
+        &self,
+        ask: ReviewAsk,
+        terms: GrantTerms,
+    ) -> Result<Review, ReviewError> {
+        let _saving = self.saving.lock().await;
+        let now = self.now();
+        let id = self.next_id(&ask.identity)?;
+        let review = Review {
+            id,
+            status: ReviewStatus::Pending,
+            requester: ask.identity.user.clone(),
+            actor: ask.identity.actor.clone(),
+            session_id: None,
+            connection: ask.connection,
+            protocol: ask.protocol,
+            action: ask.action,
+            policies: ask.policies,
+            rules: ask.rules,
+            hash: ask.hash,
+            statement: ask.statement,
+            params: Vec::new(),
+            reason: ask.reason,
+            created_at: now,
+            expires_at: now + secs(self.settings.review_ttl),
+            decisions: Vec::new(),
+            approved_at: None,
+            approval_expires_at: None,
+            ended_at: None,
+            end_note: None,
+            grant: Some(terms),
+        };
+        self.commit(review.clone(), "created").await?;
+        Ok(review)
+    }
+
+    /// Ends grant `id` early (or withdraws its pending request).
+    pub async fn revoke(&self, id: u64, by: &str) -> Result<Review, ReviewError> {
+        let _saving = self.saving.lock().await;
+        let open = self.lock().open.get(&id).cloned();
+        let Some(mut r) = open.filter(|r| r.grant.is_some()) else {
+            return Err(match self.store.get_review(id).await? {
+                Some(r) => ReviewError::Closed(id, r.status.as_str()),
+                None => ReviewError::NotFound(id),
+            });
+        };
+        r.end(
+            ReviewStatus::Revoked,
+            self.now(),
+            format!("revoked by {by}"),
+        );
+        self.commit(r.clone(), "revoked").await?;
+        Ok(r)
     }
 
     /// Review events as they happen (for webhooks).
@@ -450,6 +242,7 @@ impl ReviewBoard {
             } else {
                 board.open.insert(review.id, review.clone());
             }
+            self.refresh_grants(&board);
         }
         self.changed.send_modify(|n| *n += 1);
         let _ = self.events.send(ReviewEvent { kind, review });
@@ -477,10 +270,10 @@ impl ReviewBoard {
             .cloned()
             .collect();
         for mut r in stale {
-            let note = if r.status == ReviewStatus::Pending {
-                "not decided in time"
-            } else {
-                "approval not used in time"
+            let note = match (r.status, &r.grant) {
+                (ReviewStatus::Pending, _) => "not decided in time",
+                (_, Some(_)) => "grant ended",
+                (_, None) => "approval not used in time",
             };
             r.end(ReviewStatus::Expired, now, note);
             self.commit(r, "expired").await?;
@@ -491,12 +284,13 @@ impl ReviewBoard {
     /// Asks review for a command: uses a waiting approval of the same
     /// statement by the same requester on the same connection, joins its
     /// pending review, or opens a new one.
-    pub async fn submit(&self, ask: ReviewAsk) -> Result<Submission, StoreError> {
+    pub async fn submit(&self, ask: ReviewAsk) -> Result<Submission, ReviewError> {
         let _saving = self.saving.lock().await;
         self.sweep_locked().await?;
-        let hash = statement_hash(&ask.statement, &ask.params);
+        let hash = ask.hash.clone();
         let same = |r: &Review| {
-            r.hash == hash
+            r.grant.is_none()
+                && r.hash == hash
                 && r.requester == ask.identity.user
                 && r.actor == ask.identity.actor
                 && r.connection == ask.connection
@@ -522,10 +316,7 @@ impl ReviewBoard {
                 ask.session_id.as_deref().unwrap_or("?")
             );
             r.end(ReviewStatus::Used, now, note);
-            let token = Approved {
-                review: r.id,
-                hash: r.hash.clone(),
-            };
+            let token = Approved::of(&r);
             self.commit(r, "used").await?;
             return Ok(Submission::Approved(token));
         }
@@ -537,12 +328,7 @@ impl ReviewBoard {
                 wait,
             });
         }
-        let id = {
-            let mut board = self.lock();
-            let id = board.next_id;
-            board.next_id += 1;
-            id
-        };
+        let id = self.next_id(&ask.identity)?;
         let review = Review {
             id,
             status: ReviewStatus::Pending,
@@ -565,6 +351,7 @@ impl ReviewBoard {
             approval_expires_at: None,
             ended_at: None,
             end_note: None,
+            grant: None,
         };
         self.commit(review.clone(), "created").await?;
         let wait = self.wait_for(&review, now);
@@ -573,6 +360,27 @@ impl ReviewBoard {
             created: true,
             wait,
         })
+    }
+
+    /// A number for a new review by `who`, unless they have too many open:
+    /// each open review is kept, listed and saved, and one requester must
+    /// not be able to bury the reviewers or the gateway.
+    fn next_id(&self, who: &Identity) -> Result<u64, ReviewError> {
+        let mut board = self.lock();
+        let open = board
+            .open
+            .values()
+            .filter(|r| r.requester == who.user && r.actor == who.actor)
+            .count();
+        if open >= MAX_OPEN_PER_REQUESTER {
+            return Err(ReviewError::TooMany {
+                who: who.describe(),
+                open,
+            });
+        }
+        let id = board.next_id;
+        board.next_id += 1;
+        Ok(id)
     }
 
     /// How long to hold a client on `review`: its rules' shortest `@wait`
@@ -627,10 +435,7 @@ impl ReviewBoard {
             ReviewStatus::Pending => None,
             ReviewStatus::Approved => {
                 let mut r = review;
-                let token = Approved {
-                    review: r.id,
-                    hash: r.hash.clone(),
-                };
+                let token = Approved::of(&r);
                 let note = format!(
                     "used by session {} while it waited",
                     r.session_id.as_deref().unwrap_or("?")
@@ -723,7 +528,13 @@ impl ReviewBoard {
         } else if r.rules.iter().all(|rule| rule.satisfied_by(&r.approvers())) {
             r.status = ReviewStatus::Approved;
             r.approved_at = Some(now);
-            r.approval_expires_at = Some(now + secs(self.settings.approval_validity));
+            // A grant's window starts now; a statement's approval waits
+            // to be used for a while.
+            let lasts = match &r.grant {
+                Some(g) => i64::try_from(g.duration_secs).unwrap_or(i64::MAX / 2),
+                None => secs(self.settings.approval_validity),
+            };
+            r.approval_expires_at = Some(now + lasts);
             "approved"
         } else {
             "decision"

@@ -11,6 +11,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod files;
+pub mod grants;
 pub mod identity;
 pub mod masking;
 pub mod policy;

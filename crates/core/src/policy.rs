@@ -20,6 +20,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::approvals::ReviewRule;
+use crate::grants::GrantTable;
 use crate::Identity;
 
 use crate::vocabulary::{cedar_schema, Vocabulary};
@@ -80,6 +81,8 @@ impl Action {
     pub const VIEW_SESSIONS: Action = Action("view_sessions");
     /// End or otherwise change sessions through the API.
     pub const MANAGE_SESSIONS: Action = Action("manage_sessions");
+    /// Ask for a role on a connection for a while.
+    pub const REQUEST_GRANT: Action = Action("request_grant");
 
     /// The action with Cedar id `id`, as a protocol's vocabulary declares it.
     pub const fn named(id: &'static str) -> Action {
@@ -250,6 +253,8 @@ pub struct PolicyEngine {
     authorizer: Authorizer,
     current: RwLock<Arc<Loaded>>,
     entities: Mutex<HashMap<EntityKey, Arc<Entities>>>,
+    /// Grants in force, for `context.grants`.
+    grants: Arc<GrantTable>,
 }
 
 impl PolicyEngine {
@@ -286,7 +291,19 @@ impl PolicyEngine {
             authorizer: Authorizer::new(),
             current: RwLock::new(Arc::new(loaded)),
             entities: Mutex::new(HashMap::new()),
+            grants: Arc::default(),
         })
+    }
+
+    /// Reads `context.grants` from `grants`.
+    pub fn with_grants(mut self, grants: Arc<GrantTable>) -> Self {
+        self.grants = grants;
+        self
+    }
+
+    /// The grants in force.
+    pub fn grants(&self) -> &Arc<GrantTable> {
+        &self.grants
     }
 
     /// The Cedar schema policies are validated against.
@@ -306,10 +323,11 @@ impl PolicyEngine {
         Ok(n)
     }
 
-    /// Bumped by every reload: decisions made under an older generation
-    /// may no longer hold.
+    /// Bumped by every reload and every change of the grants in force:
+    /// decisions made under an older generation may no longer hold.
     pub fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::Acquire)
+        // Both counters only grow, so their sum changes when either does.
+        self.generation.load(std::sync::atomic::Ordering::Acquire) + self.grants.generation()
     }
 
     /// Whether any policy in force reads `context.statement` or the time:
@@ -413,6 +431,17 @@ impl PolicyEngine {
                 RestrictedExpression::new_string(facts.client_address.clone()),
             ),
         ];
+        let granted = match resource {
+            Resource::Connection(c) => self.grants.roles(identity, c),
+            Resource::Object(o) => self.grants.roles(identity, &o.connection),
+            Resource::Gateway => Vec::new(),
+        };
+        ctx.push((
+            "grants".into(),
+            RestrictedExpression::new_set(
+                granted.into_iter().map(RestrictedExpression::new_string),
+            ),
+        ));
         if let Some(actor) = &identity.actor {
             ctx.push((
                 "actor".into(),

@@ -96,13 +96,35 @@ pub const CORE: Vocabulary = Vocabulary {
             group: None,
             resources: &["Gateway"],
         },
+        // Asking for a role for a while (`portcullis request`); the
+        // permit's @review names who approves.
+        ActionSpec {
+            names: &["request_grant"],
+            group: None,
+            resources: &["Connection"],
+        },
     ],
-    context: &[ContextSpec {
-        name: "actor",
-        cedar_type: "String",
-        doc: "The agent acting for the principal, when there is one.",
-        per_request: false,
-    }],
+    context: &[
+        ContextSpec {
+            name: "actor",
+            cedar_type: "String",
+            doc: "The agent acting for the principal, when there is one.",
+            per_request: false,
+        },
+        ContextSpec {
+            name: "role",
+            cedar_type: "String",
+            doc: "request_grant: the role asked for.",
+            // Only grant requests carry it, and they are never cached.
+            per_request: false,
+        },
+        ContextSpec {
+            name: "duration_secs",
+            cedar_type: "Long",
+            doc: "request_grant: how long it is asked for, in seconds.",
+            per_request: false,
+        },
+    ],
 };
 
 /// The Cedar schema for the core's vocabulary and `protocols`', in that
@@ -143,6 +165,10 @@ pub fn cedar_schema(protocols: &[&Vocabulary]) -> String {
     out.push_str("\ntype RequestContext = {\n");
     out.push_str("  // The protocol: \"postgres\", \"ssh\", …, or \"api\".\n  protocol: String,\n");
     out.push_str("  // The client's address as the gateway saw it.\n  client_address: String,\n");
+    out.push_str(
+        "  // Roles granted to the principal on the request's connection now\n  \
+         // (approved grants, `portcullis request`); empty when none.\n  grants: Set<String>,\n",
+    );
     for v in &all {
         for c in v.context {
             if !first_time(&mut attributes, c.name) {

@@ -283,6 +283,14 @@ impl StatementGate {
             }
             mask
         };
+        if let Some(need) = &found.review {
+            if statements.iter().any(|s| s.executes.is_some()) {
+                return GateDecision::Deny(unreviewable(
+                    need,
+                    "it runs a prepared statement through EXECUTE",
+                ));
+            }
+        }
         let names = names::name_changes(statements.iter().copied());
         if let Some(reserved) = names
             .iter()
@@ -448,6 +456,18 @@ impl StatementGate {
         }
         Ok(())
     }
+}
+
+/// The refusal of a statement that needs review but cannot be shown to a
+/// reviewer as exactly what will run.
+fn unreviewable(need: &ReviewNeed, why: &str) -> Denied {
+    Denied::new(
+        format!(
+            "portcullis: {} needs approval, and {why}: reviewers approve the exact text that runs, so send the statement itself",
+            need.actions.join("; ")
+        ),
+        need.policies.clone().into(),
+    )
 }
 
 /// What deciding a statement's pairs found: the permits that allowed

@@ -25,6 +25,6 @@ pub mod vocabulary;
 
 pub use gate::{ParseCache, StatementGate};
 pub use permit::{
-    Allowed, Denied, Forward, GateDecision, Held, Hold, Permit, ReviewNeed, RowGate, RowPolicy,
-    StandIn,
+    hold_key, Allowed, Denied, Forward, GateDecision, Held, Hold, HoldSubject, Permit, ReviewNeed,
+    RowGate, RowPolicy, StandIn,
 };

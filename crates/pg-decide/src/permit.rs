@@ -37,12 +37,13 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use portcullis_core::approvals::{statement_hash, Approved, ReviewRule};
+use portcullis_core::approvals::{Approved, ReviewRule};
 use portcullis_core::audit::{Decision, PolicyIds};
 use portcullis_core::masking::{MaskCounts, Scratch};
 use portcullis_pg_sql::EncodingChange;
 use portcullis_pg_wire::rows::{self, FieldDescription};
 use portcullis_pg_wire::{encode, FrontendMessage, WireError};
+use sha2::{Digest, Sha256};
 
 use crate::masker::{CopyMasker, MaskPlan, RowMasker};
 
@@ -136,16 +137,11 @@ impl Held {
         &self.need
     }
 
-    /// The allowance, given an approval of exactly this statement text and
-    /// these parameters (`None` when the approval is for another). The
+    /// The allowance, given an approval of exactly this message (its
+    /// [`hold_key`]; `None` when the approval is for another). The
     /// approval is used up either way.
-    pub fn release(
-        self,
-        approved: Approved,
-        text: &str,
-        params: &[Option<String>],
-    ) -> Option<Allowed> {
-        (approved.hash() == statement_hash(text, params)).then_some(self.allowed)
+    pub fn release(self, approved: Approved, key: &str) -> Option<Allowed> {
+        (approved.hash() == key).then_some(self.allowed)
     }
 
     /// The allowance for a protocol Parse of the statement: preparing
@@ -443,6 +439,75 @@ pub enum Forward {
     Hold(Box<Hold>),
 }
 
+/// What a held message runs, exactly as the server gets it.
+#[derive(Debug, Clone, Copy)]
+pub enum HoldSubject<'a> {
+    /// A simple Query's text.
+    Query(&'a str),
+    /// A Bind of a Parse'd text.
+    Bind {
+        /// The statement text.
+        text: &'a str,
+        /// The parameter types its Parse declared.
+        types: &'a [u32],
+        /// The Bind's parameter format codes.
+        formats: &'a [i16],
+        /// The parameters, byte for byte.
+        params: &'a [portcullis_pg_wire::Param<'a>],
+    },
+}
+
+/// SHA-256 (hex) of a held message and of what its review is for: an
+/// approval names it, and releases only a message with the same. Every
+/// byte the server would read counts (the whole parameters, their
+/// formats and declared types), and so do the pairs under review, the
+/// reviewing rules and the policies: the same text resolved to another
+/// schema, or judged by changed policies, is another request.
+pub fn hold_key(need: &ReviewNeed, subject: HoldSubject<'_>) -> String {
+    let mut h = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    match subject {
+        HoldSubject::Query(text) => {
+            field(b"query");
+            field(text.as_bytes());
+        }
+        HoldSubject::Bind {
+            text,
+            types,
+            formats,
+            params,
+        } => {
+            field(b"bind");
+            field(text.as_bytes());
+            let types: Vec<u8> = types.iter().flat_map(|t| t.to_be_bytes()).collect();
+            field(&types);
+            let formats: Vec<u8> = formats.iter().flat_map(|f| f.to_be_bytes()).collect();
+            field(&formats);
+            for p in params {
+                match p {
+                    portcullis_pg_wire::Param::Null => field(b"null"),
+                    portcullis_pg_wire::Param::Value(v) => {
+                        field(b"value");
+                        field(v);
+                    }
+                }
+            }
+        }
+    }
+    for part in need.actions.iter().chain(&need.policies) {
+        field(part.as_bytes());
+    }
+    for rule in &need.rules {
+        field(rule.describe().as_bytes());
+        field(rule.policy.as_bytes());
+        field(&rule.wait_secs.unwrap_or(0).to_be_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
 /// A statement waiting for review, as the adapter asks for it.
 #[derive(Debug, Clone)]
 pub struct Hold {
@@ -452,9 +517,11 @@ pub struct Hold {
     pub statement: Arc<str>,
     /// See `statement`.
     pub params: Vec<Option<String>>,
+    /// Its [`hold_key`], which an approval must name.
+    pub key: String,
     /// Whether nothing else of the client's runs in the server's current
-    /// stretch (no Execute since the last Sync): holding then holds no
-    /// statement's locks.
+    /// stretch (no Execute since the last Sync, nothing run earlier in the
+    /// same read): holding then holds no statement's locks.
     pub alone: bool,
 }
 

@@ -150,6 +150,19 @@ pub struct ConnectionConfig {
     /// password exchange answered.
     #[serde(default)]
     pub upstream_auth: Option<String>,
+    /// A role with CREATEROLE that makes a temporary upstream role for
+    /// each approved grant; without it grants only reach policies.
+    pub grant_admin_user: Option<String>,
+    /// Environment variable holding its password.
+    pub grant_admin_password_env: Option<String>,
+    /// Or a file holding it (first line).
+    pub grant_admin_password_file: Option<PathBuf>,
+    /// The roles grants may give upstream.
+    #[serde(default)]
+    pub grant_roles: Vec<String>,
+    /// What a grant's role owns when it ends: `drop` (default) or
+    /// `reassign:<role>`.
+    pub grant_owned: Option<String>,
 }
 
 /// `[policy]`.
@@ -260,6 +273,8 @@ pub struct Connection {
     pub auth: portcullis_proto_pg::UpstreamAuth,
     /// CA for verify-full.
     pub ca_file: Option<PathBuf>,
+    /// Temporary upstream roles for grants, when configured.
+    pub grants: Option<portcullis_proto_pg::GrantProvisioning>,
 }
 
 /// The validated configuration, paths absolute and secrets resolved.
@@ -467,33 +482,11 @@ impl Config {
                     format!("{:?} must be host:port", c.upstream),
                 ));
             }
-            let password = match (&c.password_env, &c.password_file) {
-                (Some(_), Some(_)) => {
-                    return Err(err(
-                        key,
-                        "set at most one of password_env and password_file".into(),
-                    ));
-                }
-                (Some(var), None) => Some(Secret::new(std::env::var(var).map_err(|_| {
-                    err(
-                        format!("{key}.password_env"),
-                        format!("environment variable {var} is not set"),
-                    )
-                })?)),
-                (None, Some(f)) => {
-                    let f = abs(f);
-                    let text = std::fs::read_to_string(&f).map_err(|e| {
-                        err(
-                            format!("{key}.password_file"),
-                            format!("cannot read {}: {e}", f.display()),
-                        )
-                    })?;
-                    Some(Secret::new(
-                        text.lines().next().unwrap_or_default().to_owned(),
-                    ))
-                }
-                (None, None) => None,
-            };
+            let password_file = c.password_file.as_deref().map(abs);
+            let password = read_password(&key, "", &c.password_env, &password_file)
+                .map_err(|(key, message)| err(key, message))?;
+            let grants = approvals::grant_provisioning(&key, c, abs)
+                .map_err(|(key, message)| err(key, message))?;
             let tls = match c.upstream_tls.as_deref().unwrap_or("disable") {
                 "disable" => portcullis_proto_pg::UpstreamTls::Disable,
                 "require" => portcullis_proto_pg::UpstreamTls::Require,
@@ -533,6 +526,7 @@ impl Config {
                 tls,
                 auth,
                 ca_file: c.upstream_ca.as_deref().map(abs),
+                grants,
             });
         }
 
@@ -640,6 +634,43 @@ impl Config {
             record_statements: raw.audit.record_statements,
             session_threads,
         })
+    }
+}
+
+/// A password from `<prefix>password_env` or `<prefix>password_file`
+/// (its first line; the path already resolved), or the offending (key,
+/// message).
+pub(crate) fn read_password(
+    key: &str,
+    prefix: &str,
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Option<Secret<String>>, (String, String)> {
+    match (env, file) {
+        (Some(_), Some(_)) => Err((
+            key.to_owned(),
+            format!("set at most one of {prefix}password_env and {prefix}password_file"),
+        )),
+        (Some(var), None) => std::env::var(var)
+            .map(|v| Some(Secret::new(v)))
+            .map_err(|_| {
+                (
+                    format!("{key}.{prefix}password_env"),
+                    format!("environment variable {var} is not set"),
+                )
+            }),
+        (None, Some(f)) => {
+            let text = std::fs::read_to_string(f).map_err(|e| {
+                (
+                    format!("{key}.{prefix}password_file"),
+                    format!("cannot read {}: {e}", f.display()),
+                )
+            })?;
+            Ok(Some(Secret::new(
+                text.lines().next().unwrap_or_default().to_owned(),
+            )))
+        }
+        (None, None) => Ok(None),
     }
 }
 

@@ -49,6 +49,30 @@ enum Command {
         #[command(subcommand)]
         command: reviews::ReviewsCommand,
     },
+    /// Ask for a role on a connection for a while; reviewers approve it.
+    Request {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The connection, e.g. app-db.
+        #[arg(long)]
+        connection: String,
+        /// The role, e.g. dba.
+        #[arg(long)]
+        role: String,
+        /// How long, from the approval: 30m, 2h.
+        #[arg(long = "for")]
+        duration: String,
+        /// Why (a ticket, say).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// List and revoke grants, through a gateway's API.
+    Grants {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: reviews::GrantsCommand,
+    },
     /// Work with Cedar policies.
     Policy {
         #[command(subcommand)]
@@ -198,6 +222,30 @@ fn main() -> ExitCode {
             rt.block_on(async {
                 let client = client::ApiClient::new(&api.api, api.token, api.api_ca.as_deref())?;
                 reviews::run(client, command, api.json).await
+            })
+        }),
+        Command::Request {
+            api,
+            connection,
+            role,
+            duration,
+            reason,
+        } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                let client = client::ApiClient::new(&api.api, api.token, api.api_ca.as_deref())?;
+                let ask = reviews::GrantAsk {
+                    connection,
+                    role,
+                    duration,
+                    reason,
+                };
+                reviews::request(client, ask, api.json).await
+            })
+        }),
+        Command::Grants { api, command } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                let client = client::ApiClient::new(&api.api, api.token, api.api_ca.as_deref())?;
+                reviews::grants(client, command, api.json).await
             })
         }),
         Command::Policy { command } => policy(command),

@@ -180,3 +180,112 @@ fn print_review(r: &Review) {
         );
     }
 }
+
+/// What to do with grants.
+#[derive(Subcommand)]
+pub enum GrantsCommand {
+    /// Grant requests and grants in force, or every recent one with --all.
+    List {
+        /// Ended ones too (denied, expired, revoked).
+        #[arg(long)]
+        all: bool,
+    },
+    /// End a grant now: its upstream role stops working at once.
+    Revoke {
+        /// The grant number.
+        id: u64,
+    },
+}
+
+/// What `portcullis request` asks for.
+pub struct GrantAsk {
+    /// The connection.
+    pub connection: String,
+    /// The role.
+    pub role: String,
+    /// For how long (`30m`).
+    pub duration: String,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// `portcullis request`: asks for a grant and says who approves it.
+pub async fn request(api: ApiClient, ask: GrantAsk, json: bool) -> anyhow::Result<()> {
+    let value = api
+        .post(
+            "/api/grants",
+            &serde_json::json!({
+                "connection": ask.connection,
+                "role": ask.role,
+                "duration": ask.duration,
+                "reason": ask.reason,
+            }),
+        )
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let r: Review = serde_json::from_value(value).context("unexpected grant")?;
+    println!(
+        "grant {} (role {} on {}) is waiting for approval by {} (portcullis reviews approve {})",
+        r.id,
+        r.grant.as_ref().map_or("?", |g| g.role.as_str()),
+        r.connection,
+        r.reviewers(),
+        r.id
+    );
+    Ok(())
+}
+
+/// `portcullis grants …`.
+pub async fn grants(api: ApiClient, command: GrantsCommand, json: bool) -> anyhow::Result<()> {
+    let value = match &command {
+        GrantsCommand::List { all } => {
+            let status = if *all { "all" } else { "open" };
+            api.get_json("/api/grants", &[("status", status.into())])
+                .await?
+        }
+        GrantsCommand::Revoke { id } => {
+            api.post(&format!("/api/grants/{id}/revoke"), &serde_json::json!({}))
+                .await?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    match command {
+        GrantsCommand::List { .. } => {
+            let list: Vec<Review> =
+                serde_json::from_value(value).context("unexpected grant list")?;
+            println!(
+                "{:>5}  {:<9}  {:<20}  {:<12}  {:<12}  UNTIL",
+                "ID", "STATUS", "GRANTEE", "CONNECTION", "ROLE"
+            );
+            for r in list {
+                println!(
+                    "{:>5}  {:<9}  {:<20}  {:<12}  {:<12}  {}",
+                    r.id,
+                    grant_status(&r),
+                    requester(&r),
+                    r.connection,
+                    r.grant.as_ref().map_or("?", |g| g.role.as_str()),
+                    r.approval_expires_at
+                        .map(when)
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        GrantsCommand::Revoke { id } => println!("grant {id} revoked"),
+    }
+    Ok(())
+}
+
+/// A grant's status in its own words: an approved grant is active.
+fn grant_status(r: &Review) -> &'static str {
+    match r.status {
+        portcullis_core::approvals::ReviewStatus::Approved => "active",
+        other => other.as_str(),
+    }
+}

@@ -30,9 +30,11 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
         .install_recorder()
         .context("installing the metrics recorder")?;
 
+    let grants = Arc::new(portcullis_core::grants::GrantTable::default());
     let policy = Arc::new(
         PolicyEngine::from_dir(&config.policy_dir, crate::protocols::VOCABULARIES)
-            .with_context(|| format!("loading policies from {}", config.policy_dir.display()))?,
+            .with_context(|| format!("loading policies from {}", config.policy_dir.display()))?
+            .with_grants(grants.clone()),
     );
     if policy.policy_count() == 0 {
         tracing::warn!(dir = %config.policy_dir.display(), "no policies loaded: every request will be denied");
@@ -96,7 +98,8 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
             config.approvals.clone(),
         )
         .await
-        .context("loading reviews")?,
+        .context("loading reviews")?
+        .with_grants(grants),
     );
     let core = Core {
         reviews: reviews.clone(),
@@ -364,6 +367,17 @@ fn postgres_adapter(
         upstream.traces_columns = masking.columns_of(&c.name).next().is_some();
         targets.insert(c.name.clone(), Arc::new(upstream));
     }
+    let provisioned: Vec<_> = config
+        .connections
+        .iter()
+        .filter_map(|c| Some((targets.get(&c.name)?.clone(), c.grants.clone()?)))
+        .collect();
+    let grant_roles = (!provisioned.is_empty()).then(|| {
+        Arc::new(portcullis_proto_pg::GrantRoles::new(
+            provisioned,
+            core.reviews.clone(),
+        ))
+    });
     Ok(PgAdapter::new(
         PgAdapterConfig {
             tls: Some(tls),
@@ -371,6 +385,7 @@ fn postgres_adapter(
             targets,
             limits: config.limits.clone(),
             preauth: preauth.clone(),
+            grant_roles,
         },
         core.clone(),
     )

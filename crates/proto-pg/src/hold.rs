@@ -47,18 +47,40 @@ pub struct HoldContext {
     pub withdraw: Arc<tokio::sync::Notify>,
 }
 
+/// What the relay knew of the server before it sent anything of the read
+/// that brought the held message.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerState {
+    /// Everything sent was answered, and no transaction is open.
+    pub quiet: bool,
+    /// Everything sent was answered, and the transaction has failed.
+    pub failed: bool,
+}
+
+/// What a held session reads from its client at most while it waits (it
+/// is decided after the held statement); past it, the client waits too.
+const HOLD_READ_LIMIT: usize = 256 * 1024;
+
 /// Holds `hold` until its review ends, telling the client with notices.
-/// Reads what the client sends meanwhile into `buf` (it is decided after
-/// the held statement). `None`: the client went away.
+/// Reads what the client sends meanwhile into `buf`, up to a limit.
+/// `None`: the client went away.
 pub async fn hold<R: AsyncRead + Unpin>(
     ctx: &HoldContext,
     hold: &Hold,
     set_reason: Option<&str>,
+    server: ServerState,
     pending: &Handoff,
     client: &mut R,
     buf: &mut BytesMut,
 ) -> Result<Option<ReviewVerdict>, SessionError> {
     let need = &hold.need;
+    if server.failed {
+        // It would fail without running: no review, no approval used up.
+        return Ok(Some(ReviewVerdict::Refused(Denied::new(
+            "portcullis: the statement needs review, and the transaction has failed: roll it back first".into(),
+            need.policies.clone().into(),
+        ).with_sqlstate("25P02"))));
+    }
     let ask = ReviewAsk {
         identity: ctx.identity.clone(),
         session_id: Some(ctx.session_id.clone()),
@@ -69,6 +91,7 @@ pub async fn hold<R: AsyncRead + Unpin>(
         rules: need.rules.clone(),
         statement: hold.statement.to_string(),
         params: hold.params.clone(),
+        hash: hold.key.clone(),
         reason: comment_reason(&hold.statement).or_else(|| set_reason.map(str::to_owned)),
     };
     let refuse = |message: String| {
@@ -78,6 +101,9 @@ pub async fn hold<R: AsyncRead + Unpin>(
         )))
     };
     let (review, wait) = match ctx.board.submit(ask).await {
+        Err(e @ portcullis_core::approvals::ReviewError::TooMany { .. }) => {
+            return Ok(refuse(format!("portcullis: the statement needs review, and {e}")))
+        }
         Err(e) => {
             return Ok(refuse(format!(
                 "portcullis: the statement needs review, and the review could not be recorded ({e}); it is refused"
@@ -92,7 +118,7 @@ pub async fn hold<R: AsyncRead + Unpin>(
     };
     let id = review.id;
     let reviewers = review.reviewers();
-    if !(hold.alone && pending.quiet()) {
+    if !(hold.alone && server.quiet) {
         return Ok(refuse(format!(
             "portcullis: {} needs approval by {reviewers}; review {id} is open, but inside a transaction a statement is not held: once review {id} is approved (portcullis reviews approve {id}), run the same statement again",
             need.actions.join("; ")
@@ -123,7 +149,7 @@ pub async fn hold<R: AsyncRead + Unpin>(
                     .with_sqlstate("57014"),
                 )));
             }
-            n = client.read_buf(buf) => {
+            n = client.read_buf(buf), if buf.len() < HOLD_READ_LIMIT => {
                 if n? == 0 {
                     let _ = ctx.board.withdraw(id, "the client disconnected").await;
                     return Ok(None);
@@ -166,7 +192,7 @@ pub async fn hold<R: AsyncRead + Unpin>(
     }
 }
 
-/// Queues a notice and yields, so the upstream side writes it now.
+/// Queues a notice, and yields so the upstream side writes it now.
 async fn notify(pending: &Handoff, text: String) {
     pending.notice(text);
     tokio::task::yield_now().await;

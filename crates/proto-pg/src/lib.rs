@@ -13,6 +13,7 @@ mod error;
 mod framed;
 pub mod handshake;
 pub mod hold;
+pub mod provision;
 pub mod relay;
 pub mod scram;
 pub mod server;
@@ -23,6 +24,7 @@ pub mod tracker;
 pub mod upstream;
 
 pub use error::SessionError;
+pub use provision::{GrantProvisioning, GrantRoles, OwnedObjects};
 pub use relay::Limits;
 pub use server::{PgAdapter, PgAdapterConfig, ALPN};
 pub use target::{PgTarget, UpstreamAuth, UpstreamTls};

@@ -170,6 +170,10 @@ where
         }
         // What the server confirmed so far decides what names hold.
         tracker.resolve(&pending.take_answered(), gate);
+        tracker.new_read();
+        // Whether the server is idle before anything of this read is sent.
+        let quiet = pending.quiet();
+        let failed = pending.failed_transaction();
         let mut used = 0;
         let mut terminate = false;
         let mut held = None;
@@ -223,9 +227,17 @@ where
             let verdict = match holds {
                 Some(ctx) => {
                     let reason = tracker.reason().map(str::to_owned);
-                    let verdict =
-                        crate::hold::hold(ctx, &hold, reason.as_deref(), pending, &mut client, &mut buf)
-                            .await?;
+                    let server = crate::hold::ServerState { quiet, failed };
+                    let verdict = crate::hold::hold(
+                        ctx,
+                        &hold,
+                        reason.as_deref(),
+                        server,
+                        pending,
+                        &mut client,
+                        &mut buf,
+                    )
+                    .await?;
                     let Some(verdict) = verdict else {
                         return Ok(RelayEnd::ClientVanished);
                     };
@@ -281,7 +293,7 @@ where
                     check_unanswered(tracker.unanswered(), limits)?;
                     continue;
                 }
-                texts = pending.noticed() => {
+                texts = pending.notices.next() => {
                     write_spliced(client, &tracker.notices(&texts), &mut Vec::<(usize, usize, BytesMut)>::new()).await?;
                     continue;
                 }
@@ -411,13 +423,48 @@ pub struct Handoff {
     /// reported it.
     encoding: EncodingReports,
     /// Whether the server's last ReadyForQuery said "idle" (no
-    /// transaction open).
+    /// transaction open), and whether it said "failed".
     idle: std::sync::atomic::AtomicBool,
-    /// Notices for the client from the client side (a review's progress),
-    /// which only the upstream side writes to the client; `noticed` says
-    /// some wait (no waker: see [`Handoff::grown`]).
-    notices: std::sync::Mutex<Vec<String>>,
-    noticed: std::sync::atomic::AtomicBool,
+    failed: std::sync::atomic::AtomicBool,
+    /// Notices for the client from outside the upstream side (a review's
+    /// progress, a grant's end), which only the upstream side writes.
+    notices: Arc<Notices>,
+}
+
+/// The gateway's own notices waiting for a session's client. Other tasks
+/// (a grant ending) queue them too, so a waker is registered; it costs
+/// one atomic exchange per wait of the upstream side.
+#[derive(Default)]
+pub struct Notices {
+    texts: std::sync::Mutex<Vec<String>>,
+    waiting: std::sync::atomic::AtomicBool,
+    waker: atomic_waker::AtomicWaker,
+}
+
+impl Notices {
+    /// Queues `text` for the client and wakes the session.
+    pub fn push(&self, text: String) {
+        self.texts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(text);
+        self.waiting.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Resolves with the notices queued, once there are any.
+    async fn next(&self) -> Vec<String> {
+        std::future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            if self.waiting.swap(false, Ordering::AcqRel) {
+                let mut held = self.texts.lock().unwrap_or_else(|p| p.into_inner());
+                Poll::Ready(std::mem::take(&mut *held))
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
 }
 
 impl Default for Handoff {
@@ -429,8 +476,8 @@ impl Default for Handoff {
             busy: Default::default(),
             encoding: EncodingReports::new(portcullis_pg_wire::ClientEncoding::UTF8),
             idle: std::sync::atomic::AtomicBool::new(true),
+            failed: Default::default(),
             notices: Default::default(),
-            noticed: Default::default(),
         }
     }
 }
@@ -466,9 +513,18 @@ impl Handoff {
         self.busy
             .store(tracker.in_flight() || !queue.is_empty(), Ordering::Release);
         if let Some(status) = tracker.status() {
-            let idle = status == portcullis_pg_wire::TransactionStatus::Idle;
-            self.idle.store(idle, Ordering::Release);
+            use portcullis_pg_wire::TransactionStatus;
+            self.idle
+                .store(status == TransactionStatus::Idle, Ordering::Release);
+            self.failed
+                .store(status == TransactionStatus::Failed, Ordering::Release);
         }
+    }
+
+    /// Whether the server has answered everything and its transaction has
+    /// failed: whatever is sent now fails without running.
+    pub fn failed_transaction(&self) -> bool {
+        !self.busy.load(Ordering::Acquire) && self.failed.load(Ordering::Acquire)
     }
 
     /// Whether the server has answered everything sent and has no
@@ -477,27 +533,14 @@ impl Handoff {
         !self.busy.load(Ordering::Acquire) && self.idle.load(Ordering::Acquire)
     }
 
-    /// Queues a notice for the client. The caller yields next, so the
-    /// upstream side (polled in the same task) writes it.
+    /// Queues a notice for the client.
     pub fn notice(&self, text: String) {
-        self.notices
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(text);
-        self.noticed.store(true, Ordering::Release);
+        self.notices.push(text);
     }
 
-    /// Resolves when notices wait; see [`Handoff::grown`] for why no waker.
-    async fn noticed(&self) -> Vec<String> {
-        std::future::poll_fn(|_| {
-            if self.noticed.swap(false, Ordering::AcqRel) {
-                let mut held = self.notices.lock().unwrap_or_else(|p| p.into_inner());
-                Poll::Ready(std::mem::take(&mut *held))
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
+    /// Where others queue notices for this session's client.
+    pub fn notices(&self) -> &Arc<Notices> {
+        &self.notices
     }
 
     /// Appends `batch`, leaving it empty; returns how many entries wait.

@@ -48,6 +48,8 @@ pub struct PgAdapterConfig {
     pub limits: Limits,
     /// Caps on connections logging in, shared with every other listener.
     pub preauth: portcullis_core::preauth::PreAuthGate,
+    /// Grant roles, where connections provision them.
+    pub grant_roles: Option<Arc<crate::provision::GrantRoles>>,
 }
 
 /// The PostgreSQL protocol adapter.
@@ -99,6 +101,9 @@ impl PgAdapter {
         let accept_failures = portcullis_core::preauth::LogEvery::default();
         for upstream in self.cfg.targets.values() {
             tasks.spawn(upstream.clone().watch_catalog(shutdown.child_token()));
+        }
+        if let Some(grants) = &self.cfg.grant_roles {
+            tasks.spawn(grants.clone().run(shutdown.child_token()));
         }
         loop {
             let (tcp, peer) = tokio::select! {
@@ -285,6 +290,13 @@ impl PgAdapter {
             claimed_user: hello.param("user").map(str::to_owned),
             application: hello.param("application_name").map(str::to_owned),
         };
+        // A grantee's sessions log in as their grant's role while it holds.
+        let upstream = self
+            .cfg
+            .grant_roles
+            .as_ref()
+            .and_then(|g| g.upstream_for(&identity, &connection))
+            .unwrap_or(upstream);
         let admission = self.core.admit(PROTOCOL, &connection, identity, client)?;
 
         let forwarded: Vec<(&str, &str)> = hello
@@ -377,6 +389,9 @@ impl PgAdapter {
             Err(e) => Err(SessionError::Io(e)),
             Ok(()) => {
                 let pending = relay::Handoff::with_busy(busy).with_encoding(at_login.as_deref());
+                if let Some(g) = &self.cfg.grant_roles {
+                    g.attach(&upstream, pending.notices());
+                }
                 let limits = &self.cfg.limits;
                 let outcome = {
                     let to_client = relay::upstream_to_client(

@@ -480,7 +480,7 @@ impl Upstream {
 }
 
 /// The columns of a text-format DataRow (`None` for NULL or bad bytes).
-fn text_columns(row: &[u8]) -> Vec<Option<String>> {
+pub(crate) fn text_columns(row: &[u8]) -> Vec<Option<String>> {
     let mut out = Vec::new();
     let Some(count) = row.get(..2).map(|b| i16::from_be_bytes([b[0], b[1]])) else {
         return out;

@@ -25,6 +25,7 @@ fn ask(identity: Identity, statement: &str, rule: &str, approvals: Option<&str>)
         rules: vec![ReviewRule::from_annotations("writes", rule, approvals, None).unwrap()],
         statement: statement.into(),
         params: vec![],
+        hash: statement_hash(statement, &[]),
         reason: None,
     }
 }
@@ -238,4 +239,57 @@ async fn reviews_survive_a_restart() {
     ));
     // Ids keep counting.
     assert_eq!(open(&second, ask(alice, "x", "dba", None)).await, id + 1);
+}
+
+#[tokio::test]
+async fn a_grant_counts_from_its_approval_until_its_end() {
+    let clock = Arc::new(ManualClock::at(1000));
+    let grants = Arc::new(crate::grants::GrantTable::with_clock(clock.clone()));
+    let b = board(clock.clone(), Arc::default()).with_grants(grants.clone());
+    let alice = who("alice", &[], None);
+    let terms = GrantTerms {
+        role: "dba".into(),
+        duration_secs: 1800,
+    };
+    let asked = b
+        .request_grant(ask(alice.clone(), "grant dba", "dba", None), terms.clone())
+        .await
+        .unwrap();
+    assert!(grants.roles(&alice, "app-db").is_empty());
+    // Approved later: the window counts from the approval.
+    clock.advance(600);
+    assert!(matches!(
+        b.decide(asked.id, &alice, true, None).await.unwrap_err(),
+        ReviewError::OwnRequest { .. }
+    ));
+    let r = b
+        .decide(asked.id, &who("dan", &["dba"], None), true, None)
+        .await
+        .unwrap();
+    assert_eq!(r.approval_expires_at, Some(1600 + 1800));
+    assert_eq!(grants.roles(&alice, "app-db"), ["dba"]);
+    // A statement of the same text never rides on a grant's approval.
+    assert!(matches!(
+        b.submit(ask(alice.clone(), "grant dba", "dba", None))
+            .await
+            .unwrap(),
+        Submission::Waiting { .. }
+    ));
+    clock.advance(1800);
+    assert!(grants.roles(&alice, "app-db").is_empty());
+    b.sweep().await.unwrap();
+    let ended = b.get(asked.id).await.unwrap().unwrap();
+    assert_eq!(ended.status, ReviewStatus::Expired);
+    assert_eq!(ended.end_note.as_deref(), Some("grant ended"));
+    // Revoked early.
+    let again = b
+        .request_grant(ask(alice.clone(), "grant dba", "dba", None), terms)
+        .await
+        .unwrap();
+    b.decide(again.id, &who("dan", &["dba"], None), true, None)
+        .await
+        .unwrap();
+    assert_eq!(grants.roles(&alice, "app-db"), ["dba"]);
+    b.revoke(again.id, "dan").await.unwrap();
+    assert!(grants.roles(&alice, "app-db").is_empty());
 }

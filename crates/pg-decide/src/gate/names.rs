@@ -17,8 +17,9 @@ use crate::permit::{Allowed, Denied, GateDecision, Held, ReviewNeed};
 /// What the server may hold under a prepared statement name.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Definition {
-    /// A protocol-level Parse of this text.
-    Text(Arc<str>),
+    /// A protocol-level Parse of this text, with the parameter types it
+    /// declared.
+    Text(Arc<str>, Arc<[u32]>),
     /// A SQL `PREPARE` of a statement with these facts.
     Sql(Arc<StatementFacts>),
 }
@@ -81,7 +82,7 @@ impl StatementGate {
         let mut protocol = false;
         for d in definitions {
             match d {
-                Definition::Text(_) => protocol = true,
+                Definition::Text(..) => protocol = true,
                 Definition::Sql(facts) => match &mut merged {
                     None => merged = Some((**facts).clone()),
                     Some(m) => merge_prepared(m, facts),
@@ -121,7 +122,7 @@ impl StatementGate {
         let mut need: Option<ReviewNeed> = None;
         for d in definitions {
             let decision = match d {
-                Definition::Text(text) => self.check(text),
+                Definition::Text(text, _) => self.check(text),
                 Definition::Sql(facts) => self.check_facts(facts),
             };
             let allowed = match decision {
@@ -146,6 +147,12 @@ impl StatementGate {
                 PolicyIds::default(),
             ));
         };
+        if let Some(need) = need.as_ref().filter(|_| definitions.len() > 1) {
+            return GateDecision::Deny(super::unreviewable(
+                need,
+                "the server may hold more than one definition under the prepared statement's name",
+            ));
+        }
         let allowed = if definitions.len() == 1 {
             only
         } else {
@@ -167,6 +174,12 @@ impl StatementGate {
         let state = self.state.clone();
         if let Err(deny) = self.check_statement(&state, facts, "EXECUTE", &mut found) {
             return deny;
+        }
+        if let Some(need) = &found.review {
+            return GateDecision::Deny(super::unreviewable(
+                need,
+                "it runs a statement prepared with SQL PREPARE",
+            ));
         }
         match self.mask_plan(&state, &[facts]) {
             Ok(mask) => found.decision(|policies| {

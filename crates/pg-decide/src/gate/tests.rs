@@ -200,18 +200,18 @@ fn a_name_with_several_possible_definitions_is_decided_for_each() {
         "q",
         &[
             sql_definition("select 1"),
-            Definition::Text(Arc::from("select 2")),
+            Definition::Text(Arc::from("select 2"), Arc::from([])),
         ],
     );
     assert!(denied(&mut g, "execute q").contains("does not exist"));
     // A Bind of such a name is decided for both texts.
     let both = [
-        Definition::Text(Arc::from("select 1")),
-        Definition::Text(Arc::from("select * from api_keys")),
+        Definition::Text(Arc::from("select 1"), Arc::from([])),
+        Definition::Text(Arc::from("select * from api_keys"), Arc::from([])),
     ];
     assert!(matches!(g.check_definitions(&both), GateDecision::Deny(_)));
     let both = [
-        Definition::Text(Arc::from("select 1")),
+        Definition::Text(Arc::from("select 1"), Arc::from([])),
         sql_definition("select * from users"),
     ];
     assert!(matches!(g.check_definitions(&both), GateDecision::Allow(_)));
@@ -508,4 +508,79 @@ fn explicit_casts_from_a_user_type_need_a_value_of_it() {
         g.check("select name::text from users"),
         GateDecision::Allow(_)
     ));
+}
+
+/// A reviewer approves the exact text that runs: `EXECUTE name` (SQL or
+/// a Bind of a name with more than one possible definition) does not show
+/// it, so such a statement is refused rather than held.
+#[test]
+fn a_reviewed_statement_runs_only_as_its_own_text() {
+    let mut g = gate(&["public"]);
+    g.set_prepared("wipe", &[sql_definition("delete from users")]);
+    assert!(denied(&mut g, "execute wipe")
+        .contains("needs approval, and it runs a prepared statement through EXECUTE"));
+    let both = [
+        Definition::Text(Arc::from("select 1"), Arc::from([])),
+        Definition::Text(Arc::from("delete from users"), Arc::from([])),
+    ];
+    match g.check_definitions(&both) {
+        GateDecision::Deny(d) => assert!(d.message().contains("more than one definition")),
+        other => panic!("{other:?}"),
+    }
+    let one = [Definition::Text(
+        Arc::from("delete from users"),
+        Arc::from([]),
+    )];
+    assert!(matches!(g.check_definitions(&one), GateDecision::Review(_)));
+}
+
+/// What an approval names covers every byte the server reads and what the
+/// review was for.
+#[test]
+fn the_hold_key_covers_parameters_whole_and_the_pairs_under_review() {
+    use crate::permit::{hold_key, HoldSubject};
+    use portcullis_pg_wire::Param;
+    let mut g = gate(&["public"]);
+    let GateDecision::Review(held) = g.check("delete from users") else {
+        panic!("held")
+    };
+    let need = held.need().clone();
+    let bind = |types: &'static [u32], formats: &'static [i16], value: &'static [u8]| {
+        hold_key(
+            &need,
+            HoldSubject::Bind {
+                text: "delete from users where id = $1",
+                types,
+                formats,
+                params: &[Param::Value(value)],
+            },
+        )
+    };
+    let base = bind(&[], &[], b"1");
+    assert_eq!(base, bind(&[], &[], b"1"));
+    assert_ne!(base, bind(&[23], &[], b"1"));
+    assert_ne!(base, bind(&[], &[1], b"1"));
+    assert_ne!(base, bind(&[], &[], b"2"));
+    let long_a = [b'1'; 2000];
+    let mut long_b = [b'1'; 2000];
+    long_b[1999] = b'2';
+    let key = |v: &[u8]| {
+        hold_key(
+            &need,
+            HoldSubject::Bind {
+                text: "t",
+                types: &[],
+                formats: &[],
+                params: &[Param::Value(v)],
+            },
+        )
+    };
+    assert_ne!(key(&long_a), key(&long_b));
+    // The same text under review for other pairs is another request.
+    let mut other = need.clone();
+    other.actions = vec!["delete on app-db/s2.users".into()];
+    assert_ne!(
+        hold_key(&need, HoldSubject::Query("delete from users")),
+        hold_key(&other, HoldSubject::Query("delete from users"))
+    );
 }

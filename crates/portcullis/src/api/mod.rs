@@ -3,6 +3,7 @@
 //! decided by the same Cedar policies as everything else.
 
 mod admin;
+mod grants;
 mod oauth;
 mod reviews;
 pub mod server;
@@ -49,6 +50,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/sessions/{id}", get(show_session))
         .route("/api/whoami", get(admin::whoami))
         .route("/api/revoke", post(admin::revoke))
+        .route("/api/grants", get(grants::list).post(grants::request))
+        .route("/api/grants/{id}/revoke", post(grants::revoke))
         .route("/api/reviews", get(reviews::list))
         .route("/api/reviews/{id}", get(reviews::show))
         .route("/api/reviews/{id}/approve", post(reviews::approve))

@@ -39,16 +39,27 @@ pub struct DecisionBody {
     reason: Option<String>,
 }
 
-/// Whether `who` may see `review`.
-fn may_see(s: &ApiState, who: &Identity, peer: SocketAddr, review: &Review) -> bool {
+/// Whether `who` asked for `review` (or acts for who did), or may decide it.
+pub(super) fn involved(who: &Identity, review: &Review) -> bool {
     let party = [Some(who.user.as_str()), who.actor.as_deref()]
         .into_iter()
         .flatten()
         .any(|p| review.requester == p || review.actor.as_deref() == Some(p));
-    party || review.rules.iter().any(|r| r.admits(&who.groups)) || views_all(s, who, peer)
+    party || review.rules.iter().any(|r| r.admits(&who.groups))
 }
 
-fn views_all(s: &ApiState, who: &Identity, peer: SocketAddr) -> bool {
+/// Whether `who` may see `review`.
+pub(super) fn may_see(s: &ApiState, who: &Identity, peer: SocketAddr, review: &Review) -> bool {
+    involved(who, review) || gateway_allows(s, who, peer, Action::VIEW_SESSIONS)
+}
+
+/// Whether policy allows `who` `action` on the gateway.
+pub(super) fn gateway_allows(
+    s: &ApiState,
+    who: &Identity,
+    peer: SocketAddr,
+    action: Action,
+) -> bool {
     let facts = RequestFacts {
         protocol: "api",
         client_address: peer.ip().to_string(),
@@ -56,7 +67,7 @@ fn views_all(s: &ApiState, who: &Identity, peer: SocketAddr) -> bool {
     };
     s.core
         .policy
-        .decide(who, Action::VIEW_SESSIONS, &Resource::Gateway, &facts)
+        .decide(who, action, &Resource::Gateway, &facts)
         .allowed
 }
 
@@ -87,7 +98,7 @@ pub async fn list(
             ))
         }
     };
-    let all = views_all(&s, &who, peer);
+    let all = gateway_allows(&s, &who, peer, Action::VIEW_SESSIONS);
     Ok(Json(
         reviews
             .into_iter()
@@ -170,6 +181,7 @@ async fn decide(
                     tracing::warn!(review = id, by = %who.describe(), error = %e, "review decision refused");
                     StatusCode::FORBIDDEN
                 }
+                ReviewError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
                 ReviewError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             Err(ApiError(status, e.to_string()))

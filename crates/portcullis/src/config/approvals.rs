@@ -43,3 +43,49 @@ pub fn validate(raw: ApprovalsConfig) -> Result<ReviewSettings, (String, String)
     }
     Ok(settings)
 }
+
+/// A connection's grant provisioning, or the offending (key, message).
+pub fn grant_provisioning(
+    key: &str,
+    c: &super::ConnectionConfig,
+    abs: impl Fn(&std::path::Path) -> std::path::PathBuf,
+) -> Result<Option<portcullis_proto_pg::GrantProvisioning>, (String, String)> {
+    let Some(admin_user) = &c.grant_admin_user else {
+        if !c.grant_roles.is_empty() || c.grant_owned.is_some() {
+            return Err((
+                format!("{key}.grant_roles"),
+                "grant roles need grant_admin_user, the role that provisions them".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let file = c.grant_admin_password_file.as_deref().map(&abs);
+    let admin_password =
+        super::read_password(key, "grant_admin_", &c.grant_admin_password_env, &file)?;
+    let owned = match c.grant_owned.as_deref().unwrap_or("drop") {
+        "drop" => portcullis_proto_pg::OwnedObjects::Drop,
+        other => match other.strip_prefix("reassign:") {
+            Some(role) if !role.trim().is_empty() => {
+                portcullis_proto_pg::OwnedObjects::ReassignTo(role.trim().to_owned())
+            }
+            _ => {
+                return Err((
+                    format!("{key}.grant_owned"),
+                    format!("{other:?} is not drop or reassign:<role>"),
+                ))
+            }
+        },
+    };
+    if c.grant_roles.is_empty() {
+        return Err((
+            format!("{key}.grant_roles"),
+            "name the roles grants may give".into(),
+        ));
+    }
+    Ok(Some(portcullis_proto_pg::GrantProvisioning {
+        admin_user: admin_user.clone(),
+        admin_password,
+        roles: c.grant_roles.clone(),
+        owned,
+    }))
+}

@@ -401,3 +401,137 @@ async fn a_driver_statement_is_held_per_execution_with_its_parameters() {
     assert!(message.contains("was denied by dan"), "{message}");
     assert_eq!(rows("rv_ext"), 2);
 }
+
+/// An approval names the pairs its review was for: the same text resolved
+/// to another schema (a search_path change) is another request, held for
+/// its own reviewers. Red-team finding: the approval used to carry over.
+#[test]
+fn an_approval_does_not_carry_to_the_same_text_resolved_elsewhere() {
+    cluster().superuser_sql(
+        "app",
+        "create schema if not exists s2; grant usage on schema s2 to portcullis_reader, trust_user; \
+         drop table if exists public.rv_sp, s2.rv_sp; \
+         create table public.rv_sp (id int); create table s2.rv_sp (id int); \
+         insert into public.rv_sp select generate_series(1, 3); \
+         insert into s2.rv_sp select generate_series(1, 3); \
+         grant all on public.rv_sp, s2.rv_sp to portcullis_reader, trust_user",
+    );
+    // Directly, the second text deletes s2's rows.
+    let (ok, out) = direct_psql(
+        "begin; set local search_path = s2, public; delete from rv_sp where id > 0; rollback",
+    );
+    assert!(ok && out.contains("DELETE 3"), "{out}");
+    let policies = r#"
+permit(principal in Group::"engineering",
+       action in [Action::"connect", Action::"select"],
+       resource in Connection::"app-db");
+@review("dba")
+@wait("1s")
+permit(principal in Group::"engineering", action == Action::"delete",
+       resource in Connection::"app-db")
+unless { resource == Table::"app-db/s2.rv_sp" };
+@review("security")
+@wait("1s")
+permit(principal in Group::"engineering", action == Action::"delete",
+       resource == Table::"app-db/s2.rv_sp");
+"#;
+    let gw = gateway()
+        .app_db("app-db", cluster())
+        .policies(policies)
+        .extra(TOKENS)
+        .start();
+    let conn = gw.conninfo("app-db", "");
+    let out = portcullis_testkit::psql(
+        &conn,
+        ALICE_TOKEN,
+        &[],
+        Some("begin;\ndelete from rv_sp where id > 0;\n"),
+    );
+    assert!(out.stderr.contains("review 1 is open"), "{}", out.stderr);
+    let (ok, out) = reviews_cli(&gw, DAN, &["approve", "1"]);
+    assert!(ok, "{out}");
+    let out = portcullis_testkit::psql(
+        &conn,
+        ALICE_TOKEN,
+        &[],
+        Some("set search_path = s2, public;\ndelete from rv_sp where id > 0;\n"),
+    );
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("review 2 was not decided"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(rows("s2.rv_sp"), 3);
+    assert_eq!(rows("public.rv_sp"), 3);
+}
+
+/// Parameters count byte for byte: a lookalike of an approved execution
+/// (same first kilobyte, same length) is another request. Red-team
+/// finding: the record's cut rendering was what the approval named.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_names_every_byte_of_the_parameters() {
+    table("rv_long", 10);
+    let gw = reviewed_gateway("rv_long", "@review(\"dba\")\n@wait(\"1s\")");
+    let mut client = connect(&gw, "app-db", ALICE_TOKEN).await.unwrap();
+    let delete = client
+        .prepare("delete from public.rv_long where id = any(string_to_array($1, ',')::int[])")
+        .await
+        .unwrap();
+    let approved = format!("{}1", "1,".repeat(520));
+    let lookalike = format!("{}2,3,4,5,6,7,8,9,1", "1,".repeat(512));
+    assert_eq!(approved.len(), lookalike.len());
+    // Directly, the lookalike deletes nine rows.
+    let (ok, out) = direct_psql(&format!(
+        "begin; delete from public.rv_long where id = any(string_to_array('{lookalike}', ',')::int[]); rollback"
+    ));
+    assert!(ok && out.contains("DELETE 9"), "{out}");
+    let tx = client.transaction().await.unwrap();
+    let e = tx.execute(&delete, &[&approved]).await.unwrap_err();
+    assert!(db_error(&e).1.contains("review 1 is open"), "{e:?}");
+    tx.rollback().await.unwrap();
+    let (ok, out) = tokio::task::block_in_place(|| reviews_cli(&gw, DAN, &["approve", "1"]));
+    assert!(ok, "{out}");
+    let e = client.execute(&delete, &[&lookalike]).await.unwrap_err();
+    assert!(db_error(&e).1.contains("review 2 was not decided"), "{e:?}");
+    assert_eq!(rows("rv_long"), 10);
+    // The approved execution runs.
+    assert_eq!(client.execute(&delete, &[&approved]).await.unwrap(), 1);
+    assert_eq!(rows("rv_long"), 9);
+}
+
+/// What drivers send for one statement (Parse, Bind, Execute, Sync in one
+/// write) is held like psql's query, though the Parse goes out first.
+#[test]
+fn a_statement_sent_in_one_extended_write_is_held() {
+    table("rv_raw", 2);
+    let gw = reviewed_gateway("rv_raw", r#"@review("dba")"#);
+    let mut raw = Raw::login(gw.pg_port, "app-db", ALICE_TOKEN).unwrap();
+    let mut out = bytes::BytesMut::new();
+    portcullis_pg_wire::encode::parse(&mut out, "", "delete from public.rv_raw where id = 1");
+    portcullis_pg_wire::encode::bind(&mut out, "", "");
+    portcullis_pg_wire::encode::execute(&mut out, "", 0);
+    portcullis_pg_wire::encode::sync(&mut out);
+    raw.send(&out);
+    let id = id_of(&pending_review(&gw, DAN));
+    let (ok, text) = reviews_cli(&gw, DAN, &["approve", &id]);
+    assert!(ok, "{text}");
+    let mut seen = Vec::new();
+    while let Some((tag, body)) = raw.read_msg() {
+        seen.push((tag, String::from_utf8_lossy(&body).into_owned()));
+        if tag == b'Z' {
+            break;
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|(t, b)| *t == b'N' && b.contains("is waiting for approval")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|(t, b)| *t == b'C' && b.contains("DELETE 1")),
+        "{seen:?}"
+    );
+    assert_eq!(rows("rv_raw"), 1);
+}

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use portcullis_core::approvals::Approved;
 use portcullis_pg_decide::gate::Definition;
 use portcullis_pg_decide::{
-    Allowed, Denied, Forward, GateDecision, Hold, Permit, StandIn, StatementGate,
+    hold_key, Allowed, Denied, Forward, GateDecision, Hold, HoldSubject, Permit, StandIn,
+    StatementGate,
 };
 use portcullis_pg_sql::Effect;
 use portcullis_pg_wire::{FrontendMessage, Param, Target};
@@ -71,6 +72,9 @@ pub struct FrontendTracker {
     /// Whether an Execute was sent since the last Sync: a statement held
     /// for review after it would hold that statement's locks too.
     executed_in_stretch: bool,
+    /// Whether a Query or Execute came earlier in the current read (it is
+    /// sent before a statement after it is held).
+    ran_in_read: bool,
     /// The encoding the server reads the client's messages in.
     encoding: EncodingWatch,
     max_statements: usize,
@@ -100,6 +104,7 @@ impl FrontendTracker {
             stretch: 0,
             extended_in_stretch: false,
             executed_in_stretch: false,
+            ran_in_read: false,
             encoding: EncodingWatch::new(),
             max_statements,
             verdict: None,
@@ -127,17 +132,18 @@ impl FrontendTracker {
     fn settle_review(
         &mut self,
         decision: GateDecision,
-        text: &str,
-        params: &[Option<String>],
+        subject: HoldSubject<'_>,
+        shown_params: &[Option<String>],
     ) -> Result<GateDecision, Box<Hold>> {
         let GateDecision::Review(held) = decision else {
             self.verdict = None;
             return Ok(decision);
         };
+        let key = hold_key(held.need(), subject);
         match self.verdict.take() {
             Some(ReviewVerdict::Approved(approved)) => {
                 let review = approved.review();
-                Ok(match held.release(approved, text, params) {
+                Ok(match held.release(approved, &key) {
                     Some(allowed) => GateDecision::Allow(allowed),
                     None => GateDecision::Deny(Denied::new(
                         format!("portcullis: review {review} approved another statement than this one; it is refused"),
@@ -146,12 +152,34 @@ impl FrontendTracker {
                 })
             }
             Some(ReviewVerdict::Refused(denied)) => Ok(GateDecision::Deny(denied)),
-            None => Err(Box::new(Hold {
-                need: held.need().clone(),
-                statement: Arc::from(text),
-                params: params.to_vec(),
-                alone: !self.executed_in_stretch,
-            })),
+            None => {
+                let (HoldSubject::Query(text) | HoldSubject::Bind { text, .. }) = subject;
+                Err(Box::new(Hold {
+                    need: held.need().clone(),
+                    statement: Arc::from(text),
+                    params: shown_params.to_vec(),
+                    key,
+                    alone: !self.executed_in_stretch && !self.ran_in_read,
+                }))
+            }
+        }
+    }
+
+    /// Starts deciding what one read from the client brought.
+    pub fn new_read(&mut self) {
+        self.ran_in_read = false;
+    }
+
+    /// The parameter types the Parse of `statement` declared, when the
+    /// server can hold only one definition under the name.
+    fn declared_types(&self, statement: &str) -> Arc<[u32]> {
+        match self
+            .statements
+            .candidates(statement, self.stretch)
+            .as_slice()
+        {
+            [Some(Definition::Text(_, types))] => types.clone(),
+            _ => Arc::from([]),
         }
     }
 
@@ -250,7 +278,11 @@ impl FrontendTracker {
         }
         match msg {
             FrontendMessage::Query { sql } => Ok(self.on_query(sql, out, gate)),
-            FrontendMessage::Parse { name, sql, .. } => self.on_parse(name, sql, out, gate),
+            FrontendMessage::Parse {
+                name,
+                sql,
+                param_types,
+            } => self.on_parse(name, sql, param_types, out, gate),
             FrontendMessage::Bind {
                 portal,
                 statement,
@@ -260,7 +292,14 @@ impl FrontendTracker {
             } => {
                 let (text, decision) = self.bind_decision(statement, gate);
                 let rendered = render_params(param_formats, params);
-                let decision = match self.settle_review(decision, &text, &rendered) {
+                let types = self.declared_types(statement);
+                let subject = HoldSubject::Bind {
+                    text: &text,
+                    types: &types,
+                    formats: param_formats,
+                    params,
+                };
+                let decision = match self.settle_review(decision, subject, &rendered) {
                     Ok(d) => d,
                     Err(hold) => return Ok(Forward::Hold(hold)),
                 };
@@ -342,7 +381,7 @@ impl FrontendTracker {
     }
 
     fn on_query(&mut self, sql: &str, out: &mut Vec<Pending>, gate: &mut StatementGate) -> Forward {
-        let decision = match self.settle_review(gate.check(sql), sql, &[]) {
+        let decision = match self.settle_review(gate.check(sql), HoldSubject::Query(sql), &[]) {
             Ok(d) => d,
             Err(mut hold) => {
                 // Unsynced extended messages run in the same transaction.
@@ -350,6 +389,7 @@ impl FrontendTracker {
                 return Forward::Hold(hold);
             }
         };
+        self.ran_in_read = true;
         let mut s = Stmt::decided("query", Arc::from(sql), &decision);
         let forward = match &decision {
             GateDecision::Allow(a) => {
@@ -422,6 +462,7 @@ impl FrontendTracker {
         gate: &mut StatementGate,
     ) -> Forward {
         self.executed_in_stretch = true;
+        self.ran_in_read = true;
         let candidates = self.portals.candidates(portal, self.stretch);
         if candidates.iter().all(Option::is_none) {
             // Not bound, not declared: no decided query stands behind it.
@@ -480,6 +521,7 @@ impl FrontendTracker {
         &mut self,
         name: &str,
         sql: &str,
+        param_types: &[u32],
         out: &mut Vec<Pending>,
         gate: &mut StatementGate,
     ) -> Result<Forward, SessionError> {
@@ -505,7 +547,8 @@ impl FrontendTracker {
             GateDecision::Allow(allowed) => {
                 let permit = allowed.permit();
                 let id = self.change_id();
-                self.statement_change(id, Change::Define(key, Definition::Text(text)), gate);
+                let def = Definition::Text(text, Arc::from(param_types));
+                self.statement_change(id, Change::Define(key, def), gate);
                 s.changes.push((0, id));
                 out.push(Pending::Parse(s));
                 Forward::AsIs(permit)
@@ -547,7 +590,7 @@ impl FrontendTracker {
             .flatten()
             .collect();
         let text = match candidates.as_slice() {
-            [Definition::Text(t)] => t.clone(),
+            [Definition::Text(t, _)] => t.clone(),
             _ => Arc::from(format!("EXECUTE {statement}")),
         };
         if let [only] = candidates.as_slice() {
