@@ -319,6 +319,9 @@ async fn teardown(
 ) -> Result<(), SessionError> {
     let q = quote_ident(role);
     run_sql(stream, buf, &format!("ALTER ROLE {q} NOLOGIN")).await?;
+    // Signalling its backends and dropping what it owns need the role's
+    // privileges; a CREATEROLE admin may take them (a superuser has them).
+    run_sql(stream, buf, &format!("GRANT {q} TO CURRENT_USER")).await?;
     run_sql(
         stream,
         buf,

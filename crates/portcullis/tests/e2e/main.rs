@@ -9,6 +9,7 @@ mod common;
 mod compat;
 mod connect;
 mod encodings;
+mod grants;
 mod hardening;
 mod identity;
 mod load;
