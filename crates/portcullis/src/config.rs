@@ -72,6 +72,9 @@ pub struct RawConfig {
     /// Reviews.
     #[serde(default)]
     pub approvals: approvals::ApprovalsConfig,
+    /// Outgoing webhooks for reviews and grants.
+    #[serde(default)]
+    pub webhooks: Vec<approvals::WebhookConfig>,
 }
 
 /// `[runtime]`.
@@ -316,6 +319,8 @@ pub struct Config {
     pub shutdown_deadline: Duration,
     /// Reviews: waits and validity.
     pub approvals: portcullis_core::approvals::ReviewSettings,
+    /// Outgoing webhooks.
+    pub webhooks: Vec<crate::webhooks::Webhook>,
     /// Log format is JSON.
     pub log_json: bool,
     /// Log filter.
@@ -483,7 +488,8 @@ impl Config {
                 ));
             }
             let password_file = c.password_file.as_deref().map(abs);
-            let password = read_password(&key, "", &c.password_env, &password_file)
+            let fields = ("password_env", "password_file");
+            let password = read_secret(&key, fields, &c.password_env, &password_file)
                 .map_err(|(key, message)| err(key, message))?;
             let grants = approvals::grant_provisioning(&key, c, abs)
                 .map_err(|(key, message)| err(key, message))?;
@@ -596,8 +602,11 @@ impl Config {
             masking::validate(raw.masking, &names).map_err(|(key, message)| err(key, message))?;
         let approvals =
             approvals::validate(raw.approvals).map_err(|(key, message)| err(key, message))?;
+        let webhooks =
+            approvals::webhooks(&raw.webhooks, abs).map_err(|(key, message)| err(key, message))?;
         Ok(Config {
             approvals,
+            webhooks,
             identity,
             masking,
             data_dir: abs(&raw.data_dir),
@@ -637,38 +646,35 @@ impl Config {
     }
 }
 
-/// A password from `<prefix>password_env` or `<prefix>password_file`
-/// (its first line; the path already resolved), or the offending (key,
-/// message).
-pub(crate) fn read_password(
+/// A secret from the environment variable `env` names or the first line
+/// of `file` (its path already resolved); `fields` are the two keys'
+/// names for messages. `Err`: the offending (key, message).
+pub(crate) fn read_secret(
     key: &str,
-    prefix: &str,
+    fields: (&str, &str),
     env: &Option<String>,
     file: &Option<PathBuf>,
 ) -> Result<Option<Secret<String>>, (String, String)> {
+    let (env_field, file_field) = fields;
     match (env, file) {
         (Some(_), Some(_)) => Err((
             key.to_owned(),
-            format!("set at most one of {prefix}password_env and {prefix}password_file"),
+            format!("set at most one of {env_field} and {file_field}"),
         )),
-        (Some(var), None) => std::env::var(var)
-            .map(|v| Some(Secret::new(v)))
-            .map_err(|_| {
-                (
-                    format!("{key}.{prefix}password_env"),
-                    format!("environment variable {var} is not set"),
-                )
-            }),
+        (Some(var), None) => std::env::var(var).map(|v| Some(Secret::new(v))).map_err(|_| {
+            (
+                format!("{key}.{env_field}"),
+                format!("environment variable {var} is not set"),
+            )
+        }),
         (None, Some(f)) => {
             let text = std::fs::read_to_string(f).map_err(|e| {
                 (
-                    format!("{key}.{prefix}password_file"),
+                    format!("{key}.{file_field}"),
                     format!("cannot read {}: {e}", f.display()),
                 )
             })?;
-            Ok(Some(Secret::new(
-                text.lines().next().unwrap_or_default().to_owned(),
-            )))
+            Ok(Some(Secret::new(text.lines().next().unwrap_or_default().to_owned())))
         }
         (None, None) => Ok(None),
     }

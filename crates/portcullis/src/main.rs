@@ -10,6 +10,7 @@ mod masking_key;
 mod protocols;
 mod reviews;
 mod serve;
+mod webhooks;
 
 use std::io::Read;
 use std::path::PathBuf;

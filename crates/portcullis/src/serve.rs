@@ -162,6 +162,11 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
         reviews.clone(),
         shutdown.clone(),
     )));
+    tasks.push(tokio::spawn(crate::webhooks::run(
+        config.webhooks.clone(),
+        reviews.clone(),
+        shutdown.clone(),
+    )));
     wait_for_signals(&policy, &config, &auth, &core, &config_path).await;
     tracing::info!("shutting down: ending sessions and flushing the audit log");
     // Held clients hear that their reviews stay open before sessions end.

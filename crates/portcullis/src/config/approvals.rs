@@ -60,8 +60,9 @@ pub fn grant_provisioning(
         return Ok(None);
     };
     let file = c.grant_admin_password_file.as_deref().map(&abs);
+    let fields = ("grant_admin_password_env", "grant_admin_password_file");
     let admin_password =
-        super::read_password(key, "grant_admin_", &c.grant_admin_password_env, &file)?;
+        super::read_secret(key, fields, &c.grant_admin_password_env, &file)?;
     let owned = match c.grant_owned.as_deref().unwrap_or("drop") {
         "drop" => portcullis_proto_pg::OwnedObjects::Drop,
         other => match other.strip_prefix("reassign:") {
@@ -88,4 +89,56 @@ pub fn grant_provisioning(
         roles: c.grant_roles.clone(),
         owned,
     }))
+}
+
+/// `[[webhooks]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where to POST (http or https).
+    pub url: String,
+    /// Environment variable holding the HMAC key deliveries are signed with.
+    pub secret_env: Option<String>,
+    /// Or a file holding it (first line).
+    pub secret_file: Option<std::path::PathBuf>,
+    /// `json` (default) or `slack`.
+    pub format: Option<String>,
+}
+
+/// The webhooks, or the offending (key, message).
+pub fn webhooks(
+    raw: &[WebhookConfig],
+    abs: impl Fn(&std::path::Path) -> std::path::PathBuf,
+) -> Result<Vec<crate::webhooks::Webhook>, (String, String)> {
+    let mut out = Vec::new();
+    for (i, w) in raw.iter().enumerate() {
+        let key = format!("webhooks[{i}]");
+        if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
+            return Err((format!("{key}.url"), "must be an http:// or https:// URL".into()));
+        }
+        let file = w.secret_file.as_deref().map(&abs);
+        let secret = super::read_secret(&key, ("secret_env", "secret_file"), &w.secret_env, &file)?
+            .ok_or_else(|| {
+                (
+                    key.clone(),
+                    "set secret_env or secret_file: deliveries are signed with it".into(),
+                )
+            })?;
+        let format = match w.format.as_deref().unwrap_or("json") {
+            "json" => crate::webhooks::WebhookFormat::Json,
+            "slack" => crate::webhooks::WebhookFormat::Slack,
+            other => {
+                return Err((
+                    format!("{key}.format"),
+                    format!("{other:?} is not one of json, slack"),
+                ))
+            }
+        };
+        out.push(crate::webhooks::Webhook {
+            url: w.url.clone(),
+            secret,
+            format,
+        });
+    }
+    Ok(out)
 }

@@ -21,3 +21,4 @@ mod relations;
 mod relay;
 mod robustness;
 mod strict_masking;
+mod webhooks;
