@@ -535,3 +535,55 @@ fn a_statement_sent_in_one_extended_write_is_held() {
     );
     assert_eq!(rows("rv_raw"), 1);
 }
+
+/// A token for `subject` acted for by `actor` (RFC 8693 exchange).
+fn exchanged(gw: &Gateway, subject: &str, actor: &str) -> String {
+    let jwt = "urn:ietf:params:oauth:token-type:jwt";
+    let out = Command::new("curl")
+        .args(["-s", "-f"])
+        .args([
+            "--data-urlencode",
+            "grant_type=urn:ietf:params:oauth:grant-type:token-exchange",
+        ])
+        .args(["--data-urlencode", &format!("subject_token={subject}")])
+        .args(["--data-urlencode", &format!("subject_token_type={jwt}")])
+        .args(["--data-urlencode", &format!("actor_token={actor}")])
+        .args(["--data-urlencode", &format!("actor_token_type={jwt}")])
+        .arg(format!("{}/oauth/token", gw.api()))
+        .output()
+        .unwrap();
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    body["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("exchange failed: {out:?}"))
+        .to_owned()
+}
+
+#[test]
+fn neither_the_requester_nor_its_agent_approves_a_request_made_through_the_agent() {
+    table("rv_agent", 2);
+    let gw = gateway()
+        .app_db("app-db", cluster())
+        .policies(&policies("rv_agent", r#"@review("dba")"#))
+        .extra(&format!(
+            "{TOKENS}\n[[tokens]]\nuser = \"bot\"\ngroups = [\"dba\"]\ntoken = \"bot-token-90ac\"\n"
+        ))
+        .start();
+    // boss (a dba) acts through the agent bot (also in dba).
+    let boss_via_bot = exchanged(&gw, BOSS, "bot-token-90ac");
+    let psql = spawn_psql(&gw, &boss_via_bot, "delete from public.rv_agent");
+    let review = pending_review(&gw, DAN);
+    assert_eq!((review["requester"].as_str(), review["actor"].as_str()), (Some("boss"), Some("bot")));
+    let id = id_of(&review);
+    for (who, token) in [("boss", BOSS), ("boss through bot", boss_via_bot.as_str()), ("bot", "bot-token-90ac")] {
+        let (ok, out) = reviews_cli(&gw, token, &["approve", &id]);
+        assert!(!ok, "{who} approved: {out}");
+        assert!(out.contains("nobody decides a review of their own request"), "{who}: {out}");
+    }
+    assert_eq!(rows("rv_agent"), 2);
+    let (ok, out) = reviews_cli(&gw, DAN, &["approve", &id]);
+    assert!(ok, "{out}");
+    let (ok, _, stderr) = finish(psql);
+    assert!(ok, "{stderr}");
+    assert_eq!(rows("rv_agent"), 0);
+}
