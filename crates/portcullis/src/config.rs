@@ -661,12 +661,14 @@ pub(crate) fn read_secret(
             key.to_owned(),
             format!("set at most one of {env_field} and {file_field}"),
         )),
-        (Some(var), None) => std::env::var(var).map(|v| Some(Secret::new(v))).map_err(|_| {
-            (
-                format!("{key}.{env_field}"),
-                format!("environment variable {var} is not set"),
-            )
-        }),
+        (Some(var), None) => std::env::var(var)
+            .map(|v| Some(Secret::new(v)))
+            .map_err(|_| {
+                (
+                    format!("{key}.{env_field}"),
+                    format!("environment variable {var} is not set"),
+                )
+            }),
         (None, Some(f)) => {
             let text = std::fs::read_to_string(f).map_err(|e| {
                 (
@@ -674,7 +676,9 @@ pub(crate) fn read_secret(
                     format!("cannot read {}: {e}", f.display()),
                 )
             })?;
-            Ok(Some(Secret::new(text.lines().next().unwrap_or_default().to_owned())))
+            Ok(Some(Secret::new(
+                text.lines().next().unwrap_or_default().to_owned(),
+            )))
         }
         (None, None) => Ok(None),
     }

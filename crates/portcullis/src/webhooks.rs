@@ -52,7 +52,11 @@ const QUEUE: usize = 1024;
 /// The event's name: `review.created`, `review.approved`, `grant.approved`
 /// (a grant given), `grant.expired` (its end), …
 fn event_name(e: &ReviewEvent) -> String {
-    let subject = if e.review.grant.is_some() { "grant" } else { "review" };
+    let subject = if e.review.grant.is_some() {
+        "grant"
+    } else {
+        "review"
+    };
     format!("{subject}.{}", e.kind)
 }
 
@@ -177,7 +181,8 @@ pub async fn run(hooks: Vec<Webhook>, board: Arc<ReviewBoard>, stop: Cancellatio
                 }
             }
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                metrics::counter!("portcullis_webhook_failures_total", "why" => "lagged").increment(n);
+                metrics::counter!("portcullis_webhook_failures_total", "why" => "lagged")
+                    .increment(n);
                 tracing::warn!(missed = n, "webhooks fell behind; events dropped");
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -222,7 +227,8 @@ async fn deliver_all(
                 Err(e) => Some(e.without_url().to_string()),
             };
             let Some(why) = failure else { break };
-            metrics::counter!("portcullis_webhook_failures_total", "why" => "delivery").increment(1);
+            metrics::counter!("portcullis_webhook_failures_total", "why" => "delivery")
+                .increment(1);
             tracing::warn!(event = %name, attempt, error = %why, "webhook delivery failed");
             if attempt == ATTEMPTS {
                 break;
@@ -242,7 +248,8 @@ mod tests {
 
     #[test]
     fn statement_text_cannot_change_a_slack_message_layout() {
-        let forged = "delete from t -- ```\n*APPROVED by security* <!channel> <https://evil.example|open>";
+        let forged =
+            "delete from t -- ```\n*APPROVED by security* <!channel> <https://evil.example|open>";
         let shown = slack_escape(forged);
         assert!(!shown.contains('`'));
         assert!(!shown.contains('<') && !shown.contains('>'));
@@ -254,6 +261,9 @@ mod tests {
         let s = signature(b"k", 1700000000, "{}");
         let mut mac = Hmac::<Sha256>::new_from_slice(b"k").unwrap();
         mac.update(b"1700000000.{}");
-        assert_eq!(s, format!("sha256={}", hex::encode(mac.finalize().into_bytes())));
+        assert_eq!(
+            s,
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+        );
     }
 }

@@ -61,8 +61,7 @@ pub fn grant_provisioning(
     };
     let file = c.grant_admin_password_file.as_deref().map(&abs);
     let fields = ("grant_admin_password_env", "grant_admin_password_file");
-    let admin_password =
-        super::read_secret(key, fields, &c.grant_admin_password_env, &file)?;
+    let admin_password = super::read_secret(key, fields, &c.grant_admin_password_env, &file)?;
     let owned = match c.grant_owned.as_deref().unwrap_or("drop") {
         "drop" => portcullis_proto_pg::OwnedObjects::Drop,
         other => match other.strip_prefix("reassign:") {
@@ -114,7 +113,10 @@ pub fn webhooks(
     for (i, w) in raw.iter().enumerate() {
         let key = format!("webhooks[{i}]");
         if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
-            return Err((format!("{key}.url"), "must be an http:// or https:// URL".into()));
+            return Err((
+                format!("{key}.url"),
+                "must be an http:// or https:// URL".into(),
+            ));
         }
         let file = w.secret_file.as_deref().map(&abs);
         let secret = super::read_secret(&key, ("secret_env", "secret_file"), &w.secret_env, &file)?

@@ -573,12 +573,22 @@ fn neither_the_requester_nor_its_agent_approves_a_request_made_through_the_agent
     let boss_via_bot = exchanged(&gw, BOSS, "bot-token-90ac");
     let psql = spawn_psql(&gw, &boss_via_bot, "delete from public.rv_agent");
     let review = pending_review(&gw, DAN);
-    assert_eq!((review["requester"].as_str(), review["actor"].as_str()), (Some("boss"), Some("bot")));
+    assert_eq!(
+        (review["requester"].as_str(), review["actor"].as_str()),
+        (Some("boss"), Some("bot"))
+    );
     let id = id_of(&review);
-    for (who, token) in [("boss", BOSS), ("boss through bot", boss_via_bot.as_str()), ("bot", "bot-token-90ac")] {
+    for (who, token) in [
+        ("boss", BOSS),
+        ("boss through bot", boss_via_bot.as_str()),
+        ("bot", "bot-token-90ac"),
+    ] {
         let (ok, out) = reviews_cli(&gw, token, &["approve", &id]);
         assert!(!ok, "{who} approved: {out}");
-        assert!(out.contains("nobody decides a review of their own request"), "{who}: {out}");
+        assert!(
+            out.contains("nobody decides a review of their own request"),
+            "{who}: {out}"
+        );
     }
     assert_eq!(rows("rv_agent"), 2);
     let (ok, out) = reviews_cli(&gw, DAN, &["approve", &id]);

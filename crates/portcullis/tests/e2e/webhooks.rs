@@ -74,7 +74,11 @@ fn listener() -> (u16, Arc<Mutex<Vec<Received>>>) {
                 });
                 all.len() == 1
             };
-            let status = if first { "500 Internal Server Error" } else { "200 OK" };
+            let status = if first {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
             let _ = reader.get_mut().write_all(
                 format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                     .as_bytes(),
@@ -163,7 +167,10 @@ permit(principal in Group::"engineering", action == Action::"delete",
         .unwrap()
         .to_owned();
     assert_eq!(text.matches("```").count(), 2, "{text}");
-    assert!(!text.contains("<!channel>") && !text.contains("<https://"), "{text}");
+    assert!(
+        !text.contains("<!channel>") && !text.contains("<https://"),
+        "{text}"
+    );
     assert!(text.contains("&lt;!channel&gt;"), "{text}");
     // The first delivery failed (500) and was retried, same delivery id.
     let retried = eventually(Duration::from_secs(10), || {
