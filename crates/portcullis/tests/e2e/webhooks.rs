@@ -139,8 +139,8 @@ permit(principal in Group::"engineering", action == Action::"delete",
             seen.lock()
                 .unwrap()
                 .iter()
-                .filter(|r| r.path == "/json" && r.header("x-portcullis-event") == event)
-                .last()
+                .rev()
+                .find(|r| r.path == "/json" && r.header("x-portcullis-event") == event)
                 .cloned()
         })
     };
