@@ -166,6 +166,9 @@ pub struct ConnectionConfig {
     /// What a grant's role owns when it ends: `drop` (default) or
     /// `reassign:<role>`.
     pub grant_owned: Option<String>,
+    /// The prefix of grant roles' names (`portcullis_grant_`); gateways
+    /// sharing an upstream need one each.
+    pub grant_role_prefix: Option<String>,
 }
 
 /// `[policy]`.

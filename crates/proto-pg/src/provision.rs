@@ -34,7 +34,9 @@ use crate::relay::Notices;
 use crate::stream::Stream;
 use crate::upstream::Upstream;
 
-/// Every grant role's name starts so; nothing else should.
+/// Grant roles' names start so unless a connection says otherwise;
+/// nothing else should. Gateways that share an upstream (and not a store)
+/// need a prefix each, or each would remove the other's roles.
 pub const ROLE_PREFIX: &str = "portcullis_grant_";
 
 /// How often roles are compared with grants.
@@ -62,6 +64,15 @@ pub struct GrantProvisioning {
     pub roles: Vec<String>,
     /// What a grant role owns at its end.
     pub owned: OwnedObjects,
+    /// The prefix of grant roles' names ([`ROLE_PREFIX`] by default).
+    pub role_prefix: String,
+}
+
+impl GrantProvisioning {
+    /// The role name of grant `id`.
+    pub fn role_name(&self, id: u64) -> String {
+        format!("{}{id}", self.role_prefix)
+    }
 }
 
 /// A grant role in force.
@@ -97,11 +108,6 @@ fn quote_ident(name: &str) -> String {
 
 fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
-}
-
-/// The role name of grant `id`.
-pub fn role_name(id: u64) -> String {
-    format!("{ROLE_PREFIX}{id}")
 }
 
 impl GrantRoles {
@@ -210,7 +216,13 @@ impl GrantRoles {
     ) -> Result<(), SessionError> {
         let mut admin = p.admin.login(&[]).await?;
         let (stream, buf) = (&mut admin.stream, &mut admin.leftover);
-        let pattern = quote_literal(&format!("{}%", ROLE_PREFIX.replace('_', "\\_")));
+        let escaped = p
+            .config
+            .role_prefix
+            .replace('\\', "\\\\")
+            .replace('_', "\\_")
+            .replace('%', "\\%");
+        let pattern = quote_literal(&format!("{escaped}%"));
         let existing: Vec<String> = run_sql(
             stream,
             buf,
@@ -226,8 +238,8 @@ impl GrantRoles {
             .collect();
         // Ended first: nothing elevated stays a moment longer than needed.
         for role in &existing {
-            if !wanted.iter().any(|g| role_name(g.id) == *role) {
-                self.end_sessions_of(role);
+            if !wanted.iter().any(|g| p.config.role_name(g.id) == *role) {
+                self.end_sessions_of(name, role, &p.config);
                 teardown(stream, buf, role, &p.config.owned).await?;
                 tracing::info!(connection = %name, role = %role, "grant role removed");
             }
@@ -235,7 +247,7 @@ impl GrantRoles {
         self.lock()
             .retain(|id, l| l.connection != name || wanted.iter().any(|g| g.id == *id));
         for g in wanted {
-            let role = role_name(g.id);
+            let role = p.config.role_name(g.id);
             let known = self.lock().contains_key(&g.id);
             if known && existing.contains(&role) {
                 continue;
@@ -264,10 +276,13 @@ impl GrantRoles {
         Ok(())
     }
 
-    /// Warns the sessions running as `role` that they end now.
-    fn end_sessions_of(&self, role: &str) {
+    /// Warns the sessions running as `role` on `connection` that they end now.
+    fn end_sessions_of(&self, connection: &str, role: &str, config: &GrantProvisioning) {
         let live = self.lock();
-        for (id, l) in live.iter().filter(|(id, _)| role_name(**id) == role) {
+        let ending = live
+            .iter()
+            .filter(|(id, l)| l.connection == connection && config.role_name(**id) == role);
+        for (id, l) in ending {
             for notices in l.sessions.iter().filter_map(Weak::upgrade) {
                 notices.push(format!(
                     "portcullis: grant {id} has ended; this session runs as its role and is ended now"

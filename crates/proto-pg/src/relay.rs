@@ -280,6 +280,12 @@ where
             buf.reserve(READ_CHUNK);
             tokio::select! {
                 biased;
+                // The gateway's own notices first: one telling a session
+                // why it is about to end must not lose to the end itself.
+                texts = pending.notices.next() => {
+                    write_spliced(client, &tracker.notices(&texts), &mut Vec::<(usize, usize, BytesMut)>::new()).await?;
+                    continue;
+                }
                 n = upstream.read_buf(&mut buf) => {
                     if n? == 0 {
                         return Ok(RelayEnd::UpstreamClosed);
@@ -291,10 +297,6 @@ where
                 () = pending.grown() => {
                     pending.drain_into(tracker);
                     check_unanswered(tracker.unanswered(), limits)?;
-                    continue;
-                }
-                texts = pending.notices.next() => {
-                    write_spliced(client, &tracker.notices(&texts), &mut Vec::<(usize, usize, BytesMut)>::new()).await?;
                     continue;
                 }
             }

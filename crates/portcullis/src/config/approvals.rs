@@ -82,11 +82,25 @@ pub fn grant_provisioning(
             "name the roles grants may give".into(),
         ));
     }
+    let role_prefix = c
+        .grant_role_prefix
+        .clone()
+        .unwrap_or_else(|| portcullis_proto_pg::provision::ROLE_PREFIX.to_owned());
+    let plain = role_prefix
+        .chars()
+        .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
+    if role_prefix.len() < 3 || role_prefix.len() > 40 || !plain {
+        return Err((
+            format!("{key}.grant_role_prefix"),
+            format!("{role_prefix:?} must be 3 to 40 lowercase letters, digits or _"),
+        ));
+    }
     Ok(Some(portcullis_proto_pg::GrantProvisioning {
         admin_user: admin_user.clone(),
         admin_password,
         roles: c.grant_roles.clone(),
         owned,
+        role_prefix,
     }))
 }
 

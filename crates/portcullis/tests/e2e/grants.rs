@@ -49,14 +49,16 @@ permit(principal in Group::"engineering", action == Action::"request_grant",
 when { context has role && context.role == "gr_dba" };
 "#;
 
-fn grant_gateway() -> Gateway {
+/// A gateway whose grant roles are named `<prefix><id>`: each test's
+/// gateway has its own, as gateways sharing an upstream must.
+fn grant_gateway(prefix: &str) -> Gateway {
     seed();
     gateway()
         .connection(&format!(
             "name = \"app-db\"\nkind = \"postgres\"\nupstream = \"{}\"\ndatabase = \"app\"\n\
              user = \"portcullis_reader\"\npassword_env = \"PORTCULLIS_TEST_READER_PASSWORD\"\n\
              grant_admin_user = \"portcullis_admin\"\ngrant_admin_password_env = \"PC_ADMIN_PW\"\n\
-             grant_roles = [\"gr_dba\"]\n",
+             grant_roles = [\"gr_dba\"]\ngrant_role_prefix = \"{prefix}\"\n",
             cluster().addr()
         ))
         .env("PC_ADMIN_PW", ADMIN_PASSWORD)
@@ -130,12 +132,12 @@ fn granted(gw: &Gateway, duration: &str) -> String {
 
 #[test]
 fn a_grant_runs_sessions_as_a_real_role_that_is_gone_with_its_sessions_at_its_end() {
-    let gw = grant_gateway();
+    let gw = grant_gateway("gr_run_");
     // Without a grant: policy refuses, and the service user could not anyway.
     let (ok, out) = alice_psql(&gw, "delete from public.gr_items where id = 1");
     assert!(!ok && out.contains("denied"), "{out}");
     let id = granted(&gw, "8s");
-    let role = format!("portcullis_grant_{id}");
+    let role = format!("gr_run_{id}");
     assert!(
         eventually(Duration::from_secs(15), || role_exists(&role).then_some(())).is_some(),
         "the grant's role was not created:\n{}",
@@ -190,9 +192,9 @@ fn a_grant_runs_sessions_as_a_real_role_that_is_gone_with_its_sessions_at_its_en
 
 #[test]
 fn the_reconciler_removes_roles_no_grant_stands_behind_even_after_a_kill() {
-    let mut gw = grant_gateway();
+    let mut gw = grant_gateway("gr_kill_");
     let id = granted(&gw, "10m");
-    let role = format!("portcullis_grant_{id}");
+    let role = format!("gr_kill_{id}");
     assert!(
         eventually(Duration::from_secs(15), || role_exists(&role).then_some(())).is_some(),
         "{}",
@@ -201,10 +203,7 @@ fn the_reconciler_removes_roles_no_grant_stands_behind_even_after_a_kill() {
     // Killed while the grant holds; meanwhile a stray role appears, as a
     // crash between creating a role and recording its grant would leave.
     gw.signal("KILL");
-    cluster().superuser_sql(
-        "app",
-        "create role portcullis_grant_987654 login in role gr_dba",
-    );
+    cluster().superuser_sql("app", "create role gr_kill_987654 login in role gr_dba");
     gw.restart();
     assert!(
         eventually(Duration::from_secs(15), || (!role_exists(
