@@ -58,30 +58,7 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
         );
     }
     let (recorder, recorder_task) = Recorder::spawn(store.clone());
-    let key_path = config.data_dir.join("keys").join("token-signing.pem");
-    let token_issuer = TokenIssuer::load_or_generate(
-        &key_path,
-        &config.identity.token_issuer,
-        config.identity.token_ttl,
-    )
-    .map_err(anyhow::Error::msg)
-    .context("loading the token-signing key")?;
-    let auth = Arc::new(GatewayAuthenticator::new(
-        StaticTokens::new(config.tokens.clone()),
-        config.identity.issuers.clone(),
-        Some(Arc::new(token_issuer)),
-        config.identity.refresh,
-    ));
-    auth.revocations().load(
-        revocation_store
-            .revocations()
-            .await
-            .context("loading revocations")?,
-    );
-    {
-        let auth = auth.clone();
-        tokio::spawn(async move { auth.warm_up().await });
-    }
+    let auth = authenticator(&config, revocation_store.as_ref()).await?;
     let hash_key = crate::masking_key::load_or_generate(
         &config.data_dir.join("keys").join("masking-hmac.key"),
     )
@@ -146,27 +123,7 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
         )));
     }
 
-    tasks.push(tokio::spawn(watch_policies(
-        policy.clone(),
-        core.clone(),
-        config.policy_dir.clone(),
-        shutdown.clone(),
-    )));
-    tasks.push(tokio::spawn(watch_config(
-        auth.clone(),
-        core.clone(),
-        config_path.clone(),
-        shutdown.clone(),
-    )));
-    tasks.push(tokio::spawn(sweep_reviews(
-        reviews.clone(),
-        shutdown.clone(),
-    )));
-    tasks.push(tokio::spawn(crate::webhooks::run(
-        config.webhooks.clone(),
-        reviews.clone(),
-        shutdown.clone(),
-    )));
+    tasks.extend(background(&core, &config, &config_path, &auth, &shutdown));
     wait_for_signals(&policy, &config, &auth, &core, &config_path).await;
     tracing::info!("shutting down: ending sessions and flushing the audit log");
     // Held clients hear that their reviews stay open before sessions end.
@@ -179,6 +136,70 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
     recorder_task.finish().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The authenticator: static tokens, OIDC issuers, the gateway's own
+/// token issuer, and the revocations in the store.
+async fn authenticator(
+    config: &Config,
+    revocation_store: &dyn RevocationStore,
+) -> anyhow::Result<Arc<GatewayAuthenticator>> {
+    let key_path = config.data_dir.join("keys").join("token-signing.pem");
+    let token_issuer = TokenIssuer::load_or_generate(
+        &key_path,
+        &config.identity.token_issuer,
+        config.identity.token_ttl,
+    )
+    .map_err(anyhow::Error::msg)
+    .context("loading the token-signing key")?;
+    let auth = Arc::new(GatewayAuthenticator::new(
+        StaticTokens::new(config.tokens.clone()),
+        config.identity.issuers.clone(),
+        Some(Arc::new(token_issuer)),
+        config.identity.refresh,
+    ));
+    auth.revocations().load(
+        revocation_store
+            .revocations()
+            .await
+            .context("loading revocations")?,
+    );
+    {
+        let auth = auth.clone();
+        tokio::spawn(async move { auth.warm_up().await });
+    }
+    Ok(auth)
+}
+
+/// The tasks that run beside the listeners: policy and config reloads,
+/// expiring reviews, webhooks.
+fn background(
+    core: &Core,
+    config: &Config,
+    config_path: &std::path::Path,
+    auth: &Arc<GatewayAuthenticator>,
+    shutdown: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(watch_policies(
+            core.policy.clone(),
+            core.clone(),
+            config.policy_dir.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(watch_config(
+            auth.clone(),
+            core.clone(),
+            config_path.to_path_buf(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(sweep_reviews(core.reviews.clone(), shutdown.clone())),
+        tokio::spawn(crate::webhooks::run(
+            config.webhooks.clone(),
+            core.reviews.clone(),
+            shutdown.clone(),
+        )),
+    ]
 }
 
 /// Ends reviews past their time even when nobody looks at them, so the

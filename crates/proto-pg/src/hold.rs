@@ -61,17 +61,53 @@ pub struct ServerState {
 /// is decided after the held statement); past it, the client waits too.
 const HOLD_READ_LIMIT: usize = 256 * 1024;
 
+/// The held session's client: its socket and the relay's read buffer.
+pub struct Client<'c, R> {
+    /// The client's read half.
+    pub stream: &'c mut R,
+    /// Where what it sends meanwhile goes (decided after the held message).
+    pub buf: &'c mut BytesMut,
+}
+
+/// How the review of `hold` ends, as the relay decides the held message
+/// again; `None`: the client went away. Without `holds` (a gateway that
+/// takes no reviews) the statement is refused.
+pub async fn decide<R: AsyncRead + Unpin>(
+    holds: Option<&HoldContext>,
+    hold: &Hold,
+    set_reason: Option<&str>,
+    server: ServerState,
+    pending: &Handoff,
+    client: Client<'_, R>,
+) -> Result<Option<ReviewVerdict>, SessionError> {
+    match holds {
+        Some(ctx) => self::hold(ctx, hold, set_reason, server, pending, client).await,
+        None => Ok(Some(ReviewVerdict::Refused(Denied::new(
+            format!(
+                "portcullis: {} needs approval by {}, and this gateway takes no reviews; it is refused",
+                hold.need.actions.join("; "),
+                hold.need
+                    .rules
+                    .iter()
+                    .map(|r| r.describe())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+            hold.need.policies.clone().into(),
+        )))),
+    }
+}
+
 /// Holds `hold` until its review ends, telling the client with notices.
-/// Reads what the client sends meanwhile into `buf`, up to a limit.
-/// `None`: the client went away.
-pub async fn hold<R: AsyncRead + Unpin>(
+/// Reads what the client sends meanwhile, up to a limit. `None`: the
+/// client went away.
+async fn hold<R: AsyncRead + Unpin>(
     ctx: &HoldContext,
     hold: &Hold,
     set_reason: Option<&str>,
     server: ServerState,
     pending: &Handoff,
-    client: &mut R,
-    buf: &mut BytesMut,
+    client: Client<'_, R>,
 ) -> Result<Option<ReviewVerdict>, SessionError> {
     let need = &hold.need;
     if server.failed {
@@ -124,62 +160,120 @@ pub async fn hold<R: AsyncRead + Unpin>(
             need.actions.join("; ")
         )));
     }
-    let withdrawn = ctx.withdraw.notified();
-    tokio::pin!(withdrawn);
-    withdrawn.as_mut().enable();
-    notify(
-        pending,
-        format!("portcullis: review {id} is waiting for approval by {reviewers} (portcullis reviews approve {id})"),
-    )
-    .await;
-    let started = tokio::time::Instant::now();
-    let deadline = started + wait;
-    loop {
-        let now = tokio::time::Instant::now();
-        let slice = PROGRESS_EVERY.min(deadline.saturating_duration_since(now));
-        let outcome = tokio::select! {
-            o = ctx.board.wait(id, slice) => o,
-            () = &mut withdrawn => {
-                let _ = ctx.board.withdraw(id, "the client canceled the statement").await;
-                return Ok(Some(ReviewVerdict::Refused(
-                    Denied::new(
-                        format!("portcullis: review {id} withdrawn: the client canceled the statement"),
-                        need.policies.clone().into(),
-                    )
-                    .with_sqlstate("57014"),
-                )));
-            }
-            n = client.read_buf(buf), if buf.len() < HOLD_READ_LIMIT => {
-                if n? == 0 {
-                    let _ = ctx.board.withdraw(id, "the client disconnected").await;
-                    return Ok(None);
+    let held = Waiting {
+        id,
+        reviewers,
+        wait,
+        refused_with: need.policies.clone(),
+    };
+    held.until_decided(ctx, pending, client).await
+}
+
+/// A client held on review `id`.
+struct Waiting {
+    id: u64,
+    reviewers: String,
+    wait: Duration,
+    /// The policies a refusal names.
+    refused_with: Vec<String>,
+}
+
+impl Waiting {
+    fn refuse(&self, message: String) -> Option<ReviewVerdict> {
+        Some(ReviewVerdict::Refused(Denied::new(
+            message,
+            self.refused_with.clone().into(),
+        )))
+    }
+
+    /// Waits for the decision, with a progress notice every
+    /// [`PROGRESS_EVERY`], until the wait's end; a CancelRequest or the
+    /// client's going away withdraws the review.
+    async fn until_decided<R: AsyncRead + Unpin>(
+        &self,
+        ctx: &HoldContext,
+        pending: &Handoff,
+        client: Client<'_, R>,
+    ) -> Result<Option<ReviewVerdict>, SessionError> {
+        let Client { stream, buf } = client;
+        let id = self.id;
+        // Armed before the first notice: a Ctrl-C after it must count.
+        let withdrawn = ctx.withdraw.notified();
+        tokio::pin!(withdrawn);
+        withdrawn.as_mut().enable();
+        notify(
+            pending,
+            format!(
+                "portcullis: review {id} is waiting for approval by {} (portcullis reviews approve {id})",
+                self.reviewers
+            ),
+        )
+        .await;
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.wait;
+        loop {
+            let now = tokio::time::Instant::now();
+            let slice = PROGRESS_EVERY.min(deadline.saturating_duration_since(now));
+            let outcome = tokio::select! {
+                o = ctx.board.wait(id, slice) => o,
+                () = &mut withdrawn => {
+                    let _ = ctx.board.withdraw(id, "the client canceled the statement").await;
+                    return Ok(Some(ReviewVerdict::Refused(
+                        Denied::new(
+                            format!("portcullis: review {id} withdrawn: the client canceled the statement"),
+                            self.refused_with.clone().into(),
+                        )
+                        .with_sqlstate("57014"),
+                    )));
                 }
-                continue;
+                n = stream.read_buf(buf), if buf.len() < HOLD_READ_LIMIT => {
+                    if n? == 0 {
+                        let _ = ctx.board.withdraw(id, "the client disconnected").await;
+                        return Ok(None);
+                    }
+                    continue;
+                }
+            };
+            match outcome {
+                Outcome::Pending if tokio::time::Instant::now() < deadline => {
+                    let waited = started.elapsed().as_secs();
+                    notify(
+                        pending,
+                        format!(
+                            "portcullis: review {id} is still waiting for approval by {} ({waited}s of {}s)",
+                            self.reviewers,
+                            self.wait.as_secs()
+                        ),
+                    )
+                    .await;
+                }
+                Outcome::Approved(approved) => {
+                    notify(
+                        pending,
+                        format!("portcullis: review {id} approved; running the statement"),
+                    )
+                    .await;
+                    return Ok(Some(ReviewVerdict::Approved(approved)));
+                }
+                other => return self.ended(other),
             }
-        };
-        return Ok(match outcome {
-            Outcome::Approved(approved) => {
-                notify(pending, format!("portcullis: review {id} approved; running the statement")).await;
-                Some(ReviewVerdict::Approved(approved))
-            }
-            Outcome::Pending if tokio::time::Instant::now() < deadline => {
-                let waited = started.elapsed().as_secs();
-                notify(
-                    pending,
-                    format!("portcullis: review {id} is still waiting for approval by {reviewers} ({waited}s of {}s)", wait.as_secs()),
-                )
-                .await;
-                continue;
-            }
-            Outcome::Pending => refuse(format!(
+        }
+    }
+
+    /// How a wait that ended without an approval answers the client.
+    fn ended(&self, outcome: Outcome) -> Result<Option<ReviewVerdict>, SessionError> {
+        let id = self.id;
+        Ok(match outcome {
+            Outcome::Approved(approved) => Some(ReviewVerdict::Approved(approved)),
+            Outcome::Pending => self.refuse(format!(
                 "portcullis: review {id} was not decided within {}s; it stays open: once it is approved (portcullis reviews approve {id}), run the same statement again",
-                wait.as_secs()
+                self.wait.as_secs()
             )),
-            Outcome::Denied { by, reason } => refuse(format!(
+            Outcome::Denied { by, reason } => self.refuse(format!(
                 "portcullis: review {id} was denied by {by}{}",
                 reason.map(|r| format!(": {r}")).unwrap_or_default()
             )),
-            Outcome::Ended(status) => refuse(format!(
+            Outcome::Ended(status) => self.refuse(format!(
                 "portcullis: review {id} is {}; run the statement again to ask anew",
                 status.as_str()
             )),
@@ -188,7 +282,7 @@ pub async fn hold<R: AsyncRead + Unpin>(
                     "the gateway is stopping; review {id} stays open: once it is approved, connect again and run the same statement"
                 )))
             }
-        });
+        })
     }
 }
 

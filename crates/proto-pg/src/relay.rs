@@ -11,9 +11,6 @@
 //! `max(READ_CHUNK, largest message)`, and `max_message_bytes` caps the
 //! largest message in either direction.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -25,9 +22,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::SessionError;
 use crate::hold::HoldContext;
-use crate::tracker::{
-    BackendTracker, EncodingReports, Forward, FrontendTracker, Pending, ReviewVerdict, Stmt,
-};
+
+mod handoff;
+use crate::tracker::{BackendTracker, Forward, FrontendTracker, Stmt};
+use handoff::HANDOFF_WAKE;
+pub use handoff::{Handoff, Notices};
 
 /// Bytes requested per read; buffers grow past it only for larger messages.
 const READ_CHUNK: usize = 64 * 1024;
@@ -94,6 +93,9 @@ pub struct SqlDetail<'a> {
     pub prepared_name: Option<&'a str>,
     /// Rows returned or affected, when the server reported them.
     pub rows: Option<u64>,
+    /// The review whose approval let it run, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review: Option<u64>,
 }
 
 /// Where the relay records finished statements: the session's handle.
@@ -121,6 +123,7 @@ impl<'s> StatementLog<'s> {
                 params: s.params.as_deref().map(Vec::as_slice),
                 prepared_name: s.prepared_name.as_deref().filter(|n| !n.is_empty()),
                 rows: s.has_rows.then_some(s.rows),
+                review: s.review,
             }),
         };
         Ok(self.session.record(command).await?)
@@ -224,33 +227,16 @@ where
             return Ok(RelayEnd::ClientTerminated);
         }
         if let Some(hold) = held {
-            let verdict = match holds {
-                Some(ctx) => {
-                    let reason = tracker.reason().map(str::to_owned);
-                    let server = crate::hold::ServerState { quiet, failed };
-                    let verdict = crate::hold::hold(
-                        ctx,
-                        &hold,
-                        reason.as_deref(),
-                        server,
-                        pending,
-                        &mut client,
-                        &mut buf,
-                    )
-                    .await?;
-                    let Some(verdict) = verdict else {
-                        return Ok(RelayEnd::ClientVanished);
-                    };
-                    verdict
-                }
-                None => ReviewVerdict::Refused(portcullis_pg_decide::Denied::new(
-                    format!(
-                        "portcullis: {} needs approval by {}, and this gateway takes no reviews; it is refused",
-                        hold.need.actions.join("; "),
-                        hold.need.rules.iter().map(|r| r.describe()).collect::<Vec<_>>().join(" and ")
-                    ),
-                    hold.need.policies.clone().into(),
-                )),
+            let server = crate::hold::ServerState { quiet, failed };
+            let reason = tracker.reason().map(str::to_owned);
+            let held_in = crate::hold::Client {
+                stream: &mut client,
+                buf: &mut buf,
+            };
+            let decided =
+                crate::hold::decide(holds, &hold, reason.as_deref(), server, pending, held_in);
+            let Some(verdict) = decided.await? else {
+                return Ok(RelayEnd::ClientVanished);
             };
             tracker.review_ended(verdict);
             decide_held = true;
@@ -395,215 +381,6 @@ fn check_backend_tag(tag: u8) -> Result<(), SessionError> {
     }
 }
 
-/// What the client side has sent and the server will answer, handed to
-/// the upstream side in order.
-///
-/// Both sides run in one task, so a queue under a lock that is never
-/// contended replaces a channel: a channel's send woke the task for
-/// another poll of both sides on every statement. The upstream side takes
-/// the entries right before it reads the responses that answer them, and
-/// also whenever the queue passes [`HANDOFF_WAKE`] entries: after an
-/// extended-protocol error the server answers nothing up to the next Sync,
-/// and the tracker must drop what a client sends meanwhile rather than let
-/// it pile up here.
-///
-/// That second case needs no waker: the client side yields after passing
-/// the threshold, and the task's next poll polls the upstream side too,
-/// which finds the flag. (A `Notify` cost a lock on every poll of the
-/// task, that is twice a statement, for a signal that almost never fires.)
-///
-/// Answers to name changes travel back the same way: the upstream side
-/// leaves them here before it forwards the responses, and the client side
-/// takes them before it decides the client's next messages.
-pub struct Handoff {
-    queue: std::sync::Mutex<Vec<Pending>>,
-    grown: std::sync::atomic::AtomicBool,
-    answers: std::sync::Mutex<Vec<(u64, bool)>>,
-    /// Whether something sent is still unanswered, for cancel requests.
-    busy: Arc<std::sync::atomic::AtomicBool>,
-    /// The encoding the server reads the client's messages in, as it
-    /// reported it.
-    encoding: EncodingReports,
-    /// Whether the server's last ReadyForQuery said "idle" (no
-    /// transaction open), and whether it said "failed".
-    idle: std::sync::atomic::AtomicBool,
-    failed: std::sync::atomic::AtomicBool,
-    /// Notices for the client from outside the upstream side (a review's
-    /// progress, a grant's end), which only the upstream side writes.
-    notices: Arc<Notices>,
-}
-
-/// The gateway's own notices waiting for a session's client. Other tasks
-/// (a grant ending) queue them too, so a waker is registered; it costs
-/// one atomic exchange per wait of the upstream side.
-#[derive(Default)]
-pub struct Notices {
-    texts: std::sync::Mutex<Vec<String>>,
-    waiting: std::sync::atomic::AtomicBool,
-    waker: atomic_waker::AtomicWaker,
-}
-
-impl Notices {
-    /// Queues `text` for the client and wakes the session.
-    pub fn push(&self, text: String) {
-        self.texts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(text);
-        self.waiting.store(true, Ordering::Release);
-        self.waker.wake();
-    }
-
-    /// Resolves with the notices queued, once there are any.
-    async fn next(&self) -> Vec<String> {
-        std::future::poll_fn(|cx| {
-            self.waker.register(cx.waker());
-            if self.waiting.swap(false, Ordering::AcqRel) {
-                let mut held = self.texts.lock().unwrap_or_else(|p| p.into_inner());
-                Poll::Ready(std::mem::take(&mut *held))
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
-    }
-}
-
-impl Default for Handoff {
-    fn default() -> Self {
-        Self {
-            queue: Default::default(),
-            grown: Default::default(),
-            answers: Default::default(),
-            busy: Default::default(),
-            encoding: EncodingReports::new(portcullis_pg_wire::ClientEncoding::UTF8),
-            idle: std::sync::atomic::AtomicBool::new(true),
-            failed: Default::default(),
-            notices: Default::default(),
-        }
-    }
-}
-
-/// Entries waiting in a [`Handoff`] that make the upstream side take them
-/// without waiting for a response.
-const HANDOFF_WAKE: usize = 256;
-
-impl Handoff {
-    /// A handoff that keeps `busy` true while something sent is
-    /// unanswered (set when entries are put, cleared when the upstream
-    /// side has answered everything, under the queue's lock).
-    pub fn with_busy(busy: Arc<std::sync::atomic::AtomicBool>) -> Self {
-        Self {
-            busy,
-            ..Self::default()
-        }
-    }
-
-    /// Starting from the `client_encoding` the server reported at login
-    /// (UTF-8 if it reported none it knows).
-    pub fn with_encoding(mut self, at_login: Option<&str>) -> Self {
-        let encoding = at_login.and_then(portcullis_pg_wire::ClientEncoding::by_name);
-        self.encoding =
-            EncodingReports::new(encoding.unwrap_or(portcullis_pg_wire::ClientEncoding::UTF8));
-        self
-    }
-
-    /// Notes whether `tracker` still waits for answers; busy stays set
-    /// while entries not yet taken wait too.
-    fn settle_busy(&self, tracker: &BackendTracker) {
-        let queue = self.lock();
-        self.busy
-            .store(tracker.in_flight() || !queue.is_empty(), Ordering::Release);
-        if let Some(status) = tracker.status() {
-            use portcullis_pg_wire::TransactionStatus;
-            self.idle
-                .store(status == TransactionStatus::Idle, Ordering::Release);
-            self.failed
-                .store(status == TransactionStatus::Failed, Ordering::Release);
-        }
-    }
-
-    /// Whether the server has answered everything and its transaction has
-    /// failed: whatever is sent now fails without running.
-    pub fn failed_transaction(&self) -> bool {
-        !self.busy.load(Ordering::Acquire) && self.failed.load(Ordering::Acquire)
-    }
-
-    /// Whether the server has answered everything sent and has no
-    /// transaction open: a statement held now holds no locks.
-    pub fn quiet(&self) -> bool {
-        !self.busy.load(Ordering::Acquire) && self.idle.load(Ordering::Acquire)
-    }
-
-    /// Queues a notice for the client.
-    pub fn notice(&self, text: String) {
-        self.notices.push(text);
-    }
-
-    /// Where others queue notices for this session's client.
-    pub fn notices(&self) -> &Arc<Notices> {
-        &self.notices
-    }
-
-    /// Appends `batch`, leaving it empty; returns how many entries wait.
-    fn put(&self, batch: &mut Vec<Pending>) -> usize {
-        let mut queue = self.lock();
-        self.busy.store(true, Ordering::Release);
-        let before = queue.len();
-        queue.append(batch);
-        if before < HANDOFF_WAKE && queue.len() >= HANDOFF_WAKE {
-            self.grown.store(true, Ordering::Relaxed);
-        }
-        queue.len()
-    }
-
-    /// Resolves once the queue has passed [`HANDOFF_WAKE`] entries (or
-    /// had, since the last time this resolved). It registers no waker:
-    /// it relies on being polled in the same task as [`Handoff::put`]'s
-    /// caller, which yields after passing the threshold.
-    async fn grown(&self) {
-        std::future::poll_fn(|_| {
-            if self.grown.swap(false, Ordering::Relaxed) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
-    }
-
-    /// Moves everything handed over so far into `tracker`.
-    pub fn drain_into(&self, tracker: &mut BackendTracker) {
-        let mut queue = self.lock();
-        if !queue.is_empty() {
-            tracker.push(queue.drain(..));
-            // One burst of small messages must not keep its size for the
-            // rest of the session.
-            queue.shrink_to(HANDOFF_WAKE);
-        }
-    }
-
-    /// Leaves the server's answers to name changes for the client side.
-    fn answered(&self, answers: Vec<(u64, bool)>) {
-        if !answers.is_empty() {
-            let mut held = self.answers.lock().unwrap_or_else(|p| p.into_inner());
-            held.extend(answers);
-        }
-    }
-
-    /// Takes the answers left so far.
-    fn take_answered(&self) -> Vec<(u64, bool)> {
-        let mut held = self.answers.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::take(&mut *held)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
-        // Poisoned only by a panic, which ends the session anyway; the
-        // queue has no invariant a half-done call could break.
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 /// Writes `data` with the frames at `(offset, len)` swapped for new bytes,
 /// as one write either way: masking can replace every row of a read, and a
 /// write per replaced frame would cost a system call per row.
@@ -645,6 +422,7 @@ fn shrink(buf: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tracker::Pending;
     use std::sync::Arc;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

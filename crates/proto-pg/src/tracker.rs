@@ -50,6 +50,8 @@ pub struct Stmt {
     pub error: Option<String>,
     /// The decision that let it run or stopped it.
     pub decision: Decision,
+    /// The review whose approval let it run, if one did.
+    pub review: Option<u64>,
     /// Why the gateway refused it, with its SQLSTATE; replaces the
     /// upstream's error.
     pub denial: Option<(String, &'static str)>,
@@ -89,6 +91,7 @@ impl Stmt {
             has_rows: false,
             error: None,
             decision: decision.record(),
+            review: None,
             denial,
             rows_policy,
             masked: MaskCounts::default(),

@@ -41,6 +41,8 @@ fn policies(table: &str, review: &str) -> String {
 permit(principal in Group::"engineering",
        action in [Action::"connect", Action::"select"],
        resource in Connection::"app-db");
+permit(principal in Group::"admins", action == Action::"view_sessions",
+       resource == Gateway::"portcullis");
 {review}
 @id("deletes-need-dba")
 permit(principal in Group::"engineering", action == Action::"delete",
@@ -161,6 +163,22 @@ fn a_held_statement_runs_in_the_same_session_once_another_identity_approves() {
         "{stderr}"
     );
     assert_eq!(rows("rv_held"), 2);
+    // The statement's record names the review that let it run.
+    let recorded = eventually(Duration::from_secs(10), || {
+        let (_, list) = curl(&gw, "/api/sessions?user=alice", Some(ADMIN_TOKEN));
+        let list: Value = serde_json::from_str(&list).ok()?;
+        let session = list[0]["id"].as_str()?.to_owned();
+        let (_, detail) = curl(&gw, &format!("/api/sessions/{session}"), Some(ADMIN_TOKEN));
+        let detail: Value = serde_json::from_str(&detail).ok()?;
+        detail["statements"]
+            .as_array()?
+            .iter()
+            .find(|st| st["review"].as_u64().map(|r| r.to_string()) == Some(id.clone()))
+            .cloned()
+    })
+    .expect("a record naming the review");
+    assert_eq!(recorded["text"], sql);
+    assert_eq!(recorded["decision"]["allowed"], true);
     // Used: the review says so, and cannot be decided again.
     let (_, shown) = reviews_cli(&gw, DAN, &["show", &id]);
     assert!(shown.contains("(used)"), "{shown}");

@@ -214,10 +214,15 @@ fn the_reconciler_removes_roles_no_grant_stands_behind_even_after_a_kill() {
         "the stray role survived the start-up reconciliation:\n{}",
         gw.log()
     );
-    // The grant still holds, with a fresh password only this process knows.
+    // The grant still holds, with a fresh password only this process
+    // knows: once the reconciler has set it, the grantee's sessions run as
+    // the role again (until then they run as the service user).
     assert!(role_exists(&role));
-    let (ok, out) = alice_psql(&gw, "select current_user");
-    assert!(ok && out.trim() == role, "{out}");
+    let runs_as_role = eventually(Duration::from_secs(15), || {
+        let (ok, out) = alice_psql(&gw, "select current_user");
+        (ok && out.trim() == role).then_some(())
+    });
+    assert!(runs_as_role.is_some(), "{}", gw.log());
     let (ok, out) = cli(&gw, DAN, &["grants", "revoke", &id]);
     assert!(ok, "{out}");
     assert!(

@@ -47,6 +47,8 @@ struct Portal {
     statement: Arc<str>,
     params: Arc<Vec<Option<String>>>,
     allowed: Allowed,
+    /// The review whose approval let it be bound, if one did.
+    review: Option<u64>,
 }
 
 /// The last decision of a Bind of one prepared statement name, kept while
@@ -80,6 +82,8 @@ pub struct FrontendTracker {
     max_statements: usize,
     /// How the review of the message decided next ended.
     verdict: Option<ReviewVerdict>,
+    /// The review whose approval released the message just decided.
+    released_by: Option<u64>,
     /// The requester's reason from `SET portcullis.reason`, for reviews.
     reason: Option<String>,
 }
@@ -108,6 +112,7 @@ impl FrontendTracker {
             encoding: EncodingWatch::new(),
             max_statements,
             verdict: None,
+            released_by: None,
             reason: None,
         }
     }
@@ -135,6 +140,7 @@ impl FrontendTracker {
         subject: HoldSubject<'_>,
         shown_params: &[Option<String>],
     ) -> Result<GateDecision, Box<Hold>> {
+        self.released_by = None;
         let GateDecision::Review(held) = decision else {
             self.verdict = None;
             return Ok(decision);
@@ -144,7 +150,10 @@ impl FrontendTracker {
             Some(ReviewVerdict::Approved(approved)) => {
                 let review = approved.review();
                 Ok(match held.release(approved, &key) {
-                    Some(allowed) => GateDecision::Allow(allowed),
+                    Some(allowed) => {
+                        self.released_by = Some(review);
+                        GateDecision::Allow(allowed)
+                    }
                     None => GateDecision::Deny(Denied::new(
                         format!("portcullis: review {review} approved another statement than this one; it is refused"),
                         Default::default(),
@@ -317,6 +326,7 @@ impl FrontendTracker {
                             statement: name,
                             params: rendered,
                             allowed,
+                            review: self.released_by.take(),
                         };
                         let def = PortalDef::Bound(Arc::new(bound));
                         self.portals
@@ -391,6 +401,7 @@ impl FrontendTracker {
         };
         self.ran_in_read = true;
         let mut s = Stmt::decided("query", Arc::from(sql), &decision);
+        s.review = self.released_by.take();
         let forward = match &decision {
             GateDecision::Allow(a) => {
                 if let Some(reason) = crate::hold::reason_setting(sql) {
@@ -485,6 +496,7 @@ impl FrontendTracker {
                 // client_encoding is unsettled until the next Sync.
                 self.encoding.allowed(p.allowed.encoding_change(), false);
                 let mut s = Stmt::allowed("execute", p.text.clone(), &p.allowed);
+                s.review = p.review;
                 s.prepared_name = Some(p.statement.clone());
                 s.params = Some(p.params.clone());
                 (s, p.allowed.clone())
