@@ -306,6 +306,12 @@ impl StatementGate {
             Ok(mask) => found.decision(|policies| {
                 Allowed::new(policies, mask)
                     .with_names(names)
+                    .with_fetches(
+                        statements
+                            .iter()
+                            .filter_map(|s| s.fetches.clone())
+                            .collect(),
+                    )
                     .with_encoding(state::encoding_change(
                         // What an EXECUTE runs is the prepared statement's.
                         statements.iter().copied().chain(

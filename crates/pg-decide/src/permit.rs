@@ -165,6 +165,8 @@ pub struct Allowed {
     names: Option<Arc<[crate::gate::NameChange]>>,
     /// The strongest way its statements may change `client_encoding`.
     encoding: Option<EncodingChange>,
+    /// Cursors its `FETCH`/`MOVE` statements read.
+    fetches: Option<Arc<[String]>>,
 }
 
 impl Allowed {
@@ -179,6 +181,7 @@ impl Allowed {
             rows,
             names: None,
             encoding: None,
+            fetches: None,
         }
     }
 
@@ -192,6 +195,18 @@ impl Allowed {
     /// which the server reads the client's next messages.
     pub fn encoding_change(&self) -> Option<EncodingChange> {
         self.encoding
+    }
+
+    /// With the cursors its statements fetch from.
+    pub(crate) fn with_fetches(mut self, fetches: Vec<String>) -> Self {
+        self.fetches = (!fetches.is_empty()).then(|| fetches.into());
+        self
+    }
+
+    /// The cursors (portals) its `FETCH`/`MOVE` statements read: they run
+    /// what was decided when each was declared or bound.
+    pub fn fetches(&self) -> &[String] {
+        self.fetches.as_deref().unwrap_or_default()
     }
 
     /// With the changes to names its statements make.

@@ -314,7 +314,11 @@ pub const CASES: &[(&str, &str)] = &[
     ("drop function f()", "ddl conn"),
     ("create index on users (name)", "ddl conn, ddl t:users, select t:users"),
     ("create view v as select * from api_keys", "ddl conn, ddl t:api_keys, ddl t:v, select t:api_keys, select t:v"),
-    ("create or replace function f() returns int language sql as 'select 1'", "ddl conn"),
+    // Replacing or altering a function changes what triggers, defaults,
+    // views and others' statements run under its name: admin.
+    ("create or replace function f() returns int language sql as 'select 1'", "admin conn, ddl conn"),
+    ("create function f() returns int language sql as 'select 1'", "ddl conn"),
+    ("alter function f() security definer", "admin conn, ddl conn"),
     ("create schema s", "ddl conn"),
     ("comment on table users is 'x'", "ddl conn"),
     ("create sequence s", "ddl conn, ddl t:s, select t:s"),

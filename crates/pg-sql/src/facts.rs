@@ -144,6 +144,9 @@ pub struct StatementFacts {
     pub effects: Vec<Effect>,
     /// `EXECUTE name`: the caller adds what the prepared statement does.
     pub executes: Option<String>,
+    /// `FETCH`/`MOVE … name`: the cursor (portal) it reads, which was
+    /// decided when it was declared or bound.
+    pub fetches: Option<String>,
     /// Whether it calls functions by unqualified name that were let through
     /// as built-ins: only sound while `pg_catalog` is searched first.
     pub unqualified_builtins: bool,

@@ -86,6 +86,19 @@ const IMPLICIT_CALLS: &[&str] = &[
     "AlterObjectSchemaStmt",
 ];
 
+/// Whether `k` changes what an existing function does: `CREATE OR
+/// REPLACE` of one, or `ALTER FUNCTION` (`SECURITY DEFINER`, `SET`, …).
+/// Triggers, defaults, views and other users' statements call functions
+/// by name, so whoever may change one can have any code run under their
+/// names and rights: it needs `admin`, like creating a trigger.
+fn changes_existing_function(k: &str, body: &Value) -> bool {
+    match k {
+        "CreateFunctionStmt" => body.get("replace").and_then(Value::as_bool) == Some(true),
+        "AlterFunctionStmt" => true,
+        _ => false,
+    }
+}
+
 /// DDL after which a field selection `t.f` may call something the
 /// caller's catalog does not list yet (a new or renamed function, a type or
 /// domain whose name casts).
@@ -206,6 +219,7 @@ fn facts(kind: &'static str, w: Walker) -> StatementFacts {
         accesses: sorted(accesses, Vec::new()),
         effects: w.effects,
         executes: None,
+        fetches: None,
         unqualified_builtins: w.unqualified_builtins,
         builtin_names: sorted(w.builtin_names, Vec::new()),
         attribute_names: sorted(w.attribute_names, Vec::new()),
@@ -417,7 +431,11 @@ fn classify_actions(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
                 .push(Effect::Declare(str_field(body, "portalname").to_owned()));
             f
         }
-        "FetchStmt" => facts("fetch", w),
+        "FetchStmt" => {
+            let mut f = facts("fetch", w);
+            f.fetches = Some(str_field(body, "portalname").to_owned());
+            f
+        }
         "ClosePortalStmt" => {
             let mut f = facts("close", w);
             let name = str_field(body, "portalname");
@@ -445,7 +463,7 @@ fn classify_actions(tree: &Value) -> Result<StatementFacts, Unclassifiable> {
         }
         k if DDL.contains(&k) => {
             w.push(SqlAction::Ddl, Object::Connection);
-            if IMPLICIT_CALLS.contains(&k) {
+            if IMPLICIT_CALLS.contains(&k) || changes_existing_function(k, body) {
                 w.push(SqlAction::Admin, Object::Connection);
             }
             if k == "DropStmt" {

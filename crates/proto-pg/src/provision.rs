@@ -82,8 +82,8 @@ struct Live {
     actor: Option<String>,
     /// The upstream that logs in as the role.
     upstream: Arc<Upstream>,
-    /// Notices of the sessions running as it.
-    sessions: Vec<Weak<Notices>>,
+    /// The sessions running as it: their notices, and what ends them.
+    sessions: Vec<(Weak<Notices>, CancellationToken)>,
 }
 
 /// One connection's provisioning.
@@ -161,14 +161,19 @@ impl GrantRoles {
 
     /// Tells a session running through `upstream` (a grant role's) when
     /// its grant ends.
-    pub fn attach(&self, upstream: &Arc<Upstream>, notices: &Arc<Notices>) {
+    pub fn attach(
+        &self,
+        upstream: &Arc<Upstream>,
+        notices: &Arc<Notices>,
+        kill: &CancellationToken,
+    ) {
         if let Some(l) = self
             .lock()
             .values_mut()
             .find(|l| Arc::ptr_eq(&l.upstream, upstream))
         {
-            l.sessions.retain(|w| w.strong_count() > 0);
-            l.sessions.push(Arc::downgrade(notices));
+            l.sessions.retain(|(w, _)| w.strong_count() > 0);
+            l.sessions.push((Arc::downgrade(notices), kill.clone()));
         }
     }
 
@@ -236,59 +241,103 @@ impl GrantRoles {
             .iter()
             .filter(|g| g.connection == name && p.config.roles.contains(&g.role))
             .collect();
-        // Ended first: nothing elevated stays a moment longer than needed.
+        // Each role on its own, so that one that cannot be removed holds
+        // up nothing else; ended ones first, so that nothing elevated stays
+        // a moment longer than needed.
+        let mut failures = Vec::new();
         for role in &existing {
-            if !wanted.iter().any(|g| p.config.role_name(g.id) == *role) {
-                self.end_sessions_of(name, role, &p.config);
-                teardown(stream, buf, role, &p.config.owned).await?;
-                tracing::info!(connection = %name, role = %role, "grant role removed");
+            if wanted.iter().any(|g| p.config.role_name(g.id) == *role) {
+                continue;
+            }
+            let sessions = self.end_sessions_of(name, role, &p.config);
+            match teardown(stream, buf, role, &p.config.owned).await {
+                Ok(()) => tracing::info!(connection = %name, role = %role, "grant role removed"),
+                Err(e) => {
+                    // Its backends may live on: end the gateway's sessions
+                    // that run as it, whatever the server still allows.
+                    for kill in sessions {
+                        kill.cancel();
+                    }
+                    failures.push(format!("{role}: {e}"));
+                }
             }
         }
         self.lock()
             .retain(|id, l| l.connection != name || wanted.iter().any(|g| g.id == *id));
         for g in wanted {
-            let role = p.config.role_name(g.id);
-            let known = self.lock().contains_key(&g.id);
-            if known && existing.contains(&role) {
-                continue;
+            if let Err(e) = self.make_ready(stream, buf, name, p, g, &existing).await {
+                failures.push(format!("{}: {e}", p.config.role_name(g.id)));
             }
-            let password = Secret::new(hex::encode(rand::random::<[u8; 24]>()));
-            provision(stream, buf, &role, g, &password, existing.contains(&role)).await?;
-            let mut target = p.base.target.clone();
-            target.user = role.clone();
-            target.password = Some(password);
-            let mut upstream = Upstream::new(target, p.base.tls.clone(), p.base.connect_timeout);
-            upstream.views = p.base.views.clone();
-            upstream.traces_columns = p.base.traces_columns;
-            self.lock().insert(
-                g.id,
-                Live {
-                    connection: name.to_owned(),
-                    user: g.user.clone(),
-                    actor: g.actor.clone(),
-                    upstream: Arc::new(upstream),
-                    sessions: Vec::new(),
-                },
-            );
-            tracing::info!(connection = %name, role = %role, granted = %g.role, grant = g.id, "grant role ready");
         }
         let _ = stream.shutdown().await;
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(SessionError::upstream(failures.join("; ")))
+        }
+    }
+
+    /// Makes grant `g`'s role ready for its sessions, unless it is.
+    async fn make_ready(
+        &self,
+        stream: &mut Stream,
+        buf: &mut BytesMut,
+        name: &str,
+        p: &Provisioned,
+        g: &ActiveGrant,
+        existing: &[String],
+    ) -> Result<(), SessionError> {
+        let role = p.config.role_name(g.id);
+        let known = self.lock().contains_key(&g.id);
+        if known && existing.contains(&role) {
+            return Ok(());
+        }
+        let password = Secret::new(hex::encode(rand::random::<[u8; 24]>()));
+        provision(stream, buf, &role, g, &password, existing.contains(&role)).await?;
+        let mut target = p.base.target.clone();
+        target.user = role.clone();
+        target.password = Some(password);
+        let mut upstream = Upstream::new(target, p.base.tls.clone(), p.base.connect_timeout);
+        upstream.views = p.base.views.clone();
+        upstream.traces_columns = p.base.traces_columns;
+        self.lock().insert(
+            g.id,
+            Live {
+                connection: name.to_owned(),
+                user: g.user.clone(),
+                actor: g.actor.clone(),
+                upstream: Arc::new(upstream),
+                sessions: Vec::new(),
+            },
+        );
+        tracing::info!(connection = %name, role = %role, granted = %g.role, grant = g.id, "grant role ready");
         Ok(())
     }
 
-    /// Warns the sessions running as `role` on `connection` that they end now.
-    fn end_sessions_of(&self, connection: &str, role: &str, config: &GrantProvisioning) {
+    /// Warns the sessions running as `role` on `connection` that they end
+    /// now; returns what ends each of them.
+    fn end_sessions_of(
+        &self,
+        connection: &str,
+        role: &str,
+        config: &GrantProvisioning,
+    ) -> Vec<CancellationToken> {
         let live = self.lock();
         let ending = live
             .iter()
             .filter(|(id, l)| l.connection == connection && config.role_name(**id) == role);
+        let mut kills = Vec::new();
         for (id, l) in ending {
-            for notices in l.sessions.iter().filter_map(Weak::upgrade) {
-                notices.push(format!(
-                    "portcullis: grant {id} has ended; this session runs as its role and is ended now"
-                ));
+            for (notices, kill) in &l.sessions {
+                if let Some(notices) = notices.upgrade() {
+                    notices.push(format!(
+                        "portcullis: grant {id} has ended; this session runs as its role and is ended now"
+                    ));
+                    kills.push(kill.clone());
+                }
             }
         }
+        kills
     }
 }
 
@@ -333,6 +382,7 @@ async fn teardown(
     owned: &OwnedObjects,
 ) -> Result<(), SessionError> {
     let q = quote_ident(role);
+    let l = quote_literal(role);
     run_sql(stream, buf, &format!("ALTER ROLE {q} NOLOGIN")).await?;
     // Signalling its backends and dropping what it owns need the role's
     // privileges; a CREATEROLE admin may take them (a superuser has them).
@@ -341,11 +391,33 @@ async fn teardown(
         stream,
         buf,
         &format!(
-            "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = {}",
-            quote_literal(role)
+            "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = {l}"
         ),
     )
     .await?;
+    // Without its memberships it holds nothing elevated, even if what it
+    // owns keeps it from being dropped below (which is retried).
+    let memberships = run_sql(
+        stream,
+        buf,
+        &format!(
+            "SELECT r.rolname FROM pg_catalog.pg_auth_members m \
+             JOIN pg_catalog.pg_roles r ON r.oid = m.roleid \
+             JOIN pg_catalog.pg_roles u ON u.oid = m.member WHERE u.rolname = {l}"
+        ),
+    )
+    .await?;
+    for granted in memberships
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().flatten())
+    {
+        run_sql(
+            stream,
+            buf,
+            &format!("REVOKE {} FROM {q}", quote_ident(&granted)),
+        )
+        .await?;
+    }
     if let OwnedObjects::ReassignTo(to) = owned {
         run_sql(
             stream,

@@ -333,6 +333,8 @@ impl PgAdapter {
             session: up,
         } = admitted;
         let mut client = hello.stream;
+        // What ends this session, for a grant role's end to use too.
+        let session_kill = kill.clone();
         let mut session = match admission.open(kill).await {
             Ok(s) => s,
             Err(refusal) => {
@@ -390,7 +392,7 @@ impl PgAdapter {
             Ok(()) => {
                 let pending = relay::Handoff::with_busy(busy).with_encoding(at_login.as_deref());
                 if let Some(g) = &self.cfg.grant_roles {
-                    g.attach(&upstream, pending.notices());
+                    g.attach(&upstream, pending.notices(), &session_kill);
                 }
                 let limits = &self.cfg.limits;
                 let outcome = {

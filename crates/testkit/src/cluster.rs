@@ -230,6 +230,28 @@ impl PgCluster {
 
     /// Runs SQL as the superuser over the Unix socket (not through the gateway).
     pub fn superuser_sql(&self, db: &str, sql: &str) -> String {
+        let out = self.run_superuser(db, sql);
+        assert!(
+            out.status.success(),
+            "superuser SQL failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            sql
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Runs SQL as the superuser like [`PgCluster::superuser_sql`], for
+    /// SQL expected to fail: its output followed by its errors.
+    pub fn superuser_sql_result(&self, db: &str, sql: &str) -> String {
+        let out = self.run_superuser(db, sql);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    fn run_superuser(&self, db: &str, sql: &str) -> std::process::Output {
         use std::io::Write;
         let mut child = Command::new("psql")
             .arg("-X")
@@ -256,14 +278,7 @@ impl PgCluster {
         if let Some(mut stdin) = child.stdin.take() {
             stdin.write_all(sql.as_bytes()).expect("write SQL to psql");
         }
-        let out = child.wait_with_output().expect("psql run");
-        assert!(
-            out.status.success(),
-            "superuser SQL failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            sql
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        child.wait_with_output().expect("psql run")
     }
 
     /// Stops the server (fast shutdown), keeping its data.

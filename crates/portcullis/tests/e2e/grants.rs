@@ -233,3 +233,205 @@ fn the_reconciler_removes_roles_no_grant_stands_behind_even_after_a_kill() {
         gw.log()
     );
 }
+
+/// A grant role that cannot be dropped (it owns a type another object
+/// depends on) is still stripped at its end (no login, no membership, no
+/// backends, no gateway session), and holds up no other grant's role.
+/// Red-team finding: one failed teardown stopped every other.
+#[test]
+fn a_grant_role_that_cannot_be_dropped_holds_nothing_and_holds_up_nothing() {
+    let gw = grant_gateway("gr_trap_");
+    let first = granted(&gw, "10m");
+    let trapped = format!("gr_trap_{first}");
+    assert!(
+        eventually(Duration::from_secs(15), || role_exists(&trapped)
+            .then_some(()))
+        .is_some(),
+        "{}",
+        gw.log()
+    );
+    let psql = Command::new("psql")
+        .args(["-X", "--no-align", "--tuples-only"])
+        .arg(gw.conninfo("app-db", ""))
+        .args(["-c", "select pg_catalog.pg_sleep(60)"])
+        .env("PGPASSWORD", ALICE_TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let backends = |role: &str| {
+        cluster()
+            .superuser_sql(
+                "app",
+                &format!("select count(*) from pg_stat_activity where usename = '{role}'"),
+            )
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || (backends(&trapped) == 1)
+            .then_some(()))
+        .is_some()
+    );
+    cluster().superuser_sql(
+        "app",
+        &format!(
+            "create type public.{trapped}_t as (a int); alter type public.{trapped}_t owner to {trapped}; \
+             create table public.{trapped}_tbl (x public.{trapped}_t)"
+        ),
+    );
+    // Directly, the role's objects cannot be dropped.
+    let out = cluster().superuser_sql_result("app", &format!("drop owned by {trapped}"));
+    assert!(out.contains("cannot drop"), "{out}");
+    let (ok, out) = cli(&gw, DAN, &["grants", "revoke", &first]);
+    assert!(ok, "{out}");
+    let stripped = |role: &str| {
+        cluster()
+            .superuser_sql(
+                "app",
+                &format!(
+                    "select r.rolcanlogin, (select count(*) from pg_auth_members m join pg_roles g on g.oid = m.roleid \
+                     where m.member = r.oid and g.rolname = 'gr_dba') from pg_roles r where r.rolname = '{role}'"
+                ),
+            )
+            .trim()
+            .to_owned()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || (stripped(&trapped) == "f|0"
+            && backends(&trapped) == 0)
+            .then_some(()))
+        .is_some(),
+        "{} {}",
+        stripped(&trapped),
+        gw.log()
+    );
+    let out = psql.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    // Another grant is still provisioned and removed.
+    let second = granted(&gw, "10m");
+    let other = format!("gr_trap_{second}");
+    assert!(
+        eventually(Duration::from_secs(40), || role_exists(&other)
+            .then_some(()))
+        .is_some(),
+        "{}",
+        gw.log()
+    );
+    let (ok, out) = cli(&gw, DAN, &["grants", "revoke", &second]);
+    assert!(ok, "{out}");
+    assert!(
+        eventually(Duration::from_secs(40), || (!role_exists(&other))
+            .then_some(()))
+        .is_some(),
+        "{}",
+        gw.log()
+    );
+    cluster().superuser_sql(
+        "app",
+        &format!("drop table public.{trapped}_tbl; drop type public.{trapped}_t"),
+    );
+}
+
+/// A portal bound, or a cursor declared, under a grant does not run after
+/// the grant ends: it keeps what it was decided to run, so it is refused
+/// once the policies or grants in force differ. Red-team finding. (Grants
+/// that reach policies only: the session runs as the service user.)
+#[tokio::test(flavor = "multi_thread")]
+async fn portals_and_cursors_decided_under_a_grant_do_not_outlive_it() {
+    seed();
+    cluster().superuser_sql(
+        "app",
+        "drop table if exists public.gr_portal; create table public.gr_portal (id int); \
+         insert into public.gr_portal select generate_series(1, 5); \
+         grant all on public.gr_portal to portcullis_reader, trust_user",
+    );
+    let policies = r#"
+permit(principal in Group::"engineering", action == Action::"connect",
+       resource == Connection::"app-db");
+permit(principal in Group::"engineering", action in [Action::"select", Action::"delete"],
+       resource == Table::"app-db/public.gr_portal")
+when { context.grants.contains("ops") };
+@review("dba")
+permit(principal in Group::"engineering", action == Action::"request_grant",
+       resource == Connection::"app-db");
+"#;
+    let gw = gateway()
+        .app_db("app-db", cluster())
+        .policies(policies)
+        .extra("[[tokens]]\nuser = \"dan\"\ngroups = [\"dba\"]\ntoken = \"dan-token-7f21\"\n")
+        .start();
+    let mut client = connect(&gw, "app-db", ALICE_TOKEN).await.unwrap();
+    let grant = || {
+        tokio::task::block_in_place(|| {
+            let (ok, out) = cli(
+                &gw,
+                ALICE_TOKEN,
+                &[
+                    "request",
+                    "--connection",
+                    "app-db",
+                    "--role",
+                    "ops",
+                    "--for",
+                    "10m",
+                ],
+            );
+            assert!(ok, "{out}");
+            let id = out.split_whitespace().nth(1).unwrap().to_owned();
+            let (ok, out) = cli(&gw, DAN, &["reviews", "approve", &id]);
+            assert!(ok, "{out}");
+            id
+        })
+    };
+    let revoke = |id: &str| {
+        tokio::task::block_in_place(|| {
+            let (ok, out) = cli(&gw, DAN, &["grants", "revoke", id]);
+            assert!(ok, "{out}");
+        })
+    };
+    // A cursor declared under the grant.
+    let id = grant();
+    client.simple_query("begin").await.unwrap();
+    client
+        .simple_query("declare c cursor for select id from public.gr_portal")
+        .await
+        .unwrap();
+    revoke(&id);
+    let e = client.simple_query("fetch all from c").await.unwrap_err();
+    assert!(
+        db_error(&e)
+            .1
+            .contains("the policies or grants changed since portal \"c\""),
+        "{e:?}"
+    );
+    client.simple_query("rollback").await.unwrap();
+    // A portal bound under the grant.
+    let id = grant();
+    let tx = client.transaction().await.unwrap();
+    let delete = tx
+        .prepare("delete from public.gr_portal where id = 3")
+        .await
+        .unwrap();
+    let portal = tx.bind(&delete, &[]).await.unwrap();
+    revoke(&id);
+    let e = tx.query_portal(&portal, 0).await.unwrap_err();
+    assert!(
+        db_error(&e)
+            .1
+            .contains("the policies or grants changed since portal"),
+        "{e:?}"
+    );
+    drop(tx);
+    assert_eq!(items_in("gr_portal"), 5);
+    // Directly, the same portal deletes (the server keeps what it bound).
+    let (ok, out) = direct_psql("begin; delete from public.gr_portal where id = 3; rollback");
+    assert!(ok && out.contains("DELETE 1"), "{out}");
+}
+
+fn items_in(table: &str) -> u32 {
+    let (ok, out) = direct_psql(&format!("select count(*) from public.{table}"));
+    assert!(ok, "{out}");
+    out.trim().parse().unwrap()
+}

@@ -28,15 +28,16 @@ pub(super) const PARAM_RECORD_LIMIT: usize = 1024;
 enum PortalDef {
     /// A Bind of a decided statement.
     Bound(Arc<Portal>),
-    /// A cursor DECLAREd in a query, decided as its own statement.
-    Cursor,
+    /// A cursor DECLAREd in a query, decided as its own statement under
+    /// this policy generation.
+    Cursor(u64),
 }
 
 impl PartialEq for PortalDef {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (PortalDef::Bound(a), PortalDef::Bound(b)) => Arc::ptr_eq(a, b),
-            (PortalDef::Cursor, PortalDef::Cursor) => true,
+            (PortalDef::Cursor(a), PortalDef::Cursor(b)) => a == b,
             _ => false,
         }
     }
@@ -49,6 +50,29 @@ struct Portal {
     allowed: Allowed,
     /// The review whose approval let it be bound, if one did.
     review: Option<u64>,
+    /// The policy generation (policies and grants) it was decided under.
+    policy_generation: u64,
+}
+
+impl PortalDef {
+    /// Whether it was decided under other policies or grants than those
+    /// in force: a portal or cursor keeps what it was bound or declared to
+    /// run, so a grant's end or a tightened policy must not leave it
+    /// runnable.
+    fn stale(&self, policy_generation: u64) -> bool {
+        match self {
+            PortalDef::Bound(p) => p.policy_generation != policy_generation,
+            PortalDef::Cursor(g) => *g != policy_generation,
+        }
+    }
+}
+
+/// The refusal of a portal or cursor decided under other policies.
+fn stale_portal(name: &str) -> Denied {
+    Denied::new(
+        format!("portcullis: the policies or grants changed since portal \"{name}\" was bound or declared; bind or declare it again"),
+        Default::default(),
+    )
 }
 
 /// The last decision of a Bind of one prepared statement name, kept while
@@ -171,6 +195,26 @@ impl FrontendTracker {
                     alone: !self.executed_in_stretch && !self.ran_in_read,
                 }))
             }
+        }
+    }
+
+    /// `decision`, or a refusal when it fetches from a cursor or portal
+    /// decided under other policies or grants.
+    fn refuse_stale_fetches(&self, decision: GateDecision, gate: &StatementGate) -> GateDecision {
+        let GateDecision::Allow(a) = &decision else {
+            return decision;
+        };
+        let policy_generation = gate.generation().1;
+        let stale = a.fetches().iter().find(|name| {
+            self.portals
+                .candidates(name, self.stretch)
+                .iter()
+                .flatten()
+                .any(|p| p.stale(policy_generation))
+        });
+        match stale {
+            Some(name) => GateDecision::Deny(stale_portal(name)),
+            None => decision,
         }
     }
 
@@ -327,6 +371,7 @@ impl FrontendTracker {
                             params: rendered,
                             allowed,
                             review: self.released_by.take(),
+                            policy_generation: gate.generation().1,
                         };
                         let def = PortalDef::Bound(Arc::new(bound));
                         self.portals
@@ -400,6 +445,7 @@ impl FrontendTracker {
             }
         };
         self.ran_in_read = true;
+        let decision = self.refuse_stale_fetches(decision, gate);
         let mut s = Stmt::decided("query", Arc::from(sql), &decision);
         s.review = self.released_by.take();
         let forward = match &decision {
@@ -454,7 +500,10 @@ impl FrontendTracker {
             Effect::Declare(name) => self.portals.sent(
                 id,
                 self.stretch,
-                Change::Define(Arc::from(name.as_str()), PortalDef::Cursor),
+                Change::Define(
+                    Arc::from(name.as_str()),
+                    PortalDef::Cursor(gate.generation().1),
+                ),
             ),
             Effect::ClosePortal(Some(name)) => {
                 self.portals
@@ -482,6 +531,21 @@ impl FrontendTracker {
                 Default::default(),
             )
             .with_sqlstate("34000");
+            let s = Stmt::decided(
+                "execute",
+                Arc::from(""),
+                &GateDecision::Deny(denied.clone()),
+            );
+            out.push(Pending::Execute(s));
+            return Forward::Instead(StandIn::denied_execute(&denied));
+        }
+        let policy_generation = gate.generation().1;
+        if candidates
+            .iter()
+            .flatten()
+            .any(|p| p.stale(policy_generation))
+        {
+            let denied = stale_portal(portal);
             let s = Stmt::decided(
                 "execute",
                 Arc::from(""),
