@@ -500,7 +500,7 @@ impl Findings {
         let allowed = allow(std::mem::take(&mut self.policies).into());
         match self.review {
             None => GateDecision::Allow(allowed),
-            Some(need) => GateDecision::Review(Held::new(allowed, need)),
+            Some(need) => GateDecision::Review(Box::new(Held::new(allowed, need))),
         }
     }
 }

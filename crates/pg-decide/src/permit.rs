@@ -69,7 +69,7 @@ pub enum GateDecision {
     /// At least one is not; the statement must not reach the upstream.
     Deny(Denied),
     /// Every pair is permitted, some only once reviewers approve.
-    Review(Held),
+    Review(Box<Held>),
 }
 
 impl GateDecision {

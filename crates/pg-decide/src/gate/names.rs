@@ -163,7 +163,7 @@ impl StatementGate {
         };
         match need {
             None => GateDecision::Allow(allowed),
-            Some(need) => GateDecision::Review(Held::new(allowed, need)),
+            Some(need) => GateDecision::Review(Box::new(Held::new(allowed, need))),
         }
     }
 
