@@ -39,13 +39,13 @@ pub struct DecisionBody {
     reason: Option<String>,
 }
 
-/// Whether `who` asked for `review` (or acts for who did), or may decide it.
+/// Whether `who` asked for `review` (its requester, through any agent, or
+/// the agent it came through, acting as itself), or may decide it. An
+/// agent acting for someone else sees only that someone's.
 pub(super) fn involved(who: &Identity, review: &Review) -> bool {
-    let party = [Some(who.user.as_str()), who.actor.as_deref()]
-        .into_iter()
-        .flatten()
-        .any(|p| review.requester == p || review.actor.as_deref() == Some(p));
-    party || review.rules.iter().any(|r| r.admits(&who.groups))
+    let requester = who.user == review.requester;
+    let its_agent = who.actor.is_none() && review.actor.as_deref() == Some(who.user.as_str());
+    requester || its_agent || review.rules.iter().any(|r| r.admits(&who.groups))
 }
 
 /// Whether `who` may see `review`.
