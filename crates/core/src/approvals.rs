@@ -172,30 +172,7 @@ impl ReviewBoard {
         let _saving = self.saving.lock().await;
         let now = self.now();
         let id = self.next_id(&ask.identity)?;
-        let review = Review {
-            id,
-            status: ReviewStatus::Pending,
-            requester: ask.identity.user.clone(),
-            actor: ask.identity.actor.clone(),
-            session_id: None,
-            connection: ask.connection,
-            protocol: ask.protocol,
-            action: ask.action,
-            policies: ask.policies,
-            rules: ask.rules,
-            hash: ask.hash,
-            statement: ask.statement,
-            params: Vec::new(),
-            reason: ask.reason,
-            created_at: now,
-            expires_at: now + secs(self.settings.review_ttl),
-            decisions: Vec::new(),
-            approved_at: None,
-            approval_expires_at: None,
-            ended_at: None,
-            end_note: None,
-            grant: Some(terms),
-        };
+        let review = Review::asked(id, ask, now, self.settings.review_ttl, Some(terms));
         self.commit(review.clone(), "created").await?;
         Ok(review)
     }
@@ -329,30 +306,7 @@ impl ReviewBoard {
             });
         }
         let id = self.next_id(&ask.identity)?;
-        let review = Review {
-            id,
-            status: ReviewStatus::Pending,
-            requester: ask.identity.user.clone(),
-            actor: ask.identity.actor.clone(),
-            session_id: ask.session_id,
-            connection: ask.connection,
-            protocol: ask.protocol,
-            action: ask.action,
-            policies: ask.policies,
-            rules: ask.rules,
-            statement: ask.statement,
-            params: ask.params,
-            hash,
-            reason: ask.reason,
-            created_at: now,
-            expires_at: now + secs(self.settings.review_ttl),
-            decisions: Vec::new(),
-            approved_at: None,
-            approval_expires_at: None,
-            ended_at: None,
-            end_note: None,
-            grant: None,
-        };
+        let review = Review::asked(id, ask, now, self.settings.review_ttl, None);
         self.commit(review.clone(), "created").await?;
         let wait = self.wait_for(&review, now);
         Ok(Submission::Waiting {

@@ -130,6 +130,41 @@ pub struct GrantTerms {
 }
 
 impl Review {
+    /// A pending review `id` of `ask`, asked at `now` and open for `ttl`;
+    /// `grant` for a grant request.
+    pub(super) fn asked(
+        id: u64,
+        ask: ReviewAsk,
+        now: i64,
+        ttl: Duration,
+        grant: Option<GrantTerms>,
+    ) -> Self {
+        Self {
+            id,
+            status: ReviewStatus::Pending,
+            requester: ask.identity.user,
+            actor: ask.identity.actor,
+            session_id: ask.session_id,
+            connection: ask.connection,
+            protocol: ask.protocol,
+            action: ask.action,
+            policies: ask.policies,
+            rules: ask.rules,
+            statement: ask.statement,
+            params: ask.params,
+            hash: ask.hash,
+            reason: ask.reason,
+            created_at: now,
+            expires_at: now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2)),
+            decisions: Vec::new(),
+            approved_at: None,
+            approval_expires_at: None,
+            ended_at: None,
+            end_note: None,
+            grant,
+        }
+    }
+
     /// "dba", or every rule's description joined.
     pub fn reviewers(&self) -> String {
         let parts: Vec<String> = self.rules.iter().map(ReviewRule::describe).collect();

@@ -148,21 +148,9 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<Review>>, ApiError> {
     let who = authenticate(&s, &headers).await?;
-    let all = match q.status.as_deref().unwrap_or("open") {
-        "open" => s.core.reviews.open(),
-        "all" => s
-            .core
-            .reviews
-            .history(1000)
-            .await
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
-        other => return Err(bad(format!("status {other:?} is not one of open, all"))),
-    };
-    Ok(Json(
-        all.into_iter()
-            .filter(|r| r.grant.is_some() && super::reviews::may_see(&s, &who, peer, r))
-            .collect(),
-    ))
+    let reviews = super::reviews::listed(&s, q.status.as_deref(), 1000).await?;
+    let grants = reviews.into_iter().filter(|r| r.grant.is_some()).collect();
+    Ok(Json(super::reviews::visible(&s, &who, peer, grants)))
 }
 
 /// `POST /api/grants/{id}/revoke`: ends a grant now (or its pending

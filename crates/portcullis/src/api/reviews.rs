@@ -83,28 +83,43 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<Review>>, ApiError> {
     let who = authenticate(&s, &headers).await?;
-    let reviews = match q.status.as_deref().unwrap_or("open") {
-        "open" => s.core.reviews.open(),
+    let reviews = listed(&s, q.status.as_deref(), q.limit.unwrap_or(50)).await?;
+    Ok(Json(visible(&s, &who, peer, reviews)))
+}
+
+/// Open reviews (`status` absent or `open`), or the newest `limit` of all.
+pub(super) async fn listed(
+    s: &ApiState,
+    status: Option<&str>,
+    limit: u32,
+) -> Result<Vec<Review>, ApiError> {
+    match status.unwrap_or("open") {
+        "open" => Ok(s.core.reviews.open()),
         "all" => s
             .core
             .reviews
-            .history(q.limit.unwrap_or(50).min(1000))
+            .history(limit.min(1000))
             .await
-            .map_err(internal)?,
-        other => {
-            return Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("status {other:?} is not one of open, all"),
-            ))
-        }
-    };
-    let all = gateway_allows(&s, &who, peer, Action::VIEW_SESSIONS);
-    Ok(Json(
-        reviews
-            .into_iter()
-            .filter(|r| all || may_see(&s, &who, peer, r))
-            .collect(),
-    ))
+            .map_err(internal),
+        other => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("status {other:?} is not one of open, all"),
+        )),
+    }
+}
+
+/// The reviews of `reviews` that `who` may see.
+pub(super) fn visible(
+    s: &ApiState,
+    who: &Identity,
+    peer: SocketAddr,
+    reviews: Vec<Review>,
+) -> Vec<Review> {
+    let all = gateway_allows(s, who, peer, Action::VIEW_SESSIONS);
+    reviews
+        .into_iter()
+        .filter(|r| all || involved(who, r))
+        .collect()
 }
 
 fn review_id(id: &str) -> Result<u64, ApiError> {

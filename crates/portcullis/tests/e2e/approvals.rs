@@ -149,10 +149,17 @@ fn a_held_statement_runs_in_the_same_session_once_another_identity_approves() {
     // Nothing ran while it waits.
     assert_eq!(rows("rv_held"), 3);
     let id = id_of(&review);
+    let approving = std::time::Instant::now();
     let (ok, out) = reviews_cli(&gw, DAN, &["approve", &id, "--reason", "checked"]);
+    let cli_done = approving.elapsed();
     assert!(ok, "{out}");
     assert!(out.contains("approved by dan"), "{out}");
     let (ok, stdout, stderr) = finish(psql);
+    // For the record: the approving command's run, and until psql's exit.
+    eprintln!(
+        "approve command: {cli_done:?}; to psql's exit: {:?}",
+        approving.elapsed()
+    );
     assert!(ok, "{stderr}");
     // The result arrives in the same session, as if nothing happened.
     assert_eq!(stdout.trim(), "1\nDELETE 1");
