@@ -110,7 +110,7 @@ async fn hold<R: AsyncRead + Unpin>(
     client: Client<'_, R>,
 ) -> Result<Option<ReviewVerdict>, SessionError> {
     let need = &hold.need;
-    if server.failed {
+    if server.failed && hold.alone {
         // It would fail without running: no review, no approval used up.
         return Ok(Some(ReviewVerdict::Refused(Denied::new(
             "portcullis: the statement needs review, and the transaction has failed: roll it back first".into(),
