@@ -293,3 +293,23 @@ async fn a_grant_counts_from_its_approval_until_its_end() {
     b.revoke(again.id, "dan").await.unwrap();
     assert!(grants.roles(&alice, "app-db").is_empty());
 }
+
+#[tokio::test]
+async fn one_requester_has_at_most_twenty_reviews_open() {
+    let b = board(Arc::new(ManualClock::at(1000)), Arc::default());
+    let alice = who("alice", &[], None);
+    for i in 0..MAX_OPEN_PER_REQUESTER {
+        open(
+            &b,
+            ask(alice.clone(), &format!("delete from t{i}"), "dba", None),
+        )
+        .await;
+    }
+    let e = b
+        .submit(ask(alice.clone(), "delete from one_more", "dba", None))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ReviewError::TooMany { open: 20, .. }), "{e}");
+    // Another requester is not held up.
+    open(&b, ask(who("bob", &[], None), "delete from t", "dba", None)).await;
+}

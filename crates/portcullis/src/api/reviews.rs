@@ -203,3 +203,53 @@ async fn decide(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_core::approvals::{ReviewRule, ReviewStatus};
+
+    fn who(user: &str, actor: Option<&str>, groups: &[&str]) -> Identity {
+        Identity {
+            user: user.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            actor: actor.map(str::to_owned),
+            method: "test",
+            credential: Default::default(),
+        }
+    }
+
+    #[test]
+    fn an_agent_acting_for_someone_else_is_not_involved() {
+        let review = Review {
+            id: 1,
+            status: ReviewStatus::Pending,
+            requester: "alice".into(),
+            actor: Some("agent-x".into()),
+            session_id: None,
+            connection: "app-db".into(),
+            protocol: "postgres".into(),
+            action: "delete on app-db/public.t".into(),
+            policies: vec![],
+            rules: vec![ReviewRule::from_annotations("p", "dba", None, None).unwrap()],
+            statement: "delete from t".into(),
+            params: vec![],
+            hash: String::new(),
+            reason: None,
+            created_at: 0,
+            expires_at: 1,
+            decisions: vec![],
+            approved_at: None,
+            approval_expires_at: None,
+            ended_at: None,
+            end_note: None,
+            grant: None,
+        };
+        assert!(involved(&who("alice", None, &[]), &review));
+        assert!(involved(&who("alice", Some("agent-y"), &[]), &review));
+        assert!(involved(&who("agent-x", None, &[]), &review));
+        assert!(involved(&who("dan", None, &["dba"]), &review));
+        assert!(!involved(&who("bob", Some("agent-x"), &[]), &review));
+        assert!(!involved(&who("bob", None, &["dev"]), &review));
+    }
+}
