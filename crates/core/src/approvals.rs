@@ -301,7 +301,6 @@ impl ReviewBoard {
             let wait = self.wait_for(&review, now);
             return Ok(Submission::Waiting {
                 review: Box::new(review),
-                created: false,
                 wait,
             });
         }
@@ -311,7 +310,6 @@ impl ReviewBoard {
         let wait = self.wait_for(&review, now);
         Ok(Submission::Waiting {
             review: Box::new(review),
-            created: true,
             wait,
         })
     }

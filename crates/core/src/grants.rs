@@ -81,10 +81,12 @@ impl GrantTable {
 
     /// Drops what has ended; moves the generation if anything did.
     fn expire(&self) {
-        let now = self.clock.now_secs();
-        if self.next_end.load(Ordering::Acquire) > now {
+        // Asked on every decision: with no grant in force, no clock read.
+        let next = self.next_end.load(Ordering::Acquire);
+        if next == i64::MAX || next > self.clock.now_secs() {
             return;
         }
+        let now = self.clock.now_secs();
         let mut held = self.lock();
         held.retain(|g| g.expires_at > now);
         let next = held.iter().map(|g| g.expires_at).min().unwrap_or(i64::MAX);

@@ -301,11 +301,6 @@ impl PolicyEngine {
         self
     }
 
-    /// The grants in force.
-    pub fn grants(&self) -> &Arc<GrantTable> {
-        &self.grants
-    }
-
     /// The Cedar schema policies are validated against.
     pub fn schema(&self) -> &str {
         &self.schema_text

@@ -150,7 +150,7 @@ async fn hold<R: AsyncRead + Unpin>(
             notify(pending, format!("portcullis: review {id} approved; running the statement")).await;
             return Ok(Some(ReviewVerdict::Approved(approved)));
         }
-        Ok(Submission::Waiting { review, wait, .. }) => (review, wait),
+        Ok(Submission::Waiting { review, wait }) => (review, wait),
     };
     let id = review.id;
     let reviewers = review.reviewers();

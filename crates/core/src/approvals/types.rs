@@ -280,8 +280,6 @@ pub enum Submission {
     Waiting {
         /// The review.
         review: Box<Review>,
-        /// Whether this ask created it.
-        created: bool,
         /// How long to hold the client.
         wait: Duration,
     },

@@ -114,20 +114,9 @@ fn pending_review(gw: &Gateway, token: &str) -> Value {
 
 /// `portcullis reviews ARGS` against `gw` as `token`: (succeeded, output).
 fn reviews_cli(gw: &Gateway, token: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN)
-        .arg("reviews")
-        .args(args)
-        .args(["--api", &gw.api(), "--token", token])
-        .output()
-        .expect("portcullis");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let mut all = vec!["reviews"];
+    all.extend_from_slice(args);
+    api_cli(gw, token, &all)
 }
 
 fn id_of(review: &Value) -> String {

@@ -221,3 +221,20 @@ pub fn alice_psql(gw: &portcullis_testkit::Gateway, sql: &str) -> (bool, String)
     );
     (out.ok, format!("{}{}", out.stdout, out.stderr))
 }
+
+/// `portcullis ARGS --api <gw> --token <token>`: (succeeded, output and errors).
+pub fn api_cli(gw: &Gateway, token: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .args(["--api", &gw.api(), "--token", token])
+        .output()
+        .expect("portcullis");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}

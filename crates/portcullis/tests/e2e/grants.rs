@@ -68,19 +68,7 @@ fn grant_gateway(prefix: &str) -> Gateway {
 }
 
 fn cli(gw: &Gateway, token: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .args(["--api", &gw.api(), "--token", token])
-        .output()
-        .expect("portcullis");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    api_cli(gw, token, args)
 }
 
 fn role_exists(name: &str) -> bool {

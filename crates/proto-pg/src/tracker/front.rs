@@ -204,6 +204,9 @@ impl FrontendTracker {
         let GateDecision::Allow(a) = &decision else {
             return decision;
         };
+        if a.fetches().is_empty() {
+            return decision;
+        }
         let policy_generation = gate.generation().1;
         let stale = a.fetches().iter().find(|name| {
             self.portals
