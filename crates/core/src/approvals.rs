@@ -66,6 +66,8 @@ pub struct ReviewBoard {
     /// Waits in progress, so that stopping can let them answer first.
     waiters: tokio::sync::watch::Sender<usize>,
     grants: Arc<GrantTable>,
+    /// Where every change is also recorded as evidence.
+    recorder: Option<crate::Recorder>,
 }
 
 /// Counts one wait in progress.
@@ -108,6 +110,7 @@ impl ReviewBoard {
             events: tokio::sync::broadcast::channel(256).0,
             waiters: tokio::sync::watch::channel(0).0,
             grants: Arc::default(),
+            recorder: None,
         })
     }
 
@@ -127,6 +130,7 @@ impl ReviewBoard {
             events: tokio::sync::broadcast::channel(256).0,
             waiters: tokio::sync::watch::channel(0).0,
             grants: Arc::default(),
+            recorder: None,
         }
     }
 
@@ -134,6 +138,12 @@ impl ReviewBoard {
     pub fn with_grants(mut self, grants: Arc<GrantTable>) -> Self {
         self.grants = grants;
         self.refresh_grants(&self.lock());
+        self
+    }
+
+    /// Records every change of a review or grant in the evidence chain too.
+    pub fn with_recorder(mut self, recorder: crate::Recorder) -> Self {
+        self.recorder = Some(recorder);
         self
     }
 
@@ -222,6 +232,19 @@ impl ReviewBoard {
             self.refresh_grants(&board);
         }
         self.changed.send_modify(|n| *n += 1);
+        if let Some(recorder) = &self.recorder {
+            let subject = if review.grant.is_some() {
+                "grant"
+            } else {
+                "review"
+            };
+            let note =
+                serde_json::json!({ "event": format!("{subject}.{kind}"), "review": review });
+            // A recorder shut down at stop: the review's own row holds it.
+            let _ = recorder
+                .record(crate::audit::AuditEvent::note("review", note))
+                .await;
+        }
         let _ = self.events.send(ReviewEvent { kind, review });
         Ok(())
     }

@@ -9,6 +9,8 @@ use thiserror::Error;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::evidence::{ChainHead, ChainRecord, SignedCheckpoint};
+
 /// A session as it started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
@@ -163,15 +165,94 @@ impl<'de> Deserialize<'de> for CommandDetail {
     }
 }
 
+/// A command about to be forwarded: who (its session), what, and the
+/// decision. In strict recording it is durable before the upstream sees
+/// the command; its [`CommandOutcome`] follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandStart {
+    /// The session.
+    pub session_id: Uuid,
+    /// Position within the session, from 1.
+    pub seq: u64,
+    /// As in [`CommandRecord::kind`].
+    pub kind: String,
+    /// The command as the client sent it.
+    pub text: String,
+    /// When the gateway received it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// The decision that lets it run (or stops it).
+    pub decision: Decision,
+    /// The protocol's own facts known before it runs (SQL: `params`,
+    /// `prepared_name`).
+    #[serde(flatten)]
+    pub detail: CommandDetail,
+}
+
+/// How a started command ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandOutcome {
+    /// The session.
+    pub session_id: Uuid,
+    /// The command's position within the session.
+    pub seq: u64,
+    /// Time from receipt to completion, in microseconds.
+    pub duration_us: u64,
+    /// `SQLSTATE: message` (or the protocol's own form) when it failed.
+    pub error: Option<String>,
+    /// How many values of its results were masked, when any were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masked: Option<crate::masking::MaskCounts>,
+    /// The protocol's facts known once it ran (SQL: `rows`, `review`).
+    #[serde(flatten)]
+    pub detail: CommandDetail,
+}
+
+/// An event of the gateway rather than of a session: start and stop,
+/// reloads, review and grant decisions, revocations, admin API calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// What happened, in snake case (`gateway_started`, `admin_call`).
+    pub kind: &'static str,
+    /// Its facts, as a JSON object.
+    pub body: serde_json::Value,
+}
+
 /// One thing to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditEvent {
     /// A session began.
     SessionStarted(SessionRecord),
-    /// A command finished.
+    /// A command, whole: decided and finished (one not recorded before
+    /// it ran: refused, or failed before it could run).
     Command(CommandRecord),
+    /// A command about to run.
+    CommandStarted(CommandStart),
+    /// The end of a command recorded as started.
+    CommandFinished(CommandOutcome),
     /// A session ended.
     SessionEnded(SessionEnd),
+    /// Something the gateway did or was told.
+    Note(Note),
+}
+
+impl AuditEvent {
+    /// The session the event belongs to, if any.
+    pub fn session_id(&self) -> Option<Uuid> {
+        match self {
+            AuditEvent::SessionStarted(s) => Some(s.id),
+            AuditEvent::Command(c) => Some(c.session_id),
+            AuditEvent::CommandStarted(c) => Some(c.session_id),
+            AuditEvent::CommandFinished(c) => Some(c.session_id),
+            AuditEvent::SessionEnded(e) => Some(e.id),
+            AuditEvent::Note(_) => None,
+        }
+    }
+
+    /// A note of the gateway's.
+    pub fn note(kind: &'static str, body: serde_json::Value) -> Self {
+        AuditEvent::Note(Note { kind, body })
+    }
 }
 
 /// A session as listed by the API.
@@ -215,6 +296,12 @@ pub struct SessionQuery {
     pub active: bool,
     /// At most this many, newest first (default 100).
     pub limit: Option<u32>,
+    /// Only sessions started at or after this time (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub since: Option<OffsetDateTime>,
+    /// Only sessions started before this time (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub until: Option<OffsetDateTime>,
 }
 
 /// A store failure, described without secrets.
@@ -228,18 +315,27 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// Where audit records live. Implementations must commit each batch
-/// atomically: all of it or none.
+/// Where audit records live: the evidence chain and its checkpoints.
+/// The recorder is the chain's only writer; the store keeps what it is
+/// given and reads it back.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
-    /// Persists a batch in one transaction. The batch is shared rather
-    /// than borrowed so that a store may hand it to a thread of its own
-    /// without copying it.
-    async fn write(&self, batch: Arc<[AuditEvent]>) -> Result<(), StoreError>;
+    /// Appends chained records in one transaction: all of them or none.
+    /// Appending records it already holds (a retry of a batch whose commit
+    /// did land) changes nothing. Shared rather than borrowed so that a
+    /// store may hand the batch to a thread of its own without copying it.
+    async fn append(&self, records: Arc<[ChainRecord]>) -> Result<(), StoreError>;
+    /// The chain's last record.
+    async fn chain_head(&self) -> Result<ChainHead, StoreError>;
+    /// Keeps a signed checkpoint.
+    async fn save_checkpoint(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError>;
+    /// The newest checkpoint, if any.
+    async fn last_checkpoint(&self) -> Result<Option<SignedCheckpoint>, StoreError>;
     /// Sessions matching the query, newest first.
     async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<SessionSummary>, StoreError>;
     /// One session with its commands.
     async fn session(&self, id: Uuid) -> Result<Option<SessionDetail>, StoreError>;
-    /// Marks sessions left open by an earlier process (crash) as ended.
-    async fn close_dangling(&self, reason: &str) -> Result<u64, StoreError>;
+    /// Sessions with no recorded end: left open by an earlier process that
+    /// crashed (at start-up, before any session of this one).
+    async fn dangling_sessions(&self) -> Result<Vec<Uuid>, StoreError>;
 }

@@ -10,6 +10,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod evidence;
 pub mod files;
 pub mod grants;
 pub mod identity;
@@ -34,11 +35,12 @@ pub use identity::{
     AuthError, Authenticator, Credential, GatewayAuthenticator, Identity, StaticToken, StaticTokens,
 };
 pub use policy::{Action, ObjectRef, PolicyEngine, PolicyError, RequestFacts, Resource, Verdict};
-pub use recorder::{Recorder, RecorderClosed, RecorderTask};
+pub use recorder::{EvidenceSettings, Recorder, RecorderClosed, RecorderTask};
 pub use refusal::Refusal;
 pub use secret::Secret;
 pub use session::{
-    Admission, ClientInfo, FinishedCommand, SessionHandle, SessionSettings, StopSignal,
+    Admission, ClientInfo, CommandJournal, FinishedCommand, Outcome, SessionHandle,
+    SessionSettings, StartingCommand, StopSignal,
 };
 pub use session_stop::{SessionStop, StopReason, StopWatcher};
 pub use session_threads::SessionThreads;

@@ -1,22 +1,34 @@
-//! The background writer between sessions and the audit store.
+//! The background writer between sessions and the audit store, and the
+//! evidence chain's only author.
 //!
-//! Sessions hand events to a bounded channel; one task batches them into a
-//! transaction per write, which keeps the store cheap under many sessions.
-//! A full channel makes sessions wait (backpressure) rather than drop a
-//! record, and a store that fails flips [`Recorder::healthy`] so adapters
-//! refuse new statements instead of running them unrecorded; the failed
-//! batch is tried again until the store takes it, which flips it back.
+//! Sessions hand events to a bounded channel; one task chains them (see
+//! [`crate::evidence`]) and appends each batch in one transaction. A full
+//! channel makes sessions wait (backpressure) rather than drop a record,
+//! and a store that fails flips [`Recorder::healthy`] so adapters refuse
+//! new commands instead of running them unrecorded; the failed batch is
+//! tried again until the store takes it, which flips it back.
+//!
+//! Strict recording: before an adapter forwards a command it queues the
+//! command's record and waits on [`Recorder::durable`], a marker in the
+//! same queue that is answered once everything queued before it is
+//! committed. The writer does not linger while a marker waits, and every
+//! marker that arrived during one commit is answered by the next: group
+//! commit across sessions, one transaction per round rather than per
+//! session.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::sync::mpsc;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{AuditEvent, AuditStore};
+use crate::audit::{AuditEvent, AuditStore, StoreError};
+use crate::evidence::{ChainHead, ChainRecord, SignedCheckpoint, Signer};
 
 /// Events waiting for the writer; bounds memory when the store is slow.
 const QUEUE: usize = 8192;
@@ -24,14 +36,12 @@ const QUEUE: usize = 8192;
 const BATCH: usize = 1024;
 const RETRIES: u32 = 5;
 /// How long the writer lets a small batch gather more events before it
-/// commits, checking every [`LINGER_STEP`]: a commit (four round trips to
-/// SQLite's thread, and the WAL frames of every page touched) costs far
-/// more than a row, so a trickle of statements would otherwise pay a
-/// whole transaction each. With one `pgbench` client (about 5,000
-/// statements a second) 2 ms gathered about ten per commit, and recording
-/// cost more CPU than relaying. Records are written after the statement is
-/// answered either way; this widens the window a killed process can lose
-/// by as much.
+/// commits, checking every [`LINGER_STEP`], while no session waits on the
+/// batch: a commit costs far more than a row, so a trickle of events would
+/// otherwise pay a whole transaction each. With one `pgbench` client
+/// (about 5,000 statements a second) 2 ms gathered about ten per commit.
+/// In buffered mode this widens the window a killed process can lose by as
+/// much; in strict mode no command runs before its record is committed.
 const LINGER: Duration = Duration::from_millis(10);
 /// How often a lingering batch looks for more events. The writer polls
 /// rather than waits on the channel, so that a session's send never has to
@@ -42,6 +52,49 @@ const LINGER_BELOW: usize = 64;
 /// Longest wait between attempts while the store keeps failing.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// How the evidence is kept: the signing key and when to checkpoint.
+#[derive(Debug, Clone)]
+pub struct EvidenceSettings {
+    /// Signs checkpoints.
+    pub signer: Arc<Signer>,
+    /// A checkpoint after this many records…
+    pub checkpoint_every: u64,
+    /// …or this long, whichever comes first; one is written each interval
+    /// even when nothing happened.
+    pub checkpoint_interval: Duration,
+    /// A file every checkpoint is also appended to (JSON lines), ideally
+    /// on storage the store's administrators do not control.
+    pub checkpoint_file: Option<PathBuf>,
+    /// Commands wait for their record to be committed before they are
+    /// forwarded (the default); `false` is buffered recording.
+    pub strict: bool,
+}
+
+impl EvidenceSettings {
+    /// Defaults around `signer`: strict, a checkpoint every 10,000 records
+    /// or minute.
+    pub fn new(signer: Arc<Signer>) -> Self {
+        Self {
+            signer,
+            checkpoint_every: 10_000,
+            checkpoint_interval: Duration::from_secs(60),
+            checkpoint_file: None,
+            strict: true,
+        }
+    }
+}
+
+/// What sessions put in the writer's queue. Events are most of it and
+/// travel by value: boxing them to shrink the marker would allocate once
+/// per event.
+#[allow(clippy::large_enum_variant)]
+enum Queued {
+    Event(AuditEvent),
+    /// Answered `true` once everything queued before it is committed,
+    /// `false` if the store failed to take it.
+    Durable(oneshot::Sender<bool>),
+}
+
 /// The recorder stopped (shutdown) and takes no more events.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
 #[error("the audit recorder has shut down")]
@@ -50,8 +103,9 @@ pub struct RecorderClosed;
 /// A cheap handle sessions use to record events.
 #[derive(Clone)]
 pub struct Recorder {
-    tx: mpsc::Sender<AuditEvent>,
+    tx: mpsc::Sender<Queued>,
     healthy: Arc<AtomicBool>,
+    strict: bool,
     /// Times a session found the queue full and waited for the writer.
     waits: metrics::Counter,
 }
@@ -63,22 +117,40 @@ pub struct RecorderTask {
 }
 
 impl Recorder {
-    /// Starts the writer task over `store`.
-    pub fn spawn(store: Arc<dyn AuditStore>) -> (Recorder, RecorderTask) {
+    /// Starts the writer task over `store`, continuing its chain.
+    pub async fn spawn(
+        store: Arc<dyn AuditStore>,
+        settings: EvidenceSettings,
+    ) -> Result<(Recorder, RecorderTask), StoreError> {
+        let head = store.chain_head().await?;
+        let last = store.last_checkpoint().await?;
+        let checkpoints = Checkpoints::resume(settings.clone(), last)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let healthy = Arc::new(AtomicBool::new(true));
         let stop = CancellationToken::new();
-        let handle = tokio::spawn(write_loop(store, rx, healthy.clone(), stop.clone()));
+        let writer = Writer {
+            store,
+            head,
+            healthy: healthy.clone(),
+            stop: stop.clone(),
+            checkpoints,
+        };
+        let handle = tokio::spawn(writer.run(rx));
         let waits = metrics::counter!("portcullis_audit_queue_waits_total");
-        (
-            Recorder { tx, healthy, waits },
+        Ok((
+            Recorder {
+                tx,
+                healthy,
+                strict: settings.strict,
+                waits,
+            },
             RecorderTask { stop, handle },
-        )
+        ))
     }
 
     /// Queues an event, waiting while the queue is full.
     pub async fn record(&self, event: AuditEvent) -> Result<(), RecorderClosed> {
-        match self.tx.try_send(event) {
+        match self.tx.try_send(Queued::Event(event)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(event)) => {
                 // Counted so that an operator can see the store holding
@@ -94,7 +166,7 @@ impl Recorder {
     /// the current runtime waits for room. False when the event could not
     /// be queued at all (the recorder has shut down, or no runtime runs).
     pub fn record_without_waiting(&self, event: AuditEvent) -> bool {
-        match self.tx.try_send(event) {
+        match self.tx.try_send(Queued::Event(event)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(event)) => {
                 self.waits.increment(1);
@@ -109,6 +181,24 @@ impl Recorder {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Waits until every event this handle's caller queued before is
+    /// committed. False when the store failed to take them (they are
+    /// still being retried) or the recorder has shut down: the caller must
+    /// not act as if they were recorded.
+    pub async fn durable(&self) -> bool {
+        let (done, committed) = oneshot::channel();
+        if self.tx.send(Queued::Durable(done)).await.is_err() {
+            return false;
+        }
+        committed.await.unwrap_or(false)
+    }
+
+    /// Whether commands wait for their records ([`Recorder::durable`])
+    /// before they are forwarded.
+    pub fn strict(&self) -> bool {
+        self.strict
     }
 
     /// False once the store has failed to take a batch; adapters must then
@@ -128,76 +218,164 @@ impl RecorderTask {
     }
 }
 
-async fn write_loop(
+/// The chain's author: it alone appends to the store.
+struct Writer {
     store: Arc<dyn AuditStore>,
-    mut rx: mpsc::Receiver<AuditEvent>,
+    head: ChainHead,
     healthy: Arc<AtomicBool>,
     stop: CancellationToken,
-) {
-    let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        let n = tokio::select! {
-            n = rx.recv_many(&mut batch, BATCH) => n,
-            _ = stop.cancelled() => {
-                // Refuse new events, keep the queued ones.
-                rx.close();
-                rx.recv_many(&mut batch, BATCH).await
+    checkpoints: Checkpoints,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
+        let mut queued = Vec::with_capacity(BATCH);
+        let mut tick = tokio::time::interval(self.checkpoints.settings.checkpoint_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            let n = tokio::select! {
+                n = rx.recv_many(&mut queued, BATCH) => n,
+                _ = self.stop.cancelled() => {
+                    // Refuse new events, keep the queued ones.
+                    rx.close();
+                    rx.recv_many(&mut queued, BATCH).await
+                }
+                _ = tick.tick() => {
+                    self.checkpoint(false).await;
+                    continue;
+                }
+            };
+            if n == 0 {
+                break;
             }
-        };
-        if n == 0 {
-            break;
-        }
-        let mut lingered = Duration::ZERO;
-        while batch.len() < LINGER_BELOW && lingered < LINGER && !stop.is_cancelled() {
-            tokio::time::sleep(LINGER_STEP).await;
-            lingered += LINGER_STEP;
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(event) => batch.push(event),
-                    Err(_) => break,
+            linger(&mut rx, &mut queued, &self.stop).await;
+            let mut events = Vec::with_capacity(queued.len());
+            let mut waiting = Vec::new();
+            for item in queued.drain(..) {
+                match item {
+                    Queued::Event(e) => events.push(e),
+                    Queued::Durable(done) => waiting.push(done),
                 }
             }
+            self.write(&events, waiting).await;
+            if self.checkpoints.since_last >= self.checkpoints.settings.checkpoint_every {
+                self.checkpoint(false).await;
+                tick.reset();
+            }
         }
-        let events: Arc<[AuditEvent]> = batch.drain(..).collect();
-        write_with_retry(store.as_ref(), &events, &healthy, &stop).await;
+        self.checkpoint(true).await;
+    }
+
+    /// Chains `events` and appends them, answering `waiting` with the
+    /// outcome of the first attempt.
+    async fn write(&mut self, events: &[AuditEvent], mut waiting: Vec<oneshot::Sender<bool>>) {
+        if events.is_empty() {
+            answer(&mut waiting, true);
+            return;
+        }
+        let now = OffsetDateTime::now_utc();
+        // The head moves only once the store has the records: a retry
+        // appends the same records, numbered the same.
+        let mut next = self.head;
+        let records: Arc<[ChainRecord]> = events.iter().map(|e| next.append(e, now)).collect();
+        if write_with_retry(
+            self.store.as_ref(),
+            &records,
+            &self.healthy,
+            &self.stop,
+            &mut waiting,
+        )
+        .await
+        {
+            self.checkpoints.since_last += records.len() as u64;
+            self.head = next;
+        }
+    }
+
+    async fn checkpoint(&mut self, is_final: bool) {
+        if let Err(e) = self
+            .checkpoints
+            .write(self.store.as_ref(), self.head, is_final)
+            .await
+        {
+            tracing::error!(error = %e, "the evidence checkpoint could not be stored; the next one will be tried");
+        }
     }
 }
 
-async fn write_with_retry(
-    store: &dyn AuditStore,
-    batch: &Arc<[AuditEvent]>,
-    healthy: &AtomicBool,
+/// Lets a small batch gather more events, unless a session is waiting on
+/// it or the recorder is stopping.
+async fn linger(
+    rx: &mut mpsc::Receiver<Queued>,
+    queued: &mut Vec<Queued>,
     stop: &CancellationToken,
 ) {
+    let waited_on = |q: &[Queued]| q.iter().any(|i| matches!(i, Queued::Durable(_)));
+    let mut lingered = Duration::ZERO;
+    while queued.len() < LINGER_BELOW
+        && lingered < LINGER
+        && !stop.is_cancelled()
+        && !waited_on(queued)
+    {
+        tokio::time::sleep(LINGER_STEP).await;
+        lingered += LINGER_STEP;
+        while queued.len() < BATCH {
+            match rx.try_recv() {
+                Ok(item) => queued.push(item),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+fn answer(waiting: &mut Vec<oneshot::Sender<bool>>, committed: bool) {
+    for done in waiting.drain(..) {
+        let _gone = done.send(committed);
+    }
+}
+
+/// Appends `records` until the store takes them; true once it has.
+async fn write_with_retry(
+    store: &dyn AuditStore,
+    records: &Arc<[ChainRecord]>,
+    healthy: &AtomicBool,
+    stop: &CancellationToken,
+    waiting: &mut Vec<oneshot::Sender<bool>>,
+) -> bool {
     // The batch is kept and tried again until the store takes it (a full
     // or read-only disk that comes back), so an outage loses nothing and
     // the gateway recovers by itself; only at shutdown is it given up.
+    // Sessions waiting on it hear of the first failure at once: their
+    // commands are refused rather than held for as long as the outage.
     let mut delay = Duration::from_millis(50);
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
-        match store.write(batch.clone()).await {
+        match store.append(records.clone()).await {
             Ok(()) => {
                 if attempt > 1 {
                     tracing::warn!(attempts = attempt, "the audit store takes writes again");
                 }
                 healthy.store(true, Ordering::Relaxed);
-                return;
+                answer(waiting, true);
+                return true;
             }
             Err(e) => {
                 // Every failure at first, then one line a minute or so.
                 if attempt <= RETRIES || attempt.is_multiple_of(60) {
-                    tracing::error!(error = %e, attempt, events = batch.len(), "audit write failed; statements are refused until it succeeds");
+                    tracing::error!(error = %e, attempt, events = records.len(), "audit write failed; commands are refused until it succeeds");
                 }
                 healthy.store(false, Ordering::Relaxed);
+                answer(waiting, false);
                 if stop.is_cancelled() && attempt >= RETRIES {
                     metrics::counter!("portcullis_audit_events_lost_total")
-                        .increment(batch.len() as u64);
+                        .increment(records.len() as u64);
                     tracing::error!(
-                        events = batch.len(),
+                        events = records.len(),
                         "audit events could not be stored before shutdown and are lost"
                     );
-                    return;
+                    return false;
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
@@ -207,4 +385,77 @@ async fn write_with_retry(
             }
         }
     }
+}
+
+/// The checkpoint chain's state.
+struct Checkpoints {
+    settings: EvidenceSettings,
+    last: Option<SignedCheckpoint>,
+    number: u64,
+    /// Records appended since the last checkpoint.
+    since_last: u64,
+}
+
+impl Checkpoints {
+    fn resume(
+        settings: EvidenceSettings,
+        last: Option<SignedCheckpoint>,
+    ) -> Result<Self, StoreError> {
+        let number = match &last {
+            Some(c) => {
+                c.checkpoint()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                    .number
+            }
+            None => 0,
+        };
+        Ok(Self {
+            settings,
+            last,
+            number,
+            since_last: 0,
+        })
+    }
+
+    async fn write(
+        &mut self,
+        store: &dyn AuditStore,
+        head: ChainHead,
+        is_final: bool,
+    ) -> Result<(), StoreError> {
+        let signed = self.settings.signer.checkpoint(
+            self.last.as_ref(),
+            self.number,
+            head,
+            OffsetDateTime::now_utc(),
+            is_final,
+        );
+        store.save_checkpoint(&signed).await?;
+        if let Some(path) = self.settings.checkpoint_file.clone() {
+            let line = serde_json::to_string(&signed).unwrap_or_default();
+            let exported = tokio::task::spawn_blocking(move || append_line(&path, &line)).await;
+            if let Err(e) = exported.map_err(std::io::Error::other).and_then(|r| r) {
+                metrics::counter!("portcullis_checkpoint_export_failures_total").increment(1);
+                tracing::error!(error = %e, "the checkpoint could not be exported");
+            }
+        }
+        self.number += 1;
+        self.last = Some(signed);
+        self.since_last = 0;
+        Ok(())
+    }
+}
+
+/// Appends one line to `path` and flushes it to the disk, creating the
+/// file private to the gateway's user.
+fn append_line(path: &std::path::Path, line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(format!("{line}\n").as_bytes())?;
+    f.sync_data()
 }

@@ -21,6 +21,7 @@
 //!    (a panic, a cancelled task) still records an end and unregisters.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +29,10 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::audit::{AuditEvent, CommandDetail, CommandRecord, Decision, SessionEnd, SessionRecord};
+use crate::audit::{
+    AuditEvent, CommandDetail, CommandOutcome, CommandRecord, CommandStart, Decision, SessionEnd,
+    SessionRecord,
+};
 use crate::masking::MaskCounts;
 use crate::policy::{Action, RequestFacts, Resource, Verdict};
 use crate::refusal::Refusal;
@@ -249,7 +253,7 @@ impl Admission {
             identity,
             recorder,
             record_commands: core.settings.record_commands,
-            seq: 0,
+            seq: Arc::new(AtomicU64::new(0)),
             stop,
             _watcher: watcher,
             _live: live,
@@ -281,6 +285,104 @@ pub struct FinishedCommand {
     pub detail: CommandDetail,
 }
 
+/// How a journaled command ended.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// How long it took, in microseconds.
+    pub duration_us: u64,
+    /// Its error, when it failed.
+    pub error: Option<String>,
+    /// What was masked in its results.
+    pub masked: MaskCounts,
+    /// The protocol's facts known once it ran.
+    pub detail: CommandDetail,
+}
+
+/// A command about to be forwarded, as its adapter describes it.
+#[derive(Debug, Clone)]
+pub struct StartingCommand {
+    /// The protocol's word for it (`query`, `execute`, `exec`).
+    pub kind: &'static str,
+    /// The command as the client sent it.
+    pub text: String,
+    /// When the gateway received it.
+    pub started_at: OffsetDateTime,
+    /// The decision that lets it run.
+    pub decision: Decision,
+    /// The protocol's facts known before it runs.
+    pub detail: CommandDetail,
+}
+
+/// Where the forwarding half of a session records each command before it
+/// forwards it: the command's number, who (the session), what, and the
+/// decision. In strict recording, [`CommandJournal::durable`] holds the
+/// forward until those records are committed. Cheap to clone.
+#[derive(Clone)]
+pub struct CommandJournal {
+    session: Uuid,
+    seq: Arc<AtomicU64>,
+    recorder: Recorder,
+    enabled: bool,
+    commands_total: metrics::Counter,
+}
+
+impl CommandJournal {
+    /// Numbers a command and queues its record (built by `command` only
+    /// when commands are recorded). Its outcome goes to
+    /// [`SessionHandle::record_outcome`] under the number returned.
+    pub async fn started(&self, command: impl FnOnce() -> StartingCommand) -> Result<u64, Refusal> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        self.commands_total.increment(1);
+        if !self.enabled {
+            return Ok(seq);
+        }
+        let command = command();
+        let record = CommandStart {
+            session_id: self.session,
+            seq,
+            kind: command.kind.to_owned(),
+            text: command.text,
+            started_at: command.started_at,
+            decision: command.decision,
+            detail: command.detail,
+        };
+        self.recorder
+            .record(AuditEvent::CommandStarted(record))
+            .await
+            .map_err(|_| Refusal::AuditUnavailable)?;
+        Ok(seq)
+    }
+
+    /// Whether [`CommandJournal::durable`] waits (strict recording of
+    /// commands) or returns at once.
+    pub fn waits(&self) -> bool {
+        self.enabled && self.recorder.strict()
+    }
+
+    /// In strict recording, waits until every record this journal queued
+    /// is committed; refuses when the store could not take them. Returns
+    /// at once in buffered recording.
+    pub async fn durable(&self) -> Result<(), Refusal> {
+        if !self.waits() {
+            return Ok(());
+        }
+        if self.recorder.durable().await {
+            Ok(())
+        } else {
+            Err(Refusal::AuditUnavailable)
+        }
+    }
+
+    /// Fails while the audit store cannot take records.
+    pub fn check_recording(&self) -> Result<(), Refusal> {
+        if self.recorder.healthy() {
+            Ok(())
+        } else {
+            Err(Refusal::AuditUnavailable)
+        }
+    }
+}
+
 /// Ends a session from outside; see [`SessionHandle::stop_signal`].
 pub struct StopSignal {
     stop: Arc<SessionStop>,
@@ -310,7 +412,8 @@ pub struct SessionHandle {
     identity: Identity,
     recorder: Recorder,
     record_commands: bool,
-    seq: u64,
+    /// The last command number given, shared with the session's journal.
+    seq: Arc<AtomicU64>,
     stop: Arc<SessionStop>,
     _watcher: StopWatcher,
     _live: SessionGuard,
@@ -370,15 +473,28 @@ impl SessionHandle {
         self.recorder.clone()
     }
 
-    /// Counts a finished command and records it, built by `command` only
-    /// when commands are recorded (building one copies its text and
-    /// parameters). Fails only when the recorder has shut down; the
-    /// session must then end.
+    /// The journal the forwarding half of the session records commands in
+    /// before it forwards them.
+    pub fn journal(&self) -> CommandJournal {
+        CommandJournal {
+            session: self.id,
+            seq: self.seq.clone(),
+            recorder: self.recorder.clone(),
+            enabled: self.record_commands,
+            commands_total: self.commands_total.clone(),
+        }
+    }
+
+    /// Counts a finished command that was not journaled before it ran (it
+    /// was refused, or failed before it could run) and records it whole,
+    /// built by `command` only when commands are recorded (building one
+    /// copies its text and parameters). Fails only when the recorder has
+    /// shut down; the session must then end.
     pub async fn record(
         &mut self,
         command: impl FnOnce() -> FinishedCommand,
     ) -> Result<(), Refusal> {
-        self.seq += 1;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         self.commands_total.increment(1);
         if !self.record_commands {
             return Ok(());
@@ -386,7 +502,7 @@ impl SessionHandle {
         let command = command();
         let record = CommandRecord {
             session_id: self.id,
-            seq: self.seq,
+            seq,
             kind: command.kind.to_owned(),
             text: command.text,
             started_at: command.started_at,
@@ -402,10 +518,34 @@ impl SessionHandle {
             .map_err(|_| Refusal::AuditUnavailable)
     }
 
+    /// Records how the journaled command `seq` ended.
+    pub async fn record_outcome(
+        &mut self,
+        seq: u64,
+        outcome: impl FnOnce() -> Outcome,
+    ) -> Result<(), Refusal> {
+        if !self.record_commands {
+            return Ok(());
+        }
+        let outcome = outcome();
+        let record = CommandOutcome {
+            session_id: self.id,
+            seq,
+            duration_us: outcome.duration_us,
+            error: outcome.error,
+            masked: (!outcome.masked.is_empty()).then_some(outcome.masked),
+            detail: outcome.detail,
+        };
+        self.recorder
+            .record(AuditEvent::CommandFinished(record))
+            .await
+            .map_err(|_| Refusal::AuditUnavailable)
+    }
+
     /// Records the session's end, with `reason` in one line.
     pub async fn end(mut self, reason: &str) {
         self.ended = true;
-        tracing::info!(session = %self.id, reason = %reason, commands = self.seq, "session ended");
+        tracing::info!(session = %self.id, reason = %reason, commands = self.seq.load(Ordering::Relaxed), "session ended");
         let end = AuditEvent::SessionEnded(SessionEnd {
             id: self.id,
             ended_at: OffsetDateTime::now_utc(),

@@ -51,7 +51,7 @@ pub struct RawConfig {
     pub log: LogConfig,
     /// Recording.
     #[serde(default)]
-    pub audit: AuditConfig,
+    pub audit: audit::AuditConfig,
     /// Trusted OpenID Connect issuers.
     #[serde(default)]
     pub oidc: Vec<identity::OidcConfig>,
@@ -83,22 +83,6 @@ pub struct RawConfig {
 pub struct RuntimeConfig {
     /// Threads that run client sessions; 0 means one per CPU.
     pub session_threads: usize,
-}
-
-/// `[audit]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuditConfig {
-    /// Record every statement; sessions are recorded regardless.
-    pub record_statements: bool,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        Self {
-            record_statements: true,
-        }
-    }
 }
 
 /// `[listen]`.
@@ -330,6 +314,8 @@ pub struct Config {
     pub log_level: String,
     /// Record every statement.
     pub record_statements: bool,
+    /// How the evidence is kept.
+    pub audit: audit::AuditSettings,
     /// Issuers, token exchange and login.
     pub identity: identity::IdentitySettings,
     /// Result masking.
@@ -373,6 +359,36 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         Ok(base.join(dir))
+    }
+
+    /// Only `data_dir` and `[audit]`, for the audit tools: an auditor
+    /// verifying evidence has neither the connections' secrets nor needs
+    /// them.
+    pub fn audit_only(path: &Path) -> Result<(PathBuf, audit::AuditSettings), ConfigError> {
+        let file = path.display().to_string();
+        let err = |key: String, message: String| ConfigError {
+            file: file.clone(),
+            key,
+            message,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("<file>".into(), format!("cannot read: {e}")))?;
+        let raw: RawConfig =
+            toml::from_str(&text).map_err(|e| err("<file>".into(), e.message().to_owned()))?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let settings = audit::validate(raw.audit, abs).map_err(|(k, m)| err(k, m))?;
+        Ok((abs(&raw.data_dir), settings))
     }
 
     /// Validates `text` as if read from `path`.
@@ -607,6 +623,8 @@ impl Config {
             approvals::validate(raw.approvals).map_err(|(key, message)| err(key, message))?;
         let webhooks =
             approvals::webhooks(&raw.webhooks, abs).map_err(|(key, message)| err(key, message))?;
+        let record_statements = raw.audit.record_statements;
+        let audit = audit::validate(raw.audit, abs).map_err(|(key, message)| err(key, message))?;
         Ok(Config {
             approvals,
             webhooks,
@@ -643,7 +661,8 @@ impl Config {
             shutdown_deadline: Duration::from_secs(l.shutdown_deadline_secs),
             log_json,
             log_level: raw.log.level.unwrap_or_else(|| "info".into()),
-            record_statements: raw.audit.record_statements,
+            record_statements,
+            audit,
             session_threads,
         })
     }
@@ -688,6 +707,7 @@ pub(crate) fn read_secret(
 }
 
 pub mod approvals;
+pub mod audit;
 pub mod identity;
 pub mod masking;
 

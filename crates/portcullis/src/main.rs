@@ -1,6 +1,7 @@
 //! `portcullis`: the access gateway (`serve`) and its client and admin commands.
 
 mod api;
+mod audit;
 mod client;
 mod config;
 mod connect;
@@ -8,6 +9,7 @@ mod credentials;
 mod login;
 mod masking_key;
 mod protocols;
+mod replay;
 mod reviews;
 mod serve;
 mod webhooks;
@@ -36,12 +38,32 @@ enum Command {
         #[arg(long, short, default_value = "portcullis.toml")]
         config: PathBuf,
     },
+    /// Verify the evidence chain in data_dir.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// Inspect recorded sessions through a gateway's API.
     Sessions {
         #[command(flatten)]
         api: ApiArgs,
         #[command(subcommand)]
         command: SessionsCommand,
+    },
+    /// Print a recorded session as it happened: timing, statements,
+    /// decisions, rows and masked counts.
+    Replay {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The session id.
+        session: String,
+        /// Play the pauses between statements at this speed (1: as they
+        /// happened); without it, print at once.
+        #[arg(long)]
+        speed: Option<f64>,
+        /// Keep printing a live session's statements until it ends.
+        #[arg(long)]
+        follow: bool,
     },
     /// Decide statements held for review, through a gateway's API.
     Reviews {
@@ -171,6 +193,27 @@ enum SessionsCommand {
         /// The session id.
         id: String,
     },
+    /// Export statements as JSON lines or CSV, one per statement.
+    Export {
+        /// `jsonl` or `csv`.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Only this user's sessions.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only sessions on this connection.
+        #[arg(long)]
+        connection: Option<String>,
+        /// Only sessions started at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only sessions started before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only statements that were allowed (`allow`) or denied (`deny`).
+        #[arg(long)]
+        decision: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -216,9 +259,25 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => run_serve(config),
+        Command::Audit { command } => match audit::run(command) {
+            Ok(true) => return ExitCode::SUCCESS,
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::Sessions { api, command } => {
             runtime().and_then(|rt| rt.block_on(sessions(api, command)))
         }
+        Command::Replay {
+            api,
+            session,
+            speed,
+            follow,
+        } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                let client = client::ApiClient::new(&api.api, api.token, api.api_ca.as_deref())?;
+                replay::replay(&client, &session, replay::Pace { speed, follow }).await
+            })
+        }),
         Command::Reviews { api, command } => runtime().and_then(|rt| {
             rt.block_on(async {
                 let client = client::ApiClient::new(&api.api, api.token, api.api_ca.as_deref())?;
@@ -377,6 +436,33 @@ fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
 
 async fn sessions(args: ApiArgs, command: SessionsCommand) -> anyhow::Result<()> {
     let api = client::ApiClient::new(&args.api, args.token, args.api_ca.as_deref())?;
+    if let SessionsCommand::Export {
+        format,
+        user,
+        connection,
+        since,
+        until,
+        decision,
+    } = command
+    {
+        let mut query = Vec::new();
+        for (key, value) in [
+            ("user", user),
+            ("connection", connection),
+            ("since", since),
+            ("until", until),
+        ] {
+            if let Some(v) = value {
+                query.push((key, v));
+            }
+        }
+        let filter = replay::ExportFilter {
+            format,
+            query,
+            decision,
+        };
+        return replay::export(&api, filter).await;
+    }
     let value = match &command {
         SessionsCommand::List {
             user,
@@ -397,6 +483,7 @@ async fn sessions(args: ApiArgs, command: SessionsCommand) -> anyhow::Result<()>
             api.sessions(&q).await?
         }
         SessionsCommand::Show { id } => api.session(id).await?,
+        SessionsCommand::Export { .. } => return Ok(()),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -404,7 +491,9 @@ async fn sessions(args: ApiArgs, command: SessionsCommand) -> anyhow::Result<()>
     }
     match command {
         SessionsCommand::List { .. } => client::print_sessions(value),
-        SessionsCommand::Show { .. } => client::print_session(value),
+        SessionsCommand::Show { .. } | SessionsCommand::Export { .. } => {
+            client::print_session(value)
+        }
     }
 }
 

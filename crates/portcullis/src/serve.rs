@@ -6,11 +6,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use portcullis_core::approvals::{ReviewBoard, ReviewStore};
-use portcullis_core::audit::AuditStore;
+use portcullis_core::audit::{AuditEvent, AuditStore};
+use portcullis_core::evidence::{PublicKey, Signer};
 use portcullis_core::identity::{RevocationStore, TokenIssuer};
 use portcullis_core::{
-    Core, GatewayAuthenticator, PolicyEngine, Recorder, SessionRegistry, SessionSettings,
-    SessionThreads, StaticTokens,
+    Core, EvidenceSettings, GatewayAuthenticator, PolicyEngine, Recorder, RecorderTask,
+    SessionRegistry, SessionSettings, SessionThreads, StaticTokens,
 };
 use portcullis_proto_pg::{PgAdapter, PgAdapterConfig, PgTarget, Upstream};
 use portcullis_store::SqliteStore;
@@ -46,18 +47,10 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
             .with_context(|| format!("opening the store {}", store_path.display()))?,
     );
     let store: Arc<dyn AuditStore> = sqlite.clone();
+    let retention_store = sqlite.clone();
     let review_store: Arc<dyn ReviewStore> = sqlite.clone();
     let revocation_store: Arc<dyn RevocationStore> = sqlite;
-    let dangling = store
-        .close_dangling("gateway stopped before the session ended")
-        .await?;
-    if dangling > 0 {
-        tracing::warn!(
-            sessions = dangling,
-            "closed sessions left open by an earlier gateway process"
-        );
-    }
-    let (recorder, recorder_task) = Recorder::spawn(store.clone());
+    let (recorder, recorder_task) = start_recorder(&config, &store).await?;
     let auth = authenticator(&config, revocation_store.as_ref()).await?;
     let hash_key = crate::masking_key::load_or_generate(
         &config.data_dir.join("keys").join("masking-hmac.key"),
@@ -76,7 +69,8 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
         )
         .await
         .context("loading reviews")?
-        .with_grants(grants),
+        .with_grants(grants)
+        .with_recorder(recorder.clone()),
     );
     let core = Core {
         reviews: reviews.clone(),
@@ -124,6 +118,14 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
     }
 
     tasks.extend(background(&core, &config, &config_path, &auth, &shutdown));
+    if config.audit.retention.is_some() || config.audit.retention_max_bytes.is_some() {
+        tasks.push(tokio::spawn(keep_retention(
+            retention_store,
+            core.recorder.clone(),
+            config.audit.clone(),
+            shutdown.clone(),
+        )));
+    }
     wait_for_signals(&policy, &config, &auth, &core, &config_path).await;
     tracing::info!("shutting down: ending sessions and flushing the audit log");
     // Held clients hear that their reviews stay open before sessions end.
@@ -132,11 +134,127 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
     for t in tasks {
         let _ = t.await;
     }
+    let _closed = core
+        .recorder
+        .record(AuditEvent::note("gateway_stopped", serde_json::json!({})))
+        .await;
     drop(core);
+    // Writes what is queued, then the final checkpoint.
     recorder_task.finish().await;
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Starts the recorder on the store's chain, and records the start: the
+/// gateway's version, its checkpoint key, and whether the previous run
+/// stopped cleanly (its final checkpoint covers the whole chain). Sessions
+/// a crashed run left open are ended in the chain.
+async fn start_recorder(
+    config: &Config,
+    store: &Arc<dyn AuditStore>,
+) -> anyhow::Result<(Recorder, RecorderTask)> {
+    let key_path = config.data_dir.join("keys").join(EVIDENCE_KEY);
+    let signer = Arc::new(Signer::load_or_generate(&key_path)?);
+    let head = store.chain_head().await?;
+    let previous_stop = match store.last_checkpoint().await? {
+        Some(c) => match c.checkpoint() {
+            Ok(c) if c.is_final && c.upto == head.seq => "clean",
+            _ => "unclean",
+        },
+        None if head.seq == 0 => "none",
+        None => "unclean",
+    };
+    let key = PublicKey::of(&signer);
+    let settings = EvidenceSettings {
+        signer,
+        checkpoint_every: config.audit.checkpoint_every,
+        checkpoint_interval: config.audit.checkpoint_interval,
+        checkpoint_file: config.audit.checkpoint_file.clone(),
+        strict: config.audit.strict,
+    };
+    let (recorder, task) = Recorder::spawn(store.clone(), settings).await?;
+    if previous_stop == "unclean" {
+        tracing::warn!(records = head.seq, "the previous gateway run did not stop cleanly: records after its last checkpoint are unsealed");
+    }
+    let started = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "previous_stop": previous_stop,
+        "mode": if config.audit.strict { "strict" } else { "buffered" },
+        "checkpoint_key": key.to_hex(),
+    });
+    let _ = recorder
+        .record(AuditEvent::note("gateway_started", started))
+        .await;
+    let dangling = store.dangling_sessions().await?;
+    for id in &dangling {
+        let end = AuditEvent::SessionEnded(portcullis_core::SessionEnd {
+            id: *id,
+            ended_at: time::OffsetDateTime::now_utc(),
+            reason: "gateway stopped before the session ended".into(),
+        });
+        let _ = recorder.record(end).await;
+    }
+    if !dangling.is_empty() {
+        tracing::warn!(
+            sessions = dangling.len(),
+            "ended sessions left open by an earlier gateway process"
+        );
+    }
+    Ok((recorder, task))
+}
+
+/// Prunes evidence past `[audit] retention` or `retention_max_size`, a
+/// checkpoint's stretch at a time, after recording in the chain how far it
+/// will go (so verification knows the start is pruned, not deleted).
+/// Looks once per checkpoint interval: finding nothing to do is two small
+/// queries.
+async fn keep_retention(
+    store: Arc<SqliteStore>,
+    recorder: Recorder,
+    audit: crate::config::audit::AuditSettings,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(audit.checkpoint_interval) => {}
+        }
+        let cutoff = audit.retention.map(|age| {
+            time::OffsetDateTime::now_utc().unix_timestamp()
+                - i64::try_from(age.as_secs()).unwrap_or(i64::MAX)
+        });
+        let cut = match store.retention_cut(cutoff, audit.retention_max_bytes).await {
+            Ok(Some(cut)) => cut,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "retention could not read the store");
+                continue;
+            }
+        };
+        let note = serde_json::json!({ "through": cut.through, "anchor_checkpoint": cut.anchor });
+        if recorder
+            .record(AuditEvent::note("retention", note))
+            .await
+            .is_err()
+            || !recorder.durable().await
+        {
+            continue;
+        }
+        match store.prune(cut).await {
+            Ok(removed) => tracing::info!(
+                removed,
+                through = cut.through,
+                anchor = cut.anchor,
+                "retention pruned the oldest evidence"
+            ),
+            Err(e) => tracing::warn!(error = %e, "retention could not prune the store"),
+        }
+    }
+}
+
+/// The checkpoint signing key's file name in `data_dir/keys`.
+pub const EVIDENCE_KEY: &str = "evidence-ed25519.pk8";
 
 /// The authenticator: static tokens, OIDC issuers, the gateway's own
 /// token issuer, and the revocations in the store.
@@ -262,10 +380,20 @@ async fn watch_policies(
                     policies = n,
                     sessions_ended = ended,
                     "policy files changed: reloaded"
-                )
+                );
+                let note = serde_json::json!({ "policies": n, "sessions_ended": ended, "generation": policy.generation() });
+                let _ = core
+                    .recorder
+                    .record(AuditEvent::note("policy_reloaded", note))
+                    .await;
             }
             Err(e) => {
-                tracing::error!(error = %e, "policy files changed but are invalid; keeping the previous set")
+                tracing::error!(error = %e, "policy files changed but are invalid; keeping the previous set");
+                let note = serde_json::json!({ "error": e.to_string() });
+                let _ = core
+                    .recorder
+                    .record(AuditEvent::note("policy_reload_rejected", note))
+                    .await;
             }
         }
     }
@@ -284,9 +412,15 @@ fn reload_tokens(auth: &GatewayAuthenticator, core: &Core, path: &std::path::Pat
                 sessions_ended = ended,
                 "static tokens reloaded"
             );
+            let note = serde_json::json!({ "tokens_removed": gone.len(), "sessions_ended": ended });
+            core.recorder
+                .record_without_waiting(AuditEvent::note("config_reloaded", note));
         }
         Err(e) => {
-            tracing::error!(error = %e, "config reload rejected; keeping the previous tokens")
+            tracing::error!(error = %e, "config reload rejected; keeping the previous tokens");
+            let note = serde_json::json!({ "error": e.to_string() });
+            core.recorder
+                .record_without_waiting(AuditEvent::note("config_reload_rejected", note));
         }
     }
 }
@@ -341,10 +475,17 @@ async fn wait_for_signals(
             _ = term.recv() => return,
             _ = int.recv() => return,
             _ = hup.recv() => {
-                match policy.reload(&config.policy_dir) {
-                    Ok(n) => tracing::info!(policies = n, "policies reloaded"),
-                    Err(e) => tracing::error!(error = %e, "policy reload rejected; keeping the previous set"),
-                }
+                let note = match policy.reload(&config.policy_dir) {
+                    Ok(n) => {
+                        tracing::info!(policies = n, "policies reloaded");
+                        AuditEvent::note("policy_reloaded", serde_json::json!({ "policies": n, "generation": policy.generation() }))
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "policy reload rejected; keeping the previous set");
+                        AuditEvent::note("policy_reload_rejected", serde_json::json!({ "error": e.to_string() }))
+                    }
+                };
+                let _ = core.recorder.record(note).await;
                 // Ends sessions the new policies or tokens no longer admit.
                 reload_tokens(auth, core, config_path);
             }

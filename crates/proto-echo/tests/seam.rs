@@ -53,7 +53,12 @@ async fn a_line_protocol_gets_identity_policy_recording_and_kill_from_the_core()
             .await
             .expect("store"),
     );
-    let (recorder, writer) = Recorder::spawn(store.clone());
+    let evidence = portcullis_core::EvidenceSettings::new(Arc::new(
+        portcullis_core::evidence::Signer::ephemeral(),
+    ));
+    let (recorder, writer) = Recorder::spawn(store.clone(), evidence)
+        .await
+        .expect("recorder");
     let tokens = StaticTokens::new(vec![StaticToken {
         user: "alice".into(),
         groups: vec![],

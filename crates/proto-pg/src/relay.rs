@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use portcullis_core::audit::CommandDetail;
-use portcullis_core::{FinishedCommand, Recorder, SessionHandle};
+use portcullis_core::{CommandJournal, FinishedCommand, Outcome, SessionHandle, StartingCommand};
 use portcullis_pg_decide::{StandIn, StatementGate};
 use portcullis_pg_wire::{next_frame, FrontendMessage};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -109,25 +109,84 @@ impl<'s> StatementLog<'s> {
         Self { session }
     }
 
-    /// Records a finished statement.
+    /// Records a finished statement: the outcome of one journaled before
+    /// it was forwarded, or the whole of one that was not.
     pub async fn record(&mut self, s: Stmt) -> Result<(), SessionError> {
-        let command = || FinishedCommand {
-            kind: s.kind,
-            text: s.text.to_string(),
-            started_at: s.received_at,
-            duration_us: u64::try_from(s.received.elapsed().as_micros()).unwrap_or(u64::MAX),
-            error: s.error.clone(),
-            decision: s.decision.clone(),
-            masked: s.masked.clone(),
-            detail: CommandDetail::of(&SqlDetail {
+        let detail = || {
+            CommandDetail::of(&SqlDetail {
                 params: s.params.as_deref().map(Vec::as_slice),
                 prepared_name: s.prepared_name.as_deref().filter(|n| !n.is_empty()),
                 rows: s.has_rows.then_some(s.rows),
                 review: s.review,
-            }),
+            })
+        };
+        let duration_us = u64::try_from(s.received.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if let Some(seq) = s.seq {
+            let outcome = || Outcome {
+                duration_us,
+                error: s.error.clone(),
+                masked: s.masked.clone(),
+                detail: CommandDetail::of(&SqlOutcome {
+                    rows: s.has_rows.then_some(s.rows),
+                    review: s.review,
+                }),
+            };
+            return Ok(self.session.record_outcome(seq, outcome).await?);
+        }
+        let command = || FinishedCommand {
+            kind: s.kind,
+            text: s.text.to_string(),
+            started_at: s.received_at,
+            duration_us,
+            error: s.error.clone(),
+            decision: s.decision.clone(),
+            masked: s.masked.clone(),
+            detail: detail(),
         };
         Ok(self.session.record(command).await?)
     }
+}
+
+/// What SQL adds to a journaled statement's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+struct SqlOutcome {
+    rows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    review: Option<u64>,
+}
+
+/// Journals the statements of `batch` that will run (or be refused in the
+/// server's place), numbering them, and in strict recording waits until
+/// their records are committed: none is forwarded before.
+async fn journal_batch(
+    journal: &CommandJournal,
+    batch: &mut [crate::tracker::Pending],
+) -> Result<(), SessionError> {
+    use crate::tracker::Pending;
+    let mut any = false;
+    for entry in batch.iter_mut() {
+        let (Pending::Query(s) | Pending::Execute(s) | Pending::SyntaxProbe(s, _)) = entry else {
+            continue;
+        };
+        let starting = || StartingCommand {
+            kind: s.kind,
+            text: s.text.to_string(),
+            started_at: s.received_at,
+            decision: s.decision.clone(),
+            detail: CommandDetail::of(&SqlDetail {
+                params: s.params.as_deref().map(Vec::as_slice),
+                prepared_name: s.prepared_name.as_deref().filter(|n| !n.is_empty()),
+                rows: None,
+                review: None,
+            }),
+        };
+        s.seq = Some(journal.started(starting).await?);
+        any = true;
+    }
+    if any {
+        journal.durable().await?;
+    }
+    Ok(())
 }
 
 /// Client → upstream: frame, decode, decide each statement, forward.
@@ -136,7 +195,7 @@ pub async fn client_to_upstream<R, W>(
     mut upstream: W,
     pending: &Handoff,
     limits: &Limits,
-    recorder: &Recorder,
+    journal: &CommandJournal,
     gate: &mut StatementGate,
     holds: Option<&HoldContext>,
 ) -> Result<RelayEnd, SessionError>
@@ -202,12 +261,10 @@ where
             }
         }
         if !batch.is_empty() {
-            // Fail closed: nothing runs that could not be recorded.
-            if !recorder.healthy() {
-                return Err(SessionError::Refused(
-                    portcullis_core::Refusal::AuditUnavailable,
-                ));
-            }
+            // Fail closed: nothing runs that could not be recorded, and in
+            // strict recording nothing runs before its record is durable.
+            journal.check_recording()?;
+            journal_batch(journal, &mut batch).await?;
             // Hand the entries over before the upstream can answer them.
             let held = pending.put(&mut batch);
             check_unanswered(held, limits)?;
@@ -528,7 +585,12 @@ mod tests {
         let store = portcullis_store::SqliteStore::open(&dir.path().join("audit.db"))
             .await
             .expect("store");
-        let (recorder, _writer) = Recorder::spawn(Arc::new(store));
+        let evidence = portcullis_core::EvidenceSettings::new(Arc::new(
+            portcullis_core::evidence::Signer::ephemeral(),
+        ));
+        let (recorder, _writer) = portcullis_core::Recorder::spawn(Arc::new(store), evidence)
+            .await
+            .expect("recorder");
         let policy = "permit(principal, action, resource);";
         let core = portcullis_core::Core {
             authenticator: Arc::new(portcullis_core::GatewayAuthenticator::new(
@@ -585,10 +647,10 @@ mod tests {
                 let limits = Limits::default();
                 let mut gate = portcullis_pg_decide::gate::test_gate(policy, &["public"]);
                 let mut tracker = BackendTracker::default();
-                let health = session.recording_health();
+                let journal = session.journal();
                 let mut rec = StatementLog::new(&mut session);
                 tokio::select! {
-                    r = client_to_upstream(client_r, upstream_w, &handoff, &limits, &health, &mut gate, None) => r,
+                    r = client_to_upstream(client_r, upstream_w, &handoff, &limits, &journal, &mut gate, None) => r,
                     r = upstream_to_client(upstream_r, &mut client_w, BytesMut::new(), &handoff, &mut tracker, &limits, &mut rec) => r,
                 }
             }

@@ -32,6 +32,8 @@ pub use portcullis_pg_decide::Forward;
 pub struct Stmt {
     /// `query`, `execute`, `parse` or `bind`.
     pub kind: &'static str,
+    /// Its number in the session, once journaled before it was forwarded.
+    pub seq: Option<u64>,
     /// The statement text.
     pub text: Arc<str>,
     /// Bind parameters as recorded.
@@ -82,6 +84,7 @@ impl Stmt {
         };
         Self {
             kind,
+            seq: None,
             text,
             params: None,
             prepared_name: None,

@@ -1,5 +1,6 @@
-//! The audit store's write path: a batch of statement records committed in
-//! one transaction, as the recorder hands them over. Per-row cost is the
+//! The audit store's write path: a batch of statement records chained
+//! (canonical line and SHA-256 each) and committed in one transaction, as
+//! the recorder does it. Per-row cost is the
 //! batch time over its size; the fixed part (BEGIN, COMMIT, the WAL frames
 //! and the hand-off to the writer thread) shows as the difference
 //! between batch sizes.
@@ -72,7 +73,13 @@ fn bench(c: &mut Criterion) {
         .into_iter()
         .map(AuditEvent::SessionStarted)
         .collect();
-    rt.block_on(store.write(started)).expect("session rows");
+    let mut head = portcullis_core::evidence::ChainHead::default();
+    let mut chain = |events: &[AuditEvent]| -> Arc<[portcullis_core::evidence::ChainRecord]> {
+        let now = OffsetDateTime::now_utc();
+        events.iter().map(|e| head.append(e, now)).collect()
+    };
+    rt.block_on(store.append(chain(&started)))
+        .expect("session rows");
     let mut seq = 0u64;
     let mut group = c.benchmark_group("store-write");
     for size in [1usize, 16, 64, 256] {
@@ -85,9 +92,9 @@ fn bench(c: &mut Criterion) {
                             seq += 1;
                             statement(ids[seq as usize % ids.len()], seq)
                         })
-                        .collect::<Arc<[_]>>()
+                        .collect::<Vec<_>>()
                 },
-                |batch| rt.block_on(store.write(batch)).expect("write"),
+                |batch| rt.block_on(store.append(chain(&batch))).expect("write"),
                 BatchSize::SmallInput,
             )
         });

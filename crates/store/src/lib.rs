@@ -7,4 +7,4 @@
 
 mod sqlite;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{verify_store, RetentionCut, SqliteStore};

@@ -5,18 +5,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use portcullis_core::audit::{
-    AuditEvent, AuditStore, CommandDetail, CommandRecord, Decision, SessionDetail, SessionQuery,
-    SessionRecord, SessionSummary, StoreError,
-};
+use portcullis_core::audit::StoreError;
 use portcullis_core::identity::RevocationStore;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{ConnectOptions, Connection, Row, SqliteConnection, SqlitePool};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
-use uuid::Uuid;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, SqliteConnection, SqlitePool};
 use writer::WriteThread;
 
 const SCHEMA: &str = include_str!("sqlite_schema.sql");
@@ -38,14 +30,6 @@ fn backend(e: sqlx::Error) -> StoreError {
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
-}
-
-fn ts(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
-}
-
-fn parse_ts(s: &str) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::parse(s, &Rfc3339).map_err(corrupt)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -125,6 +109,7 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
         match target {
             1 => add_masked_column(&mut tx).await?,
             2 => move_sql_facts_into_detail(&mut tx).await?,
+            3 => legacy::import_into_chain(&mut tx).await?,
             other => return Err(corrupt(format!("no migration to version {other}"))),
         }
         sqlx::raw_sql(&format!("PRAGMA user_version = {target}"))
@@ -137,7 +122,7 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
 }
 
 /// The layout this release writes.
-const LATEST_VERSION: i64 = 2;
+const LATEST_VERSION: i64 = 3;
 
 async fn columns_of(conn: &mut SqliteConnection, table: &str) -> Result<Vec<String>, StoreError> {
     sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
@@ -190,216 +175,12 @@ async fn move_sql_facts_into_detail(conn: &mut SqliteConnection) -> Result<(), S
     Ok(())
 }
 
-#[async_trait]
-impl AuditStore for SqliteStore {
-    async fn write(&self, batch: Arc<[AuditEvent]>) -> Result<(), StoreError> {
-        self.writer.run(move |conn| write_batch(conn, &batch)).await
-    }
-
-    async fn list_sessions(&self, q: &SessionQuery) -> Result<Vec<SessionSummary>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT s.*, (SELECT count(*) FROM statements t WHERE t.session_id = s.id) AS statement_count
-             FROM sessions s
-             WHERE (?1 IS NULL OR s.user = ?1) AND (?2 IS NULL OR s.connection = ?2)
-               AND (?3 = 0 OR s.ended_at IS NULL)
-             ORDER BY s.id DESC LIMIT ?4",
-        )
-        .bind(&q.user)
-        .bind(&q.connection)
-        .bind(q.active)
-        .bind(i64::from(q.limit.unwrap_or(100)))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
-        rows.iter().map(summary_from_row).collect()
-    }
-
-    async fn session(&self, id: Uuid) -> Result<Option<SessionDetail>, StoreError> {
-        let row = sqlx::query(
-            "SELECT s.*, (SELECT count(*) FROM statements t WHERE t.session_id = s.id) AS statement_count
-             FROM sessions s WHERE s.id = ?",
-        )
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
-        let Some(row) = row else { return Ok(None) };
-        let summary = summary_from_row(&row)?;
-        let rows = sqlx::query("SELECT * FROM statements WHERE session_id = ? ORDER BY seq")
-            .bind(id.to_string())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
-        let commands = rows
-            .iter()
-            .map(command_from_row)
-            .collect::<Result<_, _>>()?;
-        Ok(Some(SessionDetail { summary, commands }))
-    }
-
-    async fn close_dangling(&self, reason: &str) -> Result<u64, StoreError> {
-        let reason = reason.to_owned();
-        let closed = self
-            .writer
-            .run(move |conn| {
-                conn.execute(
-                    "UPDATE sessions SET ended_at = ?, end_reason = ? WHERE ended_at IS NULL",
-                    rusqlite::params![ts(OffsetDateTime::now_utc()), reason],
-                )
-            })
-            .await?;
-        Ok(closed as u64)
-    }
-}
-
-/// Writes `batch` in one transaction on `conn`.
-fn write_batch(conn: &mut rusqlite::Connection, batch: &[AuditEvent]) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    {
-        // Cached on the connection: one parse per statement text for the
-        // life of the writer, not per batch. OR IGNORE keeps a retried
-        // batch whose commit did land from failing on its own rows; OR
-        // REPLACE did the same but made SQLite keep a statement journal
-        // for every row, a third of the cost of writing it.
-        let mut insert_statement = tx.prepare_cached(
-            "INSERT OR IGNORE INTO statements (session_id, seq, kind, text, \
-             started_at, duration_us, error, allowed, policies, masked, detail) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )?;
-        for event in batch {
-            match event {
-                AuditEvent::Command(st) => {
-                    let mut id = Uuid::encode_buffer();
-                    insert_statement.execute(rusqlite::params![
-                        st.session_id.hyphenated().encode_lower(&mut id) as &str,
-                        st.seq as i64,
-                        st.kind,
-                        st.text,
-                        ts(st.started_at),
-                        st.duration_us as i64,
-                        st.error,
-                        st.decision.allowed,
-                        json(&st.decision.policies),
-                        st.masked.as_ref().map(json),
-                        (!st.detail.is_empty()).then(|| st.detail.as_json()),
-                    ])?;
-                }
-                AuditEvent::SessionStarted(s) => {
-                    tx.prepare_cached(
-                        "INSERT OR IGNORE INTO sessions (id, protocol, connection, user, groups, actor, auth_method,
-                         client_user, client_address, application_name, client_tls, connect_policies, started_at)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    )?
-                    .execute(rusqlite::params![
-                        s.id.to_string(),
-                        s.protocol,
-                        s.connection,
-                        s.user,
-                        json(&s.groups),
-                        s.actor,
-                        s.auth_method,
-                        s.client_user,
-                        s.client_address,
-                        s.application_name,
-                        s.client_tls,
-                        json(&s.connect_policies),
-                        ts(s.started_at),
-                    ])?;
-                }
-                AuditEvent::SessionEnded(e) => {
-                    tx.prepare_cached(
-                        "UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?",
-                    )?
-                    .execute(rusqlite::params![
-                        ts(e.ended_at),
-                        e.reason,
-                        e.id.to_string()
-                    ])?;
-                }
-            }
-        }
-    }
-    tx.commit()
-}
-
-fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
-    row: &'r SqliteRow,
-    col: &str,
-) -> Result<T, StoreError> {
-    row.try_get(col).map_err(|e| corrupt(format!("{col}: {e}")))
-}
-
-fn summary_from_row(row: &SqliteRow) -> Result<SessionSummary, StoreError> {
-    let id: String = get(row, "id")?;
-    let ended_at: Option<String> = get(row, "ended_at")?;
-    Ok(SessionSummary {
-        session: SessionRecord {
-            id: Uuid::parse_str(&id).map_err(corrupt)?,
-            protocol: get(row, "protocol")?,
-            connection: get(row, "connection")?,
-            user: get(row, "user")?,
-            groups: from_json(&get::<String>(row, "groups")?)?,
-            actor: get(row, "actor")?,
-            auth_method: get(row, "auth_method")?,
-            client_user: get(row, "client_user")?,
-            client_address: get(row, "client_address")?,
-            application_name: get(row, "application_name")?,
-            client_tls: get(row, "client_tls")?,
-            connect_policies: from_json(&get::<String>(row, "connect_policies")?)?,
-            started_at: parse_ts(&get::<String>(row, "started_at")?)?,
-        },
-        ended_at: ended_at.as_deref().map(parse_ts).transpose()?,
-        end_reason: get(row, "end_reason")?,
-        command_count: get::<i64>(row, "statement_count")? as u64,
-    })
-}
-
-/// The SQL facts of a row without `detail`, from the columns that held
-/// them before version 2.
-fn legacy_sql_detail(row: &SqliteRow) -> Result<CommandDetail, StoreError> {
-    let params: Option<String> = get(row, "params")?;
-    let params: Option<serde_json::Value> = params.as_deref().map(from_json).transpose()?;
-    let prepared_name: Option<String> = get(row, "prepared_name")?;
-    let rows: Option<i64> = get(row, "rows")?;
-    if params.is_none() && prepared_name.is_none() && rows.is_none() {
-        return Ok(CommandDetail::default());
-    }
-    Ok(CommandDetail::of(&serde_json::json!({
-        "params": params,
-        "prepared_name": prepared_name,
-        "rows": rows,
-    })))
-}
-
-fn command_from_row(row: &SqliteRow) -> Result<CommandRecord, StoreError> {
-    let session_id: String = get(row, "session_id")?;
-    let masked: Option<String> = get(row, "masked")?;
-    let detail: Option<String> = get(row, "detail")?;
-    Ok(CommandRecord {
-        session_id: Uuid::parse_str(&session_id).map_err(corrupt)?,
-        seq: get::<i64>(row, "seq")? as u64,
-        kind: get(row, "kind")?,
-        text: get(row, "text")?,
-        started_at: parse_ts(&get::<String>(row, "started_at")?)?,
-        duration_us: get::<i64>(row, "duration_us")? as u64,
-        error: get(row, "error")?,
-        detail: match detail {
-            Some(d) => {
-                CommandDetail::from_json(d).ok_or_else(|| corrupt("detail: not a JSON object"))?
-            }
-            // Written by a binary from before version 2 after this one
-            // migrated the store.
-            None => legacy_sql_detail(row)?,
-        },
-        decision: Decision {
-            allowed: get(row, "allowed")?,
-            policies: from_json(&get::<String>(row, "policies")?)?,
-        },
-        masked: masked.as_deref().map(from_json).transpose()?,
-    })
-}
-
+mod evidence;
+mod legacy;
+use legacy::get;
+mod retention;
 mod reviews;
+pub use retention::{verify_store, RetentionCut};
 #[cfg(test)]
 mod tests;
 mod writer;

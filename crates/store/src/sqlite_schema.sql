@@ -1,4 +1,32 @@
 -- Audit records. Idempotent: run on every open.
+
+-- The evidence chain: every audit event, in order, as the exact line its
+-- hash covers (see portcullis_core::evidence). The other columns repeat
+-- what the line says, for lookups; `audit verify` checks they agree.
+CREATE TABLE IF NOT EXISTS evidence (
+    seq        INTEGER PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    session_id TEXT,
+    user       TEXT,                        -- session_started only
+    connection TEXT,                        -- session_started only
+    line       TEXT NOT NULL,
+    hash       TEXT NOT NULL                -- SHA-256 of line, hex
+);
+CREATE INDEX IF NOT EXISTS evidence_session ON evidence (session_id, kind) WHERE session_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS evidence_starts ON evidence (session_id) WHERE kind = 'session_started';
+
+-- Signed checkpoints over the chain's head.
+CREATE TABLE IF NOT EXISTS checkpoints (
+    number    INTEGER PRIMARY KEY,
+    upto      INTEGER NOT NULL,
+    at_unix   INTEGER NOT NULL,
+    line      TEXT NOT NULL,
+    signature TEXT NOT NULL
+);
+
+-- Before the evidence chain (layout version 3), sessions and commands
+-- were kept in these two tables; opening such a store moves their rows
+-- into the chain and empties them.
 CREATE TABLE IF NOT EXISTS sessions (
     id               TEXT PRIMARY KEY,      -- UUIDv7: sorts by start time
     protocol         TEXT NOT NULL,

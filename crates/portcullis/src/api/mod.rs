@@ -134,6 +134,20 @@ async fn authorize(
         .decide(&identity, action, &Resource::Gateway, &facts);
     let outcome = if v.allowed { "allow" } else { "deny" };
     metrics::counter!("portcullis_decisions_total", "action" => action.as_str(), "outcome" => outcome).increment(1);
+    // Every call an identity makes on the API is evidence, allowed or not.
+    let note = json!({
+        "action": action.as_str(),
+        "user": identity.user,
+        "actor": identity.actor,
+        "client_address": peer.ip().to_string(),
+        "allowed": v.allowed,
+        "policies": v.policies,
+    });
+    let _ = s
+        .core
+        .recorder
+        .record(portcullis_core::AuditEvent::note("api_call", note))
+        .await;
     if !v.allowed {
         return Err(ApiError(
             StatusCode::FORBIDDEN,

@@ -176,7 +176,7 @@ async fn a_killed_gateway_restarts_with_every_recorded_statement_intact() {
     gw.restart();
     assert!(gw
         .log()
-        .contains("closed sessions left open by an earlier gateway process"));
+        .contains("ended sessions left open by an earlier gateway process"));
     let (sessions, after) = recorded(&gw);
     assert_eq!(sessions, 8);
     assert!(

@@ -9,6 +9,7 @@ mod common;
 mod compat;
 mod connect;
 mod encodings;
+mod evidence;
 mod grants;
 mod hardening;
 mod identity;

@@ -1,5 +1,27 @@
 use super::*;
-use portcullis_core::audit::SessionEnd;
+use portcullis_core::audit::{
+    AuditEvent, AuditStore, CommandDetail, CommandOutcome, CommandRecord, CommandStart, Decision,
+    SessionEnd, SessionQuery, SessionRecord,
+};
+use portcullis_core::evidence::ChainHead;
+use std::sync::Arc;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Chains `events` after the store's head and appends them.
+async fn append(store: &SqliteStore, events: Vec<AuditEvent>) {
+    let mut head = store.chain_head().await.unwrap();
+    let records: Arc<[_]> = events
+        .iter()
+        .map(|e| head.append(e, OffsetDateTime::now_utc()))
+        .collect();
+    store.append(records).await.unwrap();
+}
+
+fn ts(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
 
 fn session(user: &str) -> SessionRecord {
     SessionRecord {
@@ -50,8 +72,9 @@ async fn round_trip_and_filters() {
     let a = session("alice");
     let b = session("bob");
     let st = statement(&a, 1);
-    store
-        .write(Arc::new([
+    append(
+        &store,
+        vec![
             AuditEvent::SessionStarted(a.clone()),
             AuditEvent::SessionStarted(b.clone()),
             AuditEvent::Command(st.clone()),
@@ -60,9 +83,9 @@ async fn round_trip_and_filters() {
                 ended_at: b.started_at,
                 reason: "client terminated".into(),
             }),
-        ]))
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
 
     let all = store.list_sessions(&SessionQuery::default()).await.unwrap();
     assert_eq!(all.len(), 2);
@@ -82,12 +105,29 @@ async fn round_trip_and_filters() {
     assert_eq!(detail.summary.command_count, 1);
     assert!(store.session(Uuid::now_v7()).await.unwrap().is_none());
 
-    assert_eq!(store.close_dangling("gateway restarted").await.unwrap(), 1);
+    let mine = store
+        .list_sessions(&SessionQuery {
+            user: Some("bob".into()),
+            since: Some(OffsetDateTime::now_utc() - time::Duration::minutes(1)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 1);
+    let future = store
+        .list_sessions(&SessionQuery {
+            since: Some(OffsetDateTime::now_utc() + time::Duration::minutes(1)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(future.is_empty());
+
     let reopened = SqliteStore::open(&dir.path().join("audit.db"))
         .await
         .unwrap();
-    let a2 = reopened.session(a.id).await.unwrap().unwrap();
-    assert_eq!(a2.summary.end_reason.as_deref(), Some("gateway restarted"));
+    assert_eq!(reopened.dangling_sessions().await.unwrap(), vec![a.id]);
+    assert_eq!(reopened.chain_head().await.unwrap().seq, 4);
 }
 
 #[tokio::test]
@@ -118,41 +158,80 @@ async fn a_batch_of_any_size_is_stored_whole_and_in_order() {
     let mut batch = vec![AuditEvent::SessionStarted(a.clone())];
     let statements: Vec<CommandRecord> = (1..=300).map(|seq| statement(&a, seq)).collect();
     batch.extend(statements.iter().cloned().map(AuditEvent::Command));
-    store.write(batch.into()).await.unwrap();
+    append(&store, batch).await;
     let detail = store.session(a.id).await.unwrap().unwrap();
     assert_eq!(detail.commands, statements);
 }
 
 #[tokio::test]
-async fn a_failed_batch_leaves_nothing_and_the_next_one_is_stored() {
+async fn a_retried_batch_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("audit.db"))
         .await
         .unwrap();
     let a = session("alice");
-    let orphan = session("nobody");
-    // The orphan's statement names a session never started: the foreign
-    // key refuses it, after the first two rows went in.
-    let failing = Arc::new([
+    let mut head = ChainHead::default();
+    let records: Arc<[_]> = [
         AuditEvent::SessionStarted(a.clone()),
         AuditEvent::Command(statement(&a, 1)),
-        AuditEvent::Command(statement(&orphan, 1)),
-    ]);
-    let err = store.write(failing).await.unwrap_err();
-    assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
-    assert!(
-        store.session(a.id).await.unwrap().is_none(),
-        "a failed batch is rolled back whole"
-    );
-    store
-        .write(Arc::new([
-            AuditEvent::SessionStarted(a.clone()),
-            AuditEvent::Command(statement(&a, 1)),
-        ]))
-        .await
-        .unwrap();
+    ]
+    .iter()
+    .map(|e| head.append(e, OffsetDateTime::now_utc()))
+    .collect();
+    store.append(records.clone()).await.unwrap();
+    store.append(records).await.unwrap();
+    assert_eq!(store.chain_head().await.unwrap(), head);
     let detail = store.session(a.id).await.unwrap().unwrap();
     assert_eq!(detail.commands, vec![statement(&a, 1)]);
+}
+
+/// A command recorded before it ran and its outcome after read back as
+/// one; one whose outcome never came says so.
+#[tokio::test]
+async fn a_started_command_and_its_outcome_read_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("audit.db"))
+        .await
+        .unwrap();
+    let a = session("alice");
+    let whole = statement(&a, 1);
+    let start = |seq| {
+        AuditEvent::CommandStarted(CommandStart {
+            session_id: a.id,
+            seq,
+            kind: "execute".into(),
+            text: whole.text.clone(),
+            started_at: whole.started_at,
+            decision: whole.decision.clone(),
+            detail: CommandDetail::of(
+                &serde_json::json!({ "params": ["1", null], "prepared_name": "s1" }),
+            ),
+        })
+    };
+    append(
+        &store,
+        vec![
+            AuditEvent::SessionStarted(a.clone()),
+            start(1),
+            start(2),
+            AuditEvent::CommandFinished(CommandOutcome {
+                session_id: a.id,
+                seq: 1,
+                duration_us: 42,
+                error: None,
+                masked: None,
+                detail: CommandDetail::of(&serde_json::json!({ "rows": 1 })),
+            }),
+        ],
+    )
+    .await;
+    let detail = store.session(a.id).await.unwrap().unwrap();
+    assert_eq!(detail.commands[0], whole);
+    assert_eq!(
+        detail.commands[1].detail.field("outcome"),
+        Some(serde_json::json!("unknown"))
+    );
+    assert_eq!(detail.summary.command_count, 2);
 }
 
 #[tokio::test]
@@ -175,10 +254,10 @@ async fn a_write_that_panics_fails_alone_and_the_writer_carries_on() {
     assert!(open, "a transaction outlived the panic");
 }
 
-/// A store written before commands had a protocol-specific detail keeps
-/// its SQL facts: the migration moves them into `detail`.
+/// A store from before the evidence chain keeps its history: opening it
+/// moves sessions and commands into the chain, SQL facts included.
 #[tokio::test]
-async fn a_store_from_before_version_2_keeps_its_sql_facts() {
+async fn a_store_from_before_the_chain_keeps_its_history() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
     let a = session("alice");
@@ -198,8 +277,8 @@ async fn a_store_from_before_version_2_keeps_its_sql_facts() {
         .unwrap();
         old.execute(
             "INSERT INTO sessions VALUES (?, 'postgres', 'app-db', 'alice', '[]', NULL, 'static-token',
-                NULL, '127.0.0.1:1', NULL, 0, '[]', ?, NULL, NULL)",
-            rusqlite::params![a.id.to_string(), ts(a.started_at)],
+                NULL, '127.0.0.1:1', NULL, 0, '[]', ?, ?, 'client terminated')",
+            rusqlite::params![a.id.to_string(), ts(a.started_at), ts(a.started_at)],
         )
         .unwrap();
         old.execute(
@@ -217,29 +296,19 @@ async fn a_store_from_before_version_2_keeps_its_sql_facts() {
         command.detail.field("params"),
         Some(serde_json::json!(["1", null]))
     );
-    assert_eq!(
-        command.detail.field("prepared_name"),
-        Some(serde_json::json!("s1"))
-    );
     assert_eq!(command.detail.field("rows"), Some(serde_json::json!(7)));
-    // A row an older binary writes after the migration is read from the
-    // old columns.
-    drop(store);
-    {
-        let old = rusqlite::Connection::open(&path).unwrap();
-        old.execute(
-            "INSERT INTO statements (session_id, seq, kind, text, params, prepared_name, started_at,
-                duration_us, rows, error, allowed, policies) VALUES (?, 2, 'execute', 'select 2',
-                NULL, 's2', ?, 1, 3, NULL, 1, '[]')",
-            rusqlite::params![a.id.to_string(), ts(a.started_at)],
-        )
-        .unwrap();
-    }
-    // Opening again runs no step twice.
-    let again = SqliteStore::open(&path).await.unwrap();
-    let detail = again.session(a.id).await.unwrap().unwrap();
     assert_eq!(
-        detail.commands[0].detail.field("rows"),
-        Some(serde_json::json!(7))
+        detail.summary.end_reason.as_deref(),
+        Some("client terminated")
     );
+    // history_imported, the session's start, its command, its end.
+    assert_eq!(store.chain_head().await.unwrap().seq, 4);
+    drop(store);
+    // Opening again imports nothing twice.
+    let again = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(again.chain_head().await.unwrap().seq, 4);
+    let key = portcullis_core::evidence::Signer::ephemeral();
+    let report = verify_store(&path, portcullis_core::evidence::PublicKey::of(&key), &[]).unwrap();
+    assert!(report.intact(), "{:?}", report.problems);
+    assert_eq!(report.unsealed, 4);
 }

@@ -1,0 +1,449 @@
+//! Evidence: the hash chain, signed checkpoints and `portcullis audit
+//! verify` against tampering done with the sqlite3 CLI on the store itself,
+//! strict recording under SIGKILL checked against the upstream's own
+//! statement log, retention, and the checkpoint export.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use portcullis_testkit::{psql, ClusterOptions, Gateway, PgCluster, ADMIN_TOKEN, ALICE_TOKEN};
+use tokio_postgres::NoTls;
+
+use crate::common::*;
+
+/// `portcullis audit verify` on the gateway's config (and its store).
+fn verify(config: &Path, extra: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--config"])
+        .arg(config)
+        .args(extra)
+        .output()
+        .expect("portcullis");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Runs `sql` on the store at `db` with the sqlite3 CLI.
+fn sqlite(db: &Path, sql: &str) -> String {
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("sqlite3 must be installed");
+    assert!(
+        out.status.success(),
+        "sqlite3 {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A copy of a stopped gateway's data_dir and config, to tamper with.
+struct Copy {
+    dir: tempfile::TempDir,
+}
+
+impl Copy {
+    fn of(gw: &Gateway) -> Copy {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("keys")).unwrap();
+        for f in ["portcullis.db", "keys/evidence-ed25519.pk8"] {
+            std::fs::copy(gw.dir().join("data").join(f), data.join(f)).unwrap();
+        }
+        // What is committed but not yet checkpointed into the file itself.
+        let wal = gw.dir().join("data").join("portcullis.db-wal");
+        if wal.exists() {
+            std::fs::copy(wal, data.join("portcullis.db-wal")).unwrap();
+        }
+        // The gateway's own config (data_dir is relative to it).
+        std::fs::copy(
+            gw.dir().join("portcullis.toml"),
+            dir.path().join("portcullis.toml"),
+        )
+        .unwrap();
+        Copy { dir }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("portcullis.toml")
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("data").join("portcullis.db")
+    }
+}
+
+/// A gateway that ran a few statements and stopped cleanly.
+fn stopped_gateway_with_history() -> Gateway {
+    let mut gw = gateway().app_db("app-db", cluster()).start();
+    let out = psql(
+        &gw.conninfo("app-db", ""),
+        ALICE_TOKEN,
+        &["-c", "select 1", "-c", "select 2", "-c", "select 3"],
+        None,
+    );
+    assert!(out.ok, "{}", out.stderr);
+    assert!(gw.stop(), "the gateway stops cleanly");
+    gw
+}
+
+#[test]
+fn verify_passes_untouched_evidence_and_names_each_kind_of_tampering() {
+    let gw = stopped_gateway_with_history();
+    let clean = Copy::of(&gw);
+    let (ok, out) = verify(&clean.config(), &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("final") && out.contains("evidence intact"),
+        "{out}"
+    );
+    let last: u64 = sqlite(&clean.db(), "SELECT max(seq) FROM evidence")
+        .parse()
+        .unwrap();
+    let command: u64 = sqlite(
+        &clean.db(),
+        "SELECT min(seq) FROM evidence WHERE kind = 'command_started'",
+    )
+    .parse()
+    .unwrap();
+    assert!(command > 1 && command < last);
+    let n = command.to_string();
+    let cases: Vec<(&str, String, String)> = vec![
+        (
+            "edited",
+            format!("UPDATE evidence SET line = replace(line, 'select 1', 'select 9') WHERE seq = {n}"),
+            format!("BAD record {n}: its content does not match its hash"),
+        ),
+        (
+            "deleted",
+            format!("DELETE FROM evidence WHERE seq = {n}"),
+            format!("BAD record {}: records {n}..{n} are missing", command + 1),
+        ),
+        (
+            "reordered",
+            format!(
+                "UPDATE evidence SET seq = -1 WHERE seq = {n};
+                 UPDATE evidence SET seq = {n} WHERE seq = {next};
+                 UPDATE evidence SET seq = {next} WHERE seq = -1;",
+                next = command + 1
+            ),
+            format!("BAD record {n}"),
+        ),
+        (
+            "inserted",
+            format!(
+                "UPDATE evidence SET seq = seq + 1000000 WHERE seq >= {n};
+                 UPDATE evidence SET seq = seq - 999999 WHERE seq >= 1000000;
+                 INSERT INTO evidence SELECT {n}, kind, session_id, user, connection,
+                     replace(line, 'select 1', 'drop table people'), hash FROM evidence WHERE seq = {n1};",
+                n1 = command + 1
+            ),
+            format!("BAD record {n}"),
+        ),
+        (
+            "truncated",
+            format!("DELETE FROM evidence WHERE seq > {}", last - 2),
+            format!("covers records up to {last}, which the store does not hold"),
+        ),
+        (
+            "truncated with its final checkpoint",
+            format!(
+                "DELETE FROM evidence WHERE seq > {}; DELETE FROM checkpoints WHERE number = (SELECT max(number) FROM checkpoints);",
+                last - 2
+            ),
+            "are not sealed by a checkpoint".into(),
+        ),
+        (
+            "a listing column",
+            "UPDATE evidence SET user = 'mallory' WHERE kind = 'session_started'".into(),
+            "user or connection column disagrees".into(),
+        ),
+        (
+            "a checkpoint",
+            "UPDATE checkpoints SET line = replace(line, '\"final\":true', '\"final\":false')".into(),
+            "is not signed by key".into(),
+        ),
+    ];
+    for (what, sql, expected) in cases {
+        let copy = Copy::of(&gw);
+        sqlite(&copy.db(), &sql);
+        let (ok, out) = verify(&copy.config(), &[]);
+        assert!(!ok, "{what}: verification passed\n{out}");
+        assert!(
+            out.contains(&expected),
+            "{what}: expected {expected:?} in\n{out}"
+        );
+        assert!(out.contains("evidence NOT intact"), "{what}: {out}");
+    }
+}
+
+#[test]
+fn the_exported_checkpoints_catch_a_tail_removed_with_its_final_checkpoint() {
+    let export = tempfile::tempdir().unwrap();
+    let file = export.path().join("checkpoints.jsonl");
+    let mut gw = gateway()
+        .app_db("app-db", cluster())
+        .extra(&format!("[audit]\ncheckpoint_file = {file:?}\n"))
+        .start();
+    let out = psql(
+        &gw.conninfo("app-db", ""),
+        ALICE_TOKEN,
+        &["-c", "select 1"],
+        None,
+    );
+    assert!(out.ok, "{}", out.stderr);
+    assert!(gw.stop());
+    let copy = Copy::of(&gw);
+    let file = file.to_str().unwrap();
+    assert!(verify(&copy.config(), &["--checkpoints", file]).0);
+    // Removed so that the store alone reads as a crash.
+    sqlite(
+        &copy.db(),
+        "DELETE FROM evidence WHERE seq > (SELECT max(seq) - 3 FROM evidence);
+         DELETE FROM checkpoints WHERE number = (SELECT max(number) FROM checkpoints);",
+    );
+    let (ok, out) = verify(&copy.config(), &["--checkpoints", file, "--live"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("was exported but is not in the store (deleted)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_running_gateway_verifies_live_and_checkpoints_even_when_idle() {
+    let gw = gateway()
+        .app_db("app-db", cluster())
+        .extra("[audit]\ncheckpoint_interval = \"1s\"\n")
+        .start();
+    let out = psql(
+        &gw.conninfo("app-db", ""),
+        ALICE_TOKEN,
+        &["-c", "select 1"],
+        None,
+    );
+    assert!(out.ok, "{}", out.stderr);
+    let config = gw.dir().join("portcullis.toml");
+    let db = gw.dir().join("data").join("portcullis.db");
+    // Idle, it still seals: a checkpoint each interval covers the head.
+    let sealed = eventually(Duration::from_secs(10), || {
+        let head = sqlite(&db, "SELECT max(seq) FROM evidence");
+        let upto = sqlite(&db, "SELECT max(upto) FROM checkpoints");
+        let numbers: u64 = sqlite(&db, "SELECT count(*) FROM checkpoints")
+            .parse()
+            .ok()?;
+        (head == upto && numbers >= 3).then_some(())
+    });
+    assert!(sealed.is_some(), "no checkpoint sealed the idle chain");
+    let (ok, out) = verify(&config, &["--live"]);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn retention_prunes_behind_a_checkpoint_and_verification_still_passes() {
+    let mut gw = gateway()
+        .app_db("app-db", cluster())
+        .extra("[audit]\ncheckpoint_interval = \"1s\"\ncheckpoint_every = 5\nretention = \"2s\"\n")
+        .start();
+    for i in 0..4 {
+        let out = psql(
+            &gw.conninfo("app-db", ""),
+            ALICE_TOKEN,
+            &["-c", &format!("select {i}")],
+            None,
+        );
+        assert!(out.ok, "{}", out.stderr);
+    }
+    let db = gw.dir().join("data").join("portcullis.db");
+    let pruned = eventually(Duration::from_secs(20), || {
+        let first: u64 = sqlite(&db, "SELECT min(seq) FROM evidence").parse().ok()?;
+        (first > 10).then_some(first)
+    });
+    assert!(pruned.is_some(), "retention pruned nothing:\n{}", gw.log());
+    assert!(gw.stop());
+    let (ok, out) = verify(&gw.dir().join("portcullis.toml"), &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("retention removed records before"), "{out}");
+    // Pruning by hand, without the retention record, is deletion.
+    let copy = Copy::of(&gw);
+    sqlite(&copy.db(), "DELETE FROM evidence WHERE kind = 'retention'");
+    assert!(!verify(&copy.config(), &[]).0);
+}
+
+/// Statements the upstream logged (`log_statement = all`) that carry
+/// `marker`, as their text.
+fn upstream_statements(cluster: &PgCluster, marker: &str) -> Vec<String> {
+    cluster
+        .log()
+        .lines()
+        .filter_map(|l| {
+            l.split_once("statement: ")
+                .map(|(_, s)| s.trim().to_owned())
+        })
+        .filter(|s| s.contains(marker))
+        .collect()
+}
+
+/// Strict recording: a SIGKILL under load loses no statement the upstream
+/// received. Checked against the upstream's own statement log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_under_load_loses_no_statement_the_upstream_received() {
+    let own = PgCluster::start(ClusterOptions {
+        extra_conf: "log_statement = 'all'\n".into(),
+        ..Default::default()
+    });
+    let mut gw = gateway().app_db("app-db", &own).start();
+    let marker = format!("ev{}", std::process::id());
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let conninfo = format!("{} password={ALICE_TOKEN}", gw.conninfo("app-db", ""));
+        let marker = marker.clone();
+        tasks.push(tokio::spawn(async move {
+            let Ok((client, conn)) = tokio_postgres::connect(&conninfo, NoTls).await else {
+                return;
+            };
+            tokio::spawn(conn);
+            for i in 0..100_000 {
+                let sql = format!("select {i} /* {marker}-{t}-{i} */");
+                if client.simple_query(&sql).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    let config = gw.dir().join("portcullis.toml");
+    let db = gw.dir().join("data").join("portcullis.db");
+    eventually(Duration::from_secs(30), || {
+        let n: u64 = sqlite(
+            &db,
+            "SELECT count(*) FROM evidence WHERE kind = 'command_started'",
+        )
+        .parse()
+        .ok()?;
+        (n >= 1000).then_some(())
+    })
+    .expect("statements were recorded under load");
+    gw.signal("KILL");
+    futures_util::future::join_all(tasks).await;
+    let received = upstream_statements(&own, &marker);
+    assert!(received.len() >= 1000, "{}", received.len());
+    let recorded: std::collections::HashSet<String> = sqlite(
+        &db,
+        "SELECT json_extract(line, '$.body.text') FROM evidence WHERE kind IN ('command', 'command_started')",
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    let lost: Vec<&String> = received.iter().filter(|s| !recorded.contains(*s)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} statements the upstream received have no record, e.g. {:?}",
+        lost.len(),
+        received.len(),
+        lost.first()
+    );
+    // The killed run left no final checkpoint: the restart says so, seals
+    // it, and ends the sessions it left open.
+    gw.restart();
+    assert!(gw
+        .log()
+        .contains("the previous gateway run did not stop cleanly"));
+    assert!(gw
+        .log()
+        .contains("ended sessions left open by an earlier gateway process"));
+    assert!(gw.stop());
+    let (ok, out) = verify(&config, &[]);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn replay_prints_the_session_as_it_happened_and_export_writes_each_statement() {
+    let policies = format!(
+        "{SELECT_ONLY}\npermit(principal == User::\"admin\", action, resource == Gateway::\"portcullis\");"
+    );
+    let gw = app_gateway_with(&policies, "");
+    let out = psql(
+        &gw.conninfo("app-db", ""),
+        ALICE_TOKEN,
+        &[
+            "-c",
+            "select name from people where id <= 2",
+            "-c",
+            "select 42",
+            "-c",
+            "delete from people where id = 1",
+        ],
+        None,
+    );
+    assert!(!out.ok, "the delete is denied");
+    let (code, body) = curl(&gw, "/api/sessions?user=alice", Some(ADMIN_TOKEN));
+    assert_eq!(code, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+    let ended = eventually(Duration::from_secs(10), || {
+        let (_, body) = curl(&gw, &format!("/api/sessions/{id}"), Some(ADMIN_TOKEN));
+        let detail: serde_json::Value = serde_json::from_str(&body).ok()?;
+        detail["end_reason"].is_string().then_some(detail)
+    })
+    .expect("the session ended");
+    let (ok, replayed) = api_cli(&gw, ADMIN_TOKEN, &["replay", &id]);
+    assert!(ok, "{replayed}");
+    // Every statement, in order, with its decision and outcome.
+    let mut at = 0;
+    for st in ended["statements"].as_array().unwrap() {
+        let text = st["text"].as_str().unwrap();
+        let found = replayed[at..]
+            .find(text)
+            .unwrap_or_else(|| panic!("{text:?} is missing or out of order in\n{replayed}"));
+        at += found;
+    }
+    assert!(replayed.contains("query allow"), "{replayed}");
+    assert!(replayed.contains("query deny"), "{replayed}");
+    assert!(replayed.contains("→ 2 rows"), "{replayed}");
+    assert!(replayed.contains("→ error 42501"), "{replayed}");
+    assert!(
+        replayed.contains("session ended: client terminated"),
+        "{replayed}"
+    );
+
+    let (ok, jsonl) = api_cli(
+        &gw,
+        ADMIN_TOKEN,
+        &["sessions", "export", "--format", "jsonl", "--user", "alice"],
+    );
+    assert!(ok, "{jsonl}");
+    let rows: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3, "{jsonl}");
+    assert_eq!(rows[2]["statement"]["decision"]["allowed"], false);
+    let (ok, denied) = api_cli(
+        &gw,
+        ADMIN_TOKEN,
+        &[
+            "sessions",
+            "export",
+            "--format",
+            "csv",
+            "--decision",
+            "deny",
+        ],
+    );
+    assert!(ok, "{denied}");
+    let lines: Vec<&str> = denied.lines().collect();
+    assert_eq!(lines.len(), 2, "{denied}");
+    assert!(lines[0].starts_with("session_id,user,"), "{denied}");
+    assert!(
+        lines[1].contains("delete from people where id = 1"),
+        "{denied}"
+    );
+}
