@@ -35,7 +35,7 @@ pub use identity::{
     AuthError, Authenticator, Credential, GatewayAuthenticator, Identity, StaticToken, StaticTokens,
 };
 pub use policy::{Action, ObjectRef, PolicyEngine, PolicyError, RequestFacts, Resource, Verdict};
-pub use recorder::{EvidenceSettings, Recorder, RecorderClosed, RecorderTask};
+pub use recorder::{EvidenceSettings, EvidenceSink, Recorder, RecorderClosed, RecorderTask};
 pub use refusal::Refusal;
 pub use secret::Secret;
 pub use session::{

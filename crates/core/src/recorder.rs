@@ -68,6 +68,20 @@ pub struct EvidenceSettings {
     /// Commands wait for their record to be committed before they are
     /// forwarded (the default); `false` is buffered recording.
     pub strict: bool,
+    /// Where committed records and checkpoints are copied (files, syslog,
+    /// HTTP collectors).
+    pub sinks: Vec<Arc<dyn EvidenceSink>>,
+}
+
+/// A copy of the evidence outside the store. Handed every batch once it is
+/// committed, and every checkpoint once it is stored; must not block (a
+/// sink queues and writes on a task of its own, and drops what it cannot
+/// keep up with, counting it: the store is the evidence, a sink a copy).
+pub trait EvidenceSink: Send + Sync + std::fmt::Debug {
+    /// Records just committed, in chain order.
+    fn records(&self, records: &Arc<[ChainRecord]>);
+    /// A checkpoint just stored.
+    fn checkpoint(&self, checkpoint: &SignedCheckpoint);
 }
 
 impl EvidenceSettings {
@@ -80,6 +94,7 @@ impl EvidenceSettings {
             checkpoint_interval: Duration::from_secs(60),
             checkpoint_file: None,
             strict: true,
+            sinks: Vec::new(),
         }
     }
 }
@@ -290,6 +305,9 @@ impl Writer {
         {
             self.checkpoints.since_last += records.len() as u64;
             self.head = next;
+            for sink in &self.checkpoints.settings.sinks {
+                sink.records(&records);
+            }
         }
     }
 
@@ -431,6 +449,9 @@ impl Checkpoints {
             is_final,
         );
         store.save_checkpoint(&signed).await?;
+        for sink in &self.settings.sinks {
+            sink.checkpoint(&signed);
+        }
         if let Some(path) = self.settings.checkpoint_file.clone() {
             let line = serde_json::to_string(&signed).unwrap_or_default();
             let exported = tokio::task::spawn_blocking(move || append_line(&path, &line)).await;

@@ -101,6 +101,26 @@ impl ApiClient {
     }
 }
 
+/// Client-supplied text made safe for a terminal: control characters
+/// other than newline and tab are escaped, so a recorded statement cannot
+/// move the cursor, retitle the window or hide lines (ANSI escapes) when
+/// an auditor reads it.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn when(t: time::OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
@@ -188,7 +208,10 @@ pub fn print_session(v: serde_json::Value) -> anyhow::Result<()> {
                 "denied"
             }
         );
-        println!("      {}", st.text.replace('\n', "\n      "));
+        println!(
+            "      {}",
+            terminal_safe(&st.text).replace('\n', "\n      ")
+        );
         if let Some(serde_json::Value::Array(p)) = st.detail.field("params") {
             let shown: Vec<String> = p
                 .iter()

@@ -12,6 +12,7 @@ mod protocols;
 mod replay;
 mod reviews;
 mod serve;
+mod sinks;
 mod webhooks;
 
 use std::io::Read;

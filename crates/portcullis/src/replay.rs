@@ -9,7 +9,7 @@ use portcullis_core::audit::{CommandRecord, SessionDetail, SessionSummary};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::client::ApiClient;
+use crate::client::{terminal_safe, ApiClient};
 
 /// How `replay` paces its output.
 pub struct Pace {
@@ -55,7 +55,7 @@ pub async fn replay(api: &ApiClient, id: &str, pace: Pace) -> anyhow::Result<()>
             out,
             "[{}] session ended: {}",
             offset(*t, start),
-            reason.as_deref().unwrap_or("-")
+            terminal_safe(reason.as_deref().unwrap_or("-"))
         )?,
         (None, _) => writeln!(out, "(the session is still open; --follow waits for it)")?,
     }
@@ -78,8 +78,9 @@ fn header(out: &mut impl Write, d: &SessionDetail) -> std::io::Result<()> {
     };
     writeln!(
         out,
-        "session {} · {who} on {} ({}) from {} · started {}",
+        "session {} · {} on {} ({}) from {} · started {}",
         s.id,
+        terminal_safe(&who),
         s.connection,
         s.protocol,
         s.client_address,
@@ -105,7 +106,7 @@ fn statement(
         c.seq,
         c.kind
     )?;
-    for line in c.text.lines() {
+    for line in terminal_safe(&c.text).lines() {
         writeln!(out, "    {line}")?;
     }
     if let Some(serde_json::Value::Array(p)) = c.detail.field("params") {
@@ -113,9 +114,9 @@ fn statement(
             .iter()
             .map(|v| v.as_str().map_or_else(|| "NULL".into(), str::to_owned))
             .collect();
-        writeln!(out, "    params: {}", shown.join(", "))?;
+        writeln!(out, "    params: {}", terminal_safe(&shown.join(", ")))?;
     }
-    writeln!(out, "    → {}", outcome(c))
+    writeln!(out, "    → {}", terminal_safe(&outcome(c)))
 }
 
 /// One line: rows or error, time, masking.

@@ -50,7 +50,8 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
     let retention_store = sqlite.clone();
     let review_store: Arc<dyn ReviewStore> = sqlite.clone();
     let revocation_store: Arc<dyn RevocationStore> = sqlite;
-    let (recorder, recorder_task) = start_recorder(&config, &store).await?;
+    let (sinks, sink_tasks) = crate::sinks::start(&config.audit.sinks);
+    let (recorder, recorder_task) = start_recorder(&config, &store, sinks).await?;
     let auth = authenticator(&config, revocation_store.as_ref()).await?;
     let hash_key = crate::masking_key::load_or_generate(
         &config.data_dir.join("keys").join("masking-hmac.key"),
@@ -139,8 +140,10 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
         .record(AuditEvent::note("gateway_stopped", serde_json::json!({})))
         .await;
     drop(core);
-    // Writes what is queued, then the final checkpoint.
+    // Writes what is queued, then the final checkpoint; its end closes the
+    // sinks' queues, which then write what they hold.
     recorder_task.finish().await;
+    sink_tasks.drain(std::time::Duration::from_secs(10)).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -152,6 +155,7 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
 async fn start_recorder(
     config: &Config,
     store: &Arc<dyn AuditStore>,
+    sinks: Vec<Arc<dyn portcullis_core::EvidenceSink>>,
 ) -> anyhow::Result<(Recorder, RecorderTask)> {
     let key_path = config.data_dir.join("keys").join(EVIDENCE_KEY);
     let signer = Arc::new(Signer::load_or_generate(&key_path)?);
@@ -171,6 +175,7 @@ async fn start_recorder(
         checkpoint_interval: config.audit.checkpoint_interval,
         checkpoint_file: config.audit.checkpoint_file.clone(),
         strict: config.audit.strict,
+        sinks,
     };
     let (recorder, task) = Recorder::spawn(store.clone(), settings).await?;
     if previous_stop == "unclean" {

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use portcullis_core::approvals::rule::parse_duration;
+
+use crate::sinks::SinkConfig;
 use serde::Deserialize;
 
 /// `[audit]` as written.
@@ -30,6 +32,30 @@ pub struct AuditConfig {
     /// Prune the oldest segments while the store is larger than this
     /// (`10GiB`, `500MiB`). Unset: no size limit.
     pub retention_max_size: Option<String>,
+    /// Copies of the evidence outside the store.
+    pub sinks: Vec<RawSink>,
+}
+
+/// `[[audit.sinks]]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSink {
+    /// `jsonl`, `stdout`, `syslog` or `http`.
+    pub kind: String,
+    /// jsonl: the file.
+    pub path: Option<PathBuf>,
+    /// jsonl: size that starts a new file (100MiB).
+    pub max_size: Option<String>,
+    /// jsonl: rotated files kept (5).
+    pub keep: Option<u32>,
+    /// syslog: `host:port` (UDP) or a socket path (`/dev/log`).
+    pub address: Option<String>,
+    /// http: the collector's URL.
+    pub url: Option<String>,
+    /// http: a bearer token from this environment variable…
+    pub bearer_env: Option<String>,
+    /// …or the first line of this file.
+    pub bearer_file: Option<PathBuf>,
 }
 
 impl Default for AuditConfig {
@@ -42,6 +68,7 @@ impl Default for AuditConfig {
             checkpoint_file: None,
             retention: None,
             retention_max_size: None,
+            sinks: Vec::new(),
         }
     }
 }
@@ -61,6 +88,8 @@ pub struct AuditSettings {
     pub retention: Option<Duration>,
     /// Size past which the oldest evidence is pruned.
     pub retention_max_bytes: Option<u64>,
+    /// Copies of the evidence outside the store.
+    pub sinks: Vec<SinkConfig>,
 }
 
 /// The settings, or the offending (key, message).
@@ -86,7 +115,14 @@ pub fn validate(
             .map(|text| parse_duration(&text).map_err(|e| (format!("audit.{key}"), e)))
             .transpose()
     };
+    let sinks = raw
+        .sinks
+        .iter()
+        .enumerate()
+        .map(|(i, sink)| validate_sink(&format!("audit.sinks[{i}]"), sink, &abs))
+        .collect::<Result<_, _>>()?;
     Ok(AuditSettings {
+        sinks,
         strict,
         checkpoint_every: raw.checkpoint_every,
         checkpoint_interval: duration("checkpoint_interval", raw.checkpoint_interval)?
@@ -105,6 +141,56 @@ pub fn validate(
             })
             .transpose()?,
     })
+}
+
+fn validate_sink(
+    key: &str,
+    raw: &RawSink,
+    abs: &impl Fn(&Path) -> PathBuf,
+) -> Result<SinkConfig, (String, String)> {
+    let missing = |field: &str| {
+        (
+            format!("{key}.{field}"),
+            format!("a {} sink needs {field}", raw.kind),
+        )
+    };
+    match raw.kind.as_str() {
+        "jsonl" => Ok(SinkConfig::Jsonl {
+            path: abs(raw.path.as_deref().ok_or_else(|| missing("path"))?),
+            max_bytes: match &raw.max_size {
+                None => 100 << 20,
+                Some(text) => parse_size(text).ok_or_else(|| {
+                    (
+                        format!("{key}.max_size"),
+                        format!("{text:?} is not a size such as 100MiB"),
+                    )
+                })?,
+            },
+            keep: raw.keep.unwrap_or(5),
+        }),
+        "stdout" => Ok(SinkConfig::Stdout),
+        "syslog" => Ok(SinkConfig::Syslog {
+            address: raw.address.clone().ok_or_else(|| missing("address"))?,
+        }),
+        "http" => {
+            let url = raw.url.clone().ok_or_else(|| missing("url"))?;
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err((format!("{key}.url"), "must be an http(s) URL".into()));
+            }
+            let file = raw.bearer_file.as_deref().map(abs);
+            let bearer = crate::config::read_secret(
+                key,
+                ("bearer_env", "bearer_file"),
+                &raw.bearer_env,
+                &file,
+            )?;
+            Ok(SinkConfig::Http { url, bearer })
+        }
+        other => Err((
+            format!("{key}.kind"),
+            format!("{other:?} is not a sink: use jsonl, stdout, syslog or http"),
+        )),
+    }
 }
 
 /// `500MiB`, `10GiB`, `4096` (bytes).

@@ -447,3 +447,116 @@ fn replay_prints_the_session_as_it_happened_and_export_writes_each_statement() {
         "{denied}"
     );
 }
+
+/// A collector on loopback that answers every POST with 200 and keeps the
+/// bodies: enough HTTP/1.1 for one client with keep-alive.
+fn collector() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    kept.lock().unwrap().push(String::from_utf8(body).unwrap());
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                }
+            });
+        }
+    });
+    (port, bodies)
+}
+
+#[test]
+fn sinks_copy_every_record_and_checkpoint_to_a_rotated_file_syslog_and_http() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let file = out_dir.path().join("evidence.jsonl");
+    let syslog = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    syslog
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (http_port, bodies) = collector();
+    let mut gw = gateway()
+        .app_db("app-db", cluster())
+        .extra(&format!(
+            "[audit]\n\
+             [[audit.sinks]]\nkind = \"jsonl\"\npath = {file:?}\nmax_size = \"4KiB\"\nkeep = 2\n\
+             [[audit.sinks]]\nkind = \"syslog\"\naddress = \"{}\"\n\
+             [[audit.sinks]]\nkind = \"http\"\nurl = \"http://127.0.0.1:{http_port}/ingest\"\n",
+            syslog.local_addr().unwrap()
+        ))
+        .start();
+    for i in 0..20 {
+        let out = psql(
+            &gw.conninfo("app-db", ""),
+            ALICE_TOKEN,
+            &["-c", &format!("select {i} as sink_marker")],
+            None,
+        );
+        assert!(out.ok, "{}", out.stderr);
+    }
+    assert!(gw.stop());
+    let chain: Vec<String> = sqlite(
+        &gw.dir().join("data").join("portcullis.db"),
+        "SELECT line FROM evidence ORDER BY seq",
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    // The file: rotated at 4 KiB, the newest files holding the chain's
+    // newest lines exactly, and the final checkpoint last.
+    let rotated = std::fs::read_to_string(out_dir.path().join("evidence.jsonl.1")).unwrap();
+    let current = std::fs::read_to_string(&file).unwrap();
+    assert!(rotated.len() <= 4096 + 2048, "{}", rotated.len());
+    let copied: Vec<&str> = rotated.lines().chain(current.lines()).collect();
+    let records: Vec<&str> = copied
+        .iter()
+        .copied()
+        .filter(|l| !l.starts_with("{\"kind\":\"checkpoint\""))
+        .collect();
+    assert!(chain.ends_with(&records.iter().map(|l| l.to_string()).collect::<Vec<_>>()));
+    assert!(
+        copied.last().unwrap().contains("\\\"final\\\":true"),
+        "{copied:?}"
+    );
+    // Syslog: RFC 5424 messages carrying the same lines.
+    let mut buf = [0u8; 65536];
+    let n = syslog.recv(&mut buf).unwrap();
+    let message = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(message.starts_with("<134>1 "), "{message}");
+    assert!(
+        message.contains(" portcullis ") && message.contains("{\"seq\":"),
+        "{message}"
+    );
+    // HTTP: every record, in batches of JSON lines.
+    let posted: Vec<String> = bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b.lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|l| !l.starts_with("{\"kind\":\"checkpoint\""))
+        .collect();
+    assert_eq!(posted, chain);
+}
