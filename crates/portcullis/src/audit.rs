@@ -131,12 +131,18 @@ fn print_report(report: &Report, key: &PublicKey, live: Option<Duration>) -> boo
         }
     }
     let mut intact = report.intact();
-    if report.unsealed > 0 {
-        let recent = report.last_checkpoint.as_ref().is_some_and(|c| {
+    let last = report.last_checkpoint.as_ref();
+    let sealed_by_final = last.is_some_and(|c| c.is_final) && report.unsealed == 0;
+    if !sealed_by_final {
+        // Not ended by a clean stop: a running gateway (accepted with
+        // --live while its last checkpoint is recent, as a running one
+        // writes one every interval), or one that crashed or was rolled
+        // back to an earlier checkpoint.
+        let recent = last.is_some_and(|c| {
             let at =
                 time::OffsetDateTime::parse(&c.at, &time::format_description::well_known::Rfc3339);
             let age = at.map(|at| time::OffsetDateTime::now_utc() - at);
-            matches!((age, live), (Ok(age), Some(window)) if age < window)
+            !c.is_final && matches!((age, live), (Ok(age), Some(window)) if age < window)
         });
         if recent {
             println!(
@@ -144,10 +150,18 @@ fn print_report(report: &Report, key: &PublicKey, live: Option<Duration>) -> boo
                 report.unsealed
             );
         } else {
+            let tail = if report.unsealed > 0 {
+                format!(" ({} records follow the last checkpoint)", report.unsealed)
+            } else {
+                String::new()
+            };
+            let hint = if live.is_some() {
+                ""
+            } else {
+                " (for a running gateway, use --live)"
+            };
             println!(
-                "BAD: the newest {} records are not sealed by a checkpoint: the gateway did not stop cleanly, or the tail and its final checkpoint were removed{}",
-                report.unsealed,
-                if live.is_some() { "" } else { " (for a running gateway, use --live)" }
+                "BAD: the chain does not end with a final checkpoint{tail}: the gateway did not stop cleanly, or its tail and final checkpoint were removed{hint}"
             );
             intact = false;
         }

@@ -102,11 +102,26 @@ impl ApiClient {
 }
 
 /// Client-supplied text made safe for a terminal: control characters
-/// other than newline and tab are escaped, so a recorded statement cannot
-/// move the cursor, retitle the window or hide lines (ANSI escapes) when
-/// an auditor reads it.
+/// other than newline and tab, and the invisible characters that reorder
+/// text (bidirectional overrides and isolates), are escaped, so a recorded
+/// statement cannot move the cursor, retitle the window, hide lines or
+/// show itself reversed when an auditor reads it.
 pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    escaped(text, |c| c == '\n' || c == '\t')
+}
+
+/// Like [`terminal_safe`], on one line: newlines and tabs are escaped too,
+/// so a value cannot print what looks like another record.
+pub fn one_line_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    escaped(text, |_| false)
+}
+
+fn escaped(text: &str, keep: impl Fn(char) -> bool) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        !keep(c)
+            && (c.is_control()
+                || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+    };
     if !text.chars().any(unsafe_char) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -170,14 +185,14 @@ pub fn print_session(v: serde_json::Value) -> anyhow::Result<()> {
     println!(
         "auth        {} (client said user={})",
         s.auth_method,
-        s.client_user.as_deref().unwrap_or("-")
+        one_line_safe(s.client_user.as_deref().unwrap_or("-"))
     );
     println!("connection  {} via {}", s.connection, s.protocol);
     println!(
         "client      {} tls={} app={}",
         s.client_address,
         s.client_tls,
-        s.application_name.as_deref().unwrap_or("-")
+        one_line_safe(s.application_name.as_deref().unwrap_or("-"))
     );
     println!("admitted by {}", s.connect_policies.join(", "));
     println!("started     {}", when(s.started_at));
@@ -192,7 +207,7 @@ pub fn print_session(v: serde_json::Value) -> anyhow::Result<()> {
     for st in &d.commands {
         let rows = st.detail.field("rows").and_then(|r| r.as_u64());
         let outcome = match (&st.error, rows) {
-            (Some(e), _) => format!("error {e}"),
+            (Some(e), _) => format!("error {}", one_line_safe(e)),
             (None, Some(r)) => format!("{r} rows"),
             (None, None) => "ok".into(),
         };
@@ -217,7 +232,7 @@ pub fn print_session(v: serde_json::Value) -> anyhow::Result<()> {
                 .iter()
                 .map(|v| v.as_str().map_or_else(|| "NULL".into(), str::to_owned))
                 .collect();
-            println!("      params: {}", shown.join(", "));
+            println!("      params: {}", one_line_safe(&shown.join(", ")));
         }
     }
     Ok(())

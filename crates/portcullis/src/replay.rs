@@ -9,7 +9,7 @@ use portcullis_core::audit::{CommandRecord, SessionDetail, SessionSummary};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::client::{terminal_safe, ApiClient};
+use crate::client::{one_line_safe, terminal_safe, ApiClient};
 
 /// How `replay` paces its output.
 pub struct Pace {
@@ -55,7 +55,7 @@ pub async fn replay(api: &ApiClient, id: &str, pace: Pace) -> anyhow::Result<()>
             out,
             "[{}] session ended: {}",
             offset(*t, start),
-            terminal_safe(reason.as_deref().unwrap_or("-"))
+            one_line_safe(reason.as_deref().unwrap_or("-"))
         )?,
         (None, _) => writeln!(out, "(the session is still open; --follow waits for it)")?,
     }
@@ -80,7 +80,7 @@ fn header(out: &mut impl Write, d: &SessionDetail) -> std::io::Result<()> {
         out,
         "session {} · {} on {} ({}) from {} · started {}",
         s.id,
-        terminal_safe(&who),
+        one_line_safe(&who),
         s.connection,
         s.protocol,
         s.client_address,
@@ -114,9 +114,9 @@ fn statement(
             .iter()
             .map(|v| v.as_str().map_or_else(|| "NULL".into(), str::to_owned))
             .collect();
-        writeln!(out, "    params: {}", terminal_safe(&shown.join(", ")))?;
+        writeln!(out, "    params: {}", one_line_safe(&shown.join(", ")))?;
     }
-    writeln!(out, "    → {}", terminal_safe(&outcome(c)))
+    writeln!(out, "    → {}", one_line_safe(&outcome(c)))
 }
 
 /// One line: rows or error, time, masking.
@@ -242,12 +242,15 @@ fn csv_row(d: &SessionDetail, c: &CommandRecord) -> String {
 
 /// RFC 4180: quoted when it holds a comma, quote or line break, quotes
 /// doubled. A field a spreadsheet would run as a formula (`=`, `+`, `-`,
-/// `@` first) is prefixed with `'`: statements are client input.
+/// `@`, tab or carriage return first) is prefixed with `'`, and control
+/// characters other than newline and tab are escaped: statements are
+/// client input, and a CSV is read in spreadsheets and terminals.
 fn csv_field(f: &str) -> String {
-    let f = if f.starts_with(['=', '+', '-', '@']) {
+    let f = terminal_safe(f);
+    let f = if f.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{f}")
     } else {
-        f.to_owned()
+        f.into_owned()
     };
     if f.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", f.replace('"', "\"\""))
@@ -259,6 +262,21 @@ fn csv_field(f: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::csv_field;
+    use crate::client::{one_line_safe, terminal_safe};
+
+    #[test]
+    fn text_for_a_terminal_cannot_steer_it_or_fake_a_line() {
+        assert_eq!(terminal_safe("select 1\n  from t"), "select 1\n  from t");
+        assert_eq!(
+            terminal_safe("\u{1b}]0;pwned\u{7}"),
+            "\\u{1b}]0;pwned\\u{7}"
+        );
+        assert_eq!(terminal_safe("abc\u{202e}fed"), "abc\\u{202e}fed");
+        assert_eq!(
+            one_line_safe("x\n[+0.000s] #1 query allow"),
+            "x\\n[+0.000s] #1 query allow"
+        );
+    }
 
     #[test]
     fn csv_fields_are_quoted_and_formulas_defused() {
@@ -267,5 +285,7 @@ mod tests {
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("=cmd()"), "'=cmd()");
         assert_eq!(csv_field("-- note\nselect 1"), "\"'-- note\nselect 1\"");
+        assert_eq!(csv_field("\t=1+1"), "'\t=1+1");
+        assert_eq!(csv_field("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
     }
 }

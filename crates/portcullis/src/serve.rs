@@ -160,14 +160,22 @@ async fn start_recorder(
     let key_path = config.data_dir.join("keys").join(EVIDENCE_KEY);
     let signer = Arc::new(Signer::load_or_generate(&key_path)?);
     let head = store.chain_head().await?;
+    // A run ends with a final checkpoint and writes nothing after it: a
+    // record past one was added to the stopped store by someone else. It
+    // is said in this run's first record, which the chain then seals, and
+    // `audit verify` names it.
     let previous_stop = match store.last_checkpoint().await? {
         Some(c) => match c.checkpoint() {
             Ok(c) if c.is_final && c.upto == head.seq => "clean",
+            Ok(c) if c.is_final => "tampered",
             _ => "unclean",
         },
         None if head.seq == 0 => "none",
         None => "unclean",
     };
+    if previous_stop == "tampered" {
+        tracing::error!(records = head.seq, "the evidence store holds records after the previous run's final checkpoint: something other than the gateway wrote it; run `portcullis audit verify`");
+    }
     let key = PublicKey::of(&signer);
     let settings = EvidenceSettings {
         signer,
@@ -178,6 +186,9 @@ async fn start_recorder(
         sinks,
     };
     let (recorder, task) = Recorder::spawn(store.clone(), settings).await?;
+    if !config.audit.strict {
+        tracing::warn!("[audit] mode is buffered: statements run before their records are committed, and a killed gateway loses up to the last ~10 ms of them");
+    }
     if previous_stop == "unclean" {
         tracing::warn!(records = head.seq, "the previous gateway run did not stop cleanly: records after its last checkpoint are unsealed");
     }

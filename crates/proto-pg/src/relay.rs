@@ -158,15 +158,35 @@ struct SqlOutcome {
 /// Journals the statements of `batch` that will run (or be refused in the
 /// server's place), numbering them, and in strict recording waits until
 /// their records are committed: none is forwarded before.
+///
+/// A Bind runs code too (parameter input functions, a domain's checks,
+/// functions folded while planning), Execute or not: one is journaled on
+/// its own unless an Execute of the portal it binds follows in the same
+/// batch, whose record carries its statement and parameters and is
+/// committed before either is forwarded.
 async fn journal_batch(
     journal: &CommandJournal,
     batch: &mut [crate::tracker::Pending],
 ) -> Result<(), SessionError> {
     use crate::tracker::Pending;
     let mut any = false;
-    for entry in batch.iter_mut() {
-        let (Pending::Query(s) | Pending::Execute(s) | Pending::SyntaxProbe(s, _)) = entry else {
-            continue;
+    for i in 0..batch.len() {
+        let executed_later = match &batch[i] {
+            Pending::Bind(bind) => batch[i + 1..]
+                .iter()
+                .any(|later| match (later, &bind.params) {
+                    (Pending::Execute(e), Some(params)) => e
+                        .params
+                        .as_ref()
+                        .is_some_and(|p| std::sync::Arc::ptr_eq(p, params)),
+                    _ => false,
+                }),
+            _ => false,
+        };
+        let s = match &mut batch[i] {
+            Pending::Query(s) | Pending::Execute(s) | Pending::SyntaxProbe(s, _) => s,
+            Pending::Bind(s) if !executed_later => s,
+            _ => continue,
         };
         let starting = || StartingCommand {
             kind: s.kind,

@@ -317,6 +317,7 @@ impl BackendTracker {
             .drain(..)
             .filter_map(|p| match p {
                 Pending::Query(s) | Pending::Execute(s) | Pending::SyntaxProbe(s, _) => Some(s),
+                Pending::Bind(s) if s.seq.is_some() => Some(s),
                 _ => None,
             })
             .collect()
@@ -391,7 +392,7 @@ impl BackendTracker {
                     if let Some(Pending::SyntaxProbe(s, _)) = self.queue.pop_front() {
                         done.push(s);
                     }
-                    self.skip_to_sync();
+                    self.skip_to_sync(done);
                 }
                 replaced
             }
@@ -408,13 +409,22 @@ impl BackendTracker {
 
     /// The server skips everything up to Sync after an error, including
     /// what the client has not sent yet.
-    fn skip_to_sync(&mut self) {
+    /// Drops what the server skips after an error, up to Sync; a skipped
+    /// statement that was journaled before it was forwarded gets its
+    /// outcome: it did not run.
+    fn skip_to_sync(&mut self, done: &mut Vec<Stmt>) {
         while let Some(p) = self.queue.front() {
             if matches!(p, Pending::Sync(_)) {
                 break;
             }
             if let Some(item) = self.queue.pop_front() {
                 self.answer(&item, false);
+                if let Pending::Bind(mut s) | Pending::Execute(mut s) = item {
+                    if s.seq.is_some() {
+                        s.error = Some("not run: an earlier message of its pipeline failed".into());
+                        done.push(s);
+                    }
+                }
             }
         }
         self.skipping = self.queue.is_empty();
@@ -681,7 +691,22 @@ impl BackendTracker {
                 }
             }
             b'1' => self.pop_if(|p| matches!(p, Pending::Parse(_))),
-            b'2' => self.pop_if(|p| matches!(p, Pending::Bind(_))),
+            // A Bind journaled on its own (no Execute followed it) gets its
+            // outcome recorded; others are recorded only when they fail.
+            b'2' if self
+                .queue
+                .front()
+                .is_some_and(|p| matches!(p, Pending::Bind(_))) =>
+            {
+                if let Some(item) = self.queue.pop_front() {
+                    self.answer(&item, true);
+                    if let Pending::Bind(s) = item {
+                        if s.seq.is_some() {
+                            done.push(s);
+                        }
+                    }
+                }
+            }
             b'3' => self.pop_if(|p| matches!(p, Pending::Close(_))),
             b'T' | b'n' => self.pop_if(|p| matches!(p, Pending::Describe)),
             b'c' => self.copy = None,
@@ -735,7 +760,7 @@ impl BackendTracker {
                         done.push(s);
                     }
                 }
-                self.skip_to_sync();
+                self.skip_to_sync(done);
             }
         }
         replacement

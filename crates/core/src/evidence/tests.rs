@@ -175,8 +175,17 @@ fn retention_behind_a_checkpoint_verifies_and_deletion_without_it_does_not() {
         seq: 10,
         hash: hex::decode(&records[9].hash).unwrap().try_into().unwrap(),
     };
-    let note = AuditEvent::note("retention", serde_json::json!({ "through": 5 }));
+    // The next run starts, then prunes behind checkpoint 1.
+    let start = AuditEvent::note(
+        "gateway_started",
+        serde_json::json!({ "previous_stop": "clean" }),
+    );
+    let note = AuditEvent::note(
+        "retention",
+        serde_json::json!({ "through": 5, "anchor_checkpoint": 1 }),
+    );
     let mut kept: Vec<StoredRecord> = records[5..].to_vec();
+    kept.push(stored(&head.append(&start, OffsetDateTime::UNIX_EPOCH)));
     kept.push(stored(&head.append(&note, OffsetDateTime::UNIX_EPOCH)));
     let last = signer.checkpoint(
         checkpoints.last(),
@@ -194,4 +203,26 @@ fn retention_behind_a_checkpoint_verifies_and_deletion_without_it_does_not() {
     let report = check(&signer, without_note, &checkpoints);
     assert!(!report.intact());
     assert_eq!(first_problem(&report).0, 6);
+}
+
+#[test]
+fn a_record_after_a_final_checkpoint_must_be_a_gateway_start() {
+    let signer = Signer::ephemeral();
+    let (mut records, checkpoints) = chain(&signer);
+    let mut head = ChainHead {
+        seq: 10,
+        hash: hex::decode(&records[9].hash).unwrap().try_into().unwrap(),
+    };
+    records.push(stored(&head.append(&event(99), OffsetDateTime::UNIX_EPOCH)));
+    let last = signer.checkpoint(
+        checkpoints.last(),
+        2,
+        head,
+        OffsetDateTime::UNIX_EPOCH,
+        true,
+    );
+    let sealed = [checkpoints[0].clone(), checkpoints[1].clone(), last];
+    let (at, what) = first_problem(&check(&signer, &records, &sealed));
+    assert_eq!(at, 11);
+    assert!(what.contains("only a gateway's start"), "{what}");
 }

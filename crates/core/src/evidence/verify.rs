@@ -88,6 +88,8 @@ pub struct Verifier {
     anchor: Option<Checkpoint>,
     /// A `retention` record that names the first retained record.
     retention_said: bool,
+    /// The number of a final checkpoint that the next record follows.
+    after_final: Option<u64>,
 }
 
 /// Problems kept in a report; past this the chain is plainly not intact.
@@ -103,6 +105,7 @@ impl Verifier {
             previous: None,
             anchor: None,
             retention_said: false,
+            after_final: None,
         }
     }
 
@@ -158,6 +161,7 @@ impl Verifier {
         if fields.kind == "retention" {
             self.retention(&fields);
         }
+        self.after_final(seq, &fields);
         self.report.last_record = Some(seq);
         self.head = Some((seq, hash));
     }
@@ -192,10 +196,52 @@ impl Verifier {
     /// Notes a `retention` record that names where kept history starts.
     fn retention(&mut self, fields: &LineFields) {
         let through = fields.body.get("through").and_then(|v| v.as_u64());
+        let anchor = fields
+            .body
+            .get("anchor_checkpoint")
+            .and_then(|v| v.as_u64());
+        let (Some(through), Some(first), Some(kept)) =
+            (through, self.report.first_record, self.anchor.as_ref())
+        else {
+            return;
+        };
         // Retention removes a checkpoint's stretch at a time after saying
-        // how far it goes, so the first kept record may be short of it.
-        if through.is_some_and(|t| self.report.first_record.is_some_and(|f| t + 1 >= f)) {
+        // how far it goes, so the first kept record may be short of it,
+        // and the checkpoint that anchors it may precede the one it named.
+        if through + 1 >= first && anchor.is_some_and(|a| kept.number <= a) {
             self.retention_said = true;
+        }
+    }
+
+    /// What may follow a final checkpoint: only the next run's start. A
+    /// gateway that found records past its predecessor's final checkpoint
+    /// says so in its start record.
+    fn after_final(&mut self, seq: u64, fields: &LineFields) {
+        let Some(number) = self.after_final.take() else {
+            if fields.kind == "gateway_started" {
+                self.started_after_crash(seq, fields);
+            }
+            return;
+        };
+        if fields.kind != "gateway_started" {
+            self.problem(
+                seq,
+                format!(
+                    "it follows the final checkpoint {number}, where only a gateway's start may (added to a stopped store)"
+                ),
+            );
+        } else {
+            self.started_after_crash(seq, fields);
+        }
+    }
+
+    fn started_after_crash(&mut self, seq: u64, fields: &LineFields) {
+        let previous = fields.body.get("previous_stop").and_then(|v| v.as_str());
+        if previous == Some("tampered") {
+            self.problem(
+                seq,
+                "the gateway that wrote it found records added after its predecessor's final checkpoint".into(),
+            );
         }
     }
 
@@ -260,6 +306,7 @@ impl Verifier {
             self.check_link(&checkpoint);
             self.check_head(&checkpoint);
         }
+        self.after_final = checkpoint.is_final.then_some(checkpoint.number);
         self.previous = Some((checkpoint.number, signed.clone()));
         self.report.last_checkpoint = Some(checkpoint);
     }
@@ -331,6 +378,11 @@ impl Verifier {
 
     /// The report, once everything was fed.
     pub fn finish(mut self) -> Report {
+        if self.report.records == 0 {
+            // A gateway records its own start before anything else: a
+            // store with a key and no record was emptied.
+            self.problem(0, "the store holds no records (emptied?)".into());
+        }
         let first = self.report.first_record;
         if first.is_some_and(|f| f > 1) && !self.retention_said {
             let f = first.unwrap_or(1);

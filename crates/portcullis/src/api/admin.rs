@@ -70,6 +70,13 @@ pub async fn revoke(
             .map_err(store_error)?;
         s.auth.revocations().lift(user);
         tracing::warn!(user, by = %admin.describe(), "revocation lifted");
+        let note =
+            json!({ "user": user, "by": admin.user, "actor": admin.actor, "existed": existed });
+        let _ = s
+            .core
+            .recorder
+            .record(portcullis_core::AuditEvent::note("revocation_lifted", note))
+            .await;
         return Ok(Json(json!({ "user": user, "lifted": existed })));
     }
     // Stored first: a revocation the gateway would forget on restart is not
@@ -83,6 +90,12 @@ pub async fn revoke(
     let ended = s.core.sessions.kill_user(user);
     metrics::counter!("portcullis_revocations_total").increment(1);
     tracing::warn!(user, by = %admin.describe(), sessions_ended = ended, "access revoked");
+    let note = json!({ "user": user, "revoked_at": at, "by": admin.user, "actor": admin.actor, "sessions_ended": ended });
+    let _ = s
+        .core
+        .recorder
+        .record(portcullis_core::AuditEvent::note("revocation", note))
+        .await;
     Ok(Json(
         json!({ "user": user, "revoked_at": at, "sessions_ended": ended }),
     ))

@@ -224,11 +224,15 @@ pub fn alice_psql(gw: &portcullis_testkit::Gateway, sql: &str) -> (bool, String)
 
 /// `portcullis ARGS --api <gw> --token <token>`: (succeeded, output and errors).
 pub fn api_cli(gw: &Gateway, token: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .args(["--api", &gw.api(), "--token", token])
-        .output()
-        .expect("portcullis");
+    let api = gw.api();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--api", &api, "--token", token]);
+    cli(&all)
+}
+
+/// Runs the `portcullis` binary with `args`: (succeeded, stdout then stderr).
+pub fn cli(args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN).args(args).output().expect("portcullis");
     (
         out.status.success(),
         format!(

@@ -14,20 +14,10 @@ use crate::common::*;
 
 /// `portcullis audit verify` on the gateway's config (and its store).
 fn verify(config: &Path, extra: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(["audit", "verify", "--config"])
-        .arg(config)
-        .args(extra)
-        .output()
-        .expect("portcullis");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let config = config.to_str().unwrap();
+    let mut args = vec!["audit", "verify", "--config", config];
+    args.extend(extra);
+    cli(&args)
 }
 
 /// Runs `sql` on the store at `db` with the sqlite3 CLI.
@@ -159,7 +149,27 @@ fn verify_passes_untouched_evidence_and_names_each_kind_of_tampering() {
                 "DELETE FROM evidence WHERE seq > {}; DELETE FROM checkpoints WHERE number = (SELECT max(number) FROM checkpoints);",
                 last - 2
             ),
-            "are not sealed by a checkpoint".into(),
+            "does not end with a final checkpoint".into(),
+        ),
+        (
+            "renumbered checkpoints",
+            "UPDATE checkpoints SET number = number + 1000000".into(),
+            "columns disagree with its signed line".into(),
+        ),
+        (
+            "an index that hides a statement from lookups",
+            format!(
+                "DROP INDEX evidence_session;
+                 CREATE INDEX evidence_session ON evidence (session_id, kind) WHERE session_id IS NOT NULL AND seq <> {n};
+                 PRAGMA writable_schema = ON;
+                 UPDATE sqlite_master SET sql = 'CREATE INDEX evidence_session ON evidence (session_id, kind) WHERE session_id IS NOT NULL' WHERE name = 'evidence_session';"
+            ),
+            "fails SQLite's integrity check".into(),
+        ),
+        (
+            "emptied",
+            "DELETE FROM evidence; DELETE FROM checkpoints;".into(),
+            "the store holds no records".into(),
         ),
         (
             "a listing column",
@@ -559,4 +569,98 @@ fn sinks_copy_every_record_and_checkpoint_to_a_rotated_file_syslog_and_http() {
         .filter(|l| !l.starts_with("{\"kind\":\"checkpoint\""))
         .collect();
     assert_eq!(posted, chain);
+}
+
+/// Parse with one parameter of type `oid`, Bind it to `value`, Sync: no
+/// Execute.
+fn bind_without_execute(oid: u32, value: &str) -> bytes::BytesMut {
+    use bytes::BufMut;
+    let mut out = bytes::BytesMut::new();
+    let sql = "select $1";
+    out.put_u8(b'P');
+    out.put_u32((4 + 1 + sql.len() + 1 + 2 + 4) as u32);
+    out.put_u8(0);
+    out.extend_from_slice(sql.as_bytes());
+    out.put_u8(0);
+    out.put_u16(1);
+    out.put_u32(oid);
+    out.put_u8(b'B');
+    out.put_u32((4 + 1 + 1 + 2 + 2 + 4 + value.len() + 2) as u32);
+    out.put_u8(0);
+    out.put_u8(0);
+    out.put_u16(0);
+    out.put_u16(1);
+    out.put_u32(value.len() as u32);
+    out.extend_from_slice(value.as_bytes());
+    out.put_u16(0);
+    portcullis_pg_wire::encode::sync(&mut out);
+    out
+}
+
+/// Reads messages up to ReadyForQuery; the first error's fields, if any.
+fn until_ready(raw: &mut Raw) -> Option<(String, String)> {
+    let mut error = None;
+    while let Some((tag, body)) = raw.read_msg() {
+        if tag == b'E' && error.is_none() {
+            error = Some(error_fields(&body));
+        }
+        if tag == b'Z' {
+            break;
+        }
+    }
+    error
+}
+
+/// A Bind runs code (here a domain's check) with no Execute after it: it
+/// is a command, journaled before it is forwarded, like any statement.
+#[test]
+fn a_bind_without_execute_runs_code_and_is_recorded_before_it_is_forwarded() {
+    static SEED: std::sync::Once = std::sync::Once::new();
+    SEED.call_once(|| {
+        cluster().superuser_sql(
+            "app",
+            "create table bind_effects (v text); \
+             create function bind_side(text) returns bool language plpgsql security definer \
+               as $$ begin insert into bind_effects values ($1); return true; end $$; \
+             create domain bind_checked as text check (bind_side(value));",
+        );
+    });
+    let oid: u32 = cluster()
+        .superuser_sql("app", "select 'bind_checked'::regtype::oid")
+        .lines()
+        .find_map(|l| l.trim().parse().ok())
+        .unwrap();
+    let effects = || cluster().superuser_sql("app", "select string_agg(v, ',') from bind_effects");
+    // Straight to the server: the check runs at Bind.
+    let mut direct = Raw::connect(cluster().port());
+    let mut out = bytes::BytesMut::new();
+    portcullis_pg_wire::encode::startup_message(
+        &mut out,
+        &[("user", "trust_user"), ("database", "app")],
+    );
+    direct.send(&out);
+    assert!(until_ready(&mut direct).is_none());
+    direct.send(&bind_without_execute(oid, "direct-bind"));
+    assert_eq!(until_ready(&mut direct), None);
+    assert!(effects().contains("direct-bind"), "{}", effects());
+    // Through the gateway it runs too, and the store holds it.
+    let gw = gateway().app_db("app-db", cluster()).start();
+    let mut raw = Raw::login(gw.pg_port, "app-db", ALICE_TOKEN).unwrap();
+    raw.send(&bind_without_execute(oid, "gateway-bind"));
+    assert_eq!(until_ready(&mut raw), None);
+    assert!(effects().contains("gateway-bind"), "{}", effects());
+    let db = gw.dir().join("data").join("portcullis.db");
+    let started = sqlite(
+        &db,
+        "SELECT json_extract(line, '$.body.kind') || ' ' || json_extract(line, '$.body.params') \
+         FROM evidence WHERE kind = 'command_started'",
+    );
+    assert!(started.contains("bind [\"gateway-bind\"]"), "{started}");
+    let finished: u64 = sqlite(
+        &db,
+        "SELECT count(*) FROM evidence WHERE kind = 'command_finished'",
+    )
+    .parse()
+    .unwrap();
+    assert!(finished >= 1);
 }

@@ -263,27 +263,45 @@ fn merged(a: &CommandDetail, b: &CommandDetail) -> CommandDetail {
     CommandDetail::of(&map)
 }
 
-/// Appends `records` in one transaction on `conn`.
+/// Appends `records` in one transaction on `conn`. A record whose number
+/// is taken is fine only if it is the same record (a retried batch whose
+/// commit did land); anything else means someone else wrote the chain, and
+/// the write fails rather than drop the gateway's record for theirs.
 fn append(conn: &mut rusqlite::Connection, records: &[ChainRecord]) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         // Cached on the connection: one parse for the life of the writer.
-        // OR IGNORE keeps a retried batch whose commit did land from
-        // failing on its own rows (they are the same records).
         let mut insert = tx.prepare_cached(
-            "INSERT OR IGNORE INTO evidence (seq, kind, session_id, user, connection, line, hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO evidence (seq, kind, session_id, user, connection, line, hash) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (seq) DO NOTHING",
         )?;
         for r in records {
-            insert.execute(rusqlite::params![
+            let hash = hex::encode(r.hash);
+            let inserted = insert.execute(rusqlite::params![
                 r.seq as i64,
                 r.kind,
                 r.session_id.map(|s| s.to_string()),
                 r.user,
                 r.connection,
                 r.line,
-                hex::encode(r.hash),
+                hash,
             ])?;
+            if inserted == 0 {
+                let held: Option<String> = tx.query_row(
+                    "SELECT hash FROM evidence WHERE seq = ?",
+                    [r.seq as i64],
+                    |row| row.get(0),
+                )?;
+                if held.as_deref() != Some(hash.as_str()) {
+                    return Err(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                        Some(format!(
+                            "record {} in the store is not the one the gateway wrote: something else wrote the evidence chain",
+                            r.seq
+                        )),
+                    ));
+                }
+            }
         }
     }
     tx.commit()

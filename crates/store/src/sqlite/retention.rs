@@ -33,29 +33,53 @@ pub fn verify_store(
     }
     let conn =
         Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(backend)?;
+    let mut problems = store_integrity(&conn)?;
     let mut checkpoints = BTreeMap::new();
     {
         let mut stmt = conn
-            .prepare("SELECT number, line, signature FROM checkpoints ORDER BY number")
+            .prepare("SELECT number, upto, line, signature FROM checkpoints ORDER BY number")
             .map_err(backend)?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
-                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
                     SignedCheckpoint {
-                        line: r.get(1)?,
-                        signature: r.get(2)?,
+                        line: text(r, 2).unwrap_or_default(),
+                        signature: text(r, 3).unwrap_or_default(),
                     },
                 ))
             })
             .map_err(backend)?;
         for row in rows {
-            let (number, c) = row.map_err(backend)?;
-            checkpoints.insert(number, c);
+            let (column, upto, c) = row.map_err(backend)?;
+            // Kept by the number its signed line says; the columns beside
+            // it must agree, or a renumbered row could pass for an old one.
+            let Ok(parsed) = c.checkpoint() else {
+                problems.push(Problem {
+                    record: 0,
+                    what: format!("checkpoint row {column} does not parse"),
+                });
+                continue;
+            };
+            if parsed.number as i64 != column || parsed.upto as i64 != upto {
+                problems.push(Problem {
+                    record: parsed.upto,
+                    what: format!(
+                        "checkpoint {}'s columns disagree with its signed line (renumbered)",
+                        parsed.number
+                    ),
+                });
+            }
+            checkpoints.insert(parsed.number, c);
         }
     }
-    let oldest_kept = checkpoints.keys().next().copied().unwrap_or(u64::MAX);
-    let mut problems = Vec::new();
+    let first_record: i64 = conn
+        .query_row("SELECT coalesce(min(seq), 1) FROM evidence", [], |r| {
+            r.get(0)
+        })
+        .map_err(backend)?;
+    let mut exported_by_number: BTreeMap<u64, &SignedCheckpoint> = BTreeMap::new();
     for c in exported {
         let Ok(parsed) = c.checkpoint() else {
             problems.push(Problem {
@@ -64,6 +88,17 @@ pub fn verify_store(
             });
             continue;
         };
+        if let Some(other) = exported_by_number.insert(parsed.number, c) {
+            if other != c {
+                problems.push(Problem {
+                    record: parsed.upto,
+                    what: format!(
+                        "the export holds two different checkpoints numbered {} (the store was rolled back and sealed again)",
+                        parsed.number
+                    ),
+                });
+            }
+        }
         match checkpoints.get(&parsed.number) {
             Some(kept) if kept == c => {}
             Some(_) => problems.push(Problem {
@@ -73,21 +108,18 @@ pub fn verify_store(
                     parsed.number
                 ),
             }),
+            // Wholly behind the first kept record: retention removed it,
+            // and verification checks that a retention record says so.
+            None if (parsed.upto as i64) + 1 < first_record => {}
             None => {
-                if parsed.number > oldest_kept || checkpoints.is_empty() {
-                    problems.push(Problem {
-                        record: parsed.upto,
-                        what: format!(
-                            "checkpoint {} was exported but is not in the store (deleted)",
-                            parsed.number
-                        ),
-                    });
-                }
-                // Behind the oldest kept one, retention removed it; the
-                // exported copy still vouches for what it covered.
-                if parsed.number > oldest_kept {
-                    checkpoints.insert(parsed.number, c.clone());
-                }
+                problems.push(Problem {
+                    record: parsed.upto,
+                    what: format!(
+                        "checkpoint {} was exported but is not in the store (deleted)",
+                        parsed.number
+                    ),
+                });
+                checkpoints.insert(parsed.number, c.clone());
             }
         }
     }
@@ -96,22 +128,74 @@ pub fn verify_store(
             "SELECT seq, kind, session_id, user, connection, line, hash FROM evidence ORDER BY seq",
         )
         .map_err(backend)?;
+    // Every column read as whatever it holds: a value of the wrong type (a
+    // tampered row) is a bad record named by verification, not a failure
+    // to read the store.
     let records = stmt
         .query_map([], |r| {
             Ok(StoredRecord {
                 seq: r.get::<_, i64>(0)? as u64,
-                kind: r.get(1)?,
-                session_id: r.get(2)?,
-                user: r.get(3)?,
-                connection: r.get(4)?,
-                line: r.get(5)?,
-                hash: r.get(6)?,
+                kind: text(r, 1).unwrap_or_default(),
+                session_id: text(r, 2),
+                user: text(r, 3),
+                connection: text(r, 4),
+                line: text(r, 5).unwrap_or_default(),
+                hash: text(r, 6).unwrap_or_default(),
             })
         })
         .map_err(backend)?;
     let mut report = verify(key, records, checkpoints.into_values()).map_err(backend)?;
     report.problems.splice(0..0, problems);
     Ok(report)
+}
+
+/// SQLite's own check of the file (every index holds what its table
+/// does, so a lookup shows what a scan shows), and no trigger on the
+/// evidence tables: either could make the API show what verification does
+/// not read.
+fn store_integrity(conn: &Connection) -> Result<Vec<Problem>, StoreError> {
+    let mut problems = Vec::new();
+    let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(backend)?;
+    let found = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(backend)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(backend)?;
+    if found != ["ok"] {
+        problems.push(Problem {
+            record: 0,
+            what: format!(
+                "the store file fails SQLite's integrity check: {}",
+                found.join("; ")
+            ),
+        });
+    }
+    let triggers: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name IN ('evidence', 'checkpoints')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
+    if triggers > 0 {
+        problems.push(Problem {
+            record: 0,
+            what: "triggers were added to the evidence tables".into(),
+        });
+    }
+    Ok(problems)
+}
+
+/// A column as text: NULL is `None`; a number or blob is its text form
+/// (lossy), which no hash of the original matches.
+fn text(row: &rusqlite::Row<'_>, i: usize) -> Option<String> {
+    use rusqlite::types::ValueRef;
+    match row.get_ref(i).ok()? {
+        ValueRef::Null => None,
+        ValueRef::Integer(n) => Some(n.to_string()),
+        ValueRef::Real(x) => Some(x.to_string()),
+        ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
+    }
 }
 
 /// Where retention would cut: the newest checkpoint behind which every

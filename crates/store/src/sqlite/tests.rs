@@ -312,3 +312,32 @@ async fn a_store_from_before_the_chain_keeps_its_history() {
     assert!(report.intact(), "{:?}", report.problems);
     assert_eq!(report.unsealed, 4);
 }
+
+/// A record number someone else took is not skipped: the gateway's record
+/// would be lost behind theirs, so the write fails.
+#[tokio::test]
+async fn a_record_number_taken_by_someone_else_fails_the_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("audit.db"))
+        .await
+        .unwrap();
+    let a = session("alice");
+    let mut ours = ChainHead::default();
+    let mut theirs = ChainHead::default();
+    let now = OffsetDateTime::now_utc();
+    let forged: Arc<[_]> = [AuditEvent::SessionStarted(session("mallory"))]
+        .iter()
+        .map(|e| theirs.append(e, now))
+        .collect();
+    store.append(forged).await.unwrap();
+    let genuine: Arc<[_]> = [AuditEvent::SessionStarted(a)]
+        .iter()
+        .map(|e| ours.append(e, now))
+        .collect();
+    let err = store.append(genuine).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("record 1 in the store is not the one the gateway wrote"),
+        "{err}"
+    );
+}
