@@ -325,6 +325,13 @@ pub trait AuditStore: Send + Sync {
     /// did land) changes nothing. Shared rather than borrowed so that a
     /// store may hand the batch to a thread of its own without copying it.
     async fn append(&self, records: Arc<[ChainRecord]>) -> Result<(), StoreError>;
+    /// Makes records safe from a crash of the gateway process ahead of
+    /// [`AuditStore::append`], cheaply (strict recording answers sessions
+    /// once this returns). A store opened again must hold every staged
+    /// record. Without a cheaper way, a store commits them here.
+    async fn stage(&self, records: &Arc<[ChainRecord]>) -> Result<(), StoreError> {
+        self.append(records.clone()).await
+    }
     /// The chain's last record.
     async fn chain_head(&self) -> Result<ChainHead, StoreError>;
     /// Keeps a signed checkpoint.

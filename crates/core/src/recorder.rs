@@ -49,6 +49,9 @@ const LINGER: Duration = Duration::from_millis(10);
 const LINGER_STEP: Duration = Duration::from_millis(2);
 /// A batch at least this large is written at once.
 const LINGER_BELOW: usize = 64;
+/// Batches staged but not yet committed, at most: past it the writer waits
+/// for the committer (and sessions for the writer).
+const COMMITS_QUEUED: usize = 64;
 /// Longest wait between attempts while the store keeps failing.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
 
@@ -105,6 +108,9 @@ impl EvidenceSettings {
 #[allow(clippy::large_enum_variant)]
 enum Queued {
     Event(AuditEvent),
+    /// Events handed over together, with the session waiting until they
+    /// are safe (strict recording's command starts).
+    Batch(Vec<AuditEvent>, Option<oneshot::Sender<bool>>),
     /// Answered `true` once everything queued before it is committed,
     /// `false` if the store failed to take it.
     Durable(oneshot::Sender<bool>),
@@ -139,18 +145,29 @@ impl Recorder {
     ) -> Result<(Recorder, RecorderTask), StoreError> {
         let head = store.chain_head().await?;
         let last = store.last_checkpoint().await?;
-        let checkpoints = Checkpoints::resume(settings.clone(), last)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let healthy = Arc::new(AtomicBool::new(true));
         let stop = CancellationToken::new();
+        let (commits, to_commit) = mpsc::channel(COMMITS_QUEUED);
+        let committer = Committer::resume(
+            store.clone(),
+            settings.clone(),
+            last,
+            healthy.clone(),
+            stop.clone(),
+        )?;
+        let committer = tokio::spawn(committer.run(to_commit));
         let writer = Writer {
             store,
             head,
             healthy: healthy.clone(),
             stop: stop.clone(),
-            checkpoints,
+            strict: settings.strict,
+            commits,
+            since_checkpoint: 0,
+            checkpoint_every: settings.checkpoint_every,
         };
-        let handle = tokio::spawn(writer.run(rx));
+        let handle = tokio::spawn(writer.run(rx, settings.checkpoint_interval, committer));
         let waits = metrics::counter!("portcullis_audit_queue_waits_total");
         Ok((
             Recorder {
@@ -210,6 +227,26 @@ impl Recorder {
         committed.await.unwrap_or(false)
     }
 
+    /// Queues `events` in one hand-off. With `wait`, waits until they are
+    /// safe (staged or committed): false when the store failed to take
+    /// them or the recorder has shut down. Without, false only when they
+    /// could not be queued.
+    pub async fn record_all(&self, events: Vec<AuditEvent>, wait: bool) -> bool {
+        if !wait {
+            return self.tx.send(Queued::Batch(events, None)).await.is_ok();
+        }
+        let (done, safe) = oneshot::channel();
+        if self
+            .tx
+            .send(Queued::Batch(events, Some(done)))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        safe.await.unwrap_or(false)
+    }
+
     /// Whether commands wait for their records ([`Recorder::durable`])
     /// before they are forwarded.
     pub fn strict(&self) -> bool {
@@ -233,19 +270,29 @@ impl RecorderTask {
     }
 }
 
-/// The chain's author: it alone appends to the store.
+/// The chain's author: it numbers and hashes every event, and hands the
+/// records to the committer ([`commit`]) in order.
 struct Writer {
     store: Arc<dyn AuditStore>,
     head: ChainHead,
     healthy: Arc<AtomicBool>,
     stop: CancellationToken,
-    checkpoints: Checkpoints,
+    strict: bool,
+    commits: mpsc::Sender<Commit>,
+    /// Records chained since the last checkpoint was asked for.
+    since_checkpoint: u64,
+    checkpoint_every: u64,
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Queued>,
+        interval: Duration,
+        committer: JoinHandle<()>,
+    ) {
         let mut queued = Vec::with_capacity(BATCH);
-        let mut tick = tokio::time::interval(self.checkpoints.settings.checkpoint_interval);
+        let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
@@ -264,75 +311,86 @@ impl Writer {
             if n == 0 {
                 break;
             }
-            linger(
-                &mut rx,
-                &mut queued,
-                &self.stop,
-                self.checkpoints.settings.strict,
-            )
-            .await;
+            linger(&mut rx, &mut queued, &self.stop, self.strict).await;
             let mut events = Vec::with_capacity(queued.len());
             let mut waiting = Vec::new();
             for item in queued.drain(..) {
                 match item {
                     Queued::Event(e) => events.push(e),
+                    Queued::Batch(batch, done) => {
+                        events.extend(batch);
+                        waiting.extend(done);
+                    }
                     Queued::Durable(done) => waiting.push(done),
                 }
             }
             self.write(&events, waiting).await;
-            if self.checkpoints.since_last >= self.checkpoints.settings.checkpoint_every {
+            if self.since_checkpoint >= self.checkpoint_every {
                 self.checkpoint(false).await;
                 tick.reset();
             }
         }
         self.checkpoint(true).await;
+        drop(self.commits);
+        if let Err(e) = committer.await {
+            tracing::error!(error = %e, "the audit committer failed");
+        }
     }
 
-    /// Chains `events` and appends them, answering `waiting` with the
-    /// outcome of the first attempt.
+    /// Chains `events`. In strict recording they are staged (made safe
+    /// from a crash of this process) before the sessions waiting on them
+    /// are answered, and committed behind; in buffered recording the
+    /// committer answers once they are committed.
     async fn write(&mut self, events: &[AuditEvent], mut waiting: Vec<oneshot::Sender<bool>>) {
         if events.is_empty() {
-            answer(&mut waiting, true);
+            if self.strict {
+                answer(&mut waiting, true);
+            } else {
+                // Answered in order, behind what is being committed.
+                let _ = self
+                    .commits
+                    .send(Commit::Records(Arc::from([]), waiting))
+                    .await;
+            }
             return;
         }
         let now = OffsetDateTime::now_utc();
-        // The head moves only once the store has the records: a retry
-        // appends the same records, numbered the same.
+        // The head moves only once the records are staged: a retry stages
+        // the same records, numbered the same.
         let mut next = self.head;
         let records: Arc<[ChainRecord]> = events.iter().map(|e| next.append(e, now)).collect();
-        if write_with_retry(
-            self.store.as_ref(),
-            &records,
-            &self.healthy,
-            &self.stop,
-            &mut waiting,
-        )
-        .await
-        {
-            self.checkpoints.since_last += records.len() as u64;
-            self.head = next;
-            for sink in &self.checkpoints.settings.sinks {
-                sink.records(&records);
+        if self.strict {
+            let store = self.store.clone();
+            let staged = with_retry(
+                || store.stage(&records),
+                records.len(),
+                &self.healthy,
+                &self.stop,
+                &mut waiting,
+            )
+            .await;
+            if !staged {
+                return;
             }
         }
+        self.head = next;
+        self.since_checkpoint += records.len() as u64;
+        // A closed committer is a shutdown already under way.
+        let _ = self.commits.send(Commit::Records(records, waiting)).await;
     }
 
     async fn checkpoint(&mut self, is_final: bool) {
-        if let Err(e) = self
-            .checkpoints
-            .write(self.store.as_ref(), self.head, is_final)
-            .await
-        {
-            tracing::error!(error = %e, "the evidence checkpoint could not be stored; the next one will be tried");
-        }
+        self.since_checkpoint = 0;
+        let ask = Commit::Checkpoint {
+            head: self.head,
+            is_final,
+        };
+        let _ = self.commits.send(ask).await;
     }
 }
 
 /// Lets a small batch gather more events, unless a session is waiting on
-/// it or the recorder is stopping. In strict recording a command's start is
-/// always followed by its session's marker, which may not be queued yet:
-/// the start alone already means a session is about to wait (lingering on
-/// it cost every statement 2 ms).
+/// it or the recorder is stopping.
 async fn linger(
     rx: &mut mpsc::Receiver<Queued>,
     queued: &mut Vec<Queued>,
@@ -341,11 +399,25 @@ async fn linger(
 ) {
     let waited_on = |q: &[Queued]| {
         q.iter().any(|i| match i {
-            Queued::Durable(_) => true,
-            Queued::Event(AuditEvent::CommandStarted(_)) => strict,
+            Queued::Durable(_) | Queued::Batch(_, Some(_)) => true,
+            Queued::Event(AuditEvent::CommandStarted(_)) | Queued::Batch(_, None) => strict,
             Queued::Event(_) => false,
         })
     };
+    if strict {
+        // Sessions wait on most batches: wake at each arrival, and write as
+        // soon as one of them is a command about to run. A statement's
+        // outcome then waits for the next statement's start (about one
+        // client round trip) and both share a commit.
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while queued.len() < LINGER_BELOW && !stop.is_cancelled() && !waited_on(queued) {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(item)) => queued.push(item),
+                _ => break,
+            }
+        }
+        return;
+    }
     let mut lingered = Duration::ZERO;
     while queued.len() < LINGER_BELOW
         && lingered < LINGER
@@ -369,44 +441,48 @@ fn answer(waiting: &mut Vec<oneshot::Sender<bool>>, committed: bool) {
     }
 }
 
-/// Appends `records` until the store takes them; true once it has.
-async fn write_with_retry(
-    store: &dyn AuditStore,
-    records: &Arc<[ChainRecord]>,
+/// Runs `attempt` until it succeeds; true once it has. Sessions in
+/// `waiting` hear the first outcome: on a failure their commands are
+/// refused at once rather than held for as long as the outage lasts.
+async fn with_retry<'a, F, Fut>(
+    mut attempt_once: F,
+    events: usize,
     healthy: &AtomicBool,
     stop: &CancellationToken,
     waiting: &mut Vec<oneshot::Sender<bool>>,
-) -> bool {
+) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>> + 'a,
+{
     // The batch is kept and tried again until the store takes it (a full
     // or read-only disk that comes back), so an outage loses nothing and
     // the gateway recovers by itself; only at shutdown is it given up.
-    // Sessions waiting on it hear of the first failure at once: their
-    // commands are refused rather than held for as long as the outage.
     let mut delay = Duration::from_millis(50);
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
-        match store.append(records.clone()).await {
+        match attempt_once().await {
             Ok(()) => {
                 if attempt > 1 {
                     tracing::warn!(attempts = attempt, "the audit store takes writes again");
+                    healthy.store(true, Ordering::Relaxed);
                 }
-                healthy.store(true, Ordering::Relaxed);
                 answer(waiting, true);
                 return true;
             }
             Err(e) => {
                 // Every failure at first, then one line a minute or so.
                 if attempt <= RETRIES || attempt.is_multiple_of(60) {
-                    tracing::error!(error = %e, attempt, events = records.len(), "audit write failed; commands are refused until it succeeds");
+                    tracing::error!(error = %e, attempt, events, "audit write failed; commands are refused until it succeeds");
                 }
                 healthy.store(false, Ordering::Relaxed);
                 answer(waiting, false);
                 if stop.is_cancelled() && attempt >= RETRIES {
                     metrics::counter!("portcullis_audit_events_lost_total")
-                        .increment(records.len() as u64);
+                        .increment(events as u64);
                     tracing::error!(
-                        events = records.len(),
+                        events,
                         "audit events could not be stored before shutdown and are lost"
                     );
                     return false;
@@ -421,78 +497,5 @@ async fn write_with_retry(
     }
 }
 
-/// The checkpoint chain's state.
-struct Checkpoints {
-    settings: EvidenceSettings,
-    last: Option<SignedCheckpoint>,
-    number: u64,
-    /// Records appended since the last checkpoint.
-    since_last: u64,
-}
-
-impl Checkpoints {
-    fn resume(
-        settings: EvidenceSettings,
-        last: Option<SignedCheckpoint>,
-    ) -> Result<Self, StoreError> {
-        let number = match &last {
-            Some(c) => {
-                c.checkpoint()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?
-                    .number
-            }
-            None => 0,
-        };
-        Ok(Self {
-            settings,
-            last,
-            number,
-            since_last: 0,
-        })
-    }
-
-    async fn write(
-        &mut self,
-        store: &dyn AuditStore,
-        head: ChainHead,
-        is_final: bool,
-    ) -> Result<(), StoreError> {
-        let signed = self.settings.signer.checkpoint(
-            self.last.as_ref(),
-            self.number,
-            head,
-            OffsetDateTime::now_utc(),
-            is_final,
-        );
-        store.save_checkpoint(&signed).await?;
-        for sink in &self.settings.sinks {
-            sink.checkpoint(&signed);
-        }
-        if let Some(path) = self.settings.checkpoint_file.clone() {
-            let line = serde_json::to_string(&signed).unwrap_or_default();
-            let exported = tokio::task::spawn_blocking(move || append_line(&path, &line)).await;
-            if let Err(e) = exported.map_err(std::io::Error::other).and_then(|r| r) {
-                metrics::counter!("portcullis_checkpoint_export_failures_total").increment(1);
-                tracing::error!(error = %e, "the checkpoint could not be exported");
-            }
-        }
-        self.number += 1;
-        self.last = Some(signed);
-        self.since_last = 0;
-        Ok(())
-    }
-}
-
-/// Appends one line to `path` and flushes it to the disk, creating the
-/// file private to the gateway's user.
-fn append_line(path: &std::path::Path, line: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(format!("{line}\n").as_bytes())?;
-    f.sync_data()
-}
+mod commit;
+use commit::{Commit, Committer};

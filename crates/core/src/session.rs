@@ -315,58 +315,55 @@ pub struct StartingCommand {
 
 /// Where the forwarding half of a session records each command before it
 /// forwards it: the command's number, who (the session), what, and the
-/// decision. In strict recording, [`CommandJournal::durable`] holds the
-/// forward until those records are committed. Cheap to clone.
-#[derive(Clone)]
+/// decision. Starts are gathered and handed to the recorder together by
+/// [`CommandJournal::durable`], which in strict recording also waits until
+/// they are safe: one hand-off and one wait per read of the client,
+/// however many commands it held.
 pub struct CommandJournal {
     session: Uuid,
     seq: Arc<AtomicU64>,
     recorder: Recorder,
     enabled: bool,
     commands_total: metrics::Counter,
+    /// Starts not yet handed to the recorder.
+    starts: Vec<AuditEvent>,
 }
 
 impl CommandJournal {
-    /// Numbers a command and queues its record (built by `command` only
+    /// Numbers a command and gathers its record (built by `command` only
     /// when commands are recorded). Its outcome goes to
     /// [`SessionHandle::record_outcome`] under the number returned.
-    pub async fn started(&self, command: impl FnOnce() -> StartingCommand) -> Result<u64, Refusal> {
+    pub fn started(&mut self, command: impl FnOnce() -> StartingCommand) -> u64 {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         self.commands_total.increment(1);
-        if !self.enabled {
-            return Ok(seq);
+        if self.enabled {
+            let command = command();
+            self.starts.push(AuditEvent::CommandStarted(CommandStart {
+                session_id: self.session,
+                seq,
+                kind: command.kind.to_owned(),
+                text: command.text,
+                started_at: command.started_at,
+                decision: command.decision,
+                detail: command.detail,
+            }));
         }
-        let command = command();
-        let record = CommandStart {
-            session_id: self.session,
-            seq,
-            kind: command.kind.to_owned(),
-            text: command.text,
-            started_at: command.started_at,
-            decision: command.decision,
-            detail: command.detail,
-        };
-        self.recorder
-            .record(AuditEvent::CommandStarted(record))
-            .await
-            .map_err(|_| Refusal::AuditUnavailable)?;
-        Ok(seq)
+        seq
     }
 
-    /// Whether [`CommandJournal::durable`] waits (strict recording of
-    /// commands) or returns at once.
-    pub fn waits(&self) -> bool {
-        self.enabled && self.recorder.strict()
-    }
-
-    /// In strict recording, waits until every record this journal queued
-    /// is committed; refuses when the store could not take them. Returns
-    /// at once in buffered recording.
-    pub async fn durable(&self) -> Result<(), Refusal> {
-        if !self.waits() {
+    /// Hands the gathered starts to the recorder; in strict recording,
+    /// waits until they are safe from a crash, and refuses when the store
+    /// could not take them. Call it before forwarding the commands.
+    pub async fn durable(&mut self) -> Result<(), Refusal> {
+        if self.starts.is_empty() {
             return Ok(());
         }
-        if self.recorder.durable().await {
+        let starts = std::mem::take(&mut self.starts);
+        if self
+            .recorder
+            .record_all(starts, self.recorder.strict())
+            .await
+        {
             Ok(())
         } else {
             Err(Refusal::AuditUnavailable)
@@ -482,6 +479,7 @@ impl SessionHandle {
             recorder: self.recorder.clone(),
             enabled: self.record_commands,
             commands_total: self.commands_total.clone(),
+            starts: Vec::new(),
         }
     }
 

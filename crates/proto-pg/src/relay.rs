@@ -165,7 +165,7 @@ struct SqlOutcome {
 /// batch, whose record carries its statement and parameters and is
 /// committed before either is forwarded.
 async fn journal_batch(
-    journal: &CommandJournal,
+    journal: &mut CommandJournal,
     batch: &mut [crate::tracker::Pending],
 ) -> Result<(), SessionError> {
     use crate::tracker::Pending;
@@ -200,7 +200,7 @@ async fn journal_batch(
                 review: None,
             }),
         };
-        s.seq = Some(journal.started(starting).await?);
+        s.seq = Some(journal.started(starting));
         any = true;
     }
     if any {
@@ -215,7 +215,7 @@ pub async fn client_to_upstream<R, W>(
     mut upstream: W,
     pending: &Handoff,
     limits: &Limits,
-    journal: &CommandJournal,
+    journal: &mut CommandJournal,
     gate: &mut StatementGate,
     holds: Option<&HoldContext>,
 ) -> Result<RelayEnd, SessionError>
@@ -667,10 +667,10 @@ mod tests {
                 let limits = Limits::default();
                 let mut gate = portcullis_pg_decide::gate::test_gate(policy, &["public"]);
                 let mut tracker = BackendTracker::default();
-                let journal = session.journal();
+                let mut journal = session.journal();
                 let mut rec = StatementLog::new(&mut session);
                 tokio::select! {
-                    r = client_to_upstream(client_r, upstream_w, &handoff, &limits, &journal, &mut gate, None) => r,
+                    r = client_to_upstream(client_r, upstream_w, &handoff, &limits, &mut journal, &mut gate, None) => r,
                     r = upstream_to_client(upstream_r, &mut client_w, BytesMut::new(), &handoff, &mut tracker, &limits, &mut rec) => r,
                 }
             }

@@ -384,7 +384,7 @@ impl PgAdapter {
             .with_encoding(at_login.as_deref());
         let (client_r, mut client_w) = tokio::io::split(client);
         let (upstream_r, upstream_w) = tokio::io::split(up.stream);
-        let journal = session.journal();
+        let mut journal = session.journal();
         let stop = session.stop_signal();
         let mut log = StatementLog::new(&mut session);
         let outcome = match write_flushed(&mut client_w, &welcome).await {
@@ -407,7 +407,7 @@ impl PgAdapter {
                     );
                     tokio::pin!(to_client);
                     let mut outcome = tokio::select! {
-                        r = relay::client_to_upstream(client_r, upstream_w, &pending, limits, &journal, &mut gate, Some(&holds)) => r,
+                        r = relay::client_to_upstream(client_r, upstream_w, &pending, limits, &mut journal, &mut gate, Some(&holds)) => r,
                         r = &mut to_client => r,
                         refusal = stop.stopped() => Err(refusal.into()),
                     };

@@ -22,6 +22,8 @@ pub struct SqliteStore {
     /// SQLite takes one writer at a time anyway; one connection keeps its
     /// page cache and prepared statements warm.
     writer: Arc<WriteThread>,
+    /// Records staged ahead of their commit (strict recording).
+    staging: Arc<staging::Staging>,
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
@@ -63,14 +65,51 @@ impl SqliteStore {
             .map_err(backend)?;
         migrate(&mut first).await?;
         first.close().await.map_err(backend)?;
+        let staging = Arc::new(recover_staged(path)?);
         let writer = Arc::new(WriteThread::start(path)?);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
             .await
             .map_err(backend)?;
-        Ok(Self { pool, writer })
+        Ok(Self {
+            pool,
+            writer,
+            staging,
+        })
     }
+}
+
+/// Commits what a killed gateway staged but had not committed, then opens
+/// the staging file empty. A staging file that does not continue the chain
+/// (someone else's, or damaged) is kept aside for inspection, not used.
+fn recover_staged(path: &Path) -> Result<staging::Staging, StoreError> {
+    let staged = staging::Staging::path_for(path);
+    let mut conn =
+        rusqlite::Connection::open(path).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let recovered = staging::recover(&mut conn, &staged)?;
+    drop(conn);
+    if recovered.committed > 0 {
+        tracing::warn!(
+            records = recovered.committed,
+            "committed records a stopped gateway had staged"
+        );
+    }
+    if staged.exists() {
+        if recovered.rejected {
+            let aside = staged.with_extension(format!(
+                "staged.rejected-{}",
+                time::OffsetDateTime::now_utc().unix_timestamp()
+            ));
+            std::fs::rename(&staged, &aside)
+                .map_err(|e| StoreError::Backend(format!("{}: {e}", staged.display())))?;
+            tracing::error!(file = %aside.display(), "staged records that do not continue the store's chain were set aside");
+        } else {
+            std::fs::remove_file(&staged)
+                .map_err(|e| StoreError::Backend(format!("{}: {e}", staged.display())))?;
+        }
+    }
+    staging::Staging::open(staged)
 }
 
 /// The store holds every recorded statement and its parameters: it is
@@ -180,6 +219,7 @@ mod legacy;
 use legacy::get;
 mod retention;
 mod reviews;
+mod staging;
 pub use retention::{verify_store, RetentionCut};
 #[cfg(test)]
 mod tests;

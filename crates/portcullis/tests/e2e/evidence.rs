@@ -345,6 +345,9 @@ async fn a_sigkill_under_load_loses_no_statement_the_upstream_received() {
     futures_util::future::join_all(tasks).await;
     let received = upstream_statements(&own, &marker);
     assert!(received.len() >= 1000, "{}", received.len());
+    // Records staged but not yet committed when it was killed are
+    // committed as it opens the store again.
+    gw.restart();
     let recorded: std::collections::HashSet<String> = sqlite(
         &db,
         "SELECT json_extract(line, '$.body.text') FROM evidence WHERE kind IN ('command', 'command_started')",
@@ -362,7 +365,6 @@ async fn a_sigkill_under_load_loses_no_statement_the_upstream_received() {
     );
     // The killed run left no final checkpoint: the restart says so, seals
     // it, and ends the sessions it left open.
-    gw.restart();
     assert!(gw
         .log()
         .contains("the previous gateway run did not stop cleanly"));

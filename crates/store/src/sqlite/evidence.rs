@@ -49,7 +49,19 @@ fn v7_floor(t: OffsetDateTime) -> String {
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn append(&self, records: Arc<[ChainRecord]>) -> Result<(), StoreError> {
-        self.writer.run(move |conn| append(conn, &records)).await
+        let last = records.last().map(|r| r.seq);
+        self.writer.run(move |conn| append(conn, &records)).await?;
+        if let Some(last) = last {
+            self.staging.committed(last);
+        }
+        Ok(())
+    }
+
+    /// One `write` to the staging file: see `sqlite/staging.rs`. Blocking,
+    /// but a write to the page cache takes microseconds, less than handing
+    /// it to another thread would.
+    async fn stage(&self, records: &Arc<[ChainRecord]>) -> Result<(), StoreError> {
+        self.staging.stage(records)
     }
 
     async fn chain_head(&self) -> Result<ChainHead, StoreError> {

@@ -341,3 +341,58 @@ async fn a_record_number_taken_by_someone_else_fails_the_write() {
         "{err}"
     );
 }
+
+/// Staged records are safe from a killed process: opening the store again
+/// commits those that continue its chain, drops a line cut short, and sets
+/// aside a file that does not continue it.
+#[tokio::test]
+async fn staged_records_are_committed_when_the_store_opens_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let a = session("alice");
+    let mut head = ChainHead::default();
+    let now = OffsetDateTime::now_utc();
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        let first: Arc<[_]> = [AuditEvent::SessionStarted(a.clone())]
+            .iter()
+            .map(|e| head.append(e, now))
+            .collect();
+        store.append(first).await.unwrap();
+        let staged: Arc<[_]> = [
+            AuditEvent::Command(statement(&a, 1)),
+            AuditEvent::Command(statement(&a, 2)),
+        ]
+        .iter()
+        .map(|e| head.append(e, now))
+        .collect();
+        store.stage(&staged).await.unwrap();
+        // Killed here: staged, never committed.
+    }
+    let staged_file = dir.path().join("audit.db.staged");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&staged_file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"seq\":4,\"cut sho"))
+        .unwrap();
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.chain_head().await.unwrap(), head);
+    let detail = store.session(a.id).await.unwrap().unwrap();
+    assert_eq!(detail.commands, vec![statement(&a, 1), statement(&a, 2)]);
+    assert_eq!(std::fs::metadata(&staged_file).unwrap().len(), 0);
+    drop(store);
+    // A file that does not continue the chain is not used.
+    let mut other = ChainHead::default();
+    let foreign: Vec<_> = [AuditEvent::SessionStarted(session("mallory"))]
+        .iter()
+        .map(|e| other.append(e, now))
+        .collect();
+    std::fs::write(&staged_file, format!("{}\n", foreign[0].line)).unwrap();
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.chain_head().await.unwrap(), head);
+    let aside = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().contains("rejected"));
+    assert!(aside, "the foreign staging file was set aside");
+}
