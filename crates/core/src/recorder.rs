@@ -1,20 +1,21 @@
 //! The background writer between sessions and the audit store, and the
 //! evidence chain's only author.
 //!
-//! Sessions hand events to a bounded channel; one task chains them (see
-//! [`crate::evidence`]) and appends each batch in one transaction. A full
-//! channel makes sessions wait (backpressure) rather than drop a record,
-//! and a store that fails flips [`Recorder::healthy`] so adapters refuse
-//! new commands instead of running them unrecorded; the failed batch is
-//! tried again until the store takes it, which flips it back.
+//! Sessions hand events to a bounded channel; one task (the writer) chains
+//! them (see [`crate::evidence`]) and hands each batch to a second (the
+//! committer, `recorder/commit.rs`), which appends it in one transaction
+//! and signs checkpoints. A full channel makes sessions wait
+//! (backpressure) rather than drop a record, and a store that fails flips
+//! [`Recorder::healthy`] so adapters refuse new commands instead of running
+//! them unrecorded; the failed batch is tried again until the store takes
+//! it, which flips it back.
 //!
-//! Strict recording: before an adapter forwards a command it queues the
-//! command's record and waits on [`Recorder::durable`], a marker in the
-//! same queue that is answered once everything queued before it is
-//! committed. The writer does not linger while a marker waits, and every
-//! marker that arrived during one commit is answered by the next: group
-//! commit across sessions, one transaction per round rather than per
-//! session.
+//! Strict recording: before an adapter forwards commands it hands their
+//! records over with [`Recorder::record_all`] and waits. The writer stages
+//! the batch ([`AuditStore::stage`]: safe from a crash of this process, far
+//! cheaper than a commit) without lingering, and answers every session
+//! whose records arrived meanwhile at once: group commit across sessions.
+//! The commit into the store follows off the statements' path.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,12 +37,12 @@ const QUEUE: usize = 8192;
 const BATCH: usize = 1024;
 const RETRIES: u32 = 5;
 /// How long the writer lets a small batch gather more events before it
-/// commits, checking every [`LINGER_STEP`], while no session waits on the
-/// batch: a commit costs far more than a row, so a trickle of events would
-/// otherwise pay a whole transaction each. With one `pgbench` client
+/// hands it on, checking every [`LINGER_STEP`], while no session waits on
+/// the batch: a commit costs far more than a row, so a trickle of events
+/// would otherwise pay a whole transaction each. With one `pgbench` client
 /// (about 5,000 statements a second) 2 ms gathered about ten per commit.
 /// In buffered mode this widens the window a killed process can lose by as
-/// much; in strict mode no command runs before its record is committed.
+/// much; in strict mode no command runs before its record is staged.
 const LINGER: Duration = Duration::from_millis(10);
 /// How often a lingering batch looks for more events. The writer polls
 /// rather than waits on the channel, so that a session's send never has to
@@ -111,9 +112,11 @@ enum Queued {
     /// Events handed over together, with the session waiting until they
     /// are safe (strict recording's command starts).
     Batch(Vec<AuditEvent>, Option<oneshot::Sender<bool>>),
-    /// Answered `true` once everything queued before it is committed,
-    /// `false` if the store failed to take it.
+    /// Answered `true` once everything queued before it is safe (staged
+    /// or committed), `false` if the store failed to take it.
     Durable(oneshot::Sender<bool>),
+    /// Answered once everything queued before it is committed.
+    Flushed(oneshot::Sender<bool>),
 }
 
 /// The recorder stopped (shutdown) and takes no more events.
@@ -215,13 +218,24 @@ impl Recorder {
         }
     }
 
-    /// Waits until every event this handle's caller queued before is
-    /// committed. False when the store failed to take them (they are
+    /// Waits until every event this handle's caller queued before is safe
+    /// (staged in strict recording, committed in buffered). False when the store failed to take them (they are
     /// still being retried) or the recorder has shut down: the caller must
     /// not act as if they were recorded.
     pub async fn durable(&self) -> bool {
         let (done, committed) = oneshot::channel();
         if self.tx.send(Queued::Durable(done)).await.is_err() {
+            return false;
+        }
+        committed.await.unwrap_or(false)
+    }
+
+    /// Waits until every event queued before is committed to the store
+    /// (readable through it), not only staged. False as for
+    /// [`Recorder::durable`].
+    pub async fn flushed(&self) -> bool {
+        let (done, committed) = oneshot::channel();
+        if self.tx.send(Queued::Flushed(done)).await.is_err() {
             return false;
         }
         committed.await.unwrap_or(false)
@@ -247,7 +261,7 @@ impl Recorder {
         safe.await.unwrap_or(false)
     }
 
-    /// Whether commands wait for their records ([`Recorder::durable`])
+    /// Whether commands wait for their records ([`Recorder::record_all`])
     /// before they are forwarded.
     pub fn strict(&self) -> bool {
         self.strict
@@ -314,6 +328,7 @@ impl Writer {
             linger(&mut rx, &mut queued, &self.stop, self.strict).await;
             let mut events = Vec::with_capacity(queued.len());
             let mut waiting = Vec::new();
+            let mut flushed = Vec::new();
             for item in queued.drain(..) {
                 match item {
                     Queued::Event(e) => events.push(e),
@@ -322,9 +337,17 @@ impl Writer {
                         waiting.extend(done);
                     }
                     Queued::Durable(done) => waiting.push(done),
+                    Queued::Flushed(done) => flushed.push(done),
                 }
             }
             self.write(&events, waiting).await;
+            if !flushed.is_empty() {
+                // Answered by the committer, behind what it commits.
+                let _ = self
+                    .commits
+                    .send(Commit::Records(Arc::from([]), flushed))
+                    .await;
+            }
             if self.since_checkpoint >= self.checkpoint_every {
                 self.checkpoint(false).await;
                 tick.reset();
@@ -399,7 +422,7 @@ async fn linger(
 ) {
     let waited_on = |q: &[Queued]| {
         q.iter().any(|i| match i {
-            Queued::Durable(_) | Queued::Batch(_, Some(_)) => true,
+            Queued::Durable(_) | Queued::Flushed(_) | Queued::Batch(_, Some(_)) => true,
             Queued::Event(AuditEvent::CommandStarted(_)) | Queued::Batch(_, None) => strict,
             Queued::Event(_) => false,
         })

@@ -211,6 +211,8 @@ async fn start_recorder(
         });
         let _ = recorder.record(end).await;
     }
+    // In the store's tables before anyone can list sessions.
+    let _ = recorder.flushed().await;
     if !dangling.is_empty() {
         tracing::warn!(
             sessions = dangling.len(),

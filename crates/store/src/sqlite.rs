@@ -81,13 +81,13 @@ impl SqliteStore {
 }
 
 /// Commits what a killed gateway staged but had not committed, then opens
-/// the staging file empty. A staging file that does not continue the chain
-/// (someone else's, or damaged) is kept aside for inspection, not used.
+/// the staging files empty. Staging files that do not continue the chain
+/// (someone else's, or damaged) are kept aside for inspection, not used.
 fn recover_staged(path: &Path) -> Result<staging::Staging, StoreError> {
-    let staged = staging::Staging::path_for(path);
+    let paths = staging::Staging::paths_for(path);
     let mut conn =
         rusqlite::Connection::open(path).map_err(|e| StoreError::Backend(e.to_string()))?;
-    let recovered = staging::recover(&mut conn, &staged)?;
+    let recovered = staging::recover(&mut conn, &paths)?;
     drop(conn);
     if recovered.committed > 0 {
         tracing::warn!(
@@ -95,21 +95,17 @@ fn recover_staged(path: &Path) -> Result<staging::Staging, StoreError> {
             "committed records a stopped gateway had staged"
         );
     }
-    if staged.exists() {
-        if recovered.rejected {
-            let aside = staged.with_extension(format!(
-                "staged.rejected-{}",
-                time::OffsetDateTime::now_utc().unix_timestamp()
-            ));
-            std::fs::rename(&staged, &aside)
+    if recovered.rejected {
+        let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        for staged in paths.iter().filter(|p| p.exists()) {
+            let mut aside = staged.as_os_str().to_owned();
+            aside.push(format!(".rejected-{stamp}"));
+            std::fs::rename(staged, &aside)
                 .map_err(|e| StoreError::Backend(format!("{}: {e}", staged.display())))?;
-            tracing::error!(file = %aside.display(), "staged records that do not continue the store's chain were set aside");
-        } else {
-            std::fs::remove_file(&staged)
-                .map_err(|e| StoreError::Backend(format!("{}: {e}", staged.display())))?;
+            tracing::error!(file = %std::path::Path::new(&aside).display(), "staged records that do not continue the store's chain were set aside");
         }
     }
-    staging::Staging::open(staged)
+    staging::Staging::open(paths)
 }
 
 /// The store holds every recorded statement and its parameters: it is

@@ -33,8 +33,10 @@ pub(super) enum Commit {
 const MERGE_UP_TO: usize = 4096;
 /// In strict recording, how long the committer gathers staged batches…
 const COMMIT_LINGER: std::time::Duration = std::time::Duration::from_millis(10);
-/// …unless it has this many records.
+/// …unless it has this many records…
 const COMMIT_AT_LEAST: usize = 256;
+/// …looking this often.
+const COMMIT_LINGER_STEP: std::time::Duration = std::time::Duration::from_millis(2);
 
 pub(super) struct Committer {
     store: Arc<dyn AuditStore>,
@@ -77,20 +79,24 @@ impl Committer {
                     // strict recording nobody waits on a commit (records are
                     // staged): gather for a while, as the buffered writer
                     // does, so a trickle pays one transaction per many.
+                    // It polls rather than waits on the queue, so that the
+                    // writer's hand-off never has to wake it.
                     let strict = self.checkpoints.settings.strict;
-                    let deadline = tokio::time::Instant::now() + COMMIT_LINGER;
+                    let mut lingered = std::time::Duration::ZERO;
                     let mut merged: Vec<ChainRecord> = Vec::new();
                     let mut batch = records;
                     loop {
-                        let gathering = strict && merged.len() + batch.len() < COMMIT_AT_LEAST;
-                        let more = if gathering {
-                            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                                Ok(Some(item)) => Ok(item),
-                                _ => Err(()),
-                            }
-                        } else {
-                            rx.try_recv().map_err(drop)
-                        };
+                        let mut more = rx.try_recv().map_err(drop);
+                        while more.is_err()
+                            && strict
+                            && lingered < COMMIT_LINGER
+                            && merged.len() + batch.len() < COMMIT_AT_LEAST
+                            && !self.stop.is_cancelled()
+                        {
+                            tokio::time::sleep(COMMIT_LINGER_STEP).await;
+                            lingered += COMMIT_LINGER_STEP;
+                            more = rx.try_recv().map_err(drop);
+                        }
                         match more {
                             Ok(Commit::Records(more, more_waiting))
                                 if merged.len() + batch.len() + more.len() <= MERGE_UP_TO =>

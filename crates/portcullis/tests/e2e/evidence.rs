@@ -396,10 +396,13 @@ fn replay_prints_the_session_as_it_happened_and_export_writes_each_statement() {
         None,
     );
     assert!(!out.ok, "the delete is denied");
-    let (code, body) = curl(&gw, "/api/sessions?user=alice", Some(ADMIN_TOKEN));
-    assert_eq!(code, 200, "{body}");
-    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let id = list[0]["id"].as_str().unwrap().to_owned();
+    // Records reach the store's tables a few milliseconds behind.
+    let id = eventually(Duration::from_secs(10), || {
+        let (_, body) = curl(&gw, "/api/sessions?user=alice", Some(ADMIN_TOKEN));
+        let list: serde_json::Value = serde_json::from_str(&body).ok()?;
+        list[0]["id"].as_str().map(str::to_owned)
+    })
+    .expect("the session is listed");
     let ended = eventually(Duration::from_secs(10), || {
         let (_, body) = curl(&gw, &format!("/api/sessions/{id}"), Some(ADMIN_TOKEN));
         let detail: serde_json::Value = serde_json::from_str(&body).ok()?;

@@ -1,6 +1,7 @@
 //! Strict recording's fast path: chained records are appended to a plain
-//! file beside the store (`portcullis.db.staged`) with one `write` per
-//! batch, and committed into SQLite behind, off the statement's path.
+//! file beside the store (`portcullis.db.staged-a` or `-b`) with one
+//! `write` per batch, and committed into SQLite behind, off the
+//! statement's path.
 //!
 //! Why a file of our own: a SQLite commit in WAL mode writes whole pages
 //! (the table's and both indexes') and now and then checkpoints the WAL
@@ -10,11 +11,14 @@
 //! `synchronous = NORMAL`, it does not survive the machine losing power
 //! before the kernel writes it out.)
 //!
-//! The file holds each record's canonical line; its hash and columns are
-//! recomputed from it. It is emptied whenever everything staged is
-//! committed, and read back when the store is opened: staged records the
-//! store lacks, continuing its chain, are committed then. A line cut short
-//! by a crash mid-write was never acknowledged, and is dropped.
+//! A file holds each record's canonical line; its hash and columns are
+//! recomputed from it. Two files take turns: under steady load the
+//! committer is never quite caught up with the file being written, so once
+//! that one passes [`SWITCH_AT`] staging moves to the other (emptied by
+//! then), and a file is emptied as soon as everything in it is committed.
+//! Both are read back when the store is opened: staged records the store
+//! lacks, continuing its chain, are committed then. A line cut short by a
+//! crash mid-write was never acknowledged, and is dropped.
 
 use std::fs::File;
 use std::io::{BufRead, Write};
@@ -27,19 +31,30 @@ use portcullis_core::evidence::ChainRecord;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-/// The staging file and what it holds.
+/// Size past which staging moves to the other file, once that one is
+/// empty.
+const SWITCH_AT: u64 = 4 << 20;
+
+/// The staging files and what they hold.
 #[derive(Debug)]
 pub(super) struct Staging {
-    path: PathBuf,
+    paths: [PathBuf; 2],
     state: Mutex<State>,
 }
 
 #[derive(Debug)]
 struct State {
+    files: [StagingFile; 2],
+    /// The file being written.
+    current: usize,
+}
+
+#[derive(Debug)]
+struct StagingFile {
     file: File,
-    /// The last record staged (0: none since the file was emptied).
+    /// The last record staged in it (0: none since it was emptied).
     staged_upto: u64,
-    /// Bytes in the file.
+    /// Bytes in it.
     len: u64,
 }
 
@@ -48,29 +63,35 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
 }
 
 impl Staging {
-    /// The staging file beside the store at `db`.
-    pub(super) fn path_for(db: &Path) -> PathBuf {
-        let mut name = db.as_os_str().to_owned();
-        name.push(".staged");
-        PathBuf::from(name)
+    /// The two staging files beside the store at `db`.
+    pub(super) fn paths_for(db: &Path) -> [PathBuf; 2] {
+        ["a", "b"].map(|side| {
+            let mut name = db.as_os_str().to_owned();
+            name.push(format!(".staged-{side}"));
+            PathBuf::from(name)
+        })
     }
 
-    /// Opens (creating, private) the staging file at `path`.
-    pub(super) fn open(path: PathBuf) -> Result<Self, StoreError> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io(&path))?;
-        let len = file.metadata().map_err(io(&path))?.len();
-        Ok(Self {
-            path,
-            state: Mutex::new(State {
+    /// Opens (creating, private, empty) the staging files at `paths`.
+    pub(super) fn open(paths: [PathBuf; 2]) -> Result<Self, StoreError> {
+        let open = |path: &PathBuf| -> Result<StagingFile, StoreError> {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io(path))?;
+            file.set_len(0).map_err(io(path))?;
+            Ok(StagingFile {
                 file,
                 staged_upto: 0,
-                len,
-            }),
+                len: 0,
+            })
+        };
+        let files = [open(&paths[0])?, open(&paths[1])?];
+        Ok(Self {
+            paths,
+            state: Mutex::new(State { files, current: 0 }),
         })
     }
 
@@ -90,28 +111,48 @@ impl Staging {
             buf.push(b'\n');
         }
         let mut state = self.lock();
-        state.file.write_all(&buf).map_err(io(&self.path))?;
-        state.staged_upto = last.seq;
-        state.len += buf.len() as u64;
+        let other = 1 - state.current;
+        if state.files[state.current].len >= SWITCH_AT && state.files[other].len == 0 {
+            state.current = other;
+        }
+        let current = state.current;
+        let staged = &mut state.files[current];
+        staged
+            .file
+            .write_all(&buf)
+            .map_err(io(&self.paths[current]))?;
+        staged.staged_upto = last.seq;
+        staged.len += buf.len() as u64;
         Ok(())
     }
 
-    /// Records up to `upto` are committed: once that is everything staged,
-    /// the file is emptied.
+    /// Records up to `upto` are committed: a file holding nothing newer is
+    /// emptied.
     pub(super) fn committed(&self, upto: u64) {
         let mut state = self.lock();
-        if state.len > 0 && state.staged_upto <= upto {
-            match state.file.set_len(0) {
-                Ok(()) => {
-                    state.len = 0;
-                    state.staged_upto = 0;
+        for staged in &mut state.files {
+            if staged.len > 0 && staged.staged_upto <= upto {
+                match staged.file.set_len(0) {
+                    Ok(()) => {
+                        staged.len = 0;
+                        staged.staged_upto = 0;
+                    }
+                    // Kept: the records are committed, and reading them
+                    // back at the next open skips what the store holds.
+                    Err(e) => tracing::warn!(error = %e, "a staging file could not be emptied"),
                 }
-                // Kept: the records are committed, and reading them back
-                // at the next open skips what the store holds.
-                Err(e) => tracing::warn!(error = %e, "the staging file could not be emptied"),
             }
         }
     }
+}
+
+/// What reading the staging files back did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Recovered {
+    /// Records committed from them.
+    pub committed: u64,
+    /// They hold a complete record that does not continue the chain.
+    pub rejected: bool,
 }
 
 #[derive(Deserialize)]
@@ -122,26 +163,43 @@ struct Staged {
     body: serde_json::Value,
 }
 
-/// What reading a staging file back did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Recovered {
-    /// Records committed from it.
-    pub committed: u64,
-    /// It holds a complete record that does not continue the chain.
-    pub rejected: bool,
-}
-
-/// Commits the staged records at `path` that continue the store's chain.
-/// Run at open, before anything else writes.
+/// Commits the staged records in `paths` that continue the store's chain,
+/// in sequence order. Run at open, before anything else writes.
 pub(super) fn recover(
     conn: &mut rusqlite::Connection,
-    path: &Path,
+    paths: &[PathBuf],
 ) -> Result<Recovered, StoreError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Recovered::default()),
-        Err(e) => return Err(io(path)(e)),
-    };
+    let mut recovered = Recovered::default();
+    let mut lines: std::collections::BTreeMap<u64, String> = std::collections::BTreeMap::new();
+    for path in paths {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(path)(e)),
+        };
+        let mut reader = std::io::BufReader::new(file);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = reader.read_line(&mut line).map_err(io(path))?;
+            // The end, or a line a crash cut short (never acknowledged).
+            if n == 0 || !line.ends_with('\n') {
+                break;
+            }
+            let text = line.trim_end_matches('\n').to_owned();
+            let Ok(staged) = serde_json::from_str::<Staged>(&text) else {
+                tracing::warn!(path = %path.display(), "a staged record does not parse");
+                recovered.rejected = true;
+                break;
+            };
+            if lines
+                .insert(staged.seq, text.clone())
+                .is_some_and(|other| other != text)
+            {
+                recovered.rejected = true;
+            }
+        }
+    }
     let backend = |e: rusqlite::Error| StoreError::Backend(e.to_string());
     let tx = conn.transaction().map_err(backend)?;
     let (mut seq, mut hash): (u64, String) = tx
@@ -155,21 +213,9 @@ pub(super) fn recover(
             e => Err(e),
         })
         .map_err(backend)?;
-    let mut recovered = Recovered::default();
-    let mut reader = std::io::BufReader::new(file);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = reader.read_line(&mut line).map_err(io(path))?;
-        // The end, or a line a crash cut short (never acknowledged).
-        if n == 0 || !line.ends_with('\n') {
-            break;
-        }
-        let text = line.trim_end_matches('\n');
+    for text in lines.values() {
         let Ok(staged) = serde_json::from_str::<Staged>(text) else {
-            tracing::warn!(path = %path.display(), "a staged record does not parse; the rest is not recovered");
-            recovered.rejected = true;
-            break;
+            continue;
         };
         let line_hash = hex::encode(Sha256::digest(text.as_bytes()));
         if staged.seq <= seq {
@@ -187,10 +233,7 @@ pub(super) fn recover(
                 })
                 .map_err(backend)?;
             if held.is_some_and(|h| h != line_hash) {
-                tracing::warn!(
-                    seq = staged.seq,
-                    "a staged record differs from the store's; the rest is not recovered"
-                );
+                tracing::warn!(seq = staged.seq, "a staged record differs from the store's");
                 recovered.rejected = true;
                 break;
             }
