@@ -338,6 +338,8 @@ pub trait AuditStore: Send + Sync {
     async fn save_checkpoint(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError>;
     /// The newest checkpoint, if any.
     async fn last_checkpoint(&self) -> Result<Option<SignedCheckpoint>, StoreError>;
+    /// The kind of record `seq`, if the store holds it.
+    async fn kind_of(&self, seq: u64) -> Result<Option<String>, StoreError>;
     /// Sessions matching the query, newest first.
     async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<SessionSummary>, StoreError>;
     /// One session with its commands.

@@ -226,11 +226,16 @@ impl Signer {
         })
     }
 
-    /// A fresh key held in memory only (tests).
-    pub fn ephemeral() -> Self {
+    /// A fresh key held in memory only (tests, tools).
+    pub fn ephemeral() -> Result<Self, EvidenceError> {
+        let fail = |reason: &str| EvidenceError::Key {
+            path: "(in memory)".into(),
+            reason: reason.into(),
+        };
         let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("the system RNG works");
-        Self::from_pkcs8(pkcs8.as_ref()).expect("a key ring just made")
+        let pkcs8 =
+            Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| fail("cannot generate a key"))?;
+        Self::from_pkcs8(pkcs8.as_ref()).map_err(|_| fail("the generated key is rejected"))
     }
 
     /// The public half, 32 bytes.

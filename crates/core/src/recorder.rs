@@ -86,6 +86,9 @@ pub trait EvidenceSink: Send + Sync + std::fmt::Debug {
     fn records(&self, records: &Arc<[ChainRecord]>);
     /// A checkpoint just stored.
     fn checkpoint(&self, checkpoint: &SignedCheckpoint);
+    /// Lines of records committed at start-up from what a killed gateway
+    /// had staged (they were never handed to the sinks).
+    fn recovered(&self, lines: &[String]);
 }
 
 impl EvidenceSettings {

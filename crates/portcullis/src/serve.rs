@@ -26,6 +26,7 @@ use crate::config::Config;
 pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::Result<()> {
     portcullis_core::files::private_dir(&config.data_dir)
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+    let _one_gateway = lock_data_dir(&config.data_dir)?;
     raise_descriptor_limit();
     let metrics = PrometheusBuilder::new()
         .install_recorder()
@@ -51,6 +52,10 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
     let review_store: Arc<dyn ReviewStore> = sqlite.clone();
     let revocation_store: Arc<dyn RevocationStore> = sqlite;
     let (sinks, sink_tasks) = crate::sinks::start(&config.audit.sinks);
+    let recovered = retention_store.take_recovered();
+    for sink in &sinks {
+        sink.recovered(&recovered);
+    }
     let (recorder, recorder_task) = start_recorder(&config, &store, sinks).await?;
     let auth = authenticator(&config, revocation_store.as_ref()).await?;
     let hash_key = crate::masking_key::load_or_generate(
@@ -167,7 +172,16 @@ async fn start_recorder(
     let previous_stop = match store.last_checkpoint().await? {
         Some(c) => match c.checkpoint() {
             Ok(c) if c.is_final && c.upto == head.seq => "clean",
-            Ok(c) if c.is_final => "tampered",
+            // A run that started after a clean stop and crashed before its
+            // first checkpoint: its own start follows the final one.
+            Ok(c) if c.is_final => {
+                let next = store.kind_of(c.upto + 1).await?;
+                if next.as_deref() == Some("gateway_started") {
+                    "unclean"
+                } else {
+                    "tampered"
+                }
+            }
             _ => "unclean",
         },
         None if head.seq == 0 => "none",
@@ -267,6 +281,33 @@ async fn keep_retention(
                 "retention pruned the oldest evidence"
             ),
             Err(e) => tracing::warn!(error = %e, "retention could not prune the store"),
+        }
+    }
+}
+
+/// Holds `data_dir/portcullis.lock` for the life of the process: two
+/// gateways on one data_dir would each continue the evidence chain from
+/// where they found it, and the second would empty the first one's staging
+/// files.
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("portcullis.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another gateway is running with data_dir {} (it holds {})",
+            data_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
         }
     }
 }

@@ -87,6 +87,12 @@ impl EvidenceSink for Sink {
         }
     }
 
+    fn recovered(&self, lines: &[String]) {
+        for line in lines {
+            self.offer(Arc::from(line.as_str()));
+        }
+    }
+
     fn checkpoint(&self, checkpoint: &SignedCheckpoint) {
         let line = serde_json::json!({
             "kind": "checkpoint",

@@ -54,7 +54,7 @@ async fn a_line_protocol_gets_identity_policy_recording_and_kill_from_the_core()
             .expect("store"),
     );
     let evidence = portcullis_core::EvidenceSettings::new(Arc::new(
-        portcullis_core::evidence::Signer::ephemeral(),
+        portcullis_core::evidence::Signer::ephemeral().expect("a key"),
     ));
     let (recorder, writer) = Recorder::spawn(store.clone(), evidence)
         .await

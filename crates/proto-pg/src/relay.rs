@@ -606,7 +606,7 @@ mod tests {
             .await
             .expect("store");
         let evidence = portcullis_core::EvidenceSettings::new(Arc::new(
-            portcullis_core::evidence::Signer::ephemeral(),
+            portcullis_core::evidence::Signer::ephemeral().expect("a key"),
         ));
         let (recorder, _writer) = portcullis_core::Recorder::spawn(Arc::new(store), evidence)
             .await

@@ -24,6 +24,8 @@ pub struct SqliteStore {
     writer: Arc<WriteThread>,
     /// Records staged ahead of their commit (strict recording).
     staging: Arc<staging::Staging>,
+    /// Lines committed from staging at open, until the sinks take them.
+    recovered: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
@@ -65,7 +67,8 @@ impl SqliteStore {
             .map_err(backend)?;
         migrate(&mut first).await?;
         first.close().await.map_err(backend)?;
-        let staging = Arc::new(recover_staged(path)?);
+        let (staging, recovered) = recover_staged(path)?;
+        let staging = Arc::new(staging);
         let writer = Arc::new(WriteThread::start(path)?);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -76,6 +79,7 @@ impl SqliteStore {
             pool,
             writer,
             staging,
+            recovered: Arc::new(std::sync::Mutex::new(recovered)),
         })
     }
 }
@@ -83,7 +87,7 @@ impl SqliteStore {
 /// Commits what a killed gateway staged but had not committed, then opens
 /// the staging files empty. Staging files that do not continue the chain
 /// (someone else's, or damaged) are kept aside for inspection, not used.
-fn recover_staged(path: &Path) -> Result<staging::Staging, StoreError> {
+fn recover_staged(path: &Path) -> Result<(staging::Staging, Vec<String>), StoreError> {
     let paths = staging::Staging::paths_for(path);
     let mut conn =
         rusqlite::Connection::open(path).map_err(|e| StoreError::Backend(e.to_string()))?;
@@ -105,7 +109,15 @@ fn recover_staged(path: &Path) -> Result<staging::Staging, StoreError> {
             tracing::error!(file = %std::path::Path::new(&aside).display(), "staged records that do not continue the store's chain were set aside");
         }
     }
-    staging::Staging::open(paths)
+    Ok((staging::Staging::open(paths)?, recovered.lines))
+}
+
+impl SqliteStore {
+    /// The lines committed from staging when the store was opened (once):
+    /// the sinks never saw them.
+    pub fn take_recovered(&self) -> Vec<String> {
+        std::mem::take(&mut *self.recovered.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// The store holds every recorded statement and its parameters: it is

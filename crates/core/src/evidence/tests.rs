@@ -63,7 +63,7 @@ fn first_problem(report: &Report) -> (u64, String) {
 
 #[test]
 fn an_untouched_chain_verifies_sealed() {
-    let signer = Signer::ephemeral();
+    let signer = Signer::ephemeral().expect("a key");
     let (records, checkpoints) = chain(&signer);
     let report = check(&signer, &records, &checkpoints);
     assert!(report.intact(), "{:?}", report.problems);
@@ -76,7 +76,7 @@ fn an_untouched_chain_verifies_sealed() {
 
 #[test]
 fn an_edited_record_is_named() {
-    let signer = Signer::ephemeral();
+    let signer = Signer::ephemeral().expect("a key");
     let (mut records, checkpoints) = chain(&signer);
     records[3].line = records[3].line.replace("reason 4", "reason X");
     let (at, what) = first_problem(&check(&signer, &records, &checkpoints));
@@ -86,7 +86,7 @@ fn an_edited_record_is_named() {
 
 #[test]
 fn a_rehashed_edit_breaks_the_link_and_a_relinked_chain_the_checkpoint() {
-    let signer = Signer::ephemeral();
+    let signer = Signer::ephemeral().expect("a key");
     let (mut records, checkpoints) = chain(&signer);
     records[3].line = records[3].line.replace("reason 4", "reason X");
     records[3].hash = hex::encode(Sha256::digest(records[3].line.as_bytes()));
@@ -115,7 +115,7 @@ fn a_rehashed_edit_breaks_the_link_and_a_relinked_chain_the_checkpoint() {
 
 #[test]
 fn deleted_reordered_and_inserted_records_are_named() {
-    let signer = Signer::ephemeral();
+    let signer = Signer::ephemeral().expect("a key");
     let (records, checkpoints) = chain(&signer);
     let mut deleted = records.clone();
     deleted.remove(6);
@@ -145,7 +145,7 @@ fn deleted_reordered_and_inserted_records_are_named() {
 
 #[test]
 fn a_truncated_tail_is_caught_by_the_final_checkpoint() {
-    let signer = Signer::ephemeral();
+    let signer = Signer::ephemeral().expect("a key");
     let (mut records, checkpoints) = chain(&signer);
     records.truncate(8);
     let (at, what) = first_problem(&check(&signer, &records, &checkpoints));
@@ -160,16 +160,16 @@ fn a_truncated_tail_is_caught_by_the_final_checkpoint() {
 
 #[test]
 fn a_checkpoint_signed_by_another_key_is_refused() {
-    let signer = Signer::ephemeral();
+    let signer = Signer::ephemeral().expect("a key");
     let (records, checkpoints) = chain(&signer);
-    let other = Signer::ephemeral();
+    let other = Signer::ephemeral().expect("a key");
     let (_, what) = first_problem(&check(&other, &records, &checkpoints));
     assert!(what.contains("not signed"), "{what}");
 }
 
 #[test]
 fn retention_behind_a_checkpoint_verifies_and_deletion_without_it_does_not() {
-    let signer = Signer::ephemeral();
+    let signer = Signer::ephemeral().expect("a key");
     let (records, checkpoints) = chain(&signer);
     let mut head = ChainHead {
         seq: 10,
@@ -207,7 +207,7 @@ fn retention_behind_a_checkpoint_verifies_and_deletion_without_it_does_not() {
 
 #[test]
 fn a_record_after_a_final_checkpoint_must_be_a_gateway_start() {
-    let signer = Signer::ephemeral();
+    let signer = Signer::ephemeral().expect("a key");
     let (mut records, checkpoints) = chain(&signer);
     let mut head = ChainHead {
         seq: 10,

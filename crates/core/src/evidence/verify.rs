@@ -409,8 +409,7 @@ where
     let covers = |c: &SignedCheckpoint| c.checkpoint().map_or(0, |c| c.upto);
     for record in records {
         let record = record?;
-        while checkpoints.peek().is_some_and(|c| covers(c) < record.seq) {
-            let c = checkpoints.next().expect("peeked");
+        while let Some(c) = checkpoints.next_if(|c| covers(c) < record.seq) {
             verifier.checkpoint(&c);
         }
         verifier.record(&record);

@@ -669,3 +669,49 @@ fn a_bind_without_execute_runs_code_and_is_recorded_before_it_is_forwarded() {
     .unwrap();
     assert!(finished >= 1);
 }
+
+/// A run that starts after a clean stop and is killed before its first
+/// checkpoint is a crash, not tampering: the next start says "unclean" and
+/// the evidence, once sealed again, verifies.
+#[test]
+fn a_crash_after_a_clean_restart_is_a_crash_not_tampering() {
+    let mut gw = gateway().app_db("app-db", cluster()).start();
+    assert!(gw.stop());
+    gw.restart();
+    let out = psql(
+        &gw.conninfo("app-db", ""),
+        ALICE_TOKEN,
+        &["-c", "select 1"],
+        None,
+    );
+    assert!(out.ok, "{}", out.stderr);
+    gw.signal("KILL");
+    gw.restart();
+    assert!(gw.stop());
+    assert!(!gw
+        .log()
+        .contains("something other than the gateway wrote it"));
+    let db = gw.dir().join("data").join("portcullis.db");
+    let stops = sqlite(
+        &db,
+        "SELECT group_concat(json_extract(line, '$.body.previous_stop')) FROM evidence WHERE kind = 'gateway_started'",
+    );
+    assert_eq!(stops, "none,clean,unclean");
+    let (ok, out) = verify(&gw.dir().join("portcullis.toml"), &[]);
+    assert!(ok, "{out}");
+}
+
+/// Two gateways on one data_dir would each continue the chain from where
+/// they found it: the second is refused.
+#[test]
+fn a_second_gateway_on_the_same_data_dir_is_refused() {
+    let gw = gateway().app_db("app-db", cluster()).start();
+    let log = gateway()
+        .app_db("app-db", cluster())
+        .data_dir(&gw.dir().join("data"))
+        .start_expecting_failure();
+    assert!(
+        log.contains("another gateway is running with data_dir"),
+        "{log}"
+    );
+}

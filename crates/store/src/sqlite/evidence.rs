@@ -116,6 +116,14 @@ impl AuditStore for SqliteStore {
         .transpose()
     }
 
+    async fn kind_of(&self, seq: u64) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT kind FROM evidence WHERE seq = ?")
+            .bind(seq as i64)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)
+    }
+
     async fn list_sessions(&self, q: &SessionQuery) -> Result<Vec<SessionSummary>, StoreError> {
         let rows = sqlx::query(
             "SELECT e.line,

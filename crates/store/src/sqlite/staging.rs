@@ -117,10 +117,14 @@ impl Staging {
         }
         let current = state.current;
         let staged = &mut state.files[current];
-        staged
-            .file
-            .write_all(&buf)
-            .map_err(io(&self.paths[current]))?;
+        if let Err(e) = staged.file.write_all(&buf) {
+            // A full disk can take part of the batch: cut it off again, so
+            // the retry's lines follow whole ones, not a fragment.
+            if let Err(cut) = staged.file.set_len(staged.len) {
+                tracing::error!(error = %cut, "a partly written staging batch could not be cut off");
+            }
+            return Err(io(&self.paths[current])(e));
+        }
         staged.staged_upto = last.seq;
         staged.len += buf.len() as u64;
         Ok(())
@@ -146,11 +150,26 @@ impl Staging {
     }
 }
 
+/// A staged line and its record. A line that begins with a fragment (a
+/// write cut short whose retry followed it) is read from the last record
+/// start in it.
+fn parse_staged(text: &str) -> Option<(String, Staged)> {
+    if let Ok(staged) = serde_json::from_str::<Staged>(text) {
+        return Some((text.to_owned(), staged));
+    }
+    let start = text.rfind("{\"seq\":")?;
+    let tail = &text[start..];
+    let staged = serde_json::from_str::<Staged>(tail).ok()?;
+    Some((tail.to_owned(), staged))
+}
+
 /// What reading the staging files back did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct Recovered {
     /// Records committed from them.
     pub committed: u64,
+    /// Their lines, for the sinks, which never saw them.
+    pub lines: Vec<String>,
     /// They hold a complete record that does not continue the chain.
     pub rejected: bool,
 }
@@ -178,19 +197,21 @@ pub(super) fn recover(
             Err(e) => return Err(io(path)(e)),
         };
         let mut reader = std::io::BufReader::new(file);
-        let mut line = String::new();
+        let mut line = Vec::new();
         loop {
             line.clear();
-            let n = reader.read_line(&mut line).map_err(io(path))?;
+            let n = reader.read_until(b'\n', &mut line).map_err(io(path))?;
             // The end, or a line a crash cut short (never acknowledged).
-            if n == 0 || !line.ends_with('\n') {
+            if n == 0 || line.last() != Some(&b'\n') {
                 break;
             }
-            let text = line.trim_end_matches('\n').to_owned();
-            let Ok(staged) = serde_json::from_str::<Staged>(&text) else {
-                tracing::warn!(path = %path.display(), "a staged record does not parse");
-                recovered.rejected = true;
-                break;
+            line.pop();
+            // Bytes, not text: a fragment cut inside a character must not
+            // stop the rest from being read.
+            let text = String::from_utf8_lossy(&line).into_owned();
+            let Some((text, staged)) = parse_staged(&text) else {
+                tracing::warn!(path = %path.display(), "a staged line does not parse; skipped");
+                continue;
             };
             if lines
                 .insert(staged.seq, text.clone())
@@ -265,6 +286,7 @@ pub(super) fn recover(
         seq = staged.seq;
         hash = line_hash;
         recovered.committed += 1;
+        recovered.lines.push(text.clone());
     }
     tx.commit().map_err(backend)?;
     Ok(recovered)

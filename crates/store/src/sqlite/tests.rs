@@ -307,7 +307,7 @@ async fn a_store_from_before_the_chain_keeps_its_history() {
     // Opening again imports nothing twice.
     let again = SqliteStore::open(&path).await.unwrap();
     assert_eq!(again.chain_head().await.unwrap().seq, 4);
-    let key = portcullis_core::evidence::Signer::ephemeral();
+    let key = portcullis_core::evidence::Signer::ephemeral().expect("a key");
     let report = verify_store(&path, portcullis_core::evidence::PublicKey::of(&key), &[]).unwrap();
     assert!(report.intact(), "{:?}", report.problems);
     assert_eq!(report.unsealed, 4);
@@ -439,4 +439,38 @@ async fn staging_takes_turns_between_two_files_and_recovers_from_both() {
     }
     let store = SqliteStore::open(&path).await.unwrap();
     assert_eq!(store.chain_head().await.unwrap(), head);
+}
+
+/// A write cut short by a full disk, then retried, leaves a fragment
+/// (here cut inside a character) before whole lines: opening the store
+/// still reads every whole record, and does not fail on the bytes.
+#[tokio::test]
+async fn a_fragment_in_a_staging_file_does_not_hide_the_records_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let a = session("alice");
+    let now = OffsetDateTime::now_utc();
+    let mut head = ChainHead::default();
+    drop(SqliteStore::open(&path).await.unwrap());
+    let mut first = statement(&a, 1);
+    first.text = "select '日本'".into();
+    let records: Vec<_> = [
+        AuditEvent::SessionStarted(a.clone()),
+        AuditEvent::Command(first),
+    ]
+    .iter()
+    .map(|e| head.append(e, now))
+    .collect();
+    let second = records[1].line.as_bytes();
+    let cut = second.iter().position(|b| *b >= 0x80).unwrap() + 1;
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(records[0].line.as_bytes());
+    bytes.push(b'\n');
+    bytes.extend_from_slice(&second[..cut]);
+    bytes.extend_from_slice(second);
+    bytes.push(b'\n');
+    std::fs::write(dir.path().join("audit.db.staged-a"), bytes).unwrap();
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.chain_head().await.unwrap(), head);
+    assert_eq!(store.take_recovered().len(), 2);
 }
