@@ -326,12 +326,11 @@ pub trait AuditStore: Send + Sync {
     /// store may hand the batch to a thread of its own without copying it.
     async fn append(&self, records: Arc<[ChainRecord]>) -> Result<(), StoreError>;
     /// Makes records safe from a crash of the gateway process ahead of
-    /// [`AuditStore::append`], cheaply (strict recording answers sessions
-    /// once this returns). A store opened again must hold every staged
-    /// record. Without a cheaper way, a store commits them here.
-    async fn stage(&self, records: &Arc<[ChainRecord]>) -> Result<(), StoreError> {
-        self.append(records.clone()).await
-    }
+    /// [`AuditStore::append`], cheaply and at once (strict recording calls
+    /// it on a session's thread, under the chain's lock, before the
+    /// statement is forwarded). A store opened again must hold every
+    /// staged record.
+    fn stage(&self, records: &[ChainRecord]) -> Result<(), StoreError>;
     /// The chain's last record.
     async fn chain_head(&self) -> Result<ChainHead, StoreError>;
     /// Keeps a signed checkpoint.

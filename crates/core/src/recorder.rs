@@ -23,13 +23,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
-use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditEvent, AuditStore, StoreError};
-use crate::evidence::{ChainHead, ChainRecord, SignedCheckpoint, Signer};
+use crate::evidence::{ChainRecord, SignedCheckpoint, Signer};
 
 /// Events waiting for the writer; bounds memory when the store is slow.
 const QUEUE: usize = 8192;
@@ -50,9 +49,6 @@ const LINGER: Duration = Duration::from_millis(10);
 const LINGER_STEP: Duration = Duration::from_millis(2);
 /// A batch at least this large is written at once.
 const LINGER_BELOW: usize = 64;
-/// Batches staged but not yet committed, at most: past it the writer waits
-/// for the committer (and sessions for the writer).
-const COMMITS_QUEUED: usize = 64;
 /// Longest wait between attempts while the store keeps failing.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
 
@@ -131,6 +127,8 @@ pub struct RecorderClosed;
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<Queued>,
+    /// The chain, for strict recording's fast path.
+    chain: Arc<Chain>,
     healthy: Arc<AtomicBool>,
     strict: bool,
     /// Times a session found the queue full and waited for the writer.
@@ -154,30 +152,34 @@ impl Recorder {
         let (tx, rx) = mpsc::channel(QUEUE);
         let healthy = Arc::new(AtomicBool::new(true));
         let stop = CancellationToken::new();
-        let (commits, to_commit) = mpsc::channel(COMMITS_QUEUED);
-        let committer = Committer::resume(
+        let (commits, to_commit) = mpsc::unbounded_channel();
+        let chain = Arc::new(Chain::new(
+            head,
             store.clone(),
+            commits,
+            settings.checkpoint_every,
+        ));
+        let committer = Committer::resume(
+            store,
             settings.clone(),
             last,
             healthy.clone(),
             stop.clone(),
+            chain.clone(),
         )?;
         let committer = tokio::spawn(committer.run(to_commit));
         let writer = Writer {
-            store,
-            head,
+            chain: chain.clone(),
             healthy: healthy.clone(),
             stop: stop.clone(),
             strict: settings.strict,
-            commits,
-            since_checkpoint: 0,
-            checkpoint_every: settings.checkpoint_every,
         };
         let handle = tokio::spawn(writer.run(rx, settings.checkpoint_interval, committer));
         let waits = metrics::counter!("portcullis_audit_queue_waits_total");
         Ok((
             Recorder {
                 tx,
+                chain,
                 healthy,
                 strict: settings.strict,
                 waits,
@@ -249,6 +251,18 @@ impl Recorder {
     /// them or the recorder has shut down. Without, false only when they
     /// could not be queued.
     pub async fn record_all(&self, events: Vec<AuditEvent>, wait: bool) -> bool {
+        if wait && self.strict {
+            // On this thread: see `recorder/chain.rs`.
+            self.chain.room().await;
+            return match self.chain.append(&events, true, Vec::new()) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "audit staging failed; commands are refused until it succeeds");
+                    self.healthy.store(false, Ordering::Relaxed);
+                    false
+                }
+            };
+        }
         if !wait {
             return self.tx.send(Queued::Batch(events, None)).await.is_ok();
         }
@@ -287,23 +301,18 @@ impl RecorderTask {
     }
 }
 
-/// The chain's author: it numbers and hashes every event, and hands the
-/// records to the committer ([`commit`]) in order.
+/// The task that chains what sessions queue (outcomes, session starts and
+/// ends, the gateway's notes) and asks for checkpoints on time.
 struct Writer {
-    store: Arc<dyn AuditStore>,
-    head: ChainHead,
+    chain: Arc<Chain>,
     healthy: Arc<AtomicBool>,
     stop: CancellationToken,
     strict: bool,
-    commits: mpsc::Sender<Commit>,
-    /// Records chained since the last checkpoint was asked for.
-    since_checkpoint: u64,
-    checkpoint_every: u64,
 }
 
 impl Writer {
     async fn run(
-        mut self,
+        self,
         mut rx: mpsc::Receiver<Queued>,
         interval: Duration,
         committer: JoinHandle<()>,
@@ -321,14 +330,14 @@ impl Writer {
                     rx.recv_many(&mut queued, BATCH).await
                 }
                 _ = tick.tick() => {
-                    self.checkpoint(false).await;
+                    self.chain.checkpoint(false);
                     continue;
                 }
             };
             if n == 0 {
                 break;
             }
-            linger(&mut rx, &mut queued, &self.stop, self.strict).await;
+            linger(&mut rx, &mut queued, &self.stop).await;
             let mut events = Vec::with_capacity(queued.len());
             let mut waiting = Vec::new();
             let mut flushed = Vec::new();
@@ -346,18 +355,10 @@ impl Writer {
             self.write(&events, waiting).await;
             if !flushed.is_empty() {
                 // Answered by the committer, behind what it commits.
-                let _ = self
-                    .commits
-                    .send(Commit::Records(Arc::from([]), flushed))
-                    .await;
-            }
-            if self.since_checkpoint >= self.checkpoint_every {
-                self.checkpoint(false).await;
-                tick.reset();
+                let _ = self.chain.append(&[], false, flushed);
             }
         }
-        self.checkpoint(true).await;
-        drop(self.commits);
+        self.chain.checkpoint(true);
         if let Err(e) = committer.await {
             tracing::error!(error = %e, "the audit committer failed");
         }
@@ -367,83 +368,48 @@ impl Writer {
     /// from a crash of this process) before the sessions waiting on them
     /// are answered, and committed behind; in buffered recording the
     /// committer answers once they are committed.
-    async fn write(&mut self, events: &[AuditEvent], mut waiting: Vec<oneshot::Sender<bool>>) {
-        if events.is_empty() {
-            if self.strict {
-                answer(&mut waiting, true);
-            } else {
-                // Answered in order, behind what is being committed.
-                let _ = self
-                    .commits
-                    .send(Commit::Records(Arc::from([]), waiting))
-                    .await;
+    async fn write(&self, events: &[AuditEvent], mut waiting: Vec<oneshot::Sender<bool>>) {
+        if !self.strict {
+            if let Err(e) = self.chain.append(events, false, waiting) {
+                tracing::error!(error = %e, events = events.len(), "audit events are lost");
             }
             return;
         }
-        let now = OffsetDateTime::now_utc();
-        // The head moves only once the records are staged: a retry stages
-        // the same records, numbered the same.
-        let mut next = self.head;
-        let records: Arc<[ChainRecord]> = events.iter().map(|e| next.append(e, now)).collect();
-        if self.strict {
-            let store = self.store.clone();
-            let staged = with_retry(
-                || store.stage(&records),
-                records.len(),
-                &self.healthy,
-                &self.stop,
-                &mut waiting,
-            )
-            .await;
-            if !staged {
-                return;
-            }
+        if events.is_empty() {
+            answer(&mut waiting, true);
+            return;
         }
-        self.head = next;
-        self.since_checkpoint += records.len() as u64;
-        // A closed committer is a shutdown already under way.
-        let _ = self.commits.send(Commit::Records(records, waiting)).await;
-    }
-
-    async fn checkpoint(&mut self, is_final: bool) {
-        self.since_checkpoint = 0;
-        let ask = Commit::Checkpoint {
-            head: self.head,
-            is_final,
-        };
-        let _ = self.commits.send(ask).await;
+        // Kept and tried again until staged: a retry chains them anew
+        // after whatever sessions staged meanwhile.
+        let chain = self.chain.clone();
+        with_retry(
+            || std::future::ready(chain.append(events, true, Vec::new())),
+            events.len(),
+            &self.healthy,
+            &self.stop,
+            &mut waiting,
+        )
+        .await;
     }
 }
 
 /// Lets a small batch gather more events, unless a session is waiting on
-/// it or the recorder is stopping.
+/// it or the recorder is stopping. Strict recording's command starts do
+/// not come this way (sessions stage them themselves), so nothing here is
+/// on a statement's path but the rare marker.
 async fn linger(
     rx: &mut mpsc::Receiver<Queued>,
     queued: &mut Vec<Queued>,
     stop: &CancellationToken,
-    strict: bool,
 ) {
     let waited_on = |q: &[Queued]| {
-        q.iter().any(|i| match i {
-            Queued::Durable(_) | Queued::Flushed(_) | Queued::Batch(_, Some(_)) => true,
-            Queued::Event(AuditEvent::CommandStarted(_)) | Queued::Batch(_, None) => strict,
-            Queued::Event(_) => false,
+        q.iter().any(|i| {
+            matches!(
+                i,
+                Queued::Durable(_) | Queued::Flushed(_) | Queued::Batch(_, Some(_))
+            )
         })
     };
-    if strict {
-        // Sessions wait on most batches: wake at each arrival, and write as
-        // soon as one of them is a command about to run. A statement's
-        // outcome then waits for the next statement's start (about one
-        // client round trip) and both share a commit.
-        let deadline = tokio::time::Instant::now() + LINGER;
-        while queued.len() < LINGER_BELOW && !stop.is_cancelled() && !waited_on(queued) {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(item)) => queued.push(item),
-                _ => break,
-            }
-        }
-        return;
-    }
     let mut lingered = Duration::ZERO;
     while queued.len() < LINGER_BELOW
         && lingered < LINGER
@@ -523,5 +489,7 @@ where
     }
 }
 
+mod chain;
 mod commit;
-use commit::{Commit, Committer};
+use chain::Chain;
+use commit::Committer;

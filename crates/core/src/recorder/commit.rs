@@ -20,6 +20,8 @@ pub(super) enum Commit {
     /// Records to commit, and the sessions to answer once they are (empty
     /// in strict recording: those were answered when they were staged).
     Records(Arc<[ChainRecord]>, Vec<oneshot::Sender<bool>>),
+    /// The end: nothing follows the final checkpoint.
+    Stop,
     /// A checkpoint over `head`, once everything before it is committed.
     Checkpoint {
         /// The chain's head when it was asked for.
@@ -40,6 +42,7 @@ const COMMIT_LINGER_STEP: std::time::Duration = std::time::Duration::from_millis
 
 pub(super) struct Committer {
     store: Arc<dyn AuditStore>,
+    chain: Arc<super::Chain>,
     checkpoints: Checkpoints,
     healthy: Arc<AtomicBool>,
     stop: CancellationToken,
@@ -52,19 +55,22 @@ impl Committer {
         last: Option<SignedCheckpoint>,
         healthy: Arc<AtomicBool>,
         stop: CancellationToken,
+        chain: Arc<super::Chain>,
     ) -> Result<Self, StoreError> {
         Ok(Self {
             store,
+            chain,
             checkpoints: Checkpoints::resume(settings, last)?,
             healthy,
             stop,
         })
     }
 
-    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Commit>) {
+    pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Commit>) {
         let mut next = rx.recv().await;
         while let Some(item) = next.take() {
             match item {
+                Commit::Stop => return,
                 Commit::Checkpoint { head, is_final } => {
                     if let Err(e) = self
                         .checkpoints
@@ -145,6 +151,7 @@ impl Committer {
             waiting,
         )
         .await;
+        self.chain.did_commit(records.len());
         if committed {
             self.healthy
                 .store(true, std::sync::atomic::Ordering::Relaxed);

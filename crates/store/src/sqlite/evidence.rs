@@ -60,7 +60,7 @@ impl AuditStore for SqliteStore {
     /// One `write` to the staging file: see `sqlite/staging.rs`. Blocking,
     /// but a write to the page cache takes microseconds, less than handing
     /// it to another thread would.
-    async fn stage(&self, records: &Arc<[ChainRecord]>) -> Result<(), StoreError> {
+    fn stage(&self, records: &[ChainRecord]) -> Result<(), StoreError> {
         self.staging.stage(records)
     }
 

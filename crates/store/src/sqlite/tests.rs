@@ -366,7 +366,7 @@ async fn staged_records_are_committed_when_the_store_opens_again() {
         .iter()
         .map(|e| head.append(e, now))
         .collect();
-        store.stage(&staged).await.unwrap();
+        store.stage(&staged).unwrap();
         // Killed here: staged, never committed.
     }
     let staged_file = dir.path().join("audit.db.staged-a");
@@ -416,7 +416,7 @@ async fn staging_takes_turns_between_two_files_and_recovers_from_both() {
     {
         let store = SqliteStore::open(&path).await.unwrap();
         let mut in_a = vec![head.append(&AuditEvent::SessionStarted(a.clone()), now)];
-        store.stage(&in_a.clone().into()).await.unwrap();
+        store.stage(&in_a).unwrap();
         let mut seq = 0;
         while size("a") < 4 << 20 {
             let batch: Vec<_> = (0..100)
@@ -425,11 +425,11 @@ async fn staging_takes_turns_between_two_files_and_recovers_from_both() {
                     head.append(&AuditEvent::Command(statement(&a, seq)), now)
                 })
                 .collect();
-            store.stage(&batch.clone().into()).await.unwrap();
+            store.stage(&batch).unwrap();
             in_a.extend(batch);
         }
         let more = head.append(&AuditEvent::Command(statement(&a, seq + 1)), now);
-        store.stage(&vec![more].into()).await.unwrap();
+        store.stage(&[more]).unwrap();
         assert!(size("b") > 0, "staging moved to the second file");
         // The committer catches up with the first file only.
         store.append(in_a.into()).await.unwrap();
