@@ -11,11 +11,11 @@
 //! it, which flips it back.
 //!
 //! Strict recording: before an adapter forwards commands it hands their
-//! records over with [`Recorder::record_all`] and waits. The writer stages
-//! the batch ([`AuditStore::stage`]: safe from a crash of this process, far
-//! cheaper than a commit) without lingering, and answers every session
-//! whose records arrived meanwhile at once: group commit across sessions.
-//! The commit into the store follows off the statements' path.
+//! records over with [`Recorder::record_all`], which chains them and stages
+//! them ([`AuditStore::stage`]: safe from a crash of this process, far
+//! cheaper than a commit) on the caller's own thread, under the chain's
+//! lock (`recorder/chain.rs`), and queues them for the committer. The
+//! commit into the store follows off the statements' path.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
