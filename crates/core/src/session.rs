@@ -237,10 +237,15 @@ impl Admission {
         };
         let live = core.sessions.register(registered.clone());
         core.still_admitted(&registered)?;
-        recorder
-            .record(AuditEvent::SessionStarted(record))
+        // Who the session's statements run as: in strict recording it is
+        // staged before the first of them can be (they are staged on this
+        // thread, not behind the recorder's queue).
+        if !recorder
+            .record_all(vec![AuditEvent::SessionStarted(record)], recorder.strict())
             .await
-            .map_err(|_| Refusal::AuditUnavailable)?;
+        {
+            return Err(Refusal::AuditUnavailable);
+        }
         metrics::counter!("portcullis_sessions_total", "protocol" => protocol).increment(1);
         let deadline = expiry_deadline(&identity, core.settings.expiry_grace);
         let (stop, watcher) = SessionStop::watch(kill, deadline);

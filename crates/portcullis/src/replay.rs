@@ -126,8 +126,10 @@ fn outcome(c: &CommandRecord) -> String {
         (None, Some(r)) => format!("{r} rows"),
         (None, None) => "ok".into(),
     };
-    if c.detail.field("outcome").is_some() {
-        text = "outcome not recorded (the gateway stopped while it ran)".into();
+    match c.detail.field("outcome").as_ref().and_then(|o| o.as_str()) {
+        Some("running") => text = "running".into(),
+        Some(_) => text = "outcome not recorded (the gateway stopped while it ran)".into(),
+        None => {}
     }
     text.push_str(&format!(", {:.1} ms", c.duration_us as f64 / 1000.0));
     let masked = masked(c);

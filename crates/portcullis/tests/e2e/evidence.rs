@@ -363,6 +363,17 @@ async fn a_sigkill_under_load_loses_no_statement_the_upstream_received() {
         received.len(),
         lost.first()
     );
+    // And who ran them was safe before the first of them: every session's
+    // start precedes its statements in the chain.
+    let early = sqlite(
+        &db,
+        "SELECT count(*) FROM evidence c WHERE c.kind = 'command_started' AND NOT EXISTS \
+         (SELECT 1 FROM evidence s WHERE s.kind = 'session_started' AND s.session_id = c.session_id AND s.seq < c.seq)",
+    );
+    assert_eq!(
+        early, "0",
+        "statements were recorded before their session's start"
+    );
     // The killed run left no final checkpoint: the restart says so, seals
     // it, and ends the sessions it left open.
     assert!(gw

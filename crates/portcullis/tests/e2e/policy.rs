@@ -203,7 +203,9 @@ fn decisions_are_recorded_with_their_policies() {
             let d: Value = serde_json::from_str(&detail).ok()?;
             out.extend(d["statements"].as_array()?.iter().cloned());
         }
-        (out.len() == 2).then_some(out)
+        // Both finished: a statement's outcome is recorded after its start.
+        let finished = out.iter().all(|s| s.get("outcome").is_none());
+        (out.len() == 2 && finished).then_some(out)
     })
     .expect("two statements recorded");
     let allowed = statements

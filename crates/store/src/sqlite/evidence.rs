@@ -178,7 +178,7 @@ impl AuditStore for SqliteStore {
         let Some(started) = started else {
             return Ok(None);
         };
-        let commands = commands.finish();
+        let commands = commands.finish(ended.is_some());
         let summary = summary(&started, ended.as_deref(), commands.len() as u64)?;
         Ok(Some(SessionDetail { summary, commands }))
     }
@@ -261,12 +261,15 @@ impl Commands {
         Ok(())
     }
 
-    /// The commands in session order; one whose outcome was never recorded
-    /// (the gateway stopped while it ran) says so in its detail.
-    fn finish(mut self) -> Vec<CommandRecord> {
+    /// The commands in session order; one whose outcome is not recorded
+    /// says so in its detail: `running` in a live session (its outcome
+    /// follows), `unknown` in an ended one (the gateway stopped while it
+    /// ran).
+    fn finish(mut self, session_ended: bool) -> Vec<CommandRecord> {
+        let outcome = if session_ended { "unknown" } else { "running" };
         for seq in &self.unfinished {
             if let Some(c) = self.by_seq.get_mut(seq) {
-                let unknown = CommandDetail::of(&serde_json::json!({ "outcome": "unknown" }));
+                let unknown = CommandDetail::of(&serde_json::json!({ "outcome": outcome }));
                 c.detail = merged(&c.detail, &unknown);
             }
         }

@@ -229,7 +229,7 @@ async fn a_started_command_and_its_outcome_read_as_one() {
     assert_eq!(detail.commands[0], whole);
     assert_eq!(
         detail.commands[1].detail.field("outcome"),
-        Some(serde_json::json!("unknown"))
+        Some(serde_json::json!("running"))
     );
     assert_eq!(detail.summary.command_count, 2);
 }
