@@ -469,12 +469,6 @@ impl SessionHandle {
         }
     }
 
-    /// A handle on the recorder's health, for a relay half that cannot
-    /// borrow the session.
-    pub fn recording_health(&self) -> Recorder {
-        self.recorder.clone()
-    }
-
     /// The journal the forwarding half of the session records commands in
     /// before it forwards them.
     pub fn journal(&self) -> CommandJournal {
