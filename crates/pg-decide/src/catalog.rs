@@ -27,6 +27,14 @@ pub const CATALOG_FINGERPRINT_SQL: &str = "\
 (SELECT count(*)::text || ':' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.pg_operator WHERE oid >= 16384) || '/' || \
 (SELECT count(*)::text || ':' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.pg_cast WHERE oid >= 16384)";
 
+/// Added to [`CATALOG_FINGERPRINT_SQL`] where masking traces columns:
+/// renaming, retyping, adding or dropping a column writes only
+/// `pg_attribute`, and the masking catalog maps a result column's
+/// attribute number to its name. Without this, swapping two columns'
+/// names left the gateway masking by the old names for good.
+pub const COLUMN_FINGERPRINT_SQL: &str = " || '/' || \
+(SELECT count(*)::text || ':' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.pg_attribute WHERE attrelid >= 16384 AND attnum > 0)";
+
 /// The query the catalog is read with: one row per direct dependency of a
 /// user view, `(view schema, view name, kind, dependency schema, name)`,
 /// where kind is `r` for a relation and `f` for a function; and one row per

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use portcullis_core::audit::Decision;
 use portcullis_core::masking::{MaskCounts, Masking};
 use portcullis_pg_decide::{Allowed, GateDecision, RowGate, RowPolicy};
@@ -20,9 +20,11 @@ use time::OffsetDateTime;
 
 use crate::error::SessionError;
 
+mod described;
 mod encoding;
 mod front;
 mod names;
+pub use described::{DescriptionCache, DescriptionKey, Learned};
 pub use encoding::EncodingReports;
 pub use front::{FrontendTracker, ReviewVerdict};
 pub use portcullis_pg_decide::Forward;
@@ -67,6 +69,10 @@ pub struct Stmt {
     pub changes: Vec<(usize, u64)>,
     /// Statements of its text the server completed.
     pub completed: usize,
+    /// For an Execute of masked results sent without the gateway's own
+    /// Describe: the RowDescription the server sent for an earlier
+    /// Execute of the same prepared statement (see `tracker/described.rs`).
+    pub description: Option<Bytes>,
 }
 
 impl Stmt {
@@ -100,6 +106,7 @@ impl Stmt {
             masked: MaskCounts::default(),
             changes: Vec::new(),
             completed: 0,
+            description: None,
         }
     }
 
@@ -129,8 +136,9 @@ pub enum Pending {
     /// Describe, answered by RowDescription or NoData.
     Describe,
     /// A Describe the gateway added before an Execute so it knows the
-    /// result's columns and formats; its answer is not forwarded.
-    MaskDescribe,
+    /// result's columns and formats; its answer is not forwarded, and is
+    /// cached under the key, if any.
+    MaskDescribe(Option<DescriptionKey>),
     /// Close, answered by CloseComplete; its change to the names.
     Close(Option<u64>),
     /// Execute, answered by CommandComplete, PortalSuspended, EmptyQuery or an error.
@@ -179,6 +187,8 @@ pub struct BackendTracker {
     scratch: Option<portcullis_core::masking::Scratch>,
     /// Changes to names the server answered: `(change, held)`.
     answered: Vec<(u64, bool)>,
+    /// Row descriptions learned for the client side's cache.
+    learned: Vec<Learned>,
     /// Entries pushed so far; those no longer queued are answered.
     pushed: u64,
     /// The client's encoding, as the server last reported it: the
@@ -224,6 +234,7 @@ impl Default for BackendTracker {
             loose_counts: MaskCounts::default(),
             scratch: None,
             answered: Vec::new(),
+            learned: Vec::new(),
             pushed: 0,
             encoding: ClientEncoding::UTF8,
         }
@@ -290,6 +301,11 @@ impl BackendTracker {
         std::mem::take(&mut self.answered)
     }
 
+    /// What was learned for the client side's row-description cache.
+    pub fn take_learned(&mut self) -> Vec<Learned> {
+        std::mem::take(&mut self.learned)
+    }
+
     /// How many entries pushed so far the server has answered (or
     /// skipped): they are answered in order.
     pub fn answered_entries(&self) -> u64 {
@@ -346,6 +362,8 @@ impl BackendTracker {
             return Ok(self.on_probe_answer(tag, body, done));
         }
         if tag == b'E' {
+            // Whatever failed, a cached description may be why.
+            self.learned.push(Learned::Forget);
             self.rows = None;
             self.copy = None;
             let masked = self.mask_fields(tag, body);
@@ -446,9 +464,12 @@ impl BackendTracker {
     fn gate_message(&mut self, tag: u8, body: &[u8]) -> Result<Option<BytesMut>, SessionError> {
         match tag {
             b'T' => {
-                let ours = matches!(self.queue.front(), Some(Pending::MaskDescribe));
+                let ours = matches!(self.queue.front(), Some(Pending::MaskDescribe(_)));
                 if ours {
-                    self.queue.pop_front();
+                    if let Some(Pending::MaskDescribe(Some(key))) = self.queue.pop_front() {
+                        self.learned
+                            .push(Learned::Description(key, Bytes::copy_from_slice(body)));
+                    }
                 }
                 if ours || matches!(self.queue.front(), Some(Pending::Query(_))) {
                     self.rows = match self.current_policy() {
@@ -463,7 +484,7 @@ impl BackendTracker {
                 // Asked by the gateway: the client never sees it.
                 Ok(ours.then(BytesMut::new))
             }
-            b'n' if matches!(self.queue.front(), Some(Pending::MaskDescribe)) => {
+            b'n' if matches!(self.queue.front(), Some(Pending::MaskDescribe(_))) => {
                 self.queue.pop_front();
                 self.rows = None;
                 Ok(Some(BytesMut::new()))
@@ -471,12 +492,23 @@ impl BackendTracker {
             b'D' => {
                 if self.rows.is_none() {
                     // An Execute's rows come with no description of their
-                    // own; only rows that need no masking may.
+                    // own: only rows that need no masking may, or those
+                    // whose description the server sent for an earlier
+                    // Execute of the same prepared statement.
                     self.rows = match self.queue.front() {
-                        Some(Pending::Execute(s)) => s
-                            .rows_policy
-                            .as_ref()
-                            .and_then(RowGate::without_description),
+                        Some(Pending::Execute(s)) => match (&s.rows_policy, &s.description) {
+                            (Some(policy), Some(described)) => Some(
+                                RowGate::for_description(policy, described).map_err(|e| {
+                                    SessionError::masking_failed(format!(
+                                        "a cached row description could not be read ({e}); the session is ended"
+                                    ))
+                                })?,
+                            ),
+                            (policy, None) => {
+                                policy.as_ref().and_then(RowGate::without_description)
+                            }
+                            (None, Some(_)) => None,
+                        },
                         _ => None,
                     };
                 }
@@ -728,7 +760,7 @@ impl BackendTracker {
         self.command_rows = 0;
         // The gateway's own Describe failed (say, no such portal): the
         // error belongs to the Execute it was sent for.
-        if matches!(self.queue.front(), Some(Pending::MaskDescribe)) {
+        if matches!(self.queue.front(), Some(Pending::MaskDescribe(_))) {
             self.queue.pop_front();
         }
         let mut text = format!("{}: {}", e.code().unwrap_or("?"), e.message().unwrap_or(""));

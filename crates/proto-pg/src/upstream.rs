@@ -322,8 +322,13 @@ impl Upstream {
         buf: &mut BytesMut,
     ) -> Result<(Vec<String>, String, String), SessionError> {
         let mut out = BytesMut::new();
+        let columns = if self.traces_columns {
+            portcullis_pg_decide::catalog::COLUMN_FINGERPRINT_SQL
+        } else {
+            ""
+        };
         let sql = format!(
-            "SELECT pg_catalog.current_schemas(false)::text, pg_catalog.current_setting('search_path'), {}",
+            "SELECT pg_catalog.current_schemas(false)::text, pg_catalog.current_setting('search_path'), {}{columns}",
             portcullis_pg_decide::catalog::CATALOG_FINGERPRINT_SQL
         );
         encode::query(&mut out, &sql);

@@ -8,6 +8,7 @@ mod audit;
 mod common;
 mod compat;
 mod connect;
+mod described;
 mod encodings;
 mod evidence;
 mod grants;

@@ -232,13 +232,13 @@ fn masking_gateway(extra: &str) -> Gateway {
 }
 
 /// A loopback forwarder that keeps every byte the gateway sends back.
-struct Tap {
+pub(crate) struct Tap {
     port: u16,
     seen: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Tap {
-    async fn start(gw: &Gateway) -> Tap {
+    pub(crate) async fn start(gw: &Gateway) -> Tap {
         let target = gw
             .conninfo("app-db", "")
             .split_whitespace()
@@ -281,14 +281,14 @@ impl Tap {
         Tap { port, seen }
     }
 
-    fn conninfo(&self, token: &str) -> String {
+    pub(crate) fn conninfo(&self, token: &str) -> String {
         format!(
             "host=127.0.0.1 port={} dbname=app-db user=whoever sslmode=disable connect_timeout=20 password={token}",
             self.port
         )
     }
 
-    fn bytes(&self) -> Vec<u8> {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
         self.seen.lock().unwrap().clone()
     }
 }
