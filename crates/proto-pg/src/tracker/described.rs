@@ -37,6 +37,12 @@ use portcullis_pg_decide::gate::Definition;
 /// Descriptions kept per session. Enough for the statements an
 /// application runs in a loop; an idle session holds none.
 const MAX_DESCRIPTIONS: usize = 32;
+/// Bytes of descriptions kept per session, at most: a session's memory
+/// stays bounded whatever it prepares (a RowDescription of ten columns is
+/// about 300 bytes).
+const MAX_DESCRIPTION_BYTES: usize = 16 * 1024;
+/// Larger descriptions (hundreds of columns) are asked for every time.
+pub(super) const LARGEST_CACHED: usize = 4 * 1024;
 
 /// What a cached description is valid for.
 #[derive(Debug, Clone)]
@@ -122,8 +128,15 @@ impl DescriptionCache {
         // Entries of another generation can never match again.
         self.entries
             .retain(|(k, _)| k.generation == key.generation && !k.same(&key));
-        if self.entries.len() >= MAX_DESCRIPTIONS {
-            self.entries.remove(0);
+        if description.len() > LARGEST_CACHED {
+            return;
+        }
+        let mut held: usize = self.entries.iter().map(|(_, d)| d.len()).sum();
+        while !self.entries.is_empty()
+            && (self.entries.len() >= MAX_DESCRIPTIONS
+                || held + description.len() > MAX_DESCRIPTION_BYTES)
+        {
+            held -= self.entries.remove(0).1.len();
         }
         self.entries.push((key, description));
     }
@@ -189,6 +202,19 @@ mod tests {
             )]);
         }
         assert_eq!(cache.len(), MAX_DESCRIPTIONS);
+        // Bytes are bounded too, and a large description is not kept.
+        for _ in 0..10 {
+            cache.learn([Learned::Description(
+                key(&parse("select 3"), &[], (2, 1)),
+                Bytes::from(vec![0; LARGEST_CACHED]),
+            )]);
+        }
+        assert_eq!(cache.len(), MAX_DESCRIPTION_BYTES / LARGEST_CACHED);
+        cache.learn([Learned::Description(
+            key(&parse("select 4"), &[], (2, 1)),
+            Bytes::from(vec![0; LARGEST_CACHED + 1]),
+        )]);
+        assert!(cache.get(&key(&parse("select 4"), &[], (2, 1))).is_none());
     }
 
     #[test]
