@@ -251,9 +251,7 @@ where
             bytes_in.increment(n as u64);
         }
         // What the server confirmed so far decides what names hold.
-        let answers = pending.take_answered();
-        tracker.resolve(&answers.names, gate);
-        tracker.learn(answers.learned);
+        tracker.resolve(&pending.take_answered(), gate);
         tracker.new_read();
         // Whether the server is idle before anything of this read is sent.
         let quiet = pending.quiet();
@@ -400,7 +398,7 @@ where
             used += frame.len;
         }
         // Before the client can see the answers and act on them.
-        pending.answered(tracker.take_answered(), tracker.take_learned());
+        pending.answered(tracker.take_answered());
         pending.encoding.answered_up_to(tracker.answered_entries());
         pending.settle_busy(tracker);
         if used > 0 {

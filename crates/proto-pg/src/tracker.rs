@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use portcullis_core::audit::Decision;
 use portcullis_core::masking::{MaskCounts, Masking};
 use portcullis_pg_decide::{Allowed, GateDecision, RowGate, RowPolicy};
@@ -20,12 +20,10 @@ use time::OffsetDateTime;
 
 use crate::error::SessionError;
 
-mod described;
 mod encoding;
 mod front;
 mod names;
 mod results;
-pub use described::{DescriptionCache, DescriptionKey, Learned};
 pub use encoding::EncodingReports;
 pub use front::{FrontendTracker, ReviewVerdict};
 pub use portcullis_pg_decide::Forward;
@@ -70,10 +68,6 @@ pub struct Stmt {
     pub changes: Vec<(usize, u64)>,
     /// Statements of its text the server completed.
     pub completed: usize,
-    /// For an Execute of masked results sent without the gateway's own
-    /// Describe: the RowDescription the server sent for an earlier
-    /// Execute of the same prepared statement (see `tracker/described.rs`).
-    pub description: Option<Bytes>,
 }
 
 impl Stmt {
@@ -107,7 +101,6 @@ impl Stmt {
             masked: MaskCounts::default(),
             changes: Vec::new(),
             completed: 0,
-            description: None,
         }
     }
 
@@ -137,9 +130,8 @@ pub enum Pending {
     /// Describe, answered by RowDescription or NoData.
     Describe,
     /// A Describe the gateway added before an Execute so it knows the
-    /// result's columns and formats; its answer is not forwarded, and is
-    /// cached under the key, if any.
-    MaskDescribe(Option<DescriptionKey>),
+    /// result's columns and formats; its answer is not forwarded.
+    MaskDescribe,
     /// Close, answered by CloseComplete; its change to the names.
     Close(Option<u64>),
     /// Execute, answered by CommandComplete, PortalSuspended, EmptyQuery or an error.
@@ -188,8 +180,6 @@ pub struct BackendTracker {
     scratch: Option<portcullis_core::masking::Scratch>,
     /// Changes to names the server answered: `(change, held)`.
     answered: Vec<(u64, bool)>,
-    /// Row descriptions learned for the client side's cache.
-    learned: Vec<Learned>,
     /// Entries pushed so far; those no longer queued are answered.
     pushed: u64,
     /// The client's encoding, as the server last reported it: the
@@ -230,7 +220,6 @@ impl Default for BackendTracker {
             loose_counts: MaskCounts::default(),
             scratch: None,
             answered: Vec::new(),
-            learned: Vec::new(),
             pushed: 0,
             encoding: ClientEncoding::UTF8,
         }
@@ -297,11 +286,6 @@ impl BackendTracker {
         std::mem::take(&mut self.answered)
     }
 
-    /// What was learned for the client side's row-description cache.
-    pub fn take_learned(&mut self) -> Vec<Learned> {
-        std::mem::take(&mut self.learned)
-    }
-
     /// How many entries pushed so far the server has answered (or
     /// skipped): they are answered in order.
     pub fn answered_entries(&self) -> u64 {
@@ -358,8 +342,6 @@ impl BackendTracker {
             return Ok(self.on_probe_answer(tag, body, done));
         }
         if tag == b'E' {
-            // Whatever failed, a cached description may be why.
-            self.learned.push(Learned::Forget);
             self.rows = None;
             self.copy = None;
             let masked = self.mask_fields(tag, body);
@@ -558,7 +540,7 @@ impl BackendTracker {
         self.command_rows = 0;
         // The gateway's own Describe failed (say, no such portal): the
         // error belongs to the Execute it was sent for.
-        if matches!(self.queue.front(), Some(Pending::MaskDescribe(_))) {
+        if matches!(self.queue.front(), Some(Pending::MaskDescribe)) {
             self.queue.pop_front();
         }
         let mut text = format!("{}: {}", e.code().unwrap_or("?"), e.message().unwrap_or(""));

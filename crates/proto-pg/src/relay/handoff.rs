@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 
-use crate::tracker::{BackendTracker, EncodingReports, Learned, Pending};
+use crate::tracker::{BackendTracker, EncodingReports, Pending};
 
 /// What the client side has sent and the server will answer, handed to
 /// the upstream side in order.
@@ -31,7 +31,7 @@ use crate::tracker::{BackendTracker, EncodingReports, Learned, Pending};
 pub struct Handoff {
     queue: std::sync::Mutex<Vec<Pending>>,
     grown: std::sync::atomic::AtomicBool,
-    answers: std::sync::Mutex<Answers>,
+    answers: std::sync::Mutex<Vec<(u64, bool)>>,
     /// Whether something sent is still unanswered, for cancel requests.
     busy: Arc<std::sync::atomic::AtomicBool>,
     /// The encoding the server reads the client's messages in, as it
@@ -44,16 +44,6 @@ pub struct Handoff {
     /// Notices for the client from outside the upstream side (a review's
     /// progress, a grant's end), which only the upstream side writes.
     pub(super) notices: Arc<Notices>,
-}
-
-/// What the server answered that the client side must know before it
-/// decides the client's next messages.
-#[derive(Default)]
-pub(super) struct Answers {
-    /// Changes to names: `(change, held)`.
-    pub(super) names: Vec<(u64, bool)>,
-    /// Row descriptions for the client side's cache.
-    pub(super) learned: Vec<Learned>,
 }
 
 /// The gateway's own notices waiting for a session's client. Other tasks
@@ -206,18 +196,16 @@ impl Handoff {
         }
     }
 
-    /// Leaves the server's answers to name changes, and what it
-    /// described, for the client side.
-    pub(super) fn answered(&self, names: Vec<(u64, bool)>, learned: Vec<Learned>) {
-        if !names.is_empty() || !learned.is_empty() {
+    /// Leaves the server's answers to name changes for the client side.
+    pub(super) fn answered(&self, answers: Vec<(u64, bool)>) {
+        if !answers.is_empty() {
             let mut held = self.answers.lock().unwrap_or_else(|p| p.into_inner());
-            held.names.extend(names);
-            held.learned.extend(learned);
+            held.extend(answers);
         }
     }
 
     /// Takes the answers left so far.
-    pub(super) fn take_answered(&self) -> Answers {
+    pub(super) fn take_answered(&self) -> Vec<(u64, bool)> {
         let mut held = self.answers.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::take(&mut *held)
     }

@@ -15,7 +15,6 @@ use portcullis_pg_decide::{
 use portcullis_pg_sql::Effect;
 use portcullis_pg_wire::{FrontendMessage, Param, Target};
 
-use super::described::{DescriptionCache, DescriptionKey, Learned};
 use super::encoding::{EncodingReports, EncodingWatch};
 use super::names::{Change, Ledger};
 use super::{Pending, Probe, Stmt};
@@ -53,10 +52,6 @@ struct Portal {
     review: Option<u64>,
     /// The policy generation (policies and grants) it was decided under.
     policy_generation: u64,
-    /// For masked results: the one statement it was bound from and the
-    /// result formats the Bind asked for, which key the row-description
-    /// cache.
-    described_by: Option<(Definition, Arc<[i16]>)>,
 }
 
 impl PortalDef {
@@ -93,8 +88,6 @@ pub struct FrontendTracker {
     statements: Ledger<Definition>,
     portals: Ledger<PortalDef>,
     binds: HashMap<Arc<str>, BindCache>,
-    /// Row descriptions of masked Executes, as the server sent them.
-    descriptions: DescriptionCache,
     /// Numbers the changes sent, so the server's answers can settle them.
     next_change: u64,
     /// Counts Syncs and Queries sent: an error makes the server skip
@@ -135,7 +128,6 @@ impl FrontendTracker {
             statements: Ledger::default(),
             portals: Ledger::default(),
             binds: HashMap::new(),
-            descriptions: DescriptionCache::default(),
             next_change: 0,
             stretch: 0,
             extended_in_stretch: false,
@@ -232,14 +224,6 @@ impl FrontendTracker {
     /// Starts deciding what one read from the client brought.
     pub fn new_read(&mut self) {
         self.ran_in_read = false;
-    }
-
-    /// Takes in what the upstream side learned for the row-description
-    /// cache.
-    pub fn learn(&mut self, learned: Vec<Learned>) {
-        if !learned.is_empty() {
-            self.descriptions.learn(learned);
-        }
     }
 
     /// The parameter types the Parse of `statement` declared, when the
@@ -360,9 +344,9 @@ impl FrontendTracker {
                 statement,
                 param_formats,
                 params,
-                result_formats,
+                ..
             } => {
-                let (text, decision, definition) = self.bind_decision(statement, gate);
+                let (text, decision) = self.bind_decision(statement, gate);
                 let rendered = render_params(param_formats, params);
                 let types = self.declared_types(statement);
                 let subject = HoldSubject::Bind {
@@ -384,9 +368,6 @@ impl FrontendTracker {
                     GateDecision::Allow(allowed) => {
                         let permit = allowed.permit();
                         let id = self.change_id();
-                        let described_by = definition
-                            .filter(|_| allowed.mask().is_some())
-                            .map(|d| (d, Arc::from(&result_formats[..])));
                         let bound = Portal {
                             text,
                             statement: name,
@@ -394,7 +375,6 @@ impl FrontendTracker {
                             allowed,
                             review: self.released_by.take(),
                             policy_generation: gate.generation().1,
-                            described_by,
                         };
                         let def = PortalDef::Bound(Arc::new(bound));
                         self.portals
@@ -459,9 +439,6 @@ impl FrontendTracker {
     }
 
     fn on_query(&mut self, sql: &str, out: &mut Vec<Pending>, gate: &mut StatementGate) -> Forward {
-        // A session's own DDL, SET, DISCARD and DEALLOCATE usually come
-        // this way: ask the server for descriptions afresh.
-        self.descriptions.clear();
         let decision = match self.settle_review(gate.check(sql), HoldSubject::Query(sql), &[]) {
             Ok(d) => d,
             Err(mut hold) => {
@@ -580,12 +557,8 @@ impl FrontendTracker {
             out.push(Pending::Execute(s));
             return Forward::Instead(StandIn::denied_execute(&denied));
         }
-        let mut described = None;
-        let (mut s, allowed) = match candidates.as_slice() {
+        let (s, allowed) = match candidates.as_slice() {
             [Some(PortalDef::Bound(p))] => {
-                described = p.described_by.as_ref().and_then(|(statement, formats)| {
-                    DescriptionKey::new(statement, formats, gate.generation())
-                });
                 // It runs (again, if resumed) now: what it may change in
                 // client_encoding is unsettled until the next Sync.
                 self.encoding.allowed(p.allowed.encoding_change(), false);
@@ -607,25 +580,17 @@ impl FrontendTracker {
                 (Stmt::allowed("execute", Arc::from(""), &allowed), allowed)
             }
         };
-        let cached = described.as_ref().and_then(|k| self.descriptions.get(k));
-        let forward = match (allowed.mask(), cached) {
-            (None, _) => Forward::AsIs(allowed.permit()),
-            // Described before: the rows are masked through the
-            // description the server sent then.
-            (Some(_), Some(description)) => {
-                s.description = Some(description);
-                Forward::AsIs(allowed.permit())
-            }
+        let forward = if allowed.mask().is_some() {
             // Rows of an Execute carry no description; ask for the
             // portal's (with its result formats) right before it.
-            (Some(_), None) => {
-                out.push(Pending::MaskDescribe(described));
-                Forward::Instead(StandIn::described_execute(
-                    allowed.permit(),
-                    portal,
-                    max_rows,
-                ))
-            }
+            out.push(Pending::MaskDescribe);
+            Forward::Instead(StandIn::described_execute(
+                allowed.permit(),
+                portal,
+                max_rows,
+            ))
+        } else {
+            Forward::AsIs(allowed.permit())
         };
         out.push(Pending::Execute(s));
         forward
@@ -696,7 +661,7 @@ impl FrontendTracker {
         &mut self,
         statement: &str,
         gate: &mut StatementGate,
-    ) -> (Arc<str>, GateDecision, Option<Definition>) {
+    ) -> (Arc<str>, GateDecision) {
         let candidates: Vec<Definition> = self
             .statements
             .candidates(statement, self.stretch)
@@ -707,18 +672,10 @@ impl FrontendTracker {
             [Definition::Text(t, _)] => t.clone(),
             _ => Arc::from(format!("EXECUTE {statement}")),
         };
-        let only = match candidates.as_slice() {
-            [only] => Some(only.clone()),
-            _ => None,
-        };
-        if let Some(only) = &only {
+        if let [only] = candidates.as_slice() {
             if let Some(c) = self.binds.get(statement) {
                 if c.definition == *only && c.generation == gate.generation() {
-                    return (
-                        text,
-                        GateDecision::Allow(c.allowed.clone()),
-                        Some(only.clone()),
-                    );
+                    return (text, GateDecision::Allow(c.allowed.clone()));
                 }
             }
         }
@@ -728,7 +685,7 @@ impl FrontendTracker {
                 Default::default(),
             )
             .with_sqlstate("26000");
-            return (text, GateDecision::Deny(denied), None);
+            return (text, GateDecision::Deny(denied));
         }
         let decision = gate.check_definitions(&candidates);
         match (&decision, candidates.as_slice()) {
@@ -749,7 +706,7 @@ impl FrontendTracker {
                 self.binds.remove(statement);
             }
         }
-        (text, decision, only)
+        (text, decision)
     }
 }
 

@@ -5,13 +5,12 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use portcullis_core::masking::{MaskCounts, Masking};
 use portcullis_pg_decide::{RowGate, RowPolicy};
 use portcullis_pg_wire::encode;
 use portcullis_pg_wire::ErrorFields;
 
-use super::described::{self, Learned};
 use super::{BackendTracker, Pending};
 use crate::error::SessionError;
 
@@ -29,21 +28,12 @@ impl BackendTracker {
         }
     }
 
-    /// A RowDescription: the gateway's own (not forwarded; kept for the
-    /// row-description cache) or a simple query's, either of which sets
-    /// up the gate for the rows after it.
+    /// A RowDescription: the gateway's own (not forwarded) or a simple
+    /// query's, either of which sets up the gate for the rows after it.
     fn on_row_description(&mut self, body: &[u8]) -> Result<Option<BytesMut>, SessionError> {
-        let ours = matches!(self.queue.front(), Some(Pending::MaskDescribe(_)));
+        let ours = matches!(self.queue.front(), Some(Pending::MaskDescribe));
         if ours {
-            match self.queue.pop_front() {
-                Some(Pending::MaskDescribe(Some(key)))
-                    if body.len() <= described::LARGEST_CACHED =>
-                {
-                    self.learned
-                        .push(Learned::Description(key, Bytes::copy_from_slice(body)));
-                }
-                _ => {}
-            }
+            self.queue.pop_front();
         }
         if ours || matches!(self.queue.front(), Some(Pending::Query(_))) {
             self.rows = match self.current_policy() {
@@ -61,29 +51,26 @@ impl BackendTracker {
 
     /// The gate for the rows of the Execute whose results are arriving,
     /// which come with no description of their own: only rows that need
-    /// no masking pass without one; masked rows need the description the
-    /// server sent for an earlier Execute of the same prepared statement.
-    fn execute_row_gate(&self) -> Result<Option<RowGate>, SessionError> {
-        let Some(Pending::Execute(s)) = self.queue.front() else {
-            return Ok(None);
-        };
-        Ok(match (&s.rows_policy, &s.description) {
-            (Some(policy), Some(described)) => {
-                Some(RowGate::for_description(policy, described).map_err(|e| {
-                    SessionError::masking_failed(format!(
-                        "a cached row description could not be read ({e}); the session is ended"
-                    ))
-                })?)
-            }
-            (policy, None) => policy.as_ref().and_then(RowGate::without_description),
-            (None, Some(_)) => None,
-        })
+    /// no masking pass without one. Masked results always follow the
+    /// gateway's own Describe, never a description kept from an earlier
+    /// Execute: PostgreSQL re-plans a prepared statement against other
+    /// relations without telling the client (a `SET LOCAL search_path`
+    /// undone by COMMIT, DDL in another session), and only the
+    /// description it sends now says where the rows come from.
+    fn execute_row_gate(&self) -> Option<RowGate> {
+        match self.queue.front() {
+            Some(Pending::Execute(s)) => s
+                .rows_policy
+                .as_ref()
+                .and_then(RowGate::without_description),
+            _ => None,
+        }
     }
 
     /// A DataRow, through its result set's gate.
     fn pass_row(&mut self, body: &[u8]) -> Result<Option<BytesMut>, SessionError> {
         if self.rows.is_none() {
-            self.rows = self.execute_row_gate()?;
+            self.rows = self.execute_row_gate();
         }
         let Some(gate) = self.rows.as_mut() else {
             return Err(SessionError::masking_failed(
@@ -119,7 +106,7 @@ impl BackendTracker {
     ) -> Result<Option<BytesMut>, SessionError> {
         match tag {
             b'T' => self.on_row_description(body),
-            b'n' if matches!(self.queue.front(), Some(Pending::MaskDescribe(_))) => {
+            b'n' if matches!(self.queue.front(), Some(Pending::MaskDescribe)) => {
                 self.queue.pop_front();
                 self.rows = None;
                 Ok(Some(BytesMut::new()))
