@@ -68,6 +68,19 @@ async fn run(client: &Client, statement: &Statement) -> (String, String) {
     (row.get(0), row.get(1))
 }
 
+/// A gateway masking the secrets, and Alice connected to it through a tap
+/// that keeps every byte the gateway sends her.
+async fn masked_client() -> (Gateway, Tap, Client) {
+    let gw = gateway()
+        .app_db("app-db", cluster())
+        .policies(POLICIES)
+        .extra(MASKING)
+        .start();
+    let tap = Tap::start(&gw).await;
+    let client = connect(&tap.conninfo(ALICE_TOKEN)).await;
+    (gw, tap, client)
+}
+
 /// Waits until a fresh (never cached) query through the gateway shows
 /// that its catalog has caught up with the DDL: `sql` returns `clear`
 /// unmasked only once the gateway resolves names as the server now does.
@@ -103,13 +116,7 @@ async fn masking_follows_a_prepared_statement_through_layout_changes() {
     assert_eq!(run(&direct, &s).await.0, "SECRET-B2");
 
     create_table();
-    let gw = gateway()
-        .app_db("app-db", cluster())
-        .policies(POLICIES)
-        .extra(MASKING)
-        .start();
-    let tap = Tap::start(&gw).await;
-    let client = connect(&tap.conninfo(ALICE_TOKEN)).await;
+    let (gw, tap, client) = masked_client().await;
     let s = client.prepare(STATEMENT).await.unwrap();
     for _ in 0..3 {
         assert_eq!(run(&client, &s).await, ("****".into(), "note-1".into()));
@@ -219,13 +226,7 @@ async fn a_search_path_undone_by_commit_cannot_take_a_prepared_statement_past_ma
         ("decoy".into(), "TOPSECRET-1".into())
     );
 
-    let gw = gateway()
-        .app_db("app-db", cluster())
-        .policies(POLICIES)
-        .extra(MASKING)
-        .start();
-    let tap = Tap::start(&gw).await;
-    let client = connect(&tap.conninfo(ALICE_TOKEN)).await;
+    let (_gateway, tap, client) = masked_client().await;
     assert_eq!(
         attack(&client, statement).await,
         ("decoy".into(), "****".into())

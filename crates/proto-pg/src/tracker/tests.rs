@@ -306,11 +306,9 @@ fn messages_after_an_extended_error_are_skipped_until_sync() {
     assert!(!b.in_flight());
 }
 
-/// A row masking cannot read (here: more values than its description
-/// has columns) is never passed on, and the client hears 42501 with what
-/// went wrong, not a protocol violation.
-#[test]
-fn a_row_that_cannot_be_masked_is_refused_with_42501() {
+/// A gate and trackers with every detector, for a principal who may do
+/// everything but see values in clear.
+fn masking_session() -> (StatementGate, FrontendTracker, BackendTracker) {
     use portcullis_core::masking::{Detector, HashKey, Masking, MaskingRules};
     let masking = std::sync::Arc::new(
         Masking::new(
@@ -322,14 +320,38 @@ fn a_row_that_cannot_be_masked_is_refused_with_42501() {
         )
         .unwrap(),
     );
-    // Everything but seeing values in clear.
-    let mut gate = gate_with(
+    let gate = gate_with(
         r#"permit(principal, action, resource);
            forbid(principal, action == Action::"unmask", resource);"#,
     )
     .with_masking(masking.clone());
-    let mut front = FrontendTracker::new(10);
-    let mut back = BackendTracker::with_masking(masking);
+    (
+        gate,
+        FrontendTracker::new(10),
+        BackendTracker::with_masking(masking),
+    )
+}
+
+/// A RowDescription of one text column (type 25) of an unknown table.
+fn note_description() -> Vec<u8> {
+    let mut description = Vec::new();
+    description.extend_from_slice(&1i16.to_be_bytes());
+    description.extend_from_slice(b"note\0");
+    description.extend_from_slice(&0u32.to_be_bytes());
+    description.extend_from_slice(&0i16.to_be_bytes());
+    description.extend_from_slice(&25u32.to_be_bytes());
+    description.extend_from_slice(&(-1i16).to_be_bytes());
+    description.extend_from_slice(&(-1i32).to_be_bytes());
+    description.extend_from_slice(&0i16.to_be_bytes());
+    description
+}
+
+/// A row masking cannot read (here: more values than its description
+/// has columns) is never passed on, and the client hears 42501 with what
+/// went wrong, not a protocol violation.
+#[test]
+fn a_row_that_cannot_be_masked_is_refused_with_42501() {
+    let (mut gate, mut front, mut back) = masking_session();
     let mut out = Vec::new();
     front
         .on_message(
@@ -341,16 +363,7 @@ fn a_row_that_cannot_be_masked_is_refused_with_42501() {
         )
         .unwrap();
     back.push(out);
-    // One text column (type 25), unknown table.
-    let mut description = Vec::new();
-    description.extend_from_slice(&1i16.to_be_bytes());
-    description.extend_from_slice(b"note\0");
-    description.extend_from_slice(&0u32.to_be_bytes());
-    description.extend_from_slice(&0i16.to_be_bytes());
-    description.extend_from_slice(&25u32.to_be_bytes());
-    description.extend_from_slice(&(-1i16).to_be_bytes());
-    description.extend_from_slice(&(-1i32).to_be_bytes());
-    description.extend_from_slice(&0i16.to_be_bytes());
+    let description = note_description();
     let mut done = Vec::new();
     back.on_message(b'T', &description, &mut done).unwrap();
     let mut row = BytesMut::new();
@@ -416,33 +429,8 @@ fn a_row_no_decided_statement_covers_is_refused() {
 /// its description of now says where the rows come from.
 #[test]
 fn every_masked_execute_is_described_first() {
-    use portcullis_core::masking::{Detector, HashKey, Masking, MaskingRules};
-    let masking = std::sync::Arc::new(
-        Masking::new(
-            MaskingRules {
-                detectors: Detector::ALL.to_vec(),
-                ..MaskingRules::default()
-            },
-            HashKey::new(vec![3; 32]),
-        )
-        .unwrap(),
-    );
-    let mut gate = gate_with(
-        r#"permit(principal, action, resource);
-           forbid(principal, action == Action::"unmask", resource);"#,
-    )
-    .with_masking(masking.clone());
-    let mut front = FrontendTracker::new(10);
-    let mut back = BackendTracker::with_masking(masking);
-    let mut description = Vec::new();
-    description.extend_from_slice(&1i16.to_be_bytes());
-    description.extend_from_slice(b"note\0");
-    description.extend_from_slice(&0u32.to_be_bytes());
-    description.extend_from_slice(&0i16.to_be_bytes());
-    description.extend_from_slice(&25u32.to_be_bytes());
-    description.extend_from_slice(&(-1i16).to_be_bytes());
-    description.extend_from_slice(&(-1i32).to_be_bytes());
-    description.extend_from_slice(&0i16.to_be_bytes());
+    let (mut gate, mut front, mut back) = masking_session();
+    let description = note_description();
     let mut row = BytesMut::new();
     portcullis_pg_wire::rows::encode_data_row(&mut row, [Some(&b"mail me at a@b.example"[..])]);
     let parse = FrontendMessage::Parse {
