@@ -24,6 +24,10 @@ use crate::config::Config;
 /// Runs the gateway until SIGINT or SIGTERM. `config_path` is reread on
 /// SIGHUP and when it changes, for static tokens.
 pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::Result<()> {
+    // First of all: a SIGTERM that arrives while the gateway starts (its
+    // listeners can accept before the rest is up) must stop it cleanly,
+    // not kill it with the signal's default action.
+    let signals = Signals::install();
     portcullis_core::files::private_dir(&config.data_dir)
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
     let _one_gateway = lock_data_dir(&config.data_dir)?;
@@ -132,7 +136,7 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
             shutdown.clone(),
         )));
     }
-    wait_for_signals(&policy, &config, &auth, &core, &config_path).await;
+    wait_for_signals(signals, &policy, &config, &auth, &core, &config_path).await;
     tracing::info!("shutting down: ending sessions and flushing the audit log");
     // Held clients hear that their reviews stay open before sessions end.
     reviews.stop().await;
@@ -511,21 +515,47 @@ async fn watch_config(
     }
 }
 
+/// The signals the gateway acts on, caught from the start of `serve`:
+/// one that arrives before `wait_for_signals` waits is kept for it.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// `None` (logged) when the handlers cannot be installed.
+    fn install() -> Option<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(term), Ok(int), Ok(hup)) => Some(Self { term, int, hup }),
+            _ => {
+                tracing::error!("cannot install signal handlers; stop with SIGKILL");
+                None
+            }
+        }
+    }
+}
+
 /// Returns on SIGINT/SIGTERM; reloads policies and static tokens on SIGHUP.
 async fn wait_for_signals(
+    signals: Option<Signals>,
     policy: &PolicyEngine,
     config: &Config,
     auth: &GatewayAuthenticator,
     core: &Core,
     config_path: &std::path::Path,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+    let Some(Signals {
+        mut term,
+        mut int,
+        mut hup,
+    }) = signals
+    else {
         std::future::pending::<()>().await;
         return;
     };

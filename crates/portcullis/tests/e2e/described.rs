@@ -81,9 +81,10 @@ async fn masked_client() -> (Gateway, Tap, Client) {
     (gw, tap, client)
 }
 
-/// Waits until a fresh (never cached) query through the gateway shows
+/// Waits until a query on another connection through the gateway shows
 /// that its catalog has caught up with the DDL: `sql` returns `clear`
-/// unmasked only once the gateway resolves names as the server now does.
+/// unmasked only once the gateway maps columns to names as the server
+/// now does.
 async fn until_the_gateway_sees(gw: &Gateway, sql: &str, clear: &str) {
     let probe = connect(&gw.conninfo("app-db", &format!("password={ALICE_TOKEN}"))).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
