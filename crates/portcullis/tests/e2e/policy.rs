@@ -507,3 +507,77 @@ fn a_function_called_by_field_selection_needs_execute() {
     assert!(out.ok, "{}", out.stderr);
     assert!(out.stdout.contains("sk-live-123"), "{}", out.stdout);
 }
+
+/// A `SET LOCAL search_path` ends with its transaction: afterwards the
+/// server resolves names on the path from before it. The gate decides
+/// names over every schema the path may hold, so a shadowing schema
+/// neither hides a forbidden table while it is on the path nor after.
+/// (Red team, issue 21: the same sequence took a prepared statement past
+/// masking through a cached row description.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_path_set_for_one_transaction_hides_no_forbidden_table() {
+    let gw = policy_gateway();
+    cluster().superuser_sql(
+        "app",
+        "create schema if not exists decoy_path; \
+         create table if not exists decoy_path.api_keys (id int, secret text); \
+         grant usage on schema decoy_path to portcullis_reader; \
+         grant select on decoy_path.api_keys to portcullis_reader",
+    );
+    // Directly: the decoy inside the transaction, the secret after it.
+    let (direct, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} dbname=app user=portcullis_reader password={} sslmode=disable",
+            cluster().port(),
+            portcullis_testkit::READER_PASSWORD
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let secrets = |rows: Vec<tokio_postgres::Row>| -> Vec<Option<String>> {
+        rows.iter().map(|r| r.get(0)).collect()
+    };
+    direct.execute("begin", &[]).await.unwrap();
+    direct
+        .execute("set local search_path = decoy_path, public", &[])
+        .await
+        .unwrap();
+    let inside = direct
+        .query("select secret from api_keys", &[])
+        .await
+        .unwrap();
+    assert!(secrets(inside).is_empty(), "the decoy is empty");
+    direct.execute("commit", &[]).await.unwrap();
+    let after = direct
+        .query("select secret from api_keys", &[])
+        .await
+        .unwrap();
+    assert_eq!(secrets(after), vec![Some("sk-live-123".to_owned())]);
+
+    let client = connect(&gw, "app-db", ALICE_TOKEN).await.unwrap();
+    client.execute("begin", &[]).await.unwrap();
+    client
+        .execute("set local search_path = decoy_path, public", &[])
+        .await
+        .unwrap();
+    let inside = client
+        .query("select secret from api_keys", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&inside).0, "42501");
+    client.execute("commit", &[]).await.unwrap();
+    let after = client
+        .query("select secret from api_keys", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        db_error(&after),
+        (
+            "42501".into(),
+            "portcullis: select on app-db/public.api_keys denied (policy no-secrets)".into()
+        )
+    );
+    cluster().superuser_sql("app", "drop schema decoy_path cascade");
+}
