@@ -508,6 +508,22 @@ fn a_function_called_by_field_selection_needs_execute() {
     assert!(out.stdout.contains("sk-live-123"), "{}", out.stdout);
 }
 
+type Read = Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>;
+
+/// Reads `api_keys` inside a transaction whose `SET LOCAL` puts
+/// `decoy_path` first on the search_path, and again after its COMMIT.
+async fn read_around_a_local_path(client: &tokio_postgres::Client) -> (Read, Read) {
+    client.execute("begin", &[]).await.unwrap();
+    client
+        .execute("set local search_path = decoy_path, public", &[])
+        .await
+        .unwrap();
+    let inside = client.query("select secret from api_keys", &[]).await;
+    client.execute("commit", &[]).await.unwrap();
+    let after = client.query("select secret from api_keys", &[]).await;
+    (inside, after)
+}
+
 /// A `SET LOCAL search_path` ends with its transaction: afterwards the
 /// server resolves names on the path from before it. The gate decides
 /// names over every schema the path may hold, so a shadowing schema
@@ -539,39 +555,17 @@ async fn a_search_path_set_for_one_transaction_hides_no_forbidden_table() {
     let secrets = |rows: Vec<tokio_postgres::Row>| -> Vec<Option<String>> {
         rows.iter().map(|r| r.get(0)).collect()
     };
-    direct.execute("begin", &[]).await.unwrap();
-    direct
-        .execute("set local search_path = decoy_path, public", &[])
-        .await
-        .unwrap();
-    let inside = direct
-        .query("select secret from api_keys", &[])
-        .await
-        .unwrap();
-    assert!(secrets(inside).is_empty(), "the decoy is empty");
-    direct.execute("commit", &[]).await.unwrap();
-    let after = direct
-        .query("select secret from api_keys", &[])
-        .await
-        .unwrap();
-    assert_eq!(secrets(after), vec![Some("sk-live-123".to_owned())]);
+    let (inside, after) = read_around_a_local_path(&direct).await;
+    assert!(secrets(inside.unwrap()).is_empty(), "the decoy is empty");
+    assert_eq!(
+        secrets(after.unwrap()),
+        vec![Some("sk-live-123".to_owned())]
+    );
 
     let client = connect(&gw, "app-db", ALICE_TOKEN).await.unwrap();
-    client.execute("begin", &[]).await.unwrap();
-    client
-        .execute("set local search_path = decoy_path, public", &[])
-        .await
-        .unwrap();
-    let inside = client
-        .query("select secret from api_keys", &[])
-        .await
-        .unwrap_err();
-    assert_eq!(db_error(&inside).0, "42501");
-    client.execute("commit", &[]).await.unwrap();
-    let after = client
-        .query("select secret from api_keys", &[])
-        .await
-        .unwrap_err();
+    let (inside, after) = read_around_a_local_path(&client).await;
+    assert_eq!(db_error(&inside.unwrap_err()).0, "42501");
+    let after = after.unwrap_err();
     assert_eq!(
         db_error(&after),
         (
