@@ -249,6 +249,7 @@ impl Admission {
         metrics::counter!("portcullis_sessions_total", "protocol" => protocol).increment(1);
         let deadline = expiry_deadline(&identity, core.settings.expiry_grace);
         let (stop, watcher) = SessionStop::watch(kill, deadline);
+        let ends_at = deadline;
         tracing::info!(session = %id, user = %identity.describe(), %connection, peer = %client.address, protocol, "session started");
         Ok(SessionHandle {
             id,
@@ -260,6 +261,7 @@ impl Admission {
             record_commands: core.settings.record_commands,
             seq: Arc::new(AtomicU64::new(0)),
             stop,
+            ends_at,
             _watcher: watcher,
             _live: live,
             ended: false,
@@ -417,6 +419,8 @@ pub struct SessionHandle {
     /// The last command number given, shared with the session's journal.
     seq: Arc<AtomicU64>,
     stop: Arc<SessionStop>,
+    /// When the token's expiry (plus grace) ends the session.
+    ends_at: Option<tokio::time::Instant>,
     _watcher: StopWatcher,
     _live: SessionGuard,
     ended: bool,
@@ -457,6 +461,12 @@ impl SessionHandle {
             stop: self.stop.clone(),
             who: self.identity.describe(),
         }
+    }
+
+    /// When the session will be ended for its token's expiry (plus the
+    /// configured grace), so an adapter can warn its user first.
+    pub fn ends_at(&self) -> Option<tokio::time::Instant> {
+        self.ends_at
     }
 
     /// Fails while the audit store cannot take records: nothing may run

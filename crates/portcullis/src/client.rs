@@ -95,6 +95,22 @@ impl ApiClient {
         self.get("/api/sessions", query).await
     }
 
+    /// `GET /api/sessions/{id}/recordings/{seq}`: an asciicast, as text.
+    pub async fn recording(&self, id: &str, seq: u64) -> anyhow::Result<String> {
+        let url = format!("{}/api/sessions/{id}/recordings/{seq}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway API at {}", self.base))?;
+        if !resp.status().is_success() {
+            return answer(resp).await.map(|_| String::new());
+        }
+        resp.text().await.context("reading the recording")
+    }
+
     /// `GET /api/sessions/{id}`.
     pub async fn session(&self, id: &str) -> anyhow::Result<serde_json::Value> {
         self.get(&format!("/api/sessions/{id}"), &[]).await

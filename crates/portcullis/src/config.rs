@@ -75,6 +75,9 @@ pub struct RawConfig {
     /// Outgoing webhooks for reviews and grants.
     #[serde(default)]
     pub webhooks: Vec<approvals::WebhookConfig>,
+    /// `[ssh]`.
+    #[serde(default)]
+    pub ssh: ssh::SshConfig,
 }
 
 /// `[runtime]`.
@@ -91,6 +94,8 @@ pub struct RuntimeConfig {
 pub struct Listen {
     /// PostgreSQL listener, e.g. `127.0.0.1:15432`.
     pub postgres: Option<String>,
+    /// SSH listener, e.g. `127.0.0.1:2222`.
+    pub ssh: Option<String>,
     /// REST API, `/healthz` and `/metrics`.
     pub api: Option<String>,
 }
@@ -114,13 +119,15 @@ pub struct TokenConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionConfig {
-    /// Name clients use as their database name.
+    /// Name clients use as their database name (PostgreSQL) or user name
+    /// (SSH).
     pub name: String,
-    /// `postgres`.
+    /// `postgres` or `ssh`.
     pub kind: String,
     /// `host:port`.
     pub upstream: String,
-    /// Upstream database.
+    /// Upstream database (PostgreSQL).
+    #[serde(default)]
     pub database: String,
     /// Service user.
     pub user: String,
@@ -153,6 +160,12 @@ pub struct ConnectionConfig {
     /// The prefix of grant roles' names (`portcullis_grant_`); gateways
     /// sharing an upstream need one each.
     pub grant_role_prefix: Option<String>,
+    /// SSH: the gateway's private key for `user` on the server.
+    pub private_key_file: Option<PathBuf>,
+    /// SSH: or an environment variable holding it.
+    pub private_key_env: Option<String>,
+    /// SSH: the server's host key, pinned (`ssh-ed25519 AAAA…`).
+    pub host_key: Option<String>,
 }
 
 /// `[policy]`.
@@ -276,6 +289,12 @@ pub struct Config {
     pub postgres_listen: Option<String>,
     /// API listener.
     pub api_listen: Option<String>,
+    /// SSH listener.
+    pub ssh_listen: Option<String>,
+    /// `kind = "ssh"` connections.
+    pub ssh_targets: Vec<portcullis_proto_ssh::SshTarget>,
+    /// `[ssh]`.
+    pub ssh: ssh::SshOptions,
     /// Static tokens (digests only).
     pub tokens: Vec<StaticToken>,
     /// Targets.
@@ -430,14 +449,15 @@ impl Config {
             }
         };
 
-        if raw.listen.postgres.is_none() && raw.listen.api.is_none() {
+        if raw.listen.postgres.is_none() && raw.listen.ssh.is_none() && raw.listen.api.is_none() {
             return Err(err(
                 "listen".into(),
-                "set at least one of postgres or api".into(),
+                "set at least one of postgres, ssh or api".into(),
             ));
         }
         for (key, addr) in [
             ("listen.postgres", &raw.listen.postgres),
+            ("listen.ssh", &raw.listen.ssh),
             ("listen.api", &raw.listen.api),
         ] {
             if let Some(a) = addr {
@@ -486,15 +506,11 @@ impl Config {
         }
 
         let mut connections: Vec<Connection> = Vec::new();
+        let mut ssh_targets = Vec::new();
+        let mut names = std::collections::HashSet::new();
         for (i, c) in raw.connections.iter().enumerate() {
             let key = format!("connections[{i}]");
-            if c.kind != "postgres" {
-                return Err(err(
-                    format!("{key}.kind"),
-                    format!("unsupported kind {:?} (supported: postgres)", c.kind),
-                ));
-            }
-            if c.name.is_empty() || connections.iter().any(|o| o.name == c.name) {
+            if c.name.is_empty() || !names.insert(c.name.as_str()) {
                 return Err(err(
                     format!("{key}.name"),
                     format!("{:?} is empty or used twice", c.name),
@@ -505,6 +521,34 @@ impl Config {
                     format!("{key}.upstream"),
                     format!("{:?} must be host:port", c.upstream),
                 ));
+            }
+            match c.kind.as_str() {
+                "postgres" => {}
+                "ssh" => {
+                    ssh_targets.push(ssh::target(&key, c, abs).map_err(|(k, m)| err(k, m))?);
+                    continue;
+                }
+                other => {
+                    return Err(err(
+                        format!("{key}.kind"),
+                        format!("unsupported kind {other:?} (supported: postgres, ssh)"),
+                    ))
+                }
+            }
+            if c.database.is_empty() {
+                return Err(err(format!("{key}.database"), "must be set".into()));
+            }
+            for (set, name) in [
+                (c.private_key_file.is_some(), "private_key_file"),
+                (c.private_key_env.is_some(), "private_key_env"),
+                (c.host_key.is_some(), "host_key"),
+            ] {
+                if set {
+                    return Err(err(
+                        format!("{key}.{name}"),
+                        "does not apply to kind = \"postgres\"".into(),
+                    ));
+                }
             }
             let password_file = c.password_file.as_deref().map(abs);
             let fields = ("password_env", "password_file");
@@ -624,6 +668,7 @@ impl Config {
         let webhooks =
             approvals::webhooks(&raw.webhooks, abs).map_err(|(key, message)| err(key, message))?;
         let record_statements = raw.audit.record_statements;
+        let ssh = ssh::options(raw.ssh).map_err(|(key, message)| err(key, message))?;
         let audit = audit::validate(raw.audit, abs).map_err(|(key, message)| err(key, message))?;
         Ok(Config {
             approvals,
@@ -633,6 +678,9 @@ impl Config {
             data_dir: abs(&raw.data_dir),
             postgres_listen: raw.listen.postgres,
             api_listen: raw.listen.api,
+            ssh_listen: raw.listen.ssh,
+            ssh_targets,
+            ssh,
             tokens,
             connections,
             policy_dir: abs(&raw.policy.dir),
@@ -710,6 +758,7 @@ pub mod approvals;
 pub mod audit;
 pub mod identity;
 pub mod masking;
+pub mod ssh;
 
 #[cfg(test)]
 mod tests;

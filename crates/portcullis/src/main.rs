@@ -10,6 +10,7 @@ mod login;
 mod masking_key;
 mod protocols;
 mod replay;
+mod replay_cast;
 mod reviews;
 mod serve;
 mod sinks;
@@ -65,6 +66,11 @@ enum Command {
         /// Keep printing a live session's statements until it ends.
         #[arg(long)]
         follow: bool,
+        /// Play SSH terminal recordings with the server's control
+        /// sequences unescaped, as a terminal player would (only for
+        /// recordings you trust).
+        #[arg(long)]
+        raw: bool,
     },
     /// Decide statements held for review, through a gateway's API.
     Reviews {
@@ -273,10 +279,12 @@ fn main() -> ExitCode {
             session,
             speed,
             follow,
+            raw,
         } => runtime().and_then(|rt| {
             rt.block_on(async {
                 let client = client::ApiClient::new(&api.api, api.token, api.api_ca.as_deref())?;
-                replay::replay(&client, &session, replay::Pace { speed, follow }).await
+                let pace = replay::Pace { speed, follow, raw };
+                replay::replay(&client, &session, pace).await
             })
         }),
         Command::Reviews { api, command } => runtime().and_then(|rt| {

@@ -5,4 +5,7 @@ use portcullis_core::vocabulary::Vocabulary;
 
 /// What each protocol adds to the policy language, for the schema every
 /// policy set is validated against.
-pub const VOCABULARIES: &[&Vocabulary] = &[&portcullis_pg_decide::vocabulary::SQL];
+pub const VOCABULARIES: &[&Vocabulary] = &[
+    &portcullis_pg_decide::vocabulary::SQL,
+    &portcullis_proto_ssh::SSH,
+];

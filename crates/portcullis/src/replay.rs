@@ -18,6 +18,8 @@ pub struct Pace {
     pub speed: Option<f64>,
     /// Keep polling a live session until it ends.
     pub follow: bool,
+    /// Play terminal recordings unescaped.
+    pub raw: bool,
 }
 
 /// Prints session `id` as it happened: each statement at its offset from
@@ -42,6 +44,16 @@ pub async fn replay(api: &ApiClient, id: &str, pace: Pace) -> anyhow::Result<()>
             last = command.started_at;
             shown = command.seq;
             statement(&mut out, command, start)?;
+            if command.detail.field("recording").is_some() {
+                let playback = crate::replay_cast::Playback {
+                    speed: pace.speed,
+                    raw: pace.raw,
+                };
+                match api.recording(id, command.seq).await {
+                    Ok(cast) => crate::replay_cast::play(&mut out, &cast, playback).await?,
+                    Err(e) => writeln!(out, "    (recording not played: {e:#})")?,
+                }
+            }
         }
         out.flush()?;
         if !pace.follow || detail.summary.ended_at.is_some() {
@@ -130,6 +142,9 @@ fn outcome(c: &CommandRecord) -> String {
         Some("running") => text = "running".into(),
         Some(_) => text = "outcome not recorded (the gateway stopped while it ran)".into(),
         None => {}
+    }
+    if let Some(status) = c.detail.field("exit_status") {
+        text.push_str(&format!(", exit status {status}"));
     }
     text.push_str(&format!(", {:.1} ms", c.duration_us as f64 / 1000.0));
     let masked = masked(c);

@@ -106,6 +106,15 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
         tasks.push(tokio::spawn(adapter.serve(listener, shutdown.clone())));
     }
 
+    if let Some(addr) = &config.ssh_listen {
+        let adapter = ssh_adapter(&config, &core)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for SSH clients on {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, host_key = %ssh_host_key_path(&config.data_dir).display(), "SSH listener ready");
+        tasks.push(tokio::spawn(adapter.serve(listener, shutdown.clone())));
+    }
+
     if let Some(addr) = &config.api_listen {
         let state = ApiState {
             core: core.clone(),
@@ -114,6 +123,7 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
             auth: auth.clone(),
             revocation_store: revocation_store.clone(),
             login: config.identity.login.clone(),
+            recordings_dir: recordings_dir(&config.data_dir),
         };
         let listener = TcpListener::bind(addr)
             .await
@@ -648,6 +658,39 @@ fn postgres_adapter(
     .with_session_threads(Arc::new(
         SessionThreads::start(config.session_threads).context("starting session threads")?,
     )))
+}
+
+/// Where the SSH host key is kept.
+fn ssh_host_key_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("ssh").join("host_ed25519")
+}
+
+/// The SSH adapter: its host key (made on first start) and its targets.
+fn ssh_adapter(config: &Config, core: &Core) -> anyhow::Result<portcullis_proto_ssh::SshAdapter> {
+    let host_key =
+        portcullis_proto_ssh::host_key::load_or_generate(&ssh_host_key_path(&config.data_dir))
+            .context("loading the SSH host key")?;
+    let settings = portcullis_proto_ssh::SshSettings {
+        recordings_dir: recordings_dir(&config.data_dir),
+        record_input: config.ssh.record_input,
+        max_recording_bytes: config.ssh.max_recording_bytes,
+        expiry_warning: config.ssh.expiry_warning,
+        login_timeout: config.limits.login_timeout,
+        upstream_timeout: config.upstream_connect_timeout,
+    };
+    portcullis_core::files::private_dir(&settings.recordings_dir)
+        .context("creating the recordings directory")?;
+    Ok(portcullis_proto_ssh::SshAdapter::new(
+        core.clone(),
+        config.ssh_targets.clone(),
+        settings,
+        host_key,
+    ))
+}
+
+/// Where terminal recordings are kept (`data_dir/recordings/SESSION/N.cast`).
+pub fn recordings_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("recordings")
 }
 
 /// How the API port is served: its TLS (the PostgreSQL listener's

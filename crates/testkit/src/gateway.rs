@@ -26,6 +26,7 @@ pub struct GatewayBuilder {
     policies: String,
     extra: String,
     env: Vec<(String, String)>,
+    ssh: bool,
 }
 
 impl GatewayBuilder {
@@ -38,6 +39,7 @@ impl GatewayBuilder {
             connections: Vec::new(),
             policies: DEFAULT_POLICIES.to_owned(),
             extra: String::new(),
+            ssh: false,
             env: vec![(
                 "PORTCULLIS_TEST_READER_PASSWORD".into(),
                 READER_PASSWORD.into(),
@@ -70,6 +72,12 @@ impl GatewayBuilder {
     /// temporary directory.
     pub fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Listens for SSH clients too (on [`Gateway::ssh_port`]).
+    pub fn ssh(mut self) -> Self {
+        self.ssh = true;
         self
     }
 
@@ -112,6 +120,8 @@ pub struct Gateway {
     pub pg_port: u16,
     /// API port.
     pub api_port: u16,
+    /// SSH port, when [`GatewayBuilder::ssh`] asked for one.
+    pub ssh_port: Option<u16>,
 }
 
 impl Gateway {
@@ -122,12 +132,16 @@ impl Gateway {
             .expect("temp dir")
             .keep();
         let (pg_port, api_port) = (free_port(), free_port());
+        let ssh_port = b.ssh.then(free_port);
+        let ssh_listen = ssh_port
+            .map(|p| format!("ssh = \"127.0.0.1:{p}\"\n"))
+            .unwrap_or_default();
         let data_dir = b
             .data_dir
             .as_ref()
             .map_or_else(|| "./data".to_owned(), |d| d.display().to_string());
         let mut toml = format!(
-            "data_dir = \"{data_dir}\"\n\n[listen]\npostgres = \"127.0.0.1:{pg_port}\"\napi = \"127.0.0.1:{api_port}\"\n\n\
+            "data_dir = \"{data_dir}\"\n\n[listen]\npostgres = \"127.0.0.1:{pg_port}\"\napi = \"127.0.0.1:{api_port}\"\n{ssh_listen}\n\
              [[tokens]]\nuser = \"alice\"\ngroups = [\"engineering\"]\ntoken = \"{ALICE_TOKEN}\"\n\n\
              [[tokens]]\nuser = \"admin\"\ngroups = [\"admins\"]\ntoken = \"{ADMIN_TOKEN}\"\n\n\
              [[tokens]]\nuser = \"eve\"\ngroups = [\"contractors\"]\ntoken = \"{EVE_TOKEN}\"\n\n\
@@ -152,13 +166,16 @@ impl Gateway {
             env: b.env.clone(),
             pg_port,
             api_port,
+            ssh_port,
         }
     }
 
     fn start(b: GatewayBuilder) -> Gateway {
         let g = Gateway::spawn(&b);
         let ok = wait_for_port(g.pg_port, Duration::from_secs(30))
-            && wait_for_port(g.api_port, Duration::from_secs(10));
+            && wait_for_port(g.api_port, Duration::from_secs(10))
+            && g.ssh_port
+                .is_none_or(|p| wait_for_port(p, Duration::from_secs(10)));
         assert!(ok, "gateway did not start:\n{}", g.log());
         g
     }

@@ -11,12 +11,14 @@ mod gateway;
 mod net;
 mod oidc;
 mod psql;
+mod sshd;
 
 pub use cluster::{ClusterOptions, PgCluster};
 pub use gateway::{Gateway, GatewayBuilder, ADMIN_TOKEN, ALICE_TOKEN, EVE_TOKEN};
 pub use net::{free_port, wait_for_port};
 pub use oidc::{base64url, curl, OidcProvider, TokenSet};
 pub use psql::{psql, PsqlOutput};
+pub use sshd::{keygen, SshLogin, Sshd};
 
 /// Password of the `portcullis_reader` service role in every cluster.
 pub const READER_PASSWORD: &str = "reader-secret-9f2c";

@@ -5,6 +5,7 @@
 mod admin;
 mod grants;
 mod oauth;
+mod recordings;
 mod reviews;
 pub mod server;
 
@@ -39,6 +40,8 @@ pub struct ApiState {
     pub revocation_store: Arc<dyn RevocationStore>,
     /// What `portcullis login` needs, if login is configured.
     pub login: Option<crate::config::identity::LoginInfo>,
+    /// Where SSH recordings are kept.
+    pub recordings_dir: std::path::PathBuf,
 }
 
 /// The API's routes.
@@ -48,6 +51,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/sessions", get(list_sessions))
         .route("/api/sessions/{id}", get(show_session))
+        .route("/api/sessions/{id}/recordings/{seq}", get(recordings::show))
         .route("/api/whoami", get(admin::whoami))
         .route("/api/revoke", post(admin::revoke))
         .route("/api/grants", get(grants::list).post(grants::request))

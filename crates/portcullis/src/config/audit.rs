@@ -194,7 +194,7 @@ fn validate_sink(
 }
 
 /// `500MiB`, `10GiB`, `4096` (bytes).
-fn parse_size(text: &str) -> Option<u64> {
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);

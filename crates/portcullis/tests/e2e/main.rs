@@ -22,5 +22,6 @@ mod protocol;
 mod relations;
 mod relay;
 mod robustness;
+mod ssh;
 mod strict_masking;
 mod webhooks;

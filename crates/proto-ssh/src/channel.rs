@@ -1,0 +1,396 @@
+//! A session channel: what it asks (a terminal, environment, then one
+//! shell, exec or subsystem), the decision, an optional hold for review,
+//! the command's record, the upstream channel, and the relay.
+//!
+//! Nothing reaches the upstream before the decision: the terminal and
+//! environment requests are kept and replayed on the upstream channel
+//! once the request that runs something is allowed.
+
+use std::sync::Arc;
+
+use portcullis_core::audit::{CommandDetail, Decision};
+use portcullis_core::{FinishedCommand, Outcome, StartingCommand, Verdict};
+use russh::server::{Handle, Msg};
+use russh::{Channel, ChannelId, ChannelMsg, Pty};
+use serde::Serialize;
+
+use crate::cast::{Cast, CastHeader};
+use crate::relay::{self, Relayed};
+use crate::request::{ChannelRequest, Classified};
+use crate::session::{Conn, Live};
+
+/// Exit status a refused request reports (as a shell does for a command
+/// it cannot run).
+pub(crate) const REFUSED_EXIT: u32 = 126;
+
+/// A terminal the client asked for.
+#[derive(Debug, Clone)]
+pub(crate) struct Terminal {
+    pub term: String,
+    pub cols: u32,
+    pub rows: u32,
+    pub pix: (u32, u32),
+    pub modes: Vec<(Pty, u32)>,
+}
+
+/// What came before the request that runs something.
+#[derive(Default)]
+struct Setup {
+    terminal: Option<Terminal>,
+    env: Vec<(String, String)>,
+    agent: bool,
+}
+
+/// The command's facts in its records.
+#[derive(Serialize)]
+struct StartDetail<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    term: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    env: &'a [(String, String)],
+}
+
+/// Serves one session channel until it closes.
+pub(crate) async fn serve(conn: Arc<Conn>, mut client: Channel<Msg>, handle: Handle) {
+    let id = client.id();
+    let Some(live) = conn.live.get() else { return };
+    let Some((setup, request)) = read_setup(&conn, &mut client, &handle).await else {
+        let _ = handle.close(id).await;
+        return;
+    };
+    let classified = match request.classify() {
+        Ok(c) => c,
+        Err(message) => return refuse(&handle, id, &message).await,
+    };
+    let facts = classified.facts(&live.facts);
+    let verdict =
+        conn.shared
+            .core
+            .policy
+            .decide(&live.identity, classified.action, &live.resource, &facts);
+    let started_at = time::OffsetDateTime::now_utc();
+    if !verdict.allowed {
+        let message = format!(
+            "portcullis: {} on {} denied for {} ({})",
+            describe(&classified),
+            live.connection,
+            live.identity.describe(),
+            verdict.reason()
+        );
+        record_refused(&conn, &classified, &verdict, started_at, &message).await;
+        return refuse(&handle, id, &message).await;
+    }
+    if !verdict.reviews.is_empty() {
+        if let Err(message) =
+            crate::review::hold(&conn, live, &classified, &verdict, &mut client, &handle).await
+        {
+            record_refused(&conn, &classified, &verdict, started_at, &message).await;
+            return refuse(&handle, id, &message).await;
+        }
+    }
+    let Some(seq) = journal(&conn, &classified, &verdict, &setup, started_at).await else {
+        let message = portcullis_core::Refusal::AuditUnavailable.to_string();
+        return refuse(&handle, id, &message).await;
+    };
+    let clock = std::time::Instant::now();
+    let upstream = match open_upstream(&conn, live, &setup, &request).await {
+        Ok(up) => up,
+        Err(error) => {
+            let _ = handle.channel_failure(id).await;
+            let _ = handle
+                .extended_data(id, 1, format!("portcullis: {error}\r\n").into_bytes())
+                .await;
+            let _ = handle.close(id).await;
+            finish(&conn, seq, clock, Relayed::failed(error)).await;
+            return;
+        }
+    };
+    let _ = handle.channel_success(id).await;
+    let cast = match start_cast(&conn, live, seq, &classified, setup.terminal.as_ref()) {
+        Ok(cast) => cast,
+        Err(e) => {
+            let reason = format!("portcullis: {e}; the session ends");
+            conn.stop(&handle, reason).await;
+            None
+        }
+    };
+    let terminal = cast.is_some();
+    if terminal {
+        if let Ok(mut t) = conn.terminals.lock() {
+            t.push(id);
+        }
+    }
+    let relayed = relay::run(
+        &conn,
+        client,
+        upstream,
+        &handle,
+        cast,
+        setup.terminal.is_some(),
+    )
+    .await;
+    if terminal {
+        if let Ok(mut t) = conn.terminals.lock() {
+            t.retain(|c| *c != id);
+        }
+    }
+    finish(&conn, seq, clock, relayed).await;
+}
+
+/// Reads the channel's requests up to the one that runs something,
+/// answering the others. `None`: the channel closed first.
+async fn read_setup(
+    conn: &Conn,
+    client: &mut Channel<Msg>,
+    handle: &Handle,
+) -> Option<(Setup, ChannelRequest)> {
+    let id = client.id();
+    let mut setup = Setup::default();
+    loop {
+        let msg = tokio::select! {
+            m = client.wait() => m?,
+            () = conn.done.cancelled() => return None,
+        };
+        match msg {
+            ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                terminal_modes,
+                ..
+            } => {
+                setup.terminal = Some(Terminal {
+                    term,
+                    cols: col_width,
+                    rows: row_height,
+                    pix: (pix_width, pix_height),
+                    // russh hands over its fixed-size table, padded with
+                    // TTY_OP_END: passed on, the padding would end the
+                    // server's parse early.
+                    modes: terminal_modes
+                        .into_iter()
+                        .filter(|(mode, _)| *mode != Pty::TTY_OP_END)
+                        .collect(),
+                });
+                let _ = handle.channel_success(id).await;
+            }
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                ..
+            } => {
+                if let Some(t) = setup.terminal.as_mut() {
+                    (t.cols, t.rows) = (col_width, row_height);
+                }
+            }
+            ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            } => {
+                // Passed on as the client asked; the server's AcceptEnv
+                // decides which it takes.
+                if setup.env.len() < 64 {
+                    setup.env.push((variable_name, variable_value));
+                }
+                let _ = handle.channel_success(id).await;
+            }
+            ChannelMsg::AgentForward { .. } => setup.agent = true,
+            ChannelMsg::RequestShell { .. } => return Some((setup, ChannelRequest::Shell)),
+            ChannelMsg::Exec { command, .. } => {
+                let request = match String::from_utf8(command) {
+                    Ok(command) => ChannelRequest::Exec(command),
+                    Err(_) => ChannelRequest::NotUtf8Exec,
+                };
+                return Some((setup, request));
+            }
+            ChannelMsg::RequestSubsystem { name, .. } => {
+                return Some((setup, ChannelRequest::Subsystem(name)))
+            }
+            ChannelMsg::RequestX11 { .. } => {
+                let _ = handle.channel_failure(id).await;
+            }
+            ChannelMsg::Eof | ChannelMsg::Close => return None,
+            _ => {}
+        }
+    }
+}
+
+/// What a request is, in a refusal.
+fn describe(c: &Classified) -> String {
+    match c.kind {
+        "shell" => "a shell".into(),
+        "sftp" => "sftp".into(),
+        "scp" => format!("scp of {}", c.path.as_deref().unwrap_or("?")),
+        _ => format!("exec of {:?}", c.text),
+    }
+}
+
+/// Answers a refused request: accepted, so the client shows the reason on
+/// its stderr, then exit status [`REFUSED_EXIT`] and close.
+pub(crate) async fn refuse(handle: &Handle, id: ChannelId, message: &str) {
+    let _ = handle.channel_success(id).await;
+    let line = format!("{}\r\n", message.replace(['\r', '\n'], " "));
+    let _ = handle.extended_data(id, 1, line.into_bytes()).await;
+    let _ = handle.exit_status_request(id, REFUSED_EXIT).await;
+    let _ = handle.eof(id).await;
+    let _ = handle.close(id).await;
+}
+
+async fn record_refused(
+    conn: &Conn,
+    classified: &Classified,
+    verdict: &Verdict,
+    started_at: time::OffsetDateTime,
+    message: &str,
+) {
+    let command = FinishedCommand {
+        kind: classified.kind,
+        text: classified.text.clone(),
+        started_at,
+        duration_us: 0,
+        error: Some(message.to_owned()),
+        decision: Decision {
+            allowed: false,
+            policies: Arc::from(verdict.policies.clone()),
+        },
+        masked: Default::default(),
+        detail: CommandDetail::of(&StartDetail {
+            term: None,
+            path: classified.path.as_deref(),
+            env: &[],
+        }),
+    };
+    if let Some(session) = conn.session.lock().await.as_mut() {
+        let _ = session.record(|| command).await;
+    }
+}
+
+/// Journals the allowed command before anything is forwarded; `None` when
+/// it cannot be recorded (then it must not run).
+async fn journal(
+    conn: &Conn,
+    classified: &Classified,
+    verdict: &Verdict,
+    setup: &Setup,
+    started_at: time::OffsetDateTime,
+) -> Option<u64> {
+    let mut journal = {
+        let session = conn.session.lock().await;
+        let session = session.as_ref()?;
+        session.check_recording().ok()?;
+        session.journal()
+    };
+    let seq = journal.started(|| StartingCommand {
+        kind: classified.kind,
+        text: classified.text.clone(),
+        started_at,
+        decision: Decision {
+            allowed: true,
+            policies: Arc::from(verdict.policies.clone()),
+        },
+        detail: CommandDetail::of(&StartDetail {
+            term: setup.terminal.as_ref().map(|t| t.term.as_str()),
+            path: classified.path.as_deref(),
+            env: &setup.env,
+        }),
+    });
+    journal.durable().await.ok()?;
+    Some(seq)
+}
+
+/// Opens the upstream channel and replays the terminal, environment and
+/// agent requests, then the request itself, waiting for its answer.
+async fn open_upstream(
+    conn: &Conn,
+    live: &Live,
+    setup: &Setup,
+    request: &ChannelRequest,
+) -> Result<Channel<russh::client::Msg>, String> {
+    let mut up = live
+        .upstream
+        .channel_open_session()
+        .await
+        .map_err(|e| format!("the server refused a session channel ({e})"))?;
+    let failed = |e: russh::Error| format!("the server's channel failed ({e})");
+    if let Some(t) = &setup.terminal {
+        up.request_pty(false, &t.term, t.cols, t.rows, t.pix.0, t.pix.1, &t.modes)
+            .await
+            .map_err(failed)?;
+    }
+    for (name, value) in &setup.env {
+        up.set_env(false, name.as_str(), value.as_str())
+            .await
+            .map_err(failed)?;
+    }
+    if setup.agent
+        && conn
+            .agent
+            .allowed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        up.agent_forward(false).await.map_err(failed)?;
+    }
+    match request {
+        ChannelRequest::Shell => up.request_shell(true).await,
+        ChannelRequest::Exec(command) => up.exec(true, command.as_bytes()).await,
+        ChannelRequest::Subsystem(name) => up.request_subsystem(true, name.as_str()).await,
+        ChannelRequest::NotUtf8Exec => return Err("the command is not UTF-8".into()),
+    }
+    .map_err(failed)?;
+    loop {
+        match up.wait().await {
+            Some(ChannelMsg::Success) => return Ok(up),
+            Some(ChannelMsg::Failure) => return Err("the server refused the request".into()),
+            Some(ChannelMsg::Close) | None => return Err("the server closed the channel".into()),
+            Some(_) => {}
+        }
+    }
+}
+
+/// The recording of a shell or exec (sftp and scp carry files, not a
+/// terminal: their bytes are counted, not kept).
+fn start_cast(
+    conn: &Conn,
+    live: &Live,
+    seq: u64,
+    classified: &Classified,
+    terminal: Option<&Terminal>,
+) -> Result<Option<Cast>, crate::cast::CastError> {
+    if classified.kind != "shell" && classified.kind != "exec" {
+        return Ok(None);
+    }
+    let header = CastHeader {
+        version: 2,
+        width: terminal.map_or(80, |t| t.cols),
+        height: terminal.map_or(24, |t| t.rows),
+        timestamp: time::OffsetDateTime::now_utc().unix_timestamp(),
+        title: classified.text.clone(),
+        env: terminal.map(|t| serde_json::json!({ "TERM": t.term })),
+    };
+    let relative = format!("{}/{seq}.cast", live.session_id);
+    Cast::create(
+        &conn.shared.settings.recordings_dir,
+        relative,
+        &header,
+        conn.budget.clone(),
+    )
+    .map(Some)
+}
+
+/// Records how the command `seq` ended.
+async fn finish(conn: &Conn, seq: u64, clock: std::time::Instant, relayed: Relayed) {
+    let outcome = Outcome {
+        duration_us: clock.elapsed().as_micros() as u64,
+        error: relayed.error.clone(),
+        masked: Default::default(),
+        detail: CommandDetail::of(&relayed),
+    };
+    if let Some(session) = conn.session.lock().await.as_mut() {
+        let _ = session.record_outcome(seq, || outcome).await;
+    }
+}

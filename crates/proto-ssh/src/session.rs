@@ -1,0 +1,214 @@
+//! One client connection, from accept to the session's end record: the
+//! login clock, the stop (kill, revocation, expiry, recording cap) that
+//! ends the whole connection at once, and the expiry warning.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use portcullis_core::{Identity, RequestFacts, Resource, SessionHandle};
+use russh::server::Handle;
+use russh::ChannelId;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cast::Budget;
+use crate::server::ClientHandler;
+use crate::upstream::{AgentRoute, Upstream};
+use crate::Shared;
+
+/// How long, after the connection ends, its channels get to record how
+/// their commands ended before the session's end is recorded.
+const CHANNELS_SETTLE: Duration = Duration::from_secs(5);
+
+/// A logged-in client: who, where, and the upstream the gateway opened.
+pub(crate) struct Live {
+    pub identity: Identity,
+    pub connection: String,
+    pub resource: Resource,
+    pub facts: RequestFacts,
+    pub upstream: Upstream,
+    pub session_id: String,
+}
+
+/// What the handler, the channel tasks and the connection's own task
+/// share.
+pub(crate) struct Conn {
+    pub shared: Arc<Shared>,
+    pub peer: SocketAddr,
+    /// The session's kill token (a child of shutdown's).
+    pub kill: CancellationToken,
+    /// Set once the client has logged in.
+    pub live: OnceLock<Live>,
+    /// Cancelled once `live` is set.
+    pub logged_in: CancellationToken,
+    /// The session, for recording; taken at the end.
+    pub session: tokio::sync::Mutex<Option<SessionHandle>>,
+    /// Cancelled when the connection must end: the client left, or the
+    /// session was stopped. Channel tasks end with it.
+    pub done: CancellationToken,
+    /// Why the gateway ended the session, when it did.
+    pub stopped_because: OnceLock<String>,
+    /// Agent forwarding, as policy allowed it.
+    pub agent: Arc<AgentRoute>,
+    /// Channels with a running shell or exec, to warn on their stderr.
+    pub terminals: Mutex<Vec<ChannelId>>,
+    /// What the session's recordings may take.
+    pub budget: Arc<Budget>,
+    /// The channel tasks, awaited before the end is recorded.
+    pub tasks: TaskTracker,
+}
+
+impl Conn {
+    /// Ends the connection from the gateway's side, for `reason`, with a
+    /// line on every terminal.
+    pub async fn stop(&self, client: &Handle, reason: String) {
+        if self.stopped_because.set(reason.clone()).is_err() {
+            return;
+        }
+        self.tell_terminals(client, &reason).await;
+        self.done.cancel();
+    }
+
+    /// Writes `line` to the stderr of every running shell and exec.
+    pub async fn tell_terminals(&self, client: &Handle, line: &str) {
+        let channels = self.terminals.lock().map(|t| t.clone()).unwrap_or_default();
+        for id in channels {
+            let _ = client
+                .extended_data(id, 1, format!("\r\n{line}\r\n").into_bytes())
+                .await;
+        }
+    }
+}
+
+/// Runs one client connection to its end.
+pub(crate) async fn serve_client(
+    shared: Arc<Shared>,
+    config: Arc<russh::server::Config>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    kill: CancellationToken,
+) {
+    let login_timeout = shared.settings.login_timeout;
+    let budget = Budget::new(shared.settings.max_recording_bytes);
+    let conn = Arc::new(Conn {
+        shared,
+        peer,
+        kill,
+        live: OnceLock::new(),
+        logged_in: CancellationToken::new(),
+        session: tokio::sync::Mutex::new(None),
+        done: CancellationToken::new(),
+        stopped_because: OnceLock::new(),
+        agent: Arc::new(AgentRoute::default()),
+        terminals: Mutex::new(Vec::new()),
+        budget,
+        tasks: TaskTracker::new(),
+    });
+    let handler = ClientHandler::new(conn.clone());
+    let running = match russh::server::run_stream(config, tcp, handler).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "SSH handshake failed");
+            return;
+        }
+    };
+    let client = running.handle();
+    let mut running = std::pin::pin!(running);
+    let login = tokio::select! {
+        result = &mut running => Err(result),
+        () = tokio::time::sleep(login_timeout) => {
+            let _ = conn.stopped_because.set("no login in time".into());
+            Ok(false)
+        }
+        () = conn.kill.cancelled() => Ok(false),
+        () = conn.logged_in.cancelled() => Ok(true),
+    };
+    let ended_by_client = match login {
+        Err(result) => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "SSH connection ended with an error");
+            }
+            true
+        }
+        Ok(false) => false,
+        Ok(true) => {
+            let _ = conn.agent.client.set(client.clone());
+            if let Some(session) = conn.session.lock().await.as_ref() {
+                watch_stop(conn.clone(), client.clone(), session);
+            }
+            tokio::select! {
+                result = &mut running => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "SSH connection ended with an error");
+                    }
+                    true
+                }
+                () = conn.done.cancelled() => false,
+            }
+        }
+    };
+    conn.done.cancel();
+    if !ended_by_client {
+        let reason = conn
+            .stopped_because
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "the gateway is stopping".into());
+        let _ = client
+            .disconnect(russh::Disconnect::ByApplication, reason, "en".into())
+            .await;
+        let _ = tokio::time::timeout(CHANNELS_SETTLE, &mut running).await;
+    }
+    conn.tasks.close();
+    let _ = tokio::time::timeout(CHANNELS_SETTLE, conn.tasks.wait()).await;
+    if let Some(live) = conn.live.get() {
+        let _ = live
+            .upstream
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    }
+    let session = conn.session.lock().await.take();
+    if let Some(session) = session {
+        let reason = conn
+            .stopped_because
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "client disconnected".into());
+        session.end(&reason).await;
+    }
+}
+
+/// Watches the session's stop signal (kill, revocation, expiry) and the
+/// approaching expiry, once the client has logged in.
+pub(crate) fn watch_stop(conn: Arc<Conn>, client: Handle, session: &SessionHandle) {
+    let stop = session.stop_signal();
+    let ends_at = session.ends_at();
+    let warning = conn.shared.settings.expiry_warning;
+    tokio::spawn(async move {
+        let warn_at = ends_at.map(|end| end.checked_sub(warning).unwrap_or(end));
+        let warned = async {
+            if let Some(at) = warn_at {
+                tokio::time::sleep_until(at).await;
+                let left = ends_at
+                    .map(|e| e.saturating_duration_since(tokio::time::Instant::now()))
+                    .unwrap_or_default();
+                conn.tell_terminals(
+                        &client,
+                        &format!(
+                            "portcullis: your token has expired or is about to; this session ends in {}s. Log in again and reconnect.",
+                            left.as_secs()
+                        ),
+                    )
+                    .await;
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            refusal = stop.stopped() => conn.stop(&client, refusal.to_string()).await,
+            () = conn.done.cancelled() => {}
+            () = warned => {}
+        }
+    });
+}
