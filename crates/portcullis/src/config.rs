@@ -652,7 +652,7 @@ impl Config {
                 ))
             }
         };
-        let identity = identity::validate(
+        let mut identity = identity::validate(
             raw.oidc,
             raw.auth,
             raw.token_exchange,
@@ -660,6 +660,9 @@ impl Config {
             raw.listen.postgres.as_deref(),
         )
         .map_err(|(key, message)| err(key, message))?;
+        if let Some(login) = identity.login.as_mut() {
+            login.ssh = raw.listen.ssh.is_some();
+        }
         let names: Vec<String> = connections.iter().map(|c| c.name.clone()).collect();
         let masking =
             masking::validate(raw.masking, &names).map_err(|(key, message)| err(key, message))?;

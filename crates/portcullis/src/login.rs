@@ -199,6 +199,16 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
             "Next: portcullis connect <connection>, or PGPASSWORD=$(portcullis token) psql …"
         );
     }
+    if info.ssh {
+        let certified = crate::ssh_client::certify(&creds.gateway, &creds.access_token).await?;
+        eprintln!(
+            "SSH: a certificate for {} is in {}; `portcullis ssh <connection>`, or ssh -p {} -i {} <connection>@<gateway host>",
+            certified.key.display(),
+            certified.certificate.display(),
+            certified.ssh_port,
+            certified.key.display()
+        );
+    }
     Ok(())
 }
 

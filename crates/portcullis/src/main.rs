@@ -14,6 +14,7 @@ mod replay_cast;
 mod reviews;
 mod serve;
 mod sinks;
+mod ssh_client;
 mod webhooks;
 
 use std::io::Read;
@@ -128,6 +129,21 @@ enum Command {
     },
     /// Print the current gateway token (renewing it if needed), e.g. for PGPASSWORD.
     Token,
+    /// SSH to a connection with a short-lived certificate from the
+    /// gateway (no password): `portcullis ssh web-1 [-- command …]`.
+    Ssh {
+        /// The connection, e.g. web-1.
+        connection: String,
+        /// The gateway's API URL (the stored login's otherwise).
+        #[arg(long, env = "PORTCULLIS_API")]
+        api: Option<String>,
+        /// A token (the stored login's otherwise).
+        #[arg(long, env = "PORTCULLIS_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Passed on to ssh: a command, or options such as -L.
+        #[arg(last = true)]
+        rest: Vec<String>,
+    },
     /// Open a local port that logs in to a connection for you.
     Connect {
         /// The connection name, e.g. app-db.
@@ -331,6 +347,19 @@ fn main() -> ExitCode {
             }))
         }),
         Command::Token => runtime().and_then(|rt| rt.block_on(login::print_token())),
+        Command::Ssh {
+            connection,
+            api,
+            token,
+            rest,
+        } => runtime().and_then(|rt| {
+            rt.block_on(ssh_client::run(ssh_client::SshArgs {
+                connection,
+                api,
+                token,
+                rest,
+            }))
+        }),
         Command::Connect {
             connection,
             port,

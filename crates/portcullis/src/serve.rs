@@ -106,11 +106,23 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
         tasks.push(tokio::spawn(adapter.serve(listener, shutdown.clone())));
     }
 
+    let mut ssh_issuer = None;
     if let Some(addr) = &config.ssh_listen {
-        let adapter = ssh_adapter(&config, &core)?;
+        let ca = Arc::new(
+            portcullis_proto_ssh::ca::UserCa::load_or_generate(
+                &config.data_dir.join("ssh").join("user_ca_ed25519"),
+            )
+            .context("loading the SSH user CA")?,
+        );
+        let adapter = ssh_adapter(&config, &core, ca.clone())?;
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening for SSH clients on {addr}"))?;
+        ssh_issuer = Some(api::ssh::SshIssuer {
+            ca,
+            port: listener.local_addr()?.port(),
+            lifetime_secs: config.ssh.certificate_lifetime.as_secs() as i64,
+        });
         tracing::info!(addr = %listener.local_addr()?, host_key = %ssh_host_key_path(&config.data_dir).display(), "SSH listener ready");
         tasks.push(tokio::spawn(adapter.serve(listener, shutdown.clone())));
     }
@@ -124,6 +136,7 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
             revocation_store: revocation_store.clone(),
             login: config.identity.login.clone(),
             recordings_dir: recordings_dir(&config.data_dir),
+            ssh: ssh_issuer,
         };
         let listener = TcpListener::bind(addr)
             .await
@@ -666,7 +679,11 @@ fn ssh_host_key_path(data_dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 /// The SSH adapter: its host key (made on first start) and its targets.
-fn ssh_adapter(config: &Config, core: &Core) -> anyhow::Result<portcullis_proto_ssh::SshAdapter> {
+fn ssh_adapter(
+    config: &Config,
+    core: &Core,
+    ca: Arc<portcullis_proto_ssh::ca::UserCa>,
+) -> anyhow::Result<portcullis_proto_ssh::SshAdapter> {
     let host_key =
         portcullis_proto_ssh::host_key::load_or_generate(&ssh_host_key_path(&config.data_dir))
             .context("loading the SSH host key")?;
@@ -685,6 +702,7 @@ fn ssh_adapter(config: &Config, core: &Core) -> anyhow::Result<portcullis_proto_
         config.ssh_targets.clone(),
         settings,
         host_key,
+        ca,
     ))
 }
 

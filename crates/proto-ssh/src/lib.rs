@@ -34,6 +34,7 @@ use russh::keys::{PrivateKey, PublicKey};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod ca;
 pub mod cast;
 mod channel;
 mod forward;
@@ -107,6 +108,7 @@ pub struct SshSettings {
 /// The SSH listener's shared state.
 pub(crate) struct Shared {
     pub core: Core,
+    pub ca: Arc<ca::UserCa>,
     pub targets: HashMap<String, Arc<SshTarget>>,
     pub settings: SshSettings,
 }
@@ -124,12 +126,17 @@ impl SshAdapter {
         targets: Vec<SshTarget>,
         settings: SshSettings,
         host_key: PrivateKey,
+        ca: Arc<ca::UserCa>,
     ) -> Self {
         use russh::MethodKind;
         let config = russh::server::Config {
             server_id: russh::SshId::Standard("SSH-2.0-Portcullis".into()),
             methods: russh::MethodSet::from(
-                &[MethodKind::Password, MethodKind::KeyboardInteractive][..],
+                &[
+                    MethodKind::PublicKey,
+                    MethodKind::Password,
+                    MethodKind::KeyboardInteractive,
+                ][..],
             ),
             auth_rejection_time: Duration::from_millis(500),
             // OpenSSH asks "none" first to learn the methods: no delay.
@@ -149,6 +156,7 @@ impl SshAdapter {
         Self {
             shared: Arc::new(Shared {
                 core,
+                ca,
                 targets: targets
                     .into_iter()
                     .map(|t| (t.name.clone(), Arc::new(t)))

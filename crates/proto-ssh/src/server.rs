@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use portcullis_core::audit::{CommandDetail, Decision};
-use portcullis_core::{ClientInfo, FinishedCommand, Refusal, Resource};
+use portcullis_core::{ClientInfo, FinishedCommand, Identity, Refusal, Resource};
+use russh::keys::Certificate;
 use russh::server::{Auth, ChannelOpenHandle, Handler, Msg, Response, Session};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
 
@@ -35,7 +36,19 @@ impl ClientHandler {
         if self.conn.live.get().is_some() {
             return Auth::reject();
         }
-        match self.try_login(connection, token).await {
+        let identity = match self.conn.shared.core.authenticate(token).await {
+            Ok(identity) => identity,
+            Err(refusal) => {
+                tracing::warn!(peer = %self.conn.peer, %connection, "SSH login refused: {refusal}");
+                return Auth::reject();
+            }
+        };
+        self.enter(connection, identity).await
+    }
+
+    /// Logs `connection`'s client in as `identity`, already proved.
+    async fn enter(&mut self, connection: &str, identity: Identity) -> Auth {
+        match self.try_enter(connection, identity).await {
             Ok(()) => Auth::Accept,
             Err(refusal) => {
                 tracing::warn!(peer = %self.conn.peer, %connection, "SSH login refused: {refusal}");
@@ -44,14 +57,13 @@ impl ClientHandler {
         }
     }
 
-    async fn try_login(&mut self, connection: &str, token: &str) -> Result<(), Refusal> {
+    async fn try_enter(&mut self, connection: &str, identity: Identity) -> Result<(), Refusal> {
         let shared = &self.conn.shared;
         let target = shared
             .targets
             .get(connection)
             .cloned()
             .ok_or_else(|| Refusal::UnknownConnection(connection.to_owned()))?;
-        let identity = shared.core.authenticate(token).await?;
         let client = ClientInfo {
             address: self.conn.peer,
             encrypted: true,
@@ -87,6 +99,37 @@ impl Handler for ClientHandler {
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         Ok(self.login(user, password).await)
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &Certificate,
+    ) -> Result<Auth, Self::Error> {
+        if self.conn.live.get().is_some() {
+            return Ok(Auth::reject());
+        }
+        let now = portcullis_core::identity::now_secs().max(0) as u64;
+        let verified = self
+            .conn
+            .shared
+            .ca
+            .verify(certificate, now)
+            .map_err(|e| e.to_string())
+            .and_then(|identity| {
+                let authenticator = &self.conn.shared.core.authenticator;
+                authenticator
+                    .still_valid(&identity)
+                    .map(|()| identity)
+                    .map_err(|e| Refusal::Authentication(e).to_string())
+            });
+        match verified {
+            Ok(identity) => Ok(self.enter(user, identity).await),
+            Err(why) => {
+                tracing::warn!(peer = %self.conn.peer, connection = %user, "SSH certificate login refused: {why}");
+                Ok(Auth::reject())
+            }
+        }
     }
 
     async fn auth_keyboard_interactive<'a>(

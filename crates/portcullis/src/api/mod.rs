@@ -8,6 +8,7 @@ mod oauth;
 mod recordings;
 mod reviews;
 pub mod server;
+pub mod ssh;
 
 use std::net::SocketAddr;
 
@@ -42,6 +43,8 @@ pub struct ApiState {
     pub login: Option<crate::config::identity::LoginInfo>,
     /// Where SSH recordings are kept.
     pub recordings_dir: std::path::PathBuf,
+    /// The SSH user CA, when the gateway serves SSH.
+    pub ssh: Option<ssh::SshIssuer>,
 }
 
 /// The API's routes.
@@ -53,6 +56,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/sessions/{id}", get(show_session))
         .route("/api/sessions/{id}/recordings/{seq}", get(recordings::show))
         .route("/api/whoami", get(admin::whoami))
+        .route("/api/ssh/certificate", post(ssh::certificate))
         .route("/api/revoke", post(admin::revoke))
         .route("/api/grants", get(grants::list).post(grants::request))
         .route("/api/grants/{id}/revoke", post(grants::revoke))

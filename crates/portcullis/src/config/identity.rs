@@ -126,6 +126,9 @@ pub struct LoginInfo {
     pub scopes: String,
     /// PostgreSQL address, if the gateway serves PostgreSQL.
     pub postgres: Option<String>,
+    /// Whether the gateway serves SSH (login then certifies a key).
+    #[serde(default)]
+    pub ssh: bool,
 }
 
 /// Identity settings, validated.
@@ -267,6 +270,7 @@ pub fn validate(
                     .scopes
                     .unwrap_or_else(|| "openid email groups offline_access".into()),
                 postgres: l.postgres.or_else(|| postgres_listen.map(str::to_owned)),
+                ssh: false,
             })
         }
     };

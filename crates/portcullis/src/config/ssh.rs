@@ -23,6 +23,9 @@ pub struct SshConfig {
     /// Seconds before a session's token-expiry end that its terminals are
     /// warned (60 unless set).
     pub expiry_warning_secs: Option<u64>,
+    /// The longest an SSH user certificate from `portcullis login` lives
+    /// (3600 s unless set); never longer than the token it was issued for.
+    pub certificate_lifetime_secs: Option<u64>,
 }
 
 /// The validated `[ssh]`.
@@ -34,6 +37,8 @@ pub struct SshOptions {
     pub max_recording_bytes: u64,
     /// See [`SshConfig::expiry_warning_secs`].
     pub expiry_warning: Duration,
+    /// See [`SshConfig::certificate_lifetime_secs`].
+    pub certificate_lifetime: Duration,
 }
 
 /// Default cap on one session's recordings.
@@ -56,6 +61,11 @@ pub fn options(raw: SshConfig) -> Result<SshOptions, (String, String)> {
         record_input: raw.record_input,
         max_recording_bytes,
         expiry_warning: Duration::from_secs(raw.expiry_warning_secs.unwrap_or(60)),
+        certificate_lifetime: Duration::from_secs(
+            raw.certificate_lifetime_secs
+                .unwrap_or(3600)
+                .clamp(60, 7 * 24 * 3600),
+        ),
     })
 }
 

@@ -23,5 +23,6 @@ mod relations;
 mod relay;
 mod robustness;
 mod ssh;
+mod ssh_login;
 mod strict_masking;
 mod webhooks;

@@ -486,3 +486,82 @@ fn revocation_ends_a_live_shell_within_two_seconds() {
         "{list:?}"
     );
 }
+
+#[test]
+fn a_shell_under_review_waits_in_the_session_until_another_identity_approves() {
+    let sshd = Sshd::start();
+    let policies = POLICIES.replace(
+        "@id(\"ssh-shell-and-files\")",
+        "@id(\"ssh-shell-and-files\")\n@review(\"admins\")",
+    );
+    let gw = ssh_gateway(&sshd, &policies);
+    let alice = alice(&gw);
+    let mut shell = alice
+        .ssh()
+        .args(["-tt", DEST])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let review = eventually(Duration::from_secs(20), || {
+        let (_, body) = curl(&gw, "/api/reviews", Some(ADMIN_TOKEN));
+        let list: Vec<Value> = serde_json::from_str(&body).ok()?;
+        list.into_iter().find(|r| r["status"] == "pending")
+    })
+    .expect("the shell waits for review");
+    assert_eq!(review["action"], "ssh_shell");
+    let id = review["id"].as_u64().unwrap().to_string();
+    let (ok, out) = api_cli(&gw, ADMIN_TOKEN, &["reviews", "approve", &id]);
+    assert!(ok, "{out}");
+    let mut stdin = shell.stdin.take().unwrap();
+    stdin.write_all(b"echo approved-$((2+3))\nexit\n").unwrap();
+    drop(stdin);
+    let out = shell.wait_with_output().unwrap();
+    assert!(
+        text(&out.stdout).contains("approved-5"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains(&format!("review {id} approved")),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_session_whose_recording_reaches_its_cap_ends_rather_than_run_unrecorded() {
+    let sshd = Sshd::start();
+    let gw = gateway()
+        .ssh()
+        .connection(&sshd.connection(WEB))
+        .policies(POLICIES)
+        .extra("[ssh]\nmax_recording_size = \"16KiB\"\n")
+        .start();
+    let admin = SshLogin::new(gw.ssh_port.unwrap(), ADMIN_TOKEN);
+    let out = admin
+        .ssh()
+        .args([DEST, "head -c 200000 /dev/zero | tr '\\0' x"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let got = out.stdout.len();
+    assert!(
+        got < 16 * 1024,
+        "{got} bytes reached the client past a 16 KiB cap"
+    );
+    let (id, commands) = last_session(&gw);
+    let recording = &commands[0]["recording"];
+    let on_disk =
+        std::fs::metadata(gw.dir().join("data/recordings").join(&id).join("1.cast")).unwrap();
+    assert!(on_disk.len() <= 16 * 1024, "{recording:?}");
+    let list = sessions(&gw);
+    assert!(
+        list[0]["end_reason"]
+            .as_str()
+            .unwrap()
+            .contains("cap of 16384 bytes"),
+        "{list:?}"
+    );
+}

@@ -1,0 +1,162 @@
+//! SSH certificate login: `portcullis ssh` (and `portcullis login`) get a
+//! short-lived certificate from the gateway's CA, and plain `ssh` then
+//! logs in with no password; a certificate from any other CA, or one
+//! whose user was revoked, does not.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use portcullis_testkit::{keygen, Gateway, Sshd, ADMIN_TOKEN, ALICE_TOKEN};
+
+use crate::common::*;
+
+const POLICIES: &str = r#"
+@id("ssh-connect")
+permit(principal in Group::"engineering", action == Action::"connect", resource == Connection::"web-1");
+@id("ssh-one-command")
+permit(principal in Group::"engineering", action == Action::"ssh_exec", resource == Connection::"web-1")
+when { context has command && context.command == "echo allowed-by-policy" };
+@id("admins-all")
+permit(principal in Group::"admins", action, resource);
+"#;
+
+/// Options that keep ssh from asking anything: no password prompt, no
+/// known_hosts.
+const NO_QUESTIONS: [&str; 8] = [
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+];
+
+fn portcullis_ssh(home: &Path, gw: &Gateway, token: &str, command: &str) -> std::process::Output {
+    let api = gw.api();
+    let mut args = vec!["ssh", "web-1", "--api", &api, "--token", token, "--"];
+    args.extend(NO_QUESTIONS);
+    args.push(command);
+    Command::new(BIN)
+        .args(&args)
+        .env("XDG_CONFIG_HOME", home)
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Plain ssh with `key` (its certificate beside it as `KEY-cert.pub`).
+fn plain_ssh(gw: &Gateway, key: &Path, command: &str) -> std::process::Output {
+    Command::new("ssh")
+        .args(["-F", "/dev/null", "-o", "IdentitiesOnly=yes", "-i"])
+        .arg(key)
+        .args(NO_QUESTIONS)
+        .arg("-p")
+        .arg(gw.ssh_port.unwrap().to_string())
+        .args(["web-1@127.0.0.1", command])
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_gateway_certificate_logs_plain_ssh_in_until_its_user_is_revoked() {
+    let sshd = Sshd::start();
+    let gw = gateway()
+        .ssh()
+        .connection(&sshd.connection("web-1"))
+        .policies(POLICIES)
+        .start();
+    let home = tempfile::tempdir().unwrap();
+    let out = portcullis_ssh(home.path(), &gw, ALICE_TOKEN, "echo allowed-by-policy");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "allowed-by-policy\n");
+
+    let key = home.path().join("portcullis/ssh/id_ed25519");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let out = plain_ssh(&gw, &key, "echo allowed-by-policy");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, body) = curl(&gw, "/api/sessions", Some(ADMIN_TOKEN));
+    assert_eq!(code, 200);
+    let sessions: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(sessions[0]["auth_method"], "ssh-certificate");
+    assert_eq!(sessions[0]["user"], "alice");
+
+    let revoked = Command::new("curl")
+        .args([
+            "-s",
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {ADMIN_TOKEN}"),
+        ])
+        .args([
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"user":"alice"}"#,
+        ])
+        .arg(format!("{}/api/revoke", gw.api()))
+        .output()
+        .unwrap();
+    assert!(revoked.status.success());
+    let out = plain_ssh(&gw, &key, "echo allowed-by-policy");
+    assert!(
+        !out.status.success(),
+        "a revoked user's certificate still logs in"
+    );
+    assert!(gw.log().contains("has been revoked"), "{}", gw.log());
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_refused() {
+    let sshd = Sshd::start();
+    let gw = gateway()
+        .ssh()
+        .connection(&sshd.connection("web-1"))
+        .policies(POLICIES)
+        .start();
+    let dir = tempfile::tempdir().unwrap();
+    keygen(&dir.path().join("rogue_ca"));
+    keygen(&dir.path().join("id"));
+    // A well-formed OpenSSH user certificate, for alice, from a CA the
+    // gateway does not know.
+    let signed = Command::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(dir.path().join("rogue_ca"))
+        .args(["-I", "alice", "-n", "alice", "-V", "+1h"])
+        .arg(dir.path().join("id.pub"))
+        .output()
+        .unwrap();
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    assert!(dir.path().join("id-cert.pub").exists());
+    let out = plain_ssh(&gw, &dir.path().join("id"), "echo allowed-by-policy");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+    assert!(
+        gw.log().contains("SSH certificate login refused"),
+        "{}",
+        gw.log()
+    );
+    let (_, body) = curl(&gw, "/api/sessions", Some(ADMIN_TOKEN));
+    assert_eq!(body.trim(), "[]");
+}
