@@ -114,7 +114,7 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
             )
             .context("loading the SSH user CA")?,
         );
-        let adapter = ssh_adapter(&config, &core, ca.clone())?;
+        let adapter = ssh_adapter(&config, &core, ca.clone(), &preauth)?;
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening for SSH clients on {addr}"))?;
@@ -683,6 +683,7 @@ fn ssh_adapter(
     config: &Config,
     core: &Core,
     ca: Arc<portcullis_proto_ssh::ca::UserCa>,
+    preauth: &portcullis_core::preauth::PreAuthGate,
 ) -> anyhow::Result<portcullis_proto_ssh::SshAdapter> {
     let host_key =
         portcullis_proto_ssh::host_key::load_or_generate(&ssh_host_key_path(&config.data_dir))
@@ -694,6 +695,7 @@ fn ssh_adapter(
         expiry_warning: config.ssh.expiry_warning,
         login_timeout: config.limits.login_timeout,
         upstream_timeout: config.upstream_connect_timeout,
+        preauth: preauth.clone(),
     };
     portcullis_core::files::private_dir(&settings.recordings_dir)
         .context("creating the recordings directory")?;

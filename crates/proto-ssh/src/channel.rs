@@ -56,7 +56,7 @@ struct StartDetail<'a> {
 pub(crate) async fn serve(conn: Arc<Conn>, mut client: Channel<Msg>, handle: Handle) {
     let id = client.id();
     let Some(live) = conn.live.get() else { return };
-    let Some((setup, request)) = read_setup(&conn, &mut client, &handle).await else {
+    let Some((setup, request)) = read_setup(&conn, &mut client).await else {
         let _ = handle.close(id).await;
         return;
     };
@@ -139,14 +139,11 @@ pub(crate) async fn serve(conn: Arc<Conn>, mut client: Channel<Msg>, handle: Han
     finish(&conn, seq, clock, relayed).await;
 }
 
-/// Reads the channel's requests up to the one that runs something,
-/// answering the others. `None`: the channel closed first.
-async fn read_setup(
-    conn: &Conn,
-    client: &mut Channel<Msg>,
-    handle: &Handle,
-) -> Option<(Setup, ChannelRequest)> {
-    let id = client.id();
+/// Reads the channel's requests up to the one that runs something. The
+/// handler answered the others (`server.rs`), in order: russh keeps one
+/// want-reply flag per channel, so an answer given here, later, could
+/// land on the wrong request. `None`: the channel closed first.
+async fn read_setup(conn: &Conn, client: &mut Channel<Msg>) -> Option<(Setup, ChannelRequest)> {
     let mut setup = Setup::default();
     loop {
         let msg = tokio::select! {
@@ -176,7 +173,6 @@ async fn read_setup(
                         .filter(|(mode, _)| *mode != Pty::TTY_OP_END)
                         .collect(),
                 });
-                let _ = handle.channel_success(id).await;
             }
             ChannelMsg::WindowChange {
                 col_width,
@@ -187,17 +183,15 @@ async fn read_setup(
                     (t.cols, t.rows) = (col_width, row_height);
                 }
             }
+            // Only the locale passes: a server that accepted more
+            // (BASH_ENV, LD_PRELOAD, PATH) would let the client change
+            // what an allowed command runs.
             ChannelMsg::SetEnv {
                 variable_name,
                 variable_value,
                 ..
-            } => {
-                // Passed on as the client asked; the server's AcceptEnv
-                // decides which it takes.
-                if setup.env.len() < 64 {
-                    setup.env.push((variable_name, variable_value));
-                }
-                let _ = handle.channel_success(id).await;
+            } if passes_env(&variable_name) && setup.env.len() < 64 => {
+                setup.env.push((variable_name, variable_value));
             }
             ChannelMsg::AgentForward { .. } => setup.agent = true,
             ChannelMsg::RequestShell { .. } => return Some((setup, ChannelRequest::Shell)),
@@ -211,13 +205,15 @@ async fn read_setup(
             ChannelMsg::RequestSubsystem { name, .. } => {
                 return Some((setup, ChannelRequest::Subsystem(name)))
             }
-            ChannelMsg::RequestX11 { .. } => {
-                let _ = handle.channel_failure(id).await;
-            }
             ChannelMsg::Eof | ChannelMsg::Close => return None,
             _ => {}
         }
     }
+}
+
+/// Whether the client's environment variable `name` is passed on.
+fn passes_env(name: &str) -> bool {
+    name == "LANG" || name.starts_with("LC_")
 }
 
 /// What a request is, in a refusal.

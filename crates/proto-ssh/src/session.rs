@@ -86,8 +86,8 @@ impl Conn {
 pub(crate) async fn serve_client(
     shared: Arc<Shared>,
     config: Arc<russh::server::Config>,
-    tcp: TcpStream,
-    peer: SocketAddr,
+    (tcp, peer): (TcpStream, SocketAddr),
+    logging_in: portcullis_core::preauth::PreAuthPermit,
     kill: CancellationToken,
 ) {
     let login_timeout = shared.settings.login_timeout;
@@ -134,6 +134,8 @@ pub(crate) async fn serve_client(
         }
         Ok(false) => false,
         Ok(true) => {
+            // Logged in: it no longer counts against the login caps.
+            drop(logging_in);
             let _ = conn.agent.client.set(client.clone());
             if let Some(session) = conn.session.lock().await.as_ref() {
                 watch_stop(conn.clone(), client.clone(), session);

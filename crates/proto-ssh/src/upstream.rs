@@ -133,6 +133,10 @@ pub async fn connect(
         nodelay: true,
         window_size: crate::WINDOW_SIZE,
         channel_buffer_size: crate::CHANNEL_BUFFER,
+        preferred: russh::Preferred {
+            cipher: std::borrow::Cow::Borrowed(crate::UPSTREAM_CIPHERS),
+            ..Default::default()
+        },
         ..Default::default()
     });
     let unreachable = |e: String| UpstreamError::Unreachable(target.upstream.clone(), e);

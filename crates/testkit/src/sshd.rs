@@ -55,6 +55,12 @@ fn current_user() -> String {
 impl Sshd {
     /// Starts a server that lets in only the gateway's key.
     pub fn start() -> Sshd {
+        Sshd::start_with("")
+    }
+
+    /// Like [`Sshd::start`], with `extra` lines of `sshd_config` first
+    /// (sshd takes the first value it reads of each keyword).
+    pub fn start_with(extra: &str) -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: apt-get install openssh-server"
@@ -78,7 +84,7 @@ impl Sshd {
         let port = free_port();
         let d = dir.path().display();
         let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\n\
+            "{extra}Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\n\
              AuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\n\
              UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\n\

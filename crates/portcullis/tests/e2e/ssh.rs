@@ -565,3 +565,39 @@ fn a_session_whose_recording_reaches_its_cap_ends_rather_than_run_unrecorded() {
         "{list:?}"
     );
 }
+
+#[test]
+fn an_allowed_command_cannot_be_changed_by_the_clients_environment() {
+    // A server that takes BASH_ENV from clients runs that file before any
+    // command run through bash: an allowed command becomes any command.
+    let sshd = Sshd::start_with("AcceptEnv BASH_ENV LANG LC_*\n");
+    let gw = ssh_gateway(&sshd, POLICIES);
+    let alice = alice(&gw);
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("made-by-bash-env");
+    let script = dir.path().join("evil.sh");
+    std::fs::write(&script, format!("touch {}\n", marker.display())).unwrap();
+    let with_env = |mut c: Command| {
+        c.args(["-o", "SendEnv=BASH_ENV"]).env("BASH_ENV", &script);
+        c
+    };
+    let direct = with_env(sshd.direct())
+        .arg("echo allowed-by-policy")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(direct.status.success(), "{}", text(&direct.stderr));
+    assert!(marker.exists(), "BASH_ENV runs straight to the server");
+    std::fs::remove_file(&marker).unwrap();
+
+    let mut ssh = with_env(alice.ssh());
+    ssh.args([DEST, "echo allowed-by-policy"])
+        .stdin(Stdio::null());
+    let out = ssh.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "allowed-by-policy\n");
+    assert!(
+        !marker.exists(),
+        "BASH_ENV reached the server through the gateway"
+    );
+}

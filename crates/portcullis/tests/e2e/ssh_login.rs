@@ -134,12 +134,14 @@ fn a_certificate_from_another_ca_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     keygen(&dir.path().join("rogue_ca"));
     keygen(&dir.path().join("id"));
-    // A well-formed OpenSSH user certificate, for alice, from a CA the
-    // gateway does not know.
+    // A well-formed OpenSSH user certificate from a CA the gateway does
+    // not know, carrying an identity in the gateway's own format: an
+    // administrator's.
+    let forged = r#"extension:identity@portcullis={"user":"mallory","groups":["admins"],"actor":null,"method":"static-token","issued_at":null,"expires_at":4102444800,"id":null,"sources":[]}"#;
     let signed = Command::new("ssh-keygen")
         .args(["-q", "-s"])
         .arg(dir.path().join("rogue_ca"))
-        .args(["-I", "alice", "-n", "alice", "-V", "+1h"])
+        .args(["-I", "mallory", "-n", "mallory", "-V", "+1h", "-O", forged])
         .arg(dir.path().join("id.pub"))
         .output()
         .unwrap();
