@@ -101,12 +101,13 @@ impl Classified {
 /// else. The path is a bare word of characters no shell expands, or one
 /// single-quoted word without a quote inside (scp quotes paths that way).
 pub fn legacy_scp_path(command: &str) -> Option<String> {
-    let rest = command.strip_prefix("scp ")?;
+    let mut rest = command.strip_prefix("scp ")?;
     let mut direction = 0;
-    let mut words = rest.split(' ').filter(|w| !w.is_empty()).peekable();
-    while let Some(word) = words.peek() {
-        if *word == "--" {
-            words.next();
+    loop {
+        rest = rest.trim_start_matches(' ');
+        let (word, after) = rest.split_once(' ').unwrap_or((rest, ""));
+        if word == "--" {
+            rest = after;
             break;
         }
         let Some(flags) = word.strip_prefix('-') else {
@@ -116,13 +117,13 @@ pub fn legacy_scp_path(command: &str) -> Option<String> {
             return None;
         }
         direction += flags.chars().filter(|c| *c == 't' || *c == 'f').count();
-        words.next();
+        rest = after;
     }
-    let path = words.next()?;
-    if direction != 1 || words.next().is_some() {
+    if direction != 1 {
         return None;
     }
-    plain_word(path)
+    // What is left is the one path word (a quoted one may hold spaces).
+    plain_word(rest.trim_start_matches(' '))
 }
 
 /// `word` as the shell would pass it, when it needs no expansion.
@@ -153,6 +154,8 @@ mod tests {
             "scp -tf /tmp/x",
             "scp -S evil -t x",
             "scp -t 'a'b'",
+            "scp -t 'a' 'b'",
+            "scp -t 'a'\n'b'",
             "scp -t ~root/x\nid",
             "scp  -t x|id",
             "sh -c 'scp -t x'",
