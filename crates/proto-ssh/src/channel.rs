@@ -118,9 +118,7 @@ pub(crate) async fn serve(conn: Arc<Conn>, mut client: Channel<Msg>, handle: Han
     };
     let terminal = cast.is_some();
     if terminal {
-        if let Ok(mut t) = conn.terminals.lock() {
-            t.push(id);
-        }
+        conn.add_terminal(&handle, id).await;
     }
     let relayed = relay::run(
         &conn,

@@ -54,6 +54,8 @@ pub(crate) struct Conn {
     pub agent: Arc<AgentRoute>,
     /// Channels with a running shell or exec, to warn on their stderr.
     pub terminals: Mutex<Vec<ChannelId>>,
+    /// The expiry warning, once given: terminals opened later get it too.
+    pub expiry_notice: OnceLock<String>,
     /// What the session's recordings may take.
     pub budget: Arc<Budget>,
     /// The channel tasks, awaited before the end is recorded.
@@ -69,6 +71,19 @@ impl Conn {
         }
         self.tell_terminals(client, &reason).await;
         self.done.cancel();
+    }
+
+    /// Adds a running shell or exec to the terminals warned, telling it
+    /// the expiry warning if one was given before it opened.
+    pub async fn add_terminal(&self, client: &Handle, id: ChannelId) {
+        if let Ok(mut t) = self.terminals.lock() {
+            t.push(id);
+        }
+        if let Some(notice) = self.expiry_notice.get() {
+            let _ = client
+                .extended_data(id, 1, format!("{notice}\r\n").into_bytes())
+                .await;
+        }
     }
 
     /// Writes `line` to the stderr of every running shell and exec.
@@ -103,6 +118,7 @@ pub(crate) async fn serve_client(
         stopped_because: OnceLock::new(),
         agent: Arc::new(AgentRoute::default()),
         terminals: Mutex::new(Vec::new()),
+        expiry_notice: OnceLock::new(),
         budget,
         tasks: TaskTracker::new(),
     });
@@ -189,21 +205,23 @@ pub(crate) fn watch_stop(conn: Arc<Conn>, client: Handle, session: &SessionHandl
     let ends_at = session.ends_at();
     let warning = conn.shared.settings.expiry_warning;
     tokio::spawn(async move {
-        let warn_at = ends_at.map(|end| end.checked_sub(warning).unwrap_or(end));
+        // A warning longer than what is left is given at once.
+        let warn_at = ends_at.map(|end| {
+            end.checked_sub(warning)
+                .unwrap_or_else(tokio::time::Instant::now)
+        });
         let warned = async {
             if let Some(at) = warn_at {
                 tokio::time::sleep_until(at).await;
                 let left = ends_at
                     .map(|e| e.saturating_duration_since(tokio::time::Instant::now()))
                     .unwrap_or_default();
-                conn.tell_terminals(
-                        &client,
-                        &format!(
-                            "portcullis: your token has expired or is about to; this session ends in {}s. Log in again and reconnect.",
-                            left.as_secs()
-                        ),
-                    )
-                    .await;
+                let notice = format!(
+                    "portcullis: your token has expired or is about to; this session ends in {}s. Log in again and reconnect.",
+                    left.as_secs()
+                );
+                let _ = conn.expiry_notice.set(notice.clone());
+                conn.tell_terminals(&client, &notice).await;
             }
             std::future::pending::<()>().await
         };

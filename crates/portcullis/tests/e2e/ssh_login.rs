@@ -162,3 +162,53 @@ fn a_certificate_from_another_ca_is_refused() {
     let (_, body) = curl(&gw, "/api/sessions", Some(ADMIN_TOKEN));
     assert_eq!(body.trim(), "[]");
 }
+
+#[test]
+fn a_shell_is_warned_then_ended_when_its_token_expires() {
+    let p = portcullis_testkit::OidcProvider::start(&["k1"]);
+    let sshd = Sshd::start();
+    let issuer = p.issuer();
+    let gw = gateway()
+        .ssh()
+        .connection(&sshd.connection("web-1"))
+        .policies(
+            r#"permit(principal, action in [Action::"connect", Action::"ssh_shell"], resource == Connection::"web-1");
+permit(principal in Group::"admins", action, resource);"#,
+        )
+        .extra(&format!(
+            "[auth]\nsession_expiry_grace_secs = 2\n\n[ssh]\nexpiry_warning_secs = 30\n\n\
+             [[oidc]]\nissuer = \"{issuer}\"\naudience = \"short-cli\"\nuser_claim = \"email\"\nleeway_secs = 0\n"
+        ))
+        .start();
+    // An ID token that lives 3 s: the session may outlive it by 2 s.
+    let short = p.login("short-cli", "alice", "alice-pw").get("id_token");
+    let login = portcullis_testkit::SshLogin::new(gw.ssh_port.unwrap(), &short);
+    let started = std::time::Instant::now();
+    let mut shell = login
+        .ssh()
+        .args(["-tt", "web-1@127.0.0.1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = shell.stdin.take().unwrap();
+    let ended = eventually(std::time::Duration::from_secs(20), || {
+        shell.try_wait().unwrap()
+    });
+    let took = started.elapsed();
+    drop(stdin);
+    assert!(ended.is_some(), "the shell outlived its token");
+    let out = shell.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("this session ends in"), "{stderr}");
+    assert!(stderr.contains("expired"), "{stderr}");
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "ended after {took:?}"
+    );
+    let (_, body) = curl(&gw, "/api/sessions", Some(ADMIN_TOKEN));
+    let sessions: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let reason = sessions[0]["end_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("expired"), "{body}");
+}
