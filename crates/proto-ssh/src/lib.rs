@@ -163,7 +163,10 @@ impl SshAdapter {
             keys: vec![host_key],
             window_size: WINDOW_SIZE,
             channel_buffer_size: CHANNEL_BUFFER,
-            max_auth_attempts: 3,
+            // OpenSSH's MaxAuthTries: a client offers each key its agent
+            // holds before it asks for the token, and each refused key
+            // counts.
+            max_auth_attempts: 6,
             // The session's own clocks (login timeout, expiry) end it; an
             // idle shell is not ended for being idle.
             inactivity_timeout: None,
