@@ -62,7 +62,23 @@ pub(crate) async fn serve(conn: Arc<Conn>, mut client: Channel<Msg>, handle: Han
     };
     let classified = match request.classify() {
         Ok(c) => c,
-        Err(message) => return refuse(&handle, id, &message).await,
+        Err(message) => {
+            let unoffered = Classified {
+                action: crate::vocabulary::EXEC,
+                kind: "request",
+                text: format!("{request:?}"),
+                path: None,
+            };
+            let verdict = Verdict {
+                allowed: false,
+                policies: Vec::new(),
+                errors: Vec::new(),
+                reviews: Vec::new(),
+            };
+            let started_at = time::OffsetDateTime::now_utc();
+            record_refused(&conn, &unoffered, &verdict, started_at, &message).await;
+            return refuse(&handle, id, &message).await;
+        }
     };
     let facts = classified.facts(&live.facts);
     let verdict =
@@ -107,15 +123,19 @@ pub(crate) async fn serve(conn: Arc<Conn>, mut client: Channel<Msg>, handle: Han
             return;
         }
     };
-    let _ = handle.channel_success(id).await;
     let cast = match start_cast(&conn, live, seq, &classified, setup.terminal.as_ref()) {
         Ok(cast) => cast,
         Err(e) => {
+            // Nothing runs unrecorded: the upstream channel is dropped
+            // (closed) unused.
             let reason = format!("portcullis: {e}; the session ends");
-            conn.stop(&handle, reason).await;
-            None
+            let _ = handle.channel_failure(id).await;
+            conn.stop(&handle, reason.clone()).await;
+            finish(&conn, seq, clock, Relayed::failed(reason)).await;
+            return;
         }
     };
+    let _ = handle.channel_success(id).await;
     let terminal = cast.is_some();
     if terminal {
         conn.add_terminal(&handle, id).await;
