@@ -35,6 +35,9 @@ pub async fn play(out: &mut impl Write, cast: &str, how: Playback) -> anyhow::Re
         header["width"].as_u64().unwrap_or(0),
         header["height"].as_u64().unwrap_or(0)
     )?;
+    if !how.raw {
+        write!(out, "    │ ")?;
+    }
     let mut last = 0.0f64;
     for line in lines {
         let Ok((at, code, text)) = serde_json::from_str::<(f64, String, String)>(line) else {
@@ -49,7 +52,12 @@ pub async fn play(out: &mut impl Write, cast: &str, how: Playback) -> anyhow::Re
         last = at;
         match code.as_str() {
             "o" | "e" if how.raw => write!(out, "{text}")?,
-            "o" | "e" => write!(out, "{}", terminal_safe(&text.replace("\r\n", "\n")))?,
+            "o" | "e" => {
+                // Every recorded line is marked, so what a server printed
+                // cannot pass for replay's own lines.
+                let safe = terminal_safe(&text.replace("\r\n", "\n")).replace('\n', "\n    │ ");
+                write!(out, "{safe}")?
+            }
             "r" => writeln!(out, "\n    ── resized to {} ──", terminal_safe(&text))?,
             // Typed input is echoed by the terminal already.
             _ => {}
@@ -83,7 +91,7 @@ mod tests {
         .await
         .unwrap();
         let safe = String::from_utf8(safe).unwrap();
-        assert!(safe.contains("hello\n"));
+        assert!(safe.contains("    │ hello\n    │ "), "{safe:?}");
         assert!(!safe.contains('\u{1b}'), "{safe:?}");
         assert!(safe.contains("resized to 100x40"));
         let mut raw = Vec::new();

@@ -80,16 +80,11 @@ pub(crate) async fn serve(conn: Arc<Conn>, mut client: Channel<Msg>, handle: Han
             return refuse(&handle, id, &message).await;
         }
     };
-    let facts = classified.facts(&live.facts);
-    let verdict =
-        conn.shared
-            .core
-            .policy
-            .decide(&live.identity, classified.action, &live.resource, &facts);
+    let (verdict, why) = decide(&conn, live, &classified);
     let started_at = time::OffsetDateTime::now_utc();
     if !verdict.allowed {
         let message = format!(
-            "portcullis: {} on {} denied for {} ({})",
+            "portcullis: {} on {} denied for {} ({why}{})",
             describe(&classified),
             live.connection,
             live.identity.describe(),
@@ -140,15 +135,16 @@ pub(crate) async fn serve(conn: Arc<Conn>, mut client: Channel<Msg>, handle: Han
     if terminal {
         conn.add_terminal(&handle, id).await;
     }
-    let relayed = relay::run(
-        &conn,
-        client,
-        upstream,
-        &handle,
+    // Without a terminal nothing echoes what is typed: a shell's input is
+    // then the only record of the commands it ran.
+    let input = conn.shared.settings.record_input
+        || (classified.kind == "shell" && setup.terminal.is_none());
+    let recording = relay::Recording {
         cast,
-        setup.terminal.is_some(),
-    )
-    .await;
+        pty: setup.terminal.is_some(),
+        input,
+    };
+    let relayed = relay::run(&conn, client, upstream, &handle, recording).await;
     if terminal {
         if let Ok(mut t) = conn.terminals.lock() {
             t.retain(|c| *c != id);
@@ -208,7 +204,7 @@ async fn read_setup(conn: &Conn, client: &mut Channel<Msg>) -> Option<(Setup, Ch
                 variable_name,
                 variable_value,
                 ..
-            } if passes_env(&variable_name) && setup.env.len() < 64 => {
+            } if passes_env(&variable_name, &variable_value) && setup.env.len() < 16 => {
                 setup.env.push((variable_name, variable_value));
             }
             ChannelMsg::AgentForward { .. } => setup.agent = true,
@@ -229,9 +225,37 @@ async fn read_setup(conn: &Conn, client: &mut Channel<Msg>) -> Option<(Setup, Ch
     }
 }
 
-/// Whether the client's environment variable `name` is passed on.
-fn passes_env(name: &str) -> bool {
-    name == "LANG" || name.starts_with("LC_")
+/// Decides `classified`, with a note for a refusal. Legacy scp is an exec
+/// through the login shell (sshd runs `~/.ssh/rc` and the shell's startup
+/// files for it), so it needs `ssh_exec` as well as `ssh_sftp`: a
+/// file-transfer permit alone must not run what a transferred file says.
+fn decide(conn: &Conn, live: &Live, classified: &Classified) -> (Verdict, &'static str) {
+    let policy = &conn.shared.core.policy;
+    let facts = classified.facts(&live.facts);
+    let verdict = policy.decide(&live.identity, classified.action, &live.resource, &facts);
+    if !verdict.allowed || classified.kind != "scp" {
+        return (verdict, "");
+    }
+    let exec = policy.decide(
+        &live.identity,
+        crate::vocabulary::EXEC,
+        &live.resource,
+        &facts,
+    );
+    if !exec.allowed {
+        let why = "legacy scp (-O) runs a command through the login shell, so it needs ssh_exec as well as ssh_sftp; ";
+        return (exec, why);
+    }
+    let mut both = verdict;
+    both.policies.extend(exec.policies);
+    both.reviews.extend(exec.reviews);
+    (both, "")
+}
+
+/// Whether the client's environment variable `name` is passed on: the
+/// locale, with a value of a locale's length.
+fn passes_env(name: &str, value: &str) -> bool {
+    (name == "LANG" || name.starts_with("LC_")) && name.len() <= 32 && value.len() <= 64
 }
 
 /// What a request is, in a refusal.

@@ -39,6 +39,7 @@ pub mod cast;
 mod channel;
 mod forward;
 pub mod host_key;
+mod killable;
 mod relay;
 pub mod request;
 mod review;
@@ -59,7 +60,7 @@ pub(crate) const WINDOW_SIZE: u32 = 2 * 1024 * 1024;
 /// Messages (of at most 32 KiB) russh queues per channel before it stops
 /// reading the connection: with the window, this bounds a channel's
 /// memory in the gateway (see `docs/ssh.md`).
-pub(crate) const CHANNEL_BUFFER: usize = 32;
+pub(crate) const CHANNEL_BUFFER: usize = 16;
 
 /// The ciphers the gateway offers its clients. AES-GCM only: OpenSSH
 /// clients prefer ChaCha20-Poly1305 whenever a server offers it, and in

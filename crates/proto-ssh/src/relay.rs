@@ -99,19 +99,31 @@ impl Recorder<'_> {
     }
 }
 
+/// How a channel is recorded.
+pub(crate) struct Recording {
+    /// Its asciicast, for a shell or exec.
+    pub cast: Option<Cast>,
+    /// The client has a terminal: stderr is part of what it showed.
+    pub pty: bool,
+    /// What the client sends is recorded too.
+    pub input: bool,
+}
+
 /// Relays `client` and `upstream` until both have closed (or the
-/// connection ends), recording into `cast`; `pty`: the client has a
-/// terminal, where stderr is part of what the terminal showed.
+/// connection ends), recording as `recording` says.
 pub(crate) async fn run(
     conn: &Conn,
     client: Channel<Msg>,
     upstream: Channel<russh::client::Msg>,
     handle: &Handle,
-    cast: Option<Cast>,
-    pty: bool,
+    recording: Recording,
 ) -> Relayed {
     let id = client.id();
-    let record_input = conn.shared.settings.record_input;
+    let Recording {
+        cast,
+        pty,
+        input: record_input,
+    } = recording;
     let recorder = Recorder {
         cast: Mutex::new(cast),
         conn,

@@ -5,8 +5,11 @@
 //! OpenSSH 9) runs `scp -t PATH` or `scp -f PATH` as an exec, through the
 //! remote user's shell. It is decided as `ssh_sftp` (with the path) only
 //! when the whole command is exactly that, in characters no shell treats
-//! specially; anything else (`scp -t x; rm -rf ~`) is an `ssh_exec`, so a
-//! file-transfer permit never runs a shell command.
+//! specially, and with no `..` in the path; anything else
+//! (`scp -t x; rm -rf ~`) is an `ssh_exec`. Because sshd still runs it
+//! through the login shell (and `~/.ssh/rc`), legacy scp needs `ssh_exec`
+//! as well (`channel.rs`, `decide`): a file-transfer permit alone never
+//! runs a command.
 
 use portcullis_core::policy::ContextValue;
 use portcullis_core::{Action, RequestFacts};
@@ -98,7 +101,7 @@ impl Classified {
 
 /// The path of a legacy scp command (`scp [-dfprtv]… [--] PATH`, exactly
 /// one of `-t` (to the server) or `-f` (from it)); `None` for anything
-/// else. The path is a bare word of characters no shell expands, or one
+/// else, which is then decided as the exec it is. The path is a bare word of characters no shell expands, or one
 /// single-quoted word without a quote inside (scp quotes paths that way).
 pub fn legacy_scp_path(command: &str) -> Option<String> {
     let mut rest = command.strip_prefix("scp ")?;
@@ -126,13 +129,19 @@ pub fn legacy_scp_path(command: &str) -> Option<String> {
     plain_word(rest.trim_start_matches(' '))
 }
 
-/// `word` as the shell would pass it, when it needs no expansion.
+/// `word` as the shell would pass it, when it needs no expansion. A path
+/// with a `..` component is not one: what it names depends on symlinks
+/// only the server can resolve, so a policy on `context.path` could not
+/// hold (`/srv/pub/../../root/.ssh`).
 fn plain_word(word: &str) -> Option<String> {
     let safe = |c: char| c.is_ascii_alphanumeric() || "._/+-@:,=%".contains(c);
-    if let Some(inner) = word.strip_prefix('\'').and_then(|w| w.strip_suffix('\'')) {
-        return (!inner.contains('\'')).then(|| inner.to_owned());
-    }
-    (!word.is_empty() && word.chars().all(safe)).then(|| word.to_owned())
+    let path = match word.strip_prefix('\'').and_then(|w| w.strip_suffix('\'')) {
+        Some(inner) if !inner.contains('\'') => inner,
+        Some(_) => return None,
+        None if !word.is_empty() && word.chars().all(safe) => word,
+        None => return None,
+    };
+    (!path.split('/').any(|part| part == "..")).then(|| path.to_owned())
 }
 
 #[cfg(test)]
@@ -160,6 +169,9 @@ mod tests {
             "scp  -t x|id",
             "sh -c 'scp -t x'",
             "scp -t *",
+            "scp -f /srv/pub/../../etc/shadow",
+            "scp -t '../x'",
+            "scp -t ..",
         ] {
             assert_eq!(legacy_scp_path(not_scp), None, "{not_scp:?}");
         }

@@ -57,6 +57,15 @@ impl ClientHandler {
         }
     }
 
+    /// A slot for a channel the client opens: only once logged in, while
+    /// the session runs, and up to its cap on open channels.
+    fn admit_channel(&self) -> Option<crate::session::ChannelSlot> {
+        if self.conn.live.get().is_none() || self.conn.done.is_cancelled() {
+            return None;
+        }
+        self.conn.channel_slot()
+    }
+
     async fn try_enter(&mut self, connection: &str, identity: Identity) -> Result<(), Refusal> {
         let shared = &self.conn.shared;
         let target = shared
@@ -75,6 +84,7 @@ impl ClientHandler {
             &target,
             shared.settings.upstream_timeout,
             self.conn.agent.clone(),
+            self.conn.cut.clone(),
         )
         .await
         .map_err(|e| Refusal::Upstream(e.to_string()))?;
@@ -158,17 +168,19 @@ impl Handler for ClientHandler {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.conn.live.get().is_none() || self.conn.done.is_cancelled() {
+        let Some(slot) = self.admit_channel() else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
             return Ok(());
-        }
+        };
         reply.accept().await;
         let conn = self.conn.clone();
-        self.conn
-            .tasks
-            .spawn(channel::serve(conn, channel, session.handle()));
+        let handle = session.handle();
+        self.conn.tasks.spawn(async move {
+            let _slot = slot;
+            channel::serve(conn, channel, handle).await;
+        });
         Ok(())
     }
 
@@ -182,25 +194,23 @@ impl Handler for ClientHandler {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.conn.live.get().is_none() || self.conn.done.is_cancelled() {
+        let Some(slot) = self.admit_channel() else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
             return Ok(());
-        }
+        };
         let forward = forward::Forward {
             host: host_to_connect.to_owned(),
             port: port_to_connect,
             originator: (originator_address.to_owned(), originator_port),
         };
         let conn = self.conn.clone();
-        self.conn.tasks.spawn(forward::serve(
-            conn,
-            forward,
-            channel,
-            reply,
-            session.handle(),
-        ));
+        let handle = session.handle();
+        self.conn.tasks.spawn(async move {
+            let _slot = slot;
+            forward::serve(conn, forward, channel, reply, handle).await;
+        });
         Ok(())
     }
 

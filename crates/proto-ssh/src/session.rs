@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cast::Budget;
+use crate::killable::KillableStream;
 use crate::server::ClientHandler;
 use crate::upstream::{AgentRoute, Upstream};
 use crate::Shared;
@@ -21,6 +22,17 @@ use crate::Shared;
 /// How long, after the connection ends, its channels get to record how
 /// their commands ended before the session's end is recorded.
 const CHANNELS_SETTLE: Duration = Duration::from_secs(5);
+
+/// How long a line to a client's terminal may wait for the client to take
+/// it: a client that stops reading must not stall the gateway.
+const NOTICE_WAIT: Duration = Duration::from_millis(300);
+
+/// Channels (sessions and forwards) one connection may have open at once:
+/// each is bounded (`docs/ssh.md`), so this bounds the connection.
+pub(crate) const MAX_CHANNELS: usize = 64;
+
+/// How long a disconnect may wait to be sent before the socket is cut.
+const DISCONNECT_WAIT: Duration = Duration::from_secs(1);
 
 /// A logged-in client: who, where, and the upstream the gateway opened.
 pub(crate) struct Live {
@@ -48,6 +60,9 @@ pub(crate) struct Conn {
     /// Cancelled when the connection must end: the client left, or the
     /// session was stopped. Channel tasks end with it.
     pub done: CancellationToken,
+    /// Cuts both sockets (client and upstream) at the very end, whatever
+    /// russh's tasks were waiting for (`killable.rs`).
+    pub cut: CancellationToken,
     /// Why the gateway ended the session, when it did.
     pub stopped_because: OnceLock<String>,
     /// Agent forwarding, as policy allowed it.
@@ -60,6 +75,17 @@ pub(crate) struct Conn {
     pub budget: Arc<Budget>,
     /// The channel tasks, awaited before the end is recorded.
     pub tasks: TaskTracker,
+    /// Channels open now.
+    pub open_channels: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One of a connection's [`MAX_CHANNELS`], held by the channel's task.
+pub(crate) struct ChannelSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for ChannelSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Conn {
@@ -69,8 +95,18 @@ impl Conn {
         if self.stopped_because.set(reason.clone()).is_err() {
             return;
         }
-        self.tell_terminals(client, &reason).await;
+        // Best effort, and bounded: the session ends either way.
+        let _ = tokio::time::timeout(NOTICE_WAIT, self.tell_terminals(client, &reason)).await;
         self.done.cancel();
+    }
+
+    /// A slot for one more channel, unless the connection has
+    /// [`MAX_CHANNELS`] open.
+    pub fn channel_slot(&self) -> Option<ChannelSlot> {
+        use std::sync::atomic::Ordering;
+        let open = self.open_channels.fetch_add(1, Ordering::Relaxed);
+        let slot = ChannelSlot(self.open_channels.clone());
+        (open < MAX_CHANNELS).then_some(slot)
     }
 
     /// Adds a running shell or exec to the terminals warned, telling it
@@ -80,9 +116,8 @@ impl Conn {
             t.push(id);
         }
         if let Some(notice) = self.expiry_notice.get() {
-            let _ = client
-                .extended_data(id, 1, format!("{notice}\r\n").into_bytes())
-                .await;
+            let line = format!("{notice}\r\n").into_bytes();
+            let _ = tokio::time::timeout(NOTICE_WAIT, client.extended_data(id, 1, line)).await;
         }
     }
 
@@ -90,9 +125,8 @@ impl Conn {
     pub async fn tell_terminals(&self, client: &Handle, line: &str) {
         let channels = self.terminals.lock().map(|t| t.clone()).unwrap_or_default();
         for id in channels {
-            let _ = client
-                .extended_data(id, 1, format!("\r\n{line}\r\n").into_bytes())
-                .await;
+            let text = format!("\r\n{line}\r\n").into_bytes();
+            let _ = tokio::time::timeout(NOTICE_WAIT, client.extended_data(id, 1, text)).await;
         }
     }
 }
@@ -115,18 +149,32 @@ pub(crate) async fn serve_client(
         logged_in: CancellationToken::new(),
         session: tokio::sync::Mutex::new(None),
         done: CancellationToken::new(),
+        cut: CancellationToken::new(),
         stopped_because: OnceLock::new(),
         agent: Arc::new(AgentRoute::default()),
         terminals: Mutex::new(Vec::new()),
         expiry_notice: OnceLock::new(),
         budget,
         tasks: TaskTracker::new(),
+        open_channels: Arc::default(),
     });
     let handler = ClientHandler::new(conn.clone());
-    let running = match russh::server::run_stream(config, tcp, handler).await {
-        Ok(r) => r,
-        Err(e) => {
+    let login_deadline = tokio::time::Instant::now() + login_timeout;
+    let stream = KillableStream::new(tcp, conn.cut.clone());
+    // russh waits for the client's version line without a clock of its
+    // own: the login deadline covers it.
+    let started = tokio::time::timeout_at(
+        login_deadline,
+        russh::server::run_stream(config, stream, handler),
+    );
+    let running = match started.await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "SSH handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no SSH version line in time; connection closed");
             return;
         }
     };
@@ -134,7 +182,7 @@ pub(crate) async fn serve_client(
     let mut running = std::pin::pin!(running);
     let login = tokio::select! {
         result = &mut running => Err(result),
-        () = tokio::time::sleep(login_timeout) => {
+        () = tokio::time::sleep_until(login_deadline) => {
             let _ = conn.stopped_because.set("no login in time".into());
             Ok(false)
         }
@@ -174,19 +222,21 @@ pub(crate) async fn serve_client(
             .get()
             .cloned()
             .unwrap_or_else(|| "the gateway is stopping".into());
-        let _ = client
-            .disconnect(russh::Disconnect::ByApplication, reason, "en".into())
-            .await;
-        let _ = tokio::time::timeout(CHANNELS_SETTLE, &mut running).await;
+        let bye = client.disconnect(russh::Disconnect::ByApplication, reason, "en".into());
+        let _ = tokio::time::timeout(DISCONNECT_WAIT, bye).await;
+        let _ = tokio::time::timeout(DISCONNECT_WAIT, &mut running).await;
     }
+    if let Some(live) = conn.live.get() {
+        let bye = live
+            .upstream
+            .disconnect(russh::Disconnect::ByApplication, "", "en");
+        let _ = tokio::time::timeout(DISCONNECT_WAIT, bye).await;
+    }
+    // Whatever russh's tasks still wait for, both sockets close now, and
+    // every send queued for them fails, so the channel tasks end.
+    conn.cut.cancel();
     conn.tasks.close();
     let _ = tokio::time::timeout(CHANNELS_SETTLE, conn.tasks.wait()).await;
-    if let Some(live) = conn.live.get() {
-        let _ = live
-            .upstream
-            .disconnect(russh::Disconnect::ByApplication, "", "en")
-            .await;
-    }
     let session = conn.session.lock().await.take();
     if let Some(session) = session {
         let reason = conn

@@ -118,6 +118,7 @@ pub async fn connect(
     target: &SshTarget,
     timeout: Duration,
     agent: Arc<AgentRoute>,
+    cut: tokio_util::sync::CancellationToken,
 ) -> Result<Upstream, UpstreamError> {
     let mismatch = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let handler = UpstreamHandler {
@@ -141,7 +142,12 @@ pub async fn connect(
     });
     let unreachable = |e: String| UpstreamError::Unreachable(target.upstream.clone(), e);
     let login = async {
-        let mut handle = match client::connect(config, target.upstream.as_str(), handler).await {
+        let tcp = tokio::net::TcpStream::connect(target.upstream.as_str())
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let stream = crate::killable::KillableStream::new(tcp, cut);
+        let mut handle = match client::connect_stream(config, stream, handler).await {
             Ok(h) => h,
             Err(_) if mismatch.load(std::sync::atomic::Ordering::Relaxed) => {
                 return Err(UpstreamError::HostKeyMismatch(target.upstream.clone()))

@@ -23,6 +23,7 @@ mod relations;
 mod relay;
 mod robustness;
 mod ssh;
+mod ssh_hostile;
 mod ssh_login;
 mod strict_masking;
 mod webhooks;

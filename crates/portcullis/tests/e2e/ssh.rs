@@ -192,6 +192,27 @@ fn an_exec_runs_only_as_policy_says_and_a_refusal_names_its_reason() {
     assert_eq!(commands[0]["kind"], "exec");
     assert_eq!(commands[0]["decision"]["allowed"], false);
 
+    // ssh_sftp alone does not run legacy scp, an exec through the login
+    // shell (which runs ~/.ssh/rc and the shell's startup files).
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source.txt");
+    std::fs::write(&source, "payload\n").unwrap();
+    let uploaded = dir.path().join("uploaded.txt");
+    let up = alice
+        .scp()
+        .arg("-O")
+        .arg(&source)
+        .arg(format!("{DEST}:{}", uploaded.display()))
+        .output()
+        .unwrap();
+    assert!(!up.status.success());
+    assert!(
+        text(&up.stderr).contains("it needs ssh_exec as well as ssh_sftp"),
+        "{}",
+        text(&up.stderr)
+    );
+    assert!(!uploaded.exists(), "legacy scp ran with ssh_sftp alone");
+
     let out = alice
         .ssh()
         .args([DEST, "echo allowed-by-policy"])
@@ -213,7 +234,12 @@ fn sha256_file(path: &std::path::Path) -> String {
 #[test]
 fn scp_moves_50_mib_whole_both_ways_and_sftp_lists_a_directory() {
     let sshd = Sshd::start();
-    let gw = ssh_gateway(&sshd, POLICIES);
+    // Legacy scp runs through the login shell: it needs ssh_exec too,
+    // here granted for legacy scp only (`path` is set for nothing else).
+    let policies = format!(
+        "{POLICIES}\n@id(\"ssh-legacy-scp\")\npermit(principal in Group::\"engineering\", action == Action::\"ssh_exec\", resource == Connection::\"web-1\")\nwhen {{ context has path }};\n"
+    );
+    let gw = ssh_gateway(&sshd, &policies);
     let alice = alice(&gw);
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source.bin");

@@ -207,8 +207,11 @@ permit(principal in Group::"admins", action, resource);"#,
         took < std::time::Duration::from_secs(15),
         "ended after {took:?}"
     );
-    let (_, body) = curl(&gw, "/api/sessions", Some(ADMIN_TOKEN));
-    let sessions: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let reason = sessions[0]["end_reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("expired"), "{body}");
+    let reason = eventually(std::time::Duration::from_secs(10), || {
+        let (_, body) = curl(&gw, "/api/sessions", Some(ADMIN_TOKEN));
+        let sessions: serde_json::Value = serde_json::from_str(&body).ok()?;
+        sessions[0]["end_reason"].as_str().map(str::to_owned)
+    })
+    .expect("the session's end is recorded");
+    assert!(reason.contains("expired"), "{reason}");
 }

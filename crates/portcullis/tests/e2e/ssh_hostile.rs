@@ -1,0 +1,130 @@
+//! SSH clients that break the rules OpenSSH keeps: a raw russh client
+//! that stops reading (a zero window) so the gateway's writes to it can
+//! never complete, then tries to go on after it was revoked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_testkit::{Sshd, ADMIN_TOKEN, ALICE_TOKEN};
+use russh::client;
+
+use crate::common::*;
+
+const POLICIES: &str = r#"
+@id("ssh-connect-and-shell")
+permit(principal in Group::"engineering", action in [Action::"connect", Action::"ssh_shell"], resource == Connection::"web-1");
+@id("admins-all")
+permit(principal in Group::"admins", action, resource);
+"#;
+
+struct AnyHost;
+
+impl client::Handler for AnyHost {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKey,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+fn revoke_alice(gw: &portcullis_testkit::Gateway) -> String {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {ADMIN_TOKEN}"),
+        ])
+        .args([
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"user":"alice"}"#,
+        ])
+        .arg(format!("{}/api/revoke", gw.api()))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_still_cut_off_when_revoked() {
+    let sshd = Sshd::start();
+    let gw = gateway()
+        .ssh()
+        .connection(&sshd.connection("web-1"))
+        .policies(POLICIES)
+        .start();
+    // Never lets the gateway send a byte of channel data.
+    let config = Arc::new(client::Config {
+        window_size: 0,
+        ..Default::default()
+    });
+    let address = ("127.0.0.1", gw.ssh_port.unwrap());
+    let mut session = client::connect(config, address, AnyHost).await.unwrap();
+    let auth = session
+        .authenticate_password("web-1", ALICE_TOKEN)
+        .await
+        .unwrap();
+    assert!(auth.success());
+    let shell = session.channel_open_session().await.unwrap();
+    shell.request_shell(false).await.unwrap();
+    // Refusals (exec is not permitted) the gateway must write to a client
+    // that takes nothing: its queues to this client fill up.
+    for _ in 0..12 {
+        let refused = session.channel_open_session().await.unwrap();
+        refused.exec(false, "id").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("typed-after-revocation");
+
+    let revoked = revoke_alice(&gw);
+    assert!(revoked.contains("\"sessions_ended\":1"), "{revoked}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The shell the client opened before may no longer run anything.
+    let typed = format!("touch {}\n", marker.display());
+    let _ = shell.data(typed.as_bytes()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!marker.exists(), "a command ran after the revocation");
+    assert!(session.is_closed(), "the revoked connection is still open");
+    let ended = eventually(Duration::from_secs(10), || {
+        let (_, body) = curl(&gw, "/api/sessions", Some(ADMIN_TOKEN));
+        let list: serde_json::Value = serde_json::from_str(&body).ok()?;
+        list[0]["ended_at"].as_str().map(str::to_owned)
+    });
+    assert!(ended.is_some(), "the session's end was never recorded");
+}
+
+#[test]
+fn a_connection_that_never_says_its_ssh_version_is_closed_at_the_login_deadline() {
+    use std::io::Read;
+    let gw = gateway()
+        .ssh()
+        .policies(POLICIES)
+        .extra("[limits]\nlogin_timeout_secs = 2\n")
+        .start();
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", gw.ssh_port.unwrap())).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        match idle.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("still open after {:?}: {e}", started.elapsed()),
+        }
+    }
+    assert!(seen.starts_with(b"SSH-2.0-Portcullis"), "{seen:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
