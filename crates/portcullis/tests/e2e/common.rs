@@ -242,3 +242,19 @@ pub fn cli(args: &[&str]) -> (bool, String) {
         ),
     )
 }
+
+/// `POST /api/revoke` for `user` as admin: the API's answer.
+pub fn revoke(gw: &Gateway, user: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-X", "POST", "-H"])
+        .arg(format!(
+            "Authorization: Bearer {}",
+            portcullis_testkit::ADMIN_TOKEN
+        ))
+        .args(["-H", "content-type: application/json", "-d"])
+        .arg(serde_json::json!({ "user": user }).to_string())
+        .arg(format!("{}/api/revoke", gw.api()))
+        .output()
+        .expect("curl must be installed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -30,27 +30,6 @@ impl client::Handler for AnyHost {
     }
 }
 
-fn revoke_alice(gw: &portcullis_testkit::Gateway) -> String {
-    let out = std::process::Command::new("curl")
-        .args([
-            "-s",
-            "-X",
-            "POST",
-            "-H",
-            &format!("Authorization: Bearer {ADMIN_TOKEN}"),
-        ])
-        .args([
-            "-H",
-            "content-type: application/json",
-            "-d",
-            r#"{"user":"alice"}"#,
-        ])
-        .arg(format!("{}/api/revoke", gw.api()))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_still_cut_off_when_revoked() {
     let sshd = Sshd::start();
@@ -83,7 +62,7 @@ async fn a_client_that_stops_reading_is_still_cut_off_when_revoked() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("typed-after-revocation");
 
-    let revoked = revoke_alice(&gw);
+    let revoked = revoke(&gw, "alice");
     assert!(revoked.contains("\"sessions_ended\":1"), "{revoked}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     // The shell the client opened before may no longer run anything.

@@ -33,6 +33,15 @@ const NO_QUESTIONS: [&str; 8] = [
     "LogLevel=ERROR",
 ];
 
+/// A gateway with `web-1` on `sshd` and this file's policies.
+fn web_gateway(sshd: &Sshd) -> Gateway {
+    gateway()
+        .ssh()
+        .connection(&sshd.connection("web-1"))
+        .policies(POLICIES)
+        .start()
+}
+
 fn portcullis_ssh(home: &Path, gw: &Gateway, token: &str, command: &str) -> std::process::Output {
     let api = gw.api();
     let mut args = vec!["ssh", "web-1", "--api", &api, "--token", token, "--"];
@@ -65,11 +74,7 @@ fn plain_ssh(gw: &Gateway, key: &Path, command: &str) -> std::process::Output {
 #[test]
 fn a_gateway_certificate_logs_plain_ssh_in_until_its_user_is_revoked() {
     let sshd = Sshd::start();
-    let gw = gateway()
-        .ssh()
-        .connection(&sshd.connection("web-1"))
-        .policies(POLICIES)
-        .start();
+    let gw = web_gateway(&sshd);
     let home = tempfile::tempdir().unwrap();
     let out = portcullis_ssh(home.path(), &gw, ALICE_TOKEN, "echo allowed-by-policy");
     assert!(
@@ -97,24 +102,8 @@ fn a_gateway_certificate_logs_plain_ssh_in_until_its_user_is_revoked() {
     assert_eq!(sessions[0]["auth_method"], "ssh-certificate");
     assert_eq!(sessions[0]["user"], "alice");
 
-    let revoked = Command::new("curl")
-        .args([
-            "-s",
-            "-X",
-            "POST",
-            "-H",
-            &format!("Authorization: Bearer {ADMIN_TOKEN}"),
-        ])
-        .args([
-            "-H",
-            "content-type: application/json",
-            "-d",
-            r#"{"user":"alice"}"#,
-        ])
-        .arg(format!("{}/api/revoke", gw.api()))
-        .output()
-        .unwrap();
-    assert!(revoked.status.success());
+    let answer = revoke(&gw, "alice");
+    assert!(answer.contains("\"sessions_ended\""), "{answer}");
     let out = plain_ssh(&gw, &key, "echo allowed-by-policy");
     assert!(
         !out.status.success(),
@@ -126,11 +115,7 @@ fn a_gateway_certificate_logs_plain_ssh_in_until_its_user_is_revoked() {
 #[test]
 fn a_certificate_from_another_ca_is_refused() {
     let sshd = Sshd::start();
-    let gw = gateway()
-        .ssh()
-        .connection(&sshd.connection("web-1"))
-        .policies(POLICIES)
-        .start();
+    let gw = web_gateway(&sshd);
     let dir = tempfile::tempdir().unwrap();
     keygen(&dir.path().join("rogue_ca"));
     keygen(&dir.path().join("id"));
