@@ -59,7 +59,12 @@ pub async fn play(out: &mut impl Write, cast: &str, how: Playback) -> anyhow::Re
                 write!(out, "{safe}")?
             }
             "r" => writeln!(out, "\n    ── resized to {} ──", terminal_safe(&text))?,
-            // Typed input is echoed by the terminal already.
+            // What the client sent (recorded for shells without a
+            // terminal, where nothing echoes it, and with record_input).
+            "i" if !how.raw => {
+                let typed = terminal_safe(&text.replace('\r', "\n")).replace('\n', "\n    ⌨ ");
+                write!(out, "\n    ⌨ {typed}\n    │ ")?
+            }
             _ => {}
         }
     }
@@ -78,6 +83,7 @@ mod tests {
             "[0.1,\"o\",\"hello\\r\\n\"]\n",
             "[0.2,\"o\",\"\\u001b]52;c;ZXZpbA==\\u0007\"]\n",
             "[0.3,\"r\",\"100x40\"]\n",
+            "[0.4,\"i\",\"touch x\\n\"]\n",
         );
         let mut safe = Vec::new();
         play(
@@ -94,6 +100,7 @@ mod tests {
         assert!(safe.contains("    │ hello\n    │ "), "{safe:?}");
         assert!(!safe.contains('\u{1b}'), "{safe:?}");
         assert!(safe.contains("resized to 100x40"));
+        assert!(safe.contains("    ⌨ touch x"), "{safe:?}");
         let mut raw = Vec::new();
         play(
             &mut raw,

@@ -179,13 +179,7 @@ async fn read_setup(conn: &Conn, client: &mut Channel<Msg>) -> Option<(Setup, Ch
                     cols: col_width,
                     rows: row_height,
                     pix: (pix_width, pix_height),
-                    // russh hands over its fixed-size table, padded with
-                    // TTY_OP_END: passed on, the padding would end the
-                    // server's parse early.
-                    modes: terminal_modes
-                        .into_iter()
-                        .filter(|(mode, _)| *mode != Pty::TTY_OP_END)
-                        .collect(),
+                    modes: terminal_modes_passed(terminal_modes),
                 });
             }
             ChannelMsg::WindowChange {
@@ -250,6 +244,23 @@ fn decide(conn: &Conn, live: &Live, classified: &Classified) -> (Verdict, &'stat
     both.policies.extend(exec.policies);
     both.reviews.extend(exec.reviews);
     (both, "")
+}
+
+/// The terminal modes passed to the server. russh hands over its
+/// fixed-size table, padded with TTY_OP_END, which would end the server's
+/// parse early. And the terminal starts with echo on whatever the client
+/// asked: with `ECHO 0` a client's commands would be in no recording
+/// (unless `record_input`); turning echo off later takes a command the
+/// recording shows (`stty -echo`).
+fn terminal_modes_passed(modes: Vec<(Pty, u32)>) -> Vec<(Pty, u32)> {
+    modes
+        .into_iter()
+        .filter(|(mode, _)| *mode != Pty::TTY_OP_END)
+        .map(|(mode, value)| match mode {
+            Pty::ECHO => (mode, 1),
+            _ => (mode, value),
+        })
+        .collect()
 }
 
 /// Whether the client's environment variable `name` is passed on: the

@@ -31,6 +31,9 @@ const NOTICE_WAIT: Duration = Duration::from_millis(300);
 /// each is bounded (`docs/ssh.md`), so this bounds the connection.
 pub(crate) const MAX_CHANNELS: usize = 64;
 
+/// The least time an SSH login gets, whatever `login_timeout_secs` says.
+const MIN_LOGIN_TIME: Duration = Duration::from_secs(60);
+
 /// How long a disconnect may wait to be sent before the socket is cut.
 const DISCONNECT_WAIT: Duration = Duration::from_secs(1);
 
@@ -139,7 +142,12 @@ pub(crate) async fn serve_client(
     logging_in: portcullis_core::preauth::PreAuthPermit,
     kill: CancellationToken,
 ) {
-    let login_timeout = shared.settings.login_timeout;
+    // The version line comes from the client program at once, and gets
+    // `login_timeout`; the login itself waits on people (a host-key
+    // prompt, a pasted token): at least a minute, as OpenSSH's
+    // LoginGraceTime gives two.
+    let version_timeout = shared.settings.login_timeout;
+    let login_timeout = version_timeout.max(MIN_LOGIN_TIME);
     let budget = Budget::new(shared.settings.max_recording_bytes);
     let conn = Arc::new(Conn {
         shared,
@@ -159,12 +167,13 @@ pub(crate) async fn serve_client(
         open_channels: Arc::default(),
     });
     let handler = ClientHandler::new(conn.clone());
-    let login_deadline = tokio::time::Instant::now() + login_timeout;
+    let accepted = tokio::time::Instant::now();
+    let login_deadline = accepted + login_timeout;
     let stream = KillableStream::new(tcp, conn.cut.clone());
     // russh waits for the client's version line without a clock of its
-    // own: the login deadline covers it.
+    // own.
     let started = tokio::time::timeout_at(
-        login_deadline,
+        accepted + version_timeout,
         russh::server::run_stream(config, stream, handler),
     );
     let running = match started.await {

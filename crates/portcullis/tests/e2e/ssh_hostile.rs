@@ -107,3 +107,57 @@ fn a_connection_that_never_says_its_ssh_version_is_closed_at_the_login_deadline(
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_asked_without_echo_still_shows_the_commands_typed() {
+    let sshd = Sshd::start();
+    let gw = gateway()
+        .ssh()
+        .connection(&sshd.connection("web-1"))
+        .policies(POLICIES)
+        .start();
+    let config = Arc::new(client::Config::default());
+    let address = ("127.0.0.1", gw.ssh_port.unwrap());
+    let mut session = client::connect(config, address, AnyHost).await.unwrap();
+    let auth = session
+        .authenticate_password("web-1", ALICE_TOKEN)
+        .await
+        .unwrap();
+    assert!(auth.success());
+    let mut shell = session.channel_open_session().await.unwrap();
+    // ECHO 0: without the gateway's say, what is typed would show nowhere.
+    let no_echo = [(russh::Pty::ECHO, 0)];
+    shell
+        .request_pty(false, "xterm", 80, 24, 0, 0, &no_echo)
+        .await
+        .unwrap();
+    shell.request_shell(false).await.unwrap();
+    shell
+        .data(&b"echo hidden-$((3*4))\nexit\n"[..])
+        .await
+        .unwrap();
+    let mut printed = Vec::new();
+    while let Some(msg) = tokio::time::timeout(Duration::from_secs(20), shell.wait())
+        .await
+        .expect("the shell ends")
+    {
+        if let russh::ChannelMsg::Data { data } = msg {
+            printed.extend_from_slice(&data);
+        }
+    }
+    assert!(String::from_utf8_lossy(&printed).contains("hidden-12"));
+    session
+        .disconnect(russh::Disconnect::ByApplication, "", "en")
+        .await
+        .unwrap();
+    let id = eventually(Duration::from_secs(10), || {
+        let (_, body) = curl(&gw, "/api/sessions", Some(ADMIN_TOKEN));
+        let list: serde_json::Value = serde_json::from_str(&body).ok()?;
+        list[0]["ended_at"].as_str()?;
+        list[0]["id"].as_str().map(str::to_owned)
+    })
+    .expect("the session ended");
+    let (ok, replay) = api_cli(&gw, ADMIN_TOKEN, &["replay", &id]);
+    assert!(ok, "{replay}");
+    assert!(replay.contains("echo hidden-$((3*4))"), "{replay}");
+}
