@@ -1,6 +1,7 @@
-//! SSH clients that break the rules OpenSSH keeps: a raw russh client
-//! that stops reading (a zero window) so the gateway's writes to it can
-//! never complete, then tries to go on after it was revoked.
+//! SSH driven by a raw russh client: what OpenSSH never sends (a client
+//! that stops reading, so the gateway's writes to it never complete, and
+//! then tries to go on after it was revoked; a terminal asked without
+//! echo), and what it sends only from a real terminal (window changes).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,4 +161,60 @@ async fn a_terminal_asked_without_echo_still_shows_the_commands_typed() {
     let (ok, replay) = api_cli(&gw, ADMIN_TOKEN, &["replay", &id]);
     assert!(ok, "{replay}");
     assert!(replay.contains("echo hidden-$((3*4))"), "{replay}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_change_reaches_the_server_and_the_recording() {
+    let sshd = Sshd::start();
+    let gw = gateway()
+        .ssh()
+        .connection(&sshd.connection("web-1"))
+        .policies(POLICIES)
+        .start();
+    let config = Arc::new(client::Config::default());
+    let address = ("127.0.0.1", gw.ssh_port.unwrap());
+    let mut session = client::connect(config, address, AnyHost).await.unwrap();
+    let auth = session
+        .authenticate_password("web-1", ALICE_TOKEN)
+        .await
+        .unwrap();
+    assert!(auth.success());
+    let mut shell = session.channel_open_session().await.unwrap();
+    shell
+        .request_pty(false, "xterm", 80, 24, 0, 0, &[])
+        .await
+        .unwrap();
+    shell.request_shell(false).await.unwrap();
+    shell.window_change(100, 40, 0, 0).await.unwrap();
+    shell.data(&b"stty size\nexit\n"[..]).await.unwrap();
+    let mut printed = Vec::new();
+    while let Some(msg) = tokio::time::timeout(Duration::from_secs(20), shell.wait())
+        .await
+        .expect("the shell ends")
+    {
+        if let russh::ChannelMsg::Data { data } = msg {
+            printed.extend_from_slice(&data);
+        }
+    }
+    let printed = String::from_utf8_lossy(&printed).into_owned();
+    assert!(printed.contains("40 100"), "{printed}");
+    session
+        .disconnect(russh::Disconnect::ByApplication, "", "en")
+        .await
+        .unwrap();
+    let id = eventually(Duration::from_secs(10), || {
+        let (_, body) = curl(&gw, "/api/sessions", Some(ADMIN_TOKEN));
+        let list: serde_json::Value = serde_json::from_str(&body).ok()?;
+        list[0]["ended_at"].as_str()?;
+        list[0]["id"].as_str().map(str::to_owned)
+    })
+    .expect("the session ended");
+    let cast =
+        std::fs::read_to_string(gw.dir().join("data/recordings").join(&id).join("1.cast")).unwrap();
+    let header: serde_json::Value = serde_json::from_str(cast.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (header["width"].as_u64(), header["height"].as_u64()),
+        (Some(80), Some(24))
+    );
+    assert!(cast.contains("\"r\",\"100x40\""), "{cast}");
 }
