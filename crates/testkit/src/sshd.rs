@@ -152,6 +152,19 @@ impl Sshd {
         c
     }
 
+    /// `scp -O` (legacy, an exec) straight to the server with the
+    /// gateway's key; add the source and `USER@127.0.0.1:PATH`.
+    pub fn direct_legacy_scp(&self) -> Command {
+        let mut c = Command::new("scp");
+        c.args(quiet_options())
+            .arg("-O")
+            .arg("-i")
+            .arg(self.gateway_key())
+            .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-P"])
+            .arg(self.port.to_string());
+        c
+    }
+
     /// What the server logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()

@@ -210,6 +210,18 @@ fn an_exec_runs_only_as_policy_says_and_a_refusal_names_its_reason() {
     let source = dir.path().join("source.txt");
     std::fs::write(&source, "payload\n").unwrap();
     let uploaded = dir.path().join("uploaded.txt");
+    // Straight to the server it is an ordinary upload. (What makes it
+    // dangerous, ~/.ssh/rc run before it, is not replayed here: that
+    // would write the test user's own ~/.ssh/rc.)
+    let direct = sshd
+        .direct_legacy_scp()
+        .arg(&source)
+        .arg(format!("{}@127.0.0.1:{}", sshd.user, uploaded.display()))
+        .output()
+        .unwrap();
+    assert!(direct.status.success(), "{}", text(&direct.stderr));
+    assert!(uploaded.exists());
+    std::fs::remove_file(&uploaded).unwrap();
     let up = alice
         .scp()
         .arg("-O")

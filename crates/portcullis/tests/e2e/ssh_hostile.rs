@@ -31,26 +31,71 @@ impl client::Handler for AnyHost {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_reading_is_still_cut_off_when_revoked() {
-    let sshd = Sshd::start();
-    let gw = gateway()
+/// A gateway with `web-1` on `sshd` and this file's policies.
+fn web_gateway(sshd: &Sshd) -> portcullis_testkit::Gateway {
+    gateway()
         .ssh()
         .connection(&sshd.connection("web-1"))
         .policies(POLICIES)
-        .start();
-    // Never lets the gateway send a byte of channel data.
-    let config = Arc::new(client::Config {
-        window_size: 0,
-        ..Default::default()
-    });
+        .start()
+}
+
+/// A raw client with `config`, logged in to web-1 as alice.
+async fn alice_raw(
+    gw: &portcullis_testkit::Gateway,
+    config: client::Config,
+) -> client::Handle<AnyHost> {
     let address = ("127.0.0.1", gw.ssh_port.unwrap());
-    let mut session = client::connect(config, address, AnyHost).await.unwrap();
+    let mut session = client::connect(Arc::new(config), address, AnyHost)
+        .await
+        .unwrap();
     let auth = session
         .authenticate_password("web-1", ALICE_TOKEN)
         .await
         .unwrap();
     assert!(auth.success());
+    session
+}
+
+/// Everything the channel printed on stdout until it closed.
+async fn printed_until_closed(shell: &mut russh::Channel<client::Msg>) -> String {
+    let mut printed = Vec::new();
+    while let Some(msg) = tokio::time::timeout(Duration::from_secs(20), shell.wait())
+        .await
+        .expect("the shell ends")
+    {
+        if let russh::ChannelMsg::Data { data } = msg {
+            printed.extend_from_slice(&data);
+        }
+    }
+    String::from_utf8_lossy(&printed).into_owned()
+}
+
+/// Disconnects `session`; the id of the session, once its end is recorded.
+async fn leave(gw: &portcullis_testkit::Gateway, session: client::Handle<AnyHost>) -> String {
+    session
+        .disconnect(russh::Disconnect::ByApplication, "", "en")
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), || {
+        let (_, body) = curl(gw, "/api/sessions", Some(ADMIN_TOKEN));
+        let list: serde_json::Value = serde_json::from_str(&body).ok()?;
+        list[0]["ended_at"].as_str()?;
+        list[0]["id"].as_str().map(str::to_owned)
+    })
+    .expect("the session ended")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_still_cut_off_when_revoked() {
+    let sshd = Sshd::start();
+    let gw = web_gateway(&sshd);
+    // Never lets the gateway send a byte of channel data.
+    let config = client::Config {
+        window_size: 0,
+        ..Default::default()
+    };
+    let session = alice_raw(&gw, config).await;
     let shell = session.channel_open_session().await.unwrap();
     shell.request_shell(false).await.unwrap();
     // Refusals (exec is not permitted) the gateway must write to a client
@@ -112,19 +157,8 @@ fn a_connection_that_never_says_its_ssh_version_is_closed_at_the_login_deadline(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminal_asked_without_echo_still_shows_the_commands_typed() {
     let sshd = Sshd::start();
-    let gw = gateway()
-        .ssh()
-        .connection(&sshd.connection("web-1"))
-        .policies(POLICIES)
-        .start();
-    let config = Arc::new(client::Config::default());
-    let address = ("127.0.0.1", gw.ssh_port.unwrap());
-    let mut session = client::connect(config, address, AnyHost).await.unwrap();
-    let auth = session
-        .authenticate_password("web-1", ALICE_TOKEN)
-        .await
-        .unwrap();
-    assert!(auth.success());
+    let gw = web_gateway(&sshd);
+    let session = alice_raw(&gw, client::Config::default()).await;
     let mut shell = session.channel_open_session().await.unwrap();
     // ECHO 0: without the gateway's say, what is typed would show nowhere.
     let no_echo = [(russh::Pty::ECHO, 0)];
@@ -137,27 +171,9 @@ async fn a_terminal_asked_without_echo_still_shows_the_commands_typed() {
         .data(&b"echo hidden-$((3*4))\nexit\n"[..])
         .await
         .unwrap();
-    let mut printed = Vec::new();
-    while let Some(msg) = tokio::time::timeout(Duration::from_secs(20), shell.wait())
-        .await
-        .expect("the shell ends")
-    {
-        if let russh::ChannelMsg::Data { data } = msg {
-            printed.extend_from_slice(&data);
-        }
-    }
-    assert!(String::from_utf8_lossy(&printed).contains("hidden-12"));
-    session
-        .disconnect(russh::Disconnect::ByApplication, "", "en")
-        .await
-        .unwrap();
-    let id = eventually(Duration::from_secs(10), || {
-        let (_, body) = curl(&gw, "/api/sessions", Some(ADMIN_TOKEN));
-        let list: serde_json::Value = serde_json::from_str(&body).ok()?;
-        list[0]["ended_at"].as_str()?;
-        list[0]["id"].as_str().map(str::to_owned)
-    })
-    .expect("the session ended");
+    let printed = printed_until_closed(&mut shell).await;
+    assert!(printed.contains("hidden-12"), "{printed}");
+    let id = leave(&gw, session).await;
     let (ok, replay) = api_cli(&gw, ADMIN_TOKEN, &["replay", &id]);
     assert!(ok, "{replay}");
     assert!(replay.contains("echo hidden-$((3*4))"), "{replay}");
@@ -166,19 +182,8 @@ async fn a_terminal_asked_without_echo_still_shows_the_commands_typed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_change_reaches_the_server_and_the_recording() {
     let sshd = Sshd::start();
-    let gw = gateway()
-        .ssh()
-        .connection(&sshd.connection("web-1"))
-        .policies(POLICIES)
-        .start();
-    let config = Arc::new(client::Config::default());
-    let address = ("127.0.0.1", gw.ssh_port.unwrap());
-    let mut session = client::connect(config, address, AnyHost).await.unwrap();
-    let auth = session
-        .authenticate_password("web-1", ALICE_TOKEN)
-        .await
-        .unwrap();
-    assert!(auth.success());
+    let gw = web_gateway(&sshd);
+    let session = alice_raw(&gw, client::Config::default()).await;
     let mut shell = session.channel_open_session().await.unwrap();
     shell
         .request_pty(false, "xterm", 80, 24, 0, 0, &[])
@@ -187,28 +192,9 @@ async fn a_window_change_reaches_the_server_and_the_recording() {
     shell.request_shell(false).await.unwrap();
     shell.window_change(100, 40, 0, 0).await.unwrap();
     shell.data(&b"stty size\nexit\n"[..]).await.unwrap();
-    let mut printed = Vec::new();
-    while let Some(msg) = tokio::time::timeout(Duration::from_secs(20), shell.wait())
-        .await
-        .expect("the shell ends")
-    {
-        if let russh::ChannelMsg::Data { data } = msg {
-            printed.extend_from_slice(&data);
-        }
-    }
-    let printed = String::from_utf8_lossy(&printed).into_owned();
+    let printed = printed_until_closed(&mut shell).await;
     assert!(printed.contains("40 100"), "{printed}");
-    session
-        .disconnect(russh::Disconnect::ByApplication, "", "en")
-        .await
-        .unwrap();
-    let id = eventually(Duration::from_secs(10), || {
-        let (_, body) = curl(&gw, "/api/sessions", Some(ADMIN_TOKEN));
-        let list: serde_json::Value = serde_json::from_str(&body).ok()?;
-        list[0]["ended_at"].as_str()?;
-        list[0]["id"].as_str().map(str::to_owned)
-    })
-    .expect("the session ended");
+    let id = leave(&gw, session).await;
     let cast =
         std::fs::read_to_string(gw.dir().join("data/recordings").join(&id).join("1.cast")).unwrap();
     let header: serde_json::Value = serde_json::from_str(cast.lines().next().unwrap()).unwrap();
