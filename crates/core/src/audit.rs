@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::evidence::{ChainHead, ChainRecord, SignedCheckpoint};
 
 /// A session as it started.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionRecord {
     /// Session id (UUIDv7, so ids sort by start time).
     pub id: Uuid,
@@ -56,11 +56,12 @@ pub struct SessionEnd {
 }
 
 /// The decision recorded with a statement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Decision {
     /// Whether the statement was allowed to run.
     pub allowed: bool,
     /// The determining policies.
+    #[schema(value_type = Vec<String>)]
     pub policies: PolicyIds,
 }
 
@@ -71,7 +72,7 @@ pub type PolicyIds = std::sync::Arc<[String]>;
 /// One command a client ran, with its outcome: a SQL statement, a shell
 /// command, an HTTP request. What only one protocol knows (a statement's
 /// parameters, a row count) goes in [`CommandRecord::detail`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CommandRecord {
     /// The session.
     pub session_id: Uuid,
@@ -100,6 +101,7 @@ pub struct CommandRecord {
     /// the record when serialised, so each protocol's fields read as the
     /// record's own.
     #[serde(flatten)]
+    #[schema(ignore)]
     pub detail: CommandDetail,
 }
 
@@ -256,7 +258,7 @@ impl AuditEvent {
 }
 
 /// A session as listed by the API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionSummary {
     /// How it started.
     #[serde(flatten)]
@@ -273,7 +275,7 @@ pub struct SessionSummary {
 }
 
 /// A session with its commands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionDetail {
     /// The session.
     #[serde(flatten)]
@@ -285,12 +287,20 @@ pub struct SessionDetail {
 }
 
 /// Filters for listing sessions.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SessionQuery {
     /// Only this user's sessions.
     pub user: Option<String>,
     /// Only sessions on this connection.
     pub connection: Option<String>,
+    /// Only sessions in which this agent acted.
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// Only sessions with a command `denied` by policy, or with none
+    /// (`allowed`).
+    #[serde(default)]
+    pub decision: Option<DecisionFilter>,
     /// Only sessions still open.
     #[serde(default)]
     pub active: bool,
@@ -302,6 +312,16 @@ pub struct SessionQuery {
     /// Only sessions started before this time (RFC 3339).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub until: Option<OffsetDateTime>,
+}
+
+/// Sessions by the decisions on their commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionFilter {
+    /// At least one command was refused.
+    Denied,
+    /// No command was refused.
+    Allowed,
 }
 
 /// A store failure, described without secrets.

@@ -17,6 +17,7 @@ pub mod identity;
 pub mod masking;
 pub mod policy;
 pub mod preauth;
+pub mod probe;
 pub mod recorder;
 pub mod refusal;
 pub mod secret;

@@ -81,6 +81,9 @@ impl Action {
     pub const VIEW_SESSIONS: Action = Action("view_sessions");
     /// End or otherwise change sessions through the API.
     pub const MANAGE_SESSIONS: Action = Action("manage_sessions");
+    /// See the connections' configuration and health, and ask the policy
+    /// what-if questions, in the console.
+    pub const VIEW_CONFIGURATION: Action = Action("view_configuration");
     /// Ask for a role on a connection for a while.
     pub const REQUEST_GRANT: Action = Action("request_grant");
 

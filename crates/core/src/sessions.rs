@@ -26,9 +26,21 @@ pub struct LiveSession {
 
 /// The set of live sessions. Touched once per session start and end, never
 /// per statement.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SessionRegistry {
     inner: Arc<Mutex<HashMap<Uuid, LiveSession>>>,
+    /// Counts starts and ends, so a watcher (the console's live list)
+    /// wakes on a change instead of polling.
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for SessionRegistry {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            changed: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
 }
 
 /// Removes its session from the registry when dropped, so a session that
@@ -44,6 +56,7 @@ impl SessionRegistry {
     pub fn register(&self, session: LiveSession) -> SessionGuard {
         let id = session.id;
         self.lock().insert(id, session);
+        self.changed.send_modify(|n| *n += 1);
         metrics::gauge!("portcullis_sessions_active").increment(1.0);
         SessionGuard {
             registry: self.clone(),
@@ -70,6 +83,23 @@ impl SessionRegistry {
         self.lock().get(&id).map(|s| s.kill.cancel()).is_some()
     }
 
+    /// The live sessions, oldest first.
+    pub fn list(&self) -> Vec<LiveSession> {
+        let mut all: Vec<_> = self.lock().values().cloned().collect();
+        all.sort_by_key(|s| s.id);
+        all
+    }
+
+    /// Whether session `id` is live.
+    pub fn is_live(&self, id: Uuid) -> bool {
+        self.lock().contains_key(&id)
+    }
+
+    /// Wakes whenever a session starts or ends.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
     /// How many sessions are live.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -88,6 +118,7 @@ impl SessionRegistry {
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.registry.lock().remove(&self.id);
+        self.registry.changed.send_modify(|n| *n += 1);
         metrics::gauge!("portcullis_sessions_active").decrement(1.0);
     }
 }
@@ -111,10 +142,13 @@ mod tests {
             connection: "app-db".into(),
             kill: kill.clone(),
         });
+        let changes = reg.changes();
+        assert_eq!(reg.list().len(), 1);
         assert_eq!(reg.kill_user("bob"), 0);
         assert_eq!(reg.kill_user("alice"), 1);
         assert!(kill.is_cancelled());
         drop(g);
         assert!(reg.is_empty());
+        assert!(changes.has_changed().unwrap_or(false));
     }
 }

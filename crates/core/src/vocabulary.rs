@@ -92,7 +92,7 @@ pub const CORE: Vocabulary = Vocabulary {
             resources: &["Connection"],
         },
         ActionSpec {
-            names: &["view_sessions", "manage_sessions"],
+            names: &["view_sessions", "manage_sessions", "view_configuration"],
             group: None,
             resources: &["Gateway"],
         },

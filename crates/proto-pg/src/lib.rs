@@ -13,6 +13,7 @@ mod error;
 mod framed;
 pub mod handshake;
 pub mod hold;
+pub mod probe;
 pub mod provision;
 pub mod relay;
 pub mod scram;

@@ -40,6 +40,7 @@ mod channel;
 mod forward;
 pub mod host_key;
 mod killable;
+pub mod probe;
 mod relay;
 pub mod request;
 mod review;
@@ -92,6 +93,15 @@ pub struct SshTarget {
     pub key: Arc<PrivateKey>,
     /// The server's host key, pinned.
     pub host_key: PublicKey,
+}
+
+impl SshTarget {
+    /// The pinned host key's SHA-256 fingerprint, as `ssh-keygen -l` shows it.
+    pub fn host_key_fingerprint(&self) -> String {
+        self.host_key
+            .fingerprint(russh::keys::HashAlg::Sha256)
+            .to_string()
+    }
 }
 
 impl std::fmt::Debug for SshTarget {

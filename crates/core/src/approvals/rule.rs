@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 /// one group only, so that two groups mean two people. `@approvals("2")`
 /// asks for that many approvers (from each group, under all-of), and
 /// `@wait("120s")` bounds how long a client is held (`s`, `m` or `h`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub struct ReviewRule {
     /// The permit that asks for it.
     pub policy: String,

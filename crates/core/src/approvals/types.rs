@@ -11,7 +11,7 @@ use crate::audit::StoreError;
 use crate::Identity;
 
 /// Where a review stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReviewStatus {
     /// Waiting for decisions.
@@ -51,7 +51,7 @@ impl ReviewStatus {
 }
 
 /// One reviewer's decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReviewDecision {
     /// Who decided.
     pub by: String,
@@ -68,7 +68,7 @@ pub struct ReviewDecision {
 }
 
 /// A command waiting for (or past) review.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Review {
     /// Its number, shown to clients and reviewers.
     pub id: u64,
@@ -121,7 +121,7 @@ pub struct Review {
 }
 
 /// What a grant gives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GrantTerms {
     /// The elevated role.
     pub role: String,

@@ -297,7 +297,7 @@ pub enum Masked {
 /// How many values were masked, per class and per column, for the audit
 /// record. Detector findings count under the column label `detected`;
 /// derived outputs under class and column `derived`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MaskCounts {
     /// Values masked per class.
     pub by_class: BTreeMap<String, u64>,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use portcullis_core::audit::{
-    AuditStore, CommandDetail, CommandOutcome, CommandRecord, CommandStart, SessionDetail,
-    SessionEnd, SessionQuery, SessionRecord, SessionSummary, StoreError,
+    AuditStore, CommandDetail, CommandOutcome, CommandRecord, CommandStart, DecisionFilter,
+    SessionDetail, SessionEnd, SessionQuery, SessionRecord, SessionSummary, StoreError,
 };
 use portcullis_core::evidence::{ChainHead, ChainRecord, SignedCheckpoint};
 use serde::de::DeserializeOwned;
@@ -134,6 +134,10 @@ impl AuditStore for SqliteStore {
                AND (?1 IS NULL OR e.user = ?1) AND (?2 IS NULL OR e.connection = ?2)
                AND (?3 = 0 OR NOT EXISTS (SELECT 1 FROM evidence x WHERE x.session_id = e.session_id AND x.kind = 'session_ended'))
                AND (?5 IS NULL OR e.session_id >= ?5) AND (?6 IS NULL OR e.session_id < ?6)
+               AND (?7 IS NULL OR json_extract(e.line, '$.body.actor') = ?7)
+               AND (?8 IS NULL OR ?8 = EXISTS (SELECT 1 FROM evidence x WHERE x.session_id = e.session_id
+                      AND x.kind IN ('command', 'command_started')
+                      AND json_extract(x.line, '$.body.decision.allowed') = 0))
              ORDER BY e.session_id DESC LIMIT ?4",
         )
         .bind(&q.user)
@@ -142,6 +146,8 @@ impl AuditStore for SqliteStore {
         .bind(i64::from(q.limit.unwrap_or(100)))
         .bind(q.since.map(v7_floor))
         .bind(q.until.map(v7_floor))
+        .bind(&q.actor)
+        .bind(q.decision.map(|d| d == DecisionFilter::Denied))
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;

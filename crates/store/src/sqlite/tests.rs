@@ -1,7 +1,7 @@
 use super::*;
 use portcullis_core::audit::{
     AuditEvent, AuditStore, CommandDetail, CommandOutcome, CommandRecord, CommandStart, Decision,
-    SessionEnd, SessionQuery, SessionRecord,
+    DecisionFilter, SessionEnd, SessionQuery, SessionRecord,
 };
 use portcullis_core::evidence::ChainHead;
 use std::sync::Arc;
@@ -473,4 +473,52 @@ async fn a_fragment_in_a_staging_file_does_not_hide_the_records_after_it() {
     let store = SqliteStore::open(&path).await.unwrap();
     assert_eq!(store.chain_head().await.unwrap(), head);
     assert_eq!(store.take_recovered().len(), 2);
+}
+
+#[tokio::test]
+async fn sessions_filter_by_actor_and_by_whether_a_command_was_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("audit.db"))
+        .await
+        .unwrap();
+    let mut by_agent = session("alice");
+    by_agent.actor = Some("agent-x".into());
+    let plain = session("alice");
+    let mut denied = statement(&plain, 1);
+    denied.decision.allowed = false;
+    append(
+        &store,
+        vec![
+            AuditEvent::SessionStarted(by_agent.clone()),
+            AuditEvent::SessionStarted(plain.clone()),
+            AuditEvent::Command(statement(&by_agent, 1)),
+            AuditEvent::Command(denied),
+        ],
+    )
+    .await;
+    let ids = |q: SessionQuery| {
+        let store = &store;
+        async move {
+            let list = store.list_sessions(&q).await.unwrap();
+            list.iter().map(|s| s.session.id).collect::<Vec<_>>()
+        }
+    };
+    let agent = ids(SessionQuery {
+        actor: Some("agent-x".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(agent, vec![by_agent.id]);
+    let refused = ids(SessionQuery {
+        decision: Some(DecisionFilter::Denied),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(refused, vec![plain.id]);
+    let clean = ids(SessionQuery {
+        decision: Some(DecisionFilter::Allowed),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(clean, vec![by_agent.id]);
 }
