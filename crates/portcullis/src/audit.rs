@@ -99,21 +99,42 @@ fn read_checkpoints(path: &Path) -> anyhow::Result<Vec<SignedCheckpoint>> {
         .collect()
 }
 
-/// Prints the report; true when the evidence holds. With `live`, records
-/// past the last checkpoint are accepted while that checkpoint is younger
-/// than the window (a running gateway writes one every interval).
+/// Prints the report; true when the evidence holds.
 fn print_report(report: &Report, key: &PublicKey, live: Option<Duration>) -> bool {
-    println!("checkpoint key: {} (id {})", key.to_hex(), key.id());
+    let (intact, lines) = report_lines(report, key, live, None);
+    for line in lines {
+        println!("{line}");
+    }
+    intact
+}
+
+/// The report as `audit verify` prints it, and whether the evidence
+/// holds. With `live`, records past the last checkpoint are accepted while
+/// that checkpoint is younger than the window (a running gateway writes
+/// one every interval). The console shows the same lines; it passes
+/// `up_for`, how long this gateway has run: before its first checkpoint
+/// is due, its unsealed records are its own newest.
+pub fn report_lines(
+    report: &Report,
+    key: &PublicKey,
+    live: Option<Duration>,
+    up_for: Option<Duration>,
+) -> (bool, Vec<String>) {
+    let mut out = Vec::new();
+    macro_rules! say {
+        ($($arg:tt)*) => { out.push(format!($($arg)*)) };
+    }
+    say!("checkpoint key: {} (id {})", key.to_hex(), key.id());
     match (report.first_record, report.last_record) {
-        (Some(first), Some(last)) if first > 1 => println!(
+        (Some(first), Some(last)) if first > 1 => say!(
             "records: {} ({first}..{last}; retention removed records before {first})",
             report.records
         ),
-        (Some(first), Some(last)) => println!("records: {} ({first}..{last})", report.records),
-        _ => println!("records: none"),
+        (Some(first), Some(last)) => say!("records: {} ({first}..{last})", report.records),
+        _ => say!("records: none"),
     }
     match &report.last_checkpoint {
-        Some(c) => println!(
+        Some(c) => say!(
             "checkpoints: {} (last: {} at {}, covers record {}{})",
             report.checkpoints,
             c.number,
@@ -121,13 +142,13 @@ fn print_report(report: &Report, key: &PublicKey, live: Option<Duration>) -> boo
             c.upto,
             if c.is_final { ", final" } else { "" }
         ),
-        None => println!("checkpoints: none"),
+        None => say!("checkpoints: none"),
     }
     for p in &report.problems {
         if p.record > 0 {
-            println!("BAD record {}: {}", p.record, p.what);
+            say!("BAD record {}: {}", p.record, p.what);
         } else {
-            println!("BAD: {}", p.what);
+            say!("BAD: {}", p.what);
         }
     }
     let mut intact = report.intact();
@@ -144,8 +165,15 @@ fn print_report(report: &Report, key: &PublicKey, live: Option<Duration>) -> boo
             let age = at.map(|at| time::OffsetDateTime::now_utc() - at);
             !c.is_final && matches!((age, live), (Ok(age), Some(window)) if age < window)
         });
-        if recent {
-            println!(
+        let first_due = matches!((up_for, live), (Some(up), Some(window)) if up < window);
+        if first_due && !recent {
+            say!(
+                "unsealed: the newest {} records follow the last checkpoint (this gateway started {}s ago and seals them at its first checkpoint)",
+                report.unsealed,
+                up_for.map_or(0, |u| u.as_secs())
+            );
+        } else if recent {
+            say!(
                 "unsealed: the newest {} records follow the last checkpoint (the running gateway seals them at its next one)",
                 report.unsealed
             );
@@ -160,13 +188,13 @@ fn print_report(report: &Report, key: &PublicKey, live: Option<Duration>) -> boo
             } else {
                 " (for a running gateway, use --live)"
             };
-            println!(
+            say!(
                 "BAD: the chain does not end with a final checkpoint{tail}: the gateway did not stop cleanly, or its tail and final checkpoint were removed{hint}"
             );
             intact = false;
         }
     }
-    println!(
+    say!(
         "{}",
         if intact {
             "evidence intact"
@@ -174,5 +202,5 @@ fn print_report(report: &Report, key: &PublicKey, live: Option<Duration>) -> boo
             "evidence NOT intact"
         }
     );
-    intact
+    (intact, out)
 }

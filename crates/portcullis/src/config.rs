@@ -78,6 +78,9 @@ pub struct RawConfig {
     /// `[ssh]`.
     #[serde(default)]
     pub ssh: ssh::SshConfig,
+    /// `[console]`.
+    #[serde(default)]
+    pub console: console::ConsoleConfig,
 }
 
 /// `[runtime]`.
@@ -341,6 +344,8 @@ pub struct Config {
     pub masking: portcullis_core::masking::MaskingRules,
     /// Threads that run client sessions (at least one).
     pub session_threads: usize,
+    /// The web console.
+    pub console: console::ConsoleSettings,
 }
 
 impl Config {
@@ -672,8 +677,10 @@ impl Config {
             approvals::webhooks(&raw.webhooks, abs).map_err(|(key, message)| err(key, message))?;
         let record_statements = raw.audit.record_statements;
         let ssh = ssh::options(raw.ssh).map_err(|(key, message)| err(key, message))?;
+        let console = console::validate(raw.console).map_err(|(key, message)| err(key, message))?;
         let audit = audit::validate(raw.audit, abs).map_err(|(key, message)| err(key, message))?;
         Ok(Config {
+            console,
             approvals,
             webhooks,
             identity,
@@ -759,6 +766,7 @@ pub(crate) fn read_secret(
 
 pub mod approvals;
 pub mod audit;
+pub mod console;
 pub mod identity;
 pub mod masking;
 pub mod ssh;

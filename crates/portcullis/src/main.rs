@@ -5,6 +5,7 @@ mod audit;
 mod client;
 mod config;
 mod connect;
+mod console;
 mod credentials;
 mod login;
 mod masking_key;
@@ -16,6 +17,7 @@ mod serve;
 mod sinks;
 mod ssh_client;
 mod webhooks;
+mod whatif;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -578,13 +580,11 @@ fn policy_check(
     search_path: Vec<String>,
     sql: &str,
 ) -> anyhow::Result<()> {
-    use portcullis_pg_decide::{GateDecision, ParseCache, StatementGate};
-    use std::sync::Arc;
     let dir = match dir {
         Some(d) => d,
         None => config::Config::policy_dir(&config)?,
     };
-    let engine = Arc::new(portcullis_core::PolicyEngine::from_dir(
+    let engine = std::sync::Arc::new(portcullis_core::PolicyEngine::from_dir(
         &dir,
         protocols::VOCABULARIES,
     )?);
@@ -595,68 +595,10 @@ fn policy_check(
         method: "policy-check",
         credential: Default::default(),
     };
-    let mut gate = StatementGate::new(
-        engine,
-        Arc::new(ParseCache::default()),
-        identity,
-        connection,
-        "service".into(),
-        "127.0.0.1".into(),
-        search_path,
+    print!(
+        "{}",
+        whatif::what_if(engine, identity, &connection, search_path, sql).text()
     );
-    let pairs = gate.explain(sql);
-    match gate.check(sql) {
-        GateDecision::Allow(a) => println!("allow ({})", a.policies().join(", ")),
-        GateDecision::Deny(d) => println!("deny: {}", d.message()),
-        GateDecision::Review(h) => println!(
-            "review: {} needs approval by {} (policy {})",
-            h.need().actions.join("; "),
-            h.need()
-                .rules
-                .iter()
-                .map(|r| r.describe())
-                .collect::<Vec<_>>()
-                .join(" and "),
-            h.need().policies.join(", ")
-        ),
-    }
-    match pairs {
-        Ok(pairs) => {
-            for (action, resource, v) in pairs {
-                let outcome = match (v.allowed, v.reviews.is_empty()) {
-                    (true, true) => "allow".to_owned(),
-                    (true, false) => format!(
-                        "needs review by {}",
-                        v.reviews
-                            .iter()
-                            .map(|r| r.describe())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                    (false, _) => "deny".to_owned(),
-                };
-                println!(
-                    "  {:<9} {:<40} {} ({})",
-                    action.as_str(),
-                    resource.describe(),
-                    outcome,
-                    if v.policies.is_empty() {
-                        "no policy".to_owned()
-                    } else {
-                        v.policies.join(", ")
-                    }
-                );
-            }
-        }
-        Err(e) => println!("  {e}"),
-    }
-    let fields = gate.undecided_field_calls(sql);
-    if !fields.is_empty() {
-        println!(
-            "  note: {} would call a function of that name where no such column exists; the gateway decides that with the upstream's catalog, which this check does not read",
-            fields.iter().map(|n| format!(".{n}")).collect::<Vec<_>>().join(", ")
-        );
-    }
     Ok(())
 }
 

@@ -138,13 +138,18 @@ pub async fn serve(config: Config, config_path: std::path::PathBuf) -> anyhow::R
             recordings_dir: recordings_dir(&config.data_dir),
             ssh: ssh_issuer,
         };
+        let mut router = api::router(state.clone());
+        let console = crate::console::setup::build(&config, state)?;
+        if let Some(console) = console {
+            router = router.merge(crate::console::router(console));
+        }
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening for the API on {addr}"))?;
-        tracing::info!(addr = %listener.local_addr()?, "API ready");
+        tracing::info!(addr = %listener.local_addr()?, console = config.console.enabled, "API ready");
         tasks.push(tokio::spawn(api::server::serve(
             listener,
-            api::router(state),
+            router,
             api_server_config(&config)?,
             shutdown.clone(),
         )));

@@ -79,6 +79,8 @@ const provider = new Provider(issuer, {
     native('short-cli'),
     // Signs ID tokens with ES256, to cover the EC path.
     native('es-cli', { id_token_signed_response_alg: 'ES256' }),
+    // The web console: a loopback redirect back to the gateway's API port.
+    native('portcullis-console', { redirect_uris: ['http://127.0.0.1/login/callback'] }),
     service('agent-x'),
     ...Object.keys(CI_JOBS).map(service),
   ],

@@ -6,6 +6,7 @@
 //! as root, since initdb refuses root) and are stopped by a watchdog when the
 //! test process exits, however it exits.
 
+mod browser;
 mod cluster;
 mod gateway;
 mod net;
@@ -13,6 +14,7 @@ mod oidc;
 mod psql;
 mod sshd;
 
+pub use browser::{screenshot_dir, Browser};
 pub use cluster::{ClusterOptions, PgCluster};
 pub use gateway::{Gateway, GatewayBuilder, ADMIN_TOKEN, ALICE_TOKEN, EVE_TOKEN};
 pub use net::{free_port, wait_for_port};

@@ -1,5 +1,6 @@
 //! Administration: who am I, and revocation.
 
+use super::openapi::ErrorBody;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
@@ -13,6 +14,8 @@ use serde_json::{json, Value};
 use super::{authenticate, authorize, ApiError, ApiState};
 
 /// `GET /api/whoami`: the identity the bearer token proves.
+#[utoipa::path(get, path = "/api/whoami", tag = "identity", security(("bearer" = [])),
+    responses((status = 200, description = "The identity the token proves: user, groups, actor, method, expires_at", body = serde_json::Value), (status = 401, description = "No valid token", body = ErrorBody)))]
 pub async fn whoami(
     State(s): State<ApiState>,
     headers: HeaderMap,
@@ -29,7 +32,7 @@ pub async fn whoami(
 }
 
 /// The body of `POST /api/revoke`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
     /// The user or agent.
@@ -42,6 +45,10 @@ pub struct RevokeRequest {
 /// `POST /api/revoke`: ends the user's live sessions (including those where
 /// it acts for someone) and refuses every credential of theirs issued until
 /// now. Needs `manage_sessions` on the gateway.
+#[utoipa::path(post, path = "/api/revoke", tag = "identity", security(("bearer" = [])),
+    request_body = RevokeRequest,
+    responses((status = 200, description = "Revoked (or lifted); live sessions ended (`manage_sessions`)", body = serde_json::Value),
+              (status = 400, description = "No user", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Denied by policy", body = ErrorBody)))]
 pub async fn revoke(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

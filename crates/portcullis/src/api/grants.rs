@@ -2,6 +2,7 @@
 //! goes through `/api/reviews/{id}/approve` like any review, under the
 //! same rules.
 
+use super::openapi::ErrorBody;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use serde::Deserialize;
 use super::{authenticate, ApiError, ApiState};
 
 /// The body of `POST /api/grants`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantRequest {
     /// The connection.
@@ -32,7 +33,8 @@ pub struct GrantRequest {
 }
 
 /// Query of `GET /api/grants`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// `open` (pending and in force, the default) or `all`.
@@ -49,6 +51,10 @@ fn bad(message: String) -> ApiError {
 
 /// `POST /api/grants`: opens a grant request, decided by `request_grant`
 /// on the connection; the permit's `@review` names who approves.
+#[utoipa::path(post, path = "/api/grants", tag = "grants", security(("bearer" = [])),
+    request_body = GrantRequest,
+    responses((status = 201, description = "The grant request, pending review (`request_grant` on the connection)", body = portcullis_core::approvals::Review),
+              (status = 400, description = "A bad role or duration", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Denied by policy", body = ErrorBody)))]
 pub async fn request(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -141,6 +147,9 @@ pub async fn request(
 }
 
 /// `GET /api/grants`: grant requests and grants the caller may see.
+#[utoipa::path(get, path = "/api/grants", tag = "grants", security(("bearer" = [])),
+    params(ListQuery),
+    responses((status = 200, description = "Grants and grant requests the caller may see", body = [portcullis_core::approvals::Review]), (status = 401, description = "No valid token", body = ErrorBody)))]
 pub async fn list(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -155,6 +164,11 @@ pub async fn list(
 
 /// `POST /api/grants/{id}/revoke`: ends a grant now (or its pending
 /// request). Its grantee, its reviewers and `manage_sessions` may.
+#[utoipa::path(post, path = "/api/grants/{id}/revoke", tag = "grants", security(("bearer" = [])),
+    params(("id" = u64, Path, description = "Grant (review) id")),
+    responses((status = 200, description = "The grant, ended now", body = portcullis_core::approvals::Review),
+              (status = 404, description = "No such grant the caller may see", body = ErrorBody),
+              (status = 409, description = "Already over", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Denied by policy", body = ErrorBody)))]
 pub async fn revoke(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -165,16 +179,27 @@ pub async fn revoke(
     let id: u64 = id
         .parse()
         .map_err(|_| bad(format!("{id:?} is not a grant id")))?;
+    revoke_as(&s, &who, peer, id).await.map(Json)
+}
+
+/// Ends grant `id` as `who` (the API and the console both revoke through
+/// here).
+pub(crate) async fn revoke_as(
+    s: &ApiState,
+    who: &portcullis_core::Identity,
+    peer: SocketAddr,
+    id: u64,
+) -> Result<Review, ApiError> {
     let review = s
         .core
         .reviews
         .get(id)
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .filter(|r| r.grant.is_some() && super::reviews::may_see(&s, &who, peer, r))
+        .filter(|r| r.grant.is_some() && super::reviews::may_see(s, who, peer, r))
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no grant {id}")))?;
-    if !super::reviews::involved(&who, &review)
-        && !super::reviews::gateway_allows(&s, &who, peer, Action::MANAGE_SESSIONS)
+    if !super::reviews::involved(who, &review)
+        && !super::reviews::gateway_allows(s, who, peer, Action::MANAGE_SESSIONS)
     {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
@@ -187,7 +212,7 @@ pub async fn revoke(
     match s.core.reviews.revoke(id, &who.describe()).await {
         Ok(r) => {
             tracing::warn!(grant = id, by = %who.describe(), "grant revoked");
-            Ok(Json(r))
+            Ok(r)
         }
         Err(e @ ReviewError::NotFound(_)) => Err(ApiError(StatusCode::NOT_FOUND, e.to_string())),
         Err(e @ ReviewError::Closed(..)) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),

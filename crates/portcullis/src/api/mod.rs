@@ -3,19 +3,20 @@
 //! decided by the same Cedar policies as everything else.
 
 mod admin;
-mod grants;
+pub(crate) mod grants;
 mod oauth;
-mod recordings;
-mod reviews;
+pub mod openapi;
+pub(crate) mod recordings;
+pub(crate) mod reviews;
 pub mod server;
 pub mod ssh;
 
+use openapi::ErrorBody;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use portcullis_core::audit::{AuditStore, SessionQuery};
@@ -24,6 +25,9 @@ use portcullis_core::policy::RequestFacts;
 use portcullis_core::{Action, Core, GatewayAuthenticator, Identity, Resource};
 use serde_json::json;
 use std::sync::Arc;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 /// What the API handlers share.
@@ -47,31 +51,38 @@ pub struct ApiState {
     pub ssh: Option<ssh::SshIssuer>,
 }
 
-/// The API's routes.
+/// The API's routes, with `/api/openapi.json` describing them.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/api/sessions", get(list_sessions))
-        .route("/api/sessions/{id}", get(show_session))
-        .route("/api/sessions/{id}/recordings/{seq}", get(recordings::show))
-        .route("/api/whoami", get(admin::whoami))
-        .route("/api/ssh/certificate", post(ssh::certificate))
-        .route("/api/revoke", post(admin::revoke))
-        .route("/api/grants", get(grants::list).post(grants::request))
-        .route("/api/grants/{id}/revoke", post(grants::revoke))
-        .route("/api/reviews", get(reviews::list))
-        .route("/api/reviews/{id}", get(reviews::show))
-        .route("/api/reviews/{id}/approve", post(reviews::approve))
-        .route("/api/reviews/{id}/deny", post(reviews::deny))
-        .route("/api/login", get(oauth::login_info))
-        .route("/oauth/token", post(oauth::token))
-        .route("/.well-known/jwks.json", get(oauth::jwks))
-        .with_state(state)
+    let (router, _) = routes().split_for_parts();
+    router.with_state(state)
+}
+
+/// Every route of the API, each registered with its handler's OpenAPI
+/// annotation, so that the document and the router are one list.
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi::serve))
+        .routes(routes!(list_sessions))
+        .routes(routes!(show_session))
+        .routes(routes!(recordings::show))
+        .routes(routes!(admin::whoami))
+        .routes(routes!(ssh::certificate))
+        .routes(routes!(admin::revoke))
+        .routes(routes!(grants::list, grants::request))
+        .routes(routes!(grants::revoke))
+        .routes(routes!(reviews::list))
+        .routes(routes!(reviews::show))
+        .routes(routes!(reviews::approve))
+        .routes(routes!(reviews::deny))
+        .routes(routes!(oauth::login_info))
+        .routes(routes!(oauth::token))
+        .routes(routes!(oauth::jwks))
 }
 
 /// An API failure as a status and a one-line JSON error.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -86,6 +97,9 @@ impl IntoResponse for ApiError {
     }
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Serving, and the audit store takes records", body = String),
+              (status = 503, description = "The audit store is unavailable", body = String)))]
 async fn healthz(State(s): State<ApiState>) -> Response {
     if s.core.recorder.healthy() {
         (StatusCode::OK, "ok\n").into_response()
@@ -94,6 +108,8 @@ async fn healthz(State(s): State<ApiState>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", body = String)))]
 async fn metrics(State(s): State<ApiState>) -> String {
     s.metrics.render()
 }
@@ -131,6 +147,20 @@ async fn authorize(
     action: Action,
 ) -> Result<Identity, ApiError> {
     let identity = authenticate(s, headers).await?;
+    permit(s, &identity, peer, action, "api").await?;
+    Ok(identity)
+}
+
+/// Decides `action` on the gateway for `identity`, and records the call,
+/// allowed or not: every call an identity makes, through the API or the
+/// console (`via`), is evidence.
+pub(crate) async fn permit(
+    s: &ApiState,
+    identity: &Identity,
+    peer: SocketAddr,
+    action: Action,
+    via: &'static str,
+) -> Result<(), ApiError> {
     let facts = RequestFacts {
         protocol: "api",
         client_address: peer.ip().to_string(),
@@ -139,15 +169,15 @@ async fn authorize(
     let v = s
         .core
         .policy
-        .decide(&identity, action, &Resource::Gateway, &facts);
+        .decide(identity, action, &Resource::Gateway, &facts);
     let outcome = if v.allowed { "allow" } else { "deny" };
     metrics::counter!("portcullis_decisions_total", "action" => action.as_str(), "outcome" => outcome).increment(1);
-    // Every call an identity makes on the API is evidence, allowed or not.
     let note = json!({
         "action": action.as_str(),
         "user": identity.user,
         "actor": identity.actor,
         "client_address": peer.ip().to_string(),
+        "via": via,
         "allowed": v.allowed,
         "policies": v.policies,
     });
@@ -160,16 +190,25 @@ async fn authorize(
         return Err(ApiError(
             StatusCode::FORBIDDEN,
             format!(
-                "{} on the API denied for {} ({})",
+                "{} {} denied for {} ({})",
                 action.as_str(),
+                if via == "api" {
+                    "on the API"
+                } else {
+                    "in the console"
+                },
                 identity.describe(),
                 v.reason()
             ),
         ));
     }
-    Ok(identity)
+    Ok(())
 }
 
+#[utoipa::path(get, path = "/api/sessions", tag = "sessions", security(("bearer" = [])),
+    params(SessionQuery),
+    responses((status = 200, description = "Sessions, newest first (`view_sessions`)", body = [portcullis_core::audit::SessionSummary]),
+              (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Denied by policy", body = ErrorBody)))]
 async fn list_sessions(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -185,6 +224,11 @@ async fn list_sessions(
     Ok(Json(list).into_response())
 }
 
+#[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Session id (UUID)")),
+    responses((status = 200, description = "The session and its commands (`view_sessions`); each command also carries its protocol's fields (SQL: params, rows; SSH: exit_status, recording)", body = portcullis_core::audit::SessionDetail),
+              (status = 400, description = "Not a session id", body = ErrorBody),
+              (status = 404, description = "No such session", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Denied by policy", body = ErrorBody)))]
 async fn show_session(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -1,6 +1,7 @@
 //! OAuth endpoints: token exchange (RFC 8693) at `/oauth/token`, the
 //! gateway's key set, and what `portcullis login` needs to know.
 
+use super::openapi::ErrorBody;
 use std::collections::HashMap;
 
 use axum::extract::State;
@@ -30,6 +31,9 @@ fn oauth_error(code: &str, description: impl Into<String>) -> Response {
 }
 
 /// `GET /.well-known/jwks.json`: the key gateway tokens are signed with.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "identity",
+    responses((status = 200, description = "The public keys of the gateway's own tokens", body = serde_json::Value),
+              (status = 404, description = "Token exchange is off", body = ErrorBody)))]
 pub async fn jwks(State(s): State<ApiState>) -> Response {
     match s.auth.token_issuer() {
         Some(i) => Json(i.jwks()).into_response(),
@@ -37,7 +41,31 @@ pub async fn jwks(State(s): State<ApiState>) -> Response {
     }
 }
 
+/// The form of `POST /oauth/token` (RFC 8693), for the document only: the
+/// handler reads the form as a map, to name what is missing or wrong.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TokenExchangeForm {
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`.
+    grant_type: String,
+    /// The token of the user acted for.
+    subject_token: String,
+    /// Its type (`urn:ietf:params:oauth:token-type:id_token`, `…:jwt`, `…:access_token`).
+    subject_token_type: String,
+    /// The agent's own token, when it acts for the subject.
+    actor_token: Option<String>,
+    /// Its type.
+    actor_token_type: Option<String>,
+    /// `urn:portcullis` or the gateway's issuer.
+    audience: Option<String>,
+    /// `urn:ietf:params:oauth:token-type:jwt` or `…:access_token`.
+    requested_token_type: Option<String>,
+}
+
 /// `GET /api/login`: the issuer and client `portcullis login` uses.
+#[utoipa::path(get, path = "/api/login", tag = "identity",
+    responses((status = 200, description = "The issuer and client `portcullis login` uses", body = serde_json::Value),
+              (status = 404, description = "Login is not configured", body = ErrorBody)))]
 pub async fn login_info(State(s): State<ApiState>) -> Response {
     match &s.login {
         Some(l) => Json(l).into_response(),
@@ -90,6 +118,10 @@ async fn verify(
 /// `POST /oauth/token`: token exchange. The subject token is the user's;
 /// an optional actor token is the agent's own. The result is a short-lived
 /// gateway token whose `act` claim names the agent.
+#[utoipa::path(post, path = "/oauth/token", tag = "identity",
+    request_body(content = TokenExchangeForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "A gateway token (RFC 8693 token exchange): access_token, issued_token_type, token_type, expires_in", body = serde_json::Value),
+              (status = 400, description = "An OAuth error: error, error_description", body = serde_json::Value)))]
 pub async fn token(
     State(s): State<ApiState>,
     Form(form): Form<HashMap<String, String>>,

@@ -5,6 +5,7 @@
 //! command's outcome record keeps (the evidence chain covers that record):
 //! a recording edited on disk is refused with 409, not played as if true.
 
+use super::openapi::ErrorBody;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, State};
@@ -30,6 +31,12 @@ struct KeptRecording {
 }
 
 /// Serves the recording of command `seq` of session `id`.
+#[utoipa::path(get, path = "/api/sessions/{id}/recordings/{seq}", tag = "sessions", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Session id"), ("seq" = u64, Path, description = "The command's position in the session")),
+    responses((status = 200, description = "The terminal recording (asciicast v2), as its record says it was written", content_type = "application/x-asciicast", body = String),
+              (status = 404, description = "No such recording", body = ErrorBody),
+              (status = 409, description = "The file no longer matches its record", body = ErrorBody),
+              (status = 410, description = "Recorded, but the file is gone", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Denied by policy", body = ErrorBody)))]
 pub async fn show(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -39,6 +46,13 @@ pub async fn show(
     authorize(&s, &headers, peer, Action::VIEW_SESSIONS).await?;
     let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
     let id = Uuid::parse_str(&id).map_err(|_| bad(format!("{id:?} is not a session id")))?;
+    let body = verified(&s, id, seq).await?;
+    Ok(([(header::CONTENT_TYPE, "application/x-asciicast")], body).into_response())
+}
+
+/// The recording of command `seq` of session `id`, once it matches its
+/// record (the API and the console both serve through here).
+pub(crate) async fn verified(s: &ApiState, id: Uuid, seq: u64) -> Result<Vec<u8>, ApiError> {
     let missing = || {
         ApiError(
             StatusCode::NOT_FOUND,
@@ -80,5 +94,5 @@ pub async fn show(
             format!("the recording of command {seq} does not match its record (size or SHA-256): it was changed after it was written"),
         ));
     }
-    Ok(([(header::CONTENT_TYPE, "application/x-asciicast")], body).into_response())
+    Ok(body)
 }

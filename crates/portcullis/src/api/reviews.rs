@@ -6,6 +6,7 @@
 //! review needs `view_sessions`, or being its requester or one of its
 //! possible reviewers.
 
+use super::openapi::ErrorBody;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -19,7 +20,8 @@ use serde::Deserialize;
 use super::{authenticate, ApiError, ApiState};
 
 /// Query of `GET /api/reviews`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// `open` (pending and approved, the default) or `all`.
@@ -31,7 +33,7 @@ pub struct ListQuery {
 }
 
 /// The body of approve and deny.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
     /// Why, in the reviewer's words.
@@ -42,19 +44,19 @@ pub struct DecisionBody {
 /// Whether `who` asked for `review` (its requester, through any agent, or
 /// the agent it came through, acting as itself), or may decide it. An
 /// agent acting for someone else sees only that someone's.
-pub(super) fn involved(who: &Identity, review: &Review) -> bool {
+pub(crate) fn involved(who: &Identity, review: &Review) -> bool {
     let requester = who.user == review.requester;
     let its_agent = who.actor.is_none() && review.actor.as_deref() == Some(who.user.as_str());
     requester || its_agent || review.rules.iter().any(|r| r.admits(&who.groups))
 }
 
 /// Whether `who` may see `review`.
-pub(super) fn may_see(s: &ApiState, who: &Identity, peer: SocketAddr, review: &Review) -> bool {
+pub(crate) fn may_see(s: &ApiState, who: &Identity, peer: SocketAddr, review: &Review) -> bool {
     involved(who, review) || gateway_allows(s, who, peer, Action::VIEW_SESSIONS)
 }
 
 /// Whether policy allows `who` `action` on the gateway.
-pub(super) fn gateway_allows(
+pub(crate) fn gateway_allows(
     s: &ApiState,
     who: &Identity,
     peer: SocketAddr,
@@ -76,6 +78,10 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 }
 
 /// `GET /api/reviews`.
+#[utoipa::path(get, path = "/api/reviews", tag = "reviews", security(("bearer" = [])),
+    params(ListQuery),
+    responses((status = 200, description = "Reviews the caller may see: as requester, possible reviewer, or with `view_sessions`", body = [Review]),
+              (status = 400, description = "A bad status", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody)))]
 pub async fn list(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -88,7 +94,7 @@ pub async fn list(
 }
 
 /// Open reviews (`status` absent or `open`), or the newest `limit` of all.
-pub(super) async fn listed(
+pub(crate) async fn listed(
     s: &ApiState,
     status: Option<&str>,
     limit: u32,
@@ -109,7 +115,7 @@ pub(super) async fn listed(
 }
 
 /// The reviews of `reviews` that `who` may see.
-pub(super) fn visible(
+pub(crate) fn visible(
     s: &ApiState,
     who: &Identity,
     peer: SocketAddr,
@@ -132,6 +138,10 @@ fn review_id(id: &str) -> Result<u64, ApiError> {
 }
 
 /// `GET /api/reviews/{id}`.
+#[utoipa::path(get, path = "/api/reviews/{id}", tag = "reviews", security(("bearer" = [])),
+    params(("id" = u64, Path, description = "Review id")),
+    responses((status = 200, description = "The review", body = Review),
+              (status = 404, description = "No such review the caller may see", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody)))]
 pub async fn show(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -148,6 +158,13 @@ pub async fn show(
 }
 
 /// `POST /api/reviews/{id}/approve`.
+#[utoipa::path(post, path = "/api/reviews/{id}/approve", tag = "reviews", security(("bearer" = [])),
+    params(("id" = u64, Path, description = "Review id")),
+    request_body(content = Option<DecisionBody>, description = "Why, in the reviewer's words"),
+    responses((status = 200, description = "Approves it; the review after the decision", body = Review),
+              (status = 403, description = "The caller asked for it, or is not among its reviewers", body = ErrorBody),
+              (status = 404, description = "No such review", body = ErrorBody),
+              (status = 409, description = "Already decided or over", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody)))]
 pub async fn approve(
     state: State<ApiState>,
     headers: HeaderMap,
@@ -158,6 +175,13 @@ pub async fn approve(
 }
 
 /// `POST /api/reviews/{id}/deny`.
+#[utoipa::path(post, path = "/api/reviews/{id}/deny", tag = "reviews", security(("bearer" = [])),
+    params(("id" = u64, Path, description = "Review id")),
+    request_body(content = Option<DecisionBody>, description = "Why, in the reviewer's words"),
+    responses((status = 200, description = "Denies it; the review after the decision", body = Review),
+              (status = 403, description = "The caller asked for it, or is not among its reviewers", body = ErrorBody),
+              (status = 404, description = "No such review", body = ErrorBody),
+              (status = 409, description = "Already decided or over", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody)))]
 pub async fn deny(
     state: State<ApiState>,
     headers: HeaderMap,
@@ -176,15 +200,27 @@ async fn decide(
 ) -> Result<Json<Review>, ApiError> {
     let who = authenticate(&s, &headers).await?;
     let id = review_id(&id)?;
-    let reason = body
-        .and_then(|Json(b)| b.reason)
+    let reason = body.and_then(|Json(b)| b.reason);
+    decide_as(&s, &who, id, approve, reason).await.map(Json)
+}
+
+/// Approves or denies review `id` as `who`, under the board's rules (the
+/// API and the console both decide through here).
+pub(crate) async fn decide_as(
+    s: &ApiState,
+    who: &Identity,
+    id: u64,
+    approve: bool,
+    reason: Option<String>,
+) -> Result<Review, ApiError> {
+    let reason = reason
         .map(|r| r.trim().chars().take(1000).collect::<String>())
         .filter(|r| !r.is_empty());
-    match s.core.reviews.decide(id, &who, approve, reason).await {
+    match s.core.reviews.decide(id, who, approve, reason).await {
         Ok(r) => {
             tracing::info!(review = id, by = %who.describe(), approve, status = r.status.as_str(), "review decided");
             metrics::counter!("portcullis_review_decisions_total", "decision" => if approve { "approve" } else { "deny" }).increment(1);
-            Ok(Json(r))
+            Ok(r)
         }
         Err(e) => {
             let status = match &e {

@@ -24,6 +24,11 @@ use tokio_util::sync::CancellationToken;
 /// First byte of a TLS ClientHello record.
 const TLS_HANDSHAKE: u8 = 0x16;
 
+/// Whether a request came over TLS (`https`) or not (`http`), as the
+/// connection it came on says, for the URLs the console builds.
+#[derive(Debug, Clone, Copy)]
+pub struct Scheme(pub &'static str);
+
 /// How the API port is served.
 #[derive(Clone)]
 pub struct ApiServerConfig {
@@ -113,12 +118,17 @@ async fn serve_connection(
     if !matches!(peeked, Ok(Ok(1))) {
         return Err("nothing sent in time");
     }
-    let service = TowerToHyperService::new(router.layer(axum::Extension(ConnectInfo(peer))));
+    let tls = first[0] == TLS_HANDSHAKE;
+    let service = TowerToHyperService::new(
+        router
+            .layer(axum::Extension(ConnectInfo(peer)))
+            .layer(axum::Extension(Scheme(if tls { "https" } else { "http" }))),
+    );
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(cfg.header_timeout)
         .keep_alive(true);
-    if first[0] == TLS_HANDSHAKE {
+    if tls {
         let tls_cfg = cfg.tls.clone().ok_or("TLS is not configured")?;
         let accept = tokio_rustls::TlsAcceptor::from(tls_cfg).accept(tcp);
         let tls = tokio::time::timeout(cfg.header_timeout, accept)

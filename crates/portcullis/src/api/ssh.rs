@@ -2,6 +2,7 @@
 //! the key the caller holds, carrying the identity its bearer token
 //! proves (see `portcullis_proto_ssh::ca`).
 
+use super::openapi::ErrorBody;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -24,13 +25,18 @@ pub struct SshIssuer {
 }
 
 /// The request body.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 pub struct CertificateRequest {
     /// The key to certify, as an `authorized_keys` line.
     public_key: String,
 }
 
 /// Issues a certificate for the caller's key.
+#[utoipa::path(post, path = "/api/ssh/certificate", tag = "identity", security(("bearer" = [])),
+    request_body = CertificateRequest,
+    responses((status = 200, description = "An OpenSSH user certificate for the key, signed by the gateway's CA, valid no longer than the token", body = serde_json::Value),
+              (status = 400, description = "Not an acceptable public key", body = ErrorBody),
+              (status = 404, description = "The gateway does not serve SSH", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody)))]
 pub async fn certificate(
     State(s): State<ApiState>,
     headers: HeaderMap,
