@@ -635,19 +635,7 @@ fn postgres_adapter(
     )?;
     let mut targets = HashMap::new();
     for c in &config.connections {
-        let tls = portcullis_proto_pg::tls::client_config(c.tls, c.ca_file.as_deref())
-            .with_context(|| format!("upstream TLS for connection {}", c.name))?;
-        let target = PgTarget {
-            name: c.name.clone(),
-            upstream: c.upstream.clone(),
-            database: c.database.clone(),
-            user: c.user.clone(),
-            password: c.password.clone(),
-            tls: c.tls,
-            auth: c.auth,
-            ca_file: c.ca_file.clone(),
-        };
-        let mut upstream = Upstream::new(target, tls, config.upstream_connect_timeout);
+        let mut upstream = pg_upstream(config, c)?;
         upstream.traces_columns = masking.columns_of(&c.name).next().is_some();
         targets.insert(c.name.clone(), Arc::new(upstream));
     }
@@ -676,6 +664,24 @@ fn postgres_adapter(
     .with_session_threads(Arc::new(
         SessionThreads::start(config.session_threads).context("starting session threads")?,
     )))
+}
+
+/// The upstream of PostgreSQL connection `c`: where it is, its TLS and
+/// the service credential the gateway logs in with.
+pub fn pg_upstream(config: &Config, c: &crate::config::Connection) -> anyhow::Result<Upstream> {
+    let tls = portcullis_proto_pg::tls::client_config(c.tls, c.ca_file.as_deref())
+        .with_context(|| format!("upstream TLS for connection {}", c.name))?;
+    let target = PgTarget {
+        name: c.name.clone(),
+        upstream: c.upstream.clone(),
+        database: c.database.clone(),
+        user: c.user.clone(),
+        password: c.password.clone(),
+        tls: c.tls,
+        auth: c.auth,
+        ca_file: c.ca_file.clone(),
+    };
+    Ok(Upstream::new(target, tls, config.upstream_connect_timeout))
 }
 
 /// Where the SSH host key is kept.

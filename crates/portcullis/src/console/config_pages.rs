@@ -350,27 +350,15 @@ pub async fn audit(
     Ok(audit_page(&c, &viewer, false).await)
 }
 
-/// A form that carries only its CSRF token.
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    csrf: String,
-}
-
 /// `POST /audit`: verifies again now.
 pub async fn verify(
     State(c): State<Console>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    Form(form): Form<super::CsrfForm>,
 ) -> Result<Response, ConsoleError> {
-    let viewer = c.poster(&headers, peer, &form.csrf).await?;
-    crate::api::permit(
-        &c.api,
-        &viewer.identity,
-        peer,
-        Action::VIEW_SESSIONS,
-        "console",
-    )
-    .await?;
+    let viewer = c
+        .poster_allowed(&headers, peer, &form.csrf, Action::VIEW_SESSIONS)
+        .await?;
     Ok(audit_page(&c, &viewer, true).await)
 }

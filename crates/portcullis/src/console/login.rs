@@ -285,18 +285,12 @@ pub async fn callback(
     Ok(signed_in(&c, token, &pending.next, true))
 }
 
-/// The sign-out form.
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    csrf: String,
-}
-
 /// `POST /logout`.
 pub async fn logout(
     State(c): State<Console>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    Form(form): Form<super::CsrfForm>,
 ) -> Result<Response, ConsoleError> {
     c.poster(&headers, peer, &form.csrf).await?;
     if let Some(cookie) = cookies::get(&headers, cookies::SESSION) {

@@ -205,10 +205,31 @@ impl Console {
         Ok(viewer)
     }
 
+    /// The viewer of a form post, once it passes [`Console::poster`] and
+    /// policy allows them `action` on the gateway.
+    pub async fn poster_allowed(
+        &self,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+        csrf: &str,
+        action: Action,
+    ) -> Result<Viewer, ConsoleError> {
+        let viewer = self.poster(headers, peer, csrf).await?;
+        crate::api::permit(&self.api, &viewer.identity, peer, action, "console").await?;
+        Ok(viewer)
+    }
+
     /// The navigation bar for `viewer`.
     pub fn nav(&self, viewer: &Viewer, here: &'static str) -> view::Nav {
         view::Nav::for_viewer(viewer, here)
     }
+}
+
+/// A form that carries only its CSRF token.
+#[derive(Debug, serde::Deserialize)]
+pub struct CsrfForm {
+    /// The session's CSRF token.
+    pub csrf: String,
 }
 
 /// A rendered page, or the error page when a template fails.

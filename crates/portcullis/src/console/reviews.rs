@@ -225,19 +225,13 @@ pub async fn grants(
     grants_page(&c, &viewer, None, StatusCode::OK).await
 }
 
-/// A form that carries only its CSRF token.
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    csrf: String,
-}
-
 /// `POST /grants/{id}/revoke`.
 pub async fn revoke_grant(
     State(c): State<Console>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(id): Path<u64>,
-    Form(form): Form<CsrfForm>,
+    Form(form): Form<super::CsrfForm>,
 ) -> Result<Response, ConsoleError> {
     let viewer = c.poster(&headers, peer, &form.csrf).await?;
     match crate::api::grants::revoke_as(&c.api, &viewer.identity, peer, id).await {

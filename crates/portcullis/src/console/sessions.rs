@@ -340,29 +340,17 @@ pub async fn detail(
     Ok(super::page(&page))
 }
 
-/// A form that carries only its CSRF token.
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    csrf: String,
-}
-
 /// `POST /sessions/{id}/kill`: ends a live session (`manage_sessions`).
 pub async fn kill(
     State(c): State<Console>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    Form(form): Form<super::CsrfForm>,
 ) -> Result<Response, ConsoleError> {
-    let viewer = c.poster(&headers, peer, &form.csrf).await?;
-    crate::api::permit(
-        &c.api,
-        &viewer.identity,
-        peer,
-        Action::MANAGE_SESSIONS,
-        "console",
-    )
-    .await?;
+    let viewer = c
+        .poster_allowed(&headers, peer, &form.csrf, Action::MANAGE_SESSIONS)
+        .await?;
     let id = session_id(&id)?;
     let registry = &c.api.core.sessions;
     let mut changes = registry.changes();

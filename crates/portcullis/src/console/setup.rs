@@ -58,20 +58,7 @@ pub fn build(config: &Config, api: ApiState) -> anyhow::Result<Option<Console>> 
 fn connection_views(config: &Config) -> anyhow::Result<Vec<ConnectionView>> {
     let mut views = Vec::new();
     for c in &config.connections {
-        let tls = portcullis_proto_pg::tls::client_config(c.tls, c.ca_file.as_deref())
-            .with_context(|| format!("upstream TLS for connection {}", c.name))?;
-        let target = portcullis_proto_pg::PgTarget {
-            name: c.name.clone(),
-            upstream: c.upstream.clone(),
-            database: c.database.clone(),
-            user: c.user.clone(),
-            password: c.password.clone(),
-            tls: c.tls,
-            auth: c.auth,
-            ca_file: c.ca_file.clone(),
-        };
-        let upstream =
-            portcullis_proto_pg::Upstream::new(target, tls, config.upstream_connect_timeout);
+        let upstream = crate::serve::pg_upstream(config, c)?;
         let mut settings = vec![
             ("upstream", c.upstream.clone()),
             ("database", c.database.clone()),

@@ -105,6 +105,8 @@ const scenarios = {
     await shot('inbox');
     const id = await card.getAttribute('data-review');
     step('review', { id, statement: await page.textContent(`#review-${id} .statement`), card: await card.textContent() });
+    // The test checks that nothing ran yet.
+    await waitForTest();
     await page.fill(`#reason-${id}`, 'checked the ticket');
     await page.click(`#review-${id} button[value=approve]`);
     await page.waitForSelector('#message');

@@ -51,24 +51,6 @@ permit(principal in Group::"engineering", action == Action::"delete",
     )
 }
 
-/// A fresh table of `rows` rows the gateway's service user may change.
-fn table(name: &str, rows: u32) {
-    cluster().superuser_sql(
-        "app",
-        &format!(
-            "drop table if exists {name}; create table {name} (id int); \
-             insert into {name} select generate_series(1, {rows}); \
-             grant all on {name} to portcullis_reader, trust_user"
-        ),
-    );
-}
-
-fn rows(name: &str) -> u32 {
-    let (ok, out) = direct_psql(&format!("select count(*) from {name}"));
-    assert!(ok, "{out}");
-    out.trim().parse().unwrap()
-}
-
 fn reviewed_gateway(name: &str, review: &str) -> Gateway {
     gateway()
         .app_db("app-db", cluster())

@@ -258,3 +258,21 @@ pub fn revoke(gw: &Gateway, user: &str) -> String {
         .expect("curl must be installed");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A fresh table of `rows` rows the gateway's service user may change.
+pub fn table(name: &str, rows: u32) {
+    cluster().superuser_sql(
+        "app",
+        &format!(
+            "drop table if exists {name}; create table {name} (id int); \
+             insert into {name} select generate_series(1, {rows}); \
+             grant all on {name} to portcullis_reader, trust_user"
+        ),
+    );
+}
+
+pub fn rows(name: &str) -> u32 {
+    let (ok, out) = direct_psql(&format!("select count(*) from {name}"));
+    assert!(ok, "{out}");
+    out.trim().parse().unwrap()
+}

@@ -44,6 +44,10 @@ permit(principal in Group::"admins",
 @id("deletes-need-dba")
 permit(principal in Group::"engineering", action == Action::"delete",
        resource == Table::"app-db/public.console_held");
+@review("dba")
+@id("own-deletes-need-dba")
+permit(principal in Group::"engineering", action == Action::"delete",
+       resource == Table::"app-db/public.console_own");
 "#;
 
 fn console_gateway() -> Gateway {
@@ -110,23 +114,6 @@ fn live_sessions(gw: &Gateway) -> Vec<Value> {
     let (code, body) = curl(gw, "/api/sessions?active=true", Some(ADMIN_TOKEN));
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).unwrap()
-}
-
-fn table(name: &str, rows: u32) {
-    cluster().superuser_sql(
-        "app",
-        &format!(
-            "drop table if exists {name}; create table {name} (id int); \
-             insert into {name} select generate_series(1, {rows}); \
-             grant all on {name} to portcullis_reader, trust_user"
-        ),
-    );
-}
-
-fn count(name: &str) -> u32 {
-    let (ok, out) = direct_psql(&format!("select count(*) from {name}"));
-    assert!(ok, "{out}");
-    out.trim().parse().unwrap()
 }
 
 /// The pending review, once there is one.
@@ -256,13 +243,14 @@ fn a_held_statement_is_approved_from_the_inbox_and_psql_continues() {
         review["card"].as_str().unwrap().contains("dana"),
         "{review}"
     );
-    assert_eq!(count("console_held"), 3, "nothing runs before approval");
+    assert_eq!(rows("console_held"), 3, "nothing runs before approval");
+    b.go_on();
     let decided = b.step("decided");
     assert!(decided.as_str().unwrap().contains("approved"), "{decided}");
     let (ok, out) = finish(psql);
     assert!(ok, "{out}");
     assert!(out.starts_with("1\nDELETE 1"), "{out}");
-    assert_eq!(count("console_held"), 2);
+    assert_eq!(rows("console_held"), 2);
     b.finish();
     // The reason typed in the browser is the review's record.
     let (_, body) = curl(&gw, &format!("/api/reviews/{}", api_view["id"]), Some(DAN));
@@ -271,9 +259,9 @@ fn a_held_statement_is_approved_from_the_inbox_and_psql_continues() {
 
 #[test]
 fn the_requester_cannot_approve_their_own_statement_in_the_console() {
-    table("console_held", 3);
+    table("console_own", 3);
     let gw = console_gateway();
-    let psql = spawn_psql(&gw, DANA, "delete from public.console_held where id = 2;");
+    let psql = spawn_psql(&gw, DANA, "delete from public.console_own where id = 2;");
     let review = pending_review(&gw);
     let mut b = browser(&gw, "self-approval", DANA, &[]);
     let refused = b.step("refused");
@@ -289,7 +277,7 @@ fn the_requester_cannot_approve_their_own_statement_in_the_console() {
     let (_, body) = curl(&gw, &format!("/api/reviews/{}", review["id"]), Some(DAN));
     let now: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(now["status"], "pending", "{now}");
-    assert_eq!(count("console_held"), 3);
+    assert_eq!(rows("console_own"), 3);
     let (ok, out) = api_cli(&gw, DAN, &["reviews", "deny", &review["id"].to_string()]);
     assert!(ok, "{out}");
     let (ok, out) = finish(psql);
