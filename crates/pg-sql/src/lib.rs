@@ -29,8 +29,25 @@ pub use settings::split_search_path;
 pub use statement::is_safe_client_encoding;
 pub use walk::is_content_catalog;
 
+/// The deepest nesting [`analyze`] takes, as [`nesting_estimate`] counts
+/// it. The parse tree's protobuf is refused past 100 messages anyway
+/// (prost's recursion limit: about 50 joins or operators in a chain), so
+/// no statement the gateway could analyze is refused by this bound; the
+/// point of it is the step before prost:
+/// libpg_query writes the tree out by C recursion with no depth check, so
+/// a statement of thousands of joins or operators overflows the thread's
+/// stack and aborts the whole gateway (pganalyze/pg_query#339). Refused
+/// here, by a scan that does not recurse, it is one denied statement.
+pub const MAX_NESTING: usize = 300;
+
 /// Parses `sql` and lists what each statement in it would do.
 pub fn analyze(sql: &str) -> Result<Analysis, Unclassifiable> {
+    let depth = nesting_estimate(sql);
+    if depth > MAX_NESTING {
+        return Err(Unclassifiable::Unsafe(format!(
+            "the statement nests too deeply to analyze (about {depth} levels; the gateway takes at most {MAX_NESTING})"
+        )));
+    }
     let parsed = pg_query::parse(sql).map_err(|e| Unclassifiable::Parse(e.to_string()))?;
     let mut statements = Vec::with_capacity(parsed.protobuf.stmts.len());
     for raw in &parsed.protobuf.stmts {
@@ -39,6 +56,72 @@ pub fn analyze(sql: &str) -> Result<Analysis, Unclassifiable> {
         statements.push(statement::classify(&tree)?);
     }
     Ok(Analysis { statements })
+}
+
+/// An upper estimate of how deep `sql`'s parse tree nests, from PostgreSQL's
+/// own scanner (which does not recurse). Brackets, parentheses and
+/// `CASE … END` open a level; within a level, every token that can link an
+/// expression or a join to the next (operators, keywords, `::`, `.`) adds
+/// one, since left-associative chains (`a + b + c`, `t0 JOIN t1 … JOIN tN`)
+/// nest one node per link. Commas, `AND`, `OR`, `WHEN`, `THEN`, `ELSE` and
+/// `;` separate siblings (lists, the flat lists PostgreSQL makes of `AND`
+/// and `OR` chains, a `CASE`'s branches), so a level's count starts again
+/// after them. Names and constants add
+/// nothing. A text the scanner rejects is left to the parser's own error.
+pub fn nesting_estimate(sql: &str) -> usize {
+    use pg_query::protobuf::Token;
+    let Ok(scanned) = pg_query::scan(sql) else {
+        return 0;
+    };
+    // The count of each open level; `sum` is their total.
+    let mut levels: Vec<usize> = vec![0];
+    let mut sum = 0usize;
+    let mut deepest = 0usize;
+    for t in &scanned.tokens {
+        match Token::try_from(t.token) {
+            Ok(Token::Ascii40 | Token::Ascii91 | Token::Case) => levels.push(0),
+            Ok(Token::Ascii41 | Token::Ascii93 | Token::EndP) => {
+                if levels.len() > 1 {
+                    sum -= levels.pop().unwrap_or(0);
+                }
+            }
+            Ok(
+                Token::Ascii44
+                | Token::Ascii59
+                | Token::And
+                | Token::Or
+                | Token::When
+                | Token::Then
+                | Token::Else,
+            ) => {
+                if let Some(top) = levels.last_mut() {
+                    sum -= *top;
+                    *top = 0;
+                }
+            }
+            Ok(
+                Token::Ident
+                | Token::Uident
+                | Token::Fconst
+                | Token::Sconst
+                | Token::Usconst
+                | Token::Bconst
+                | Token::Xconst
+                | Token::Iconst
+                | Token::Param
+                | Token::SqlComment
+                | Token::CComment,
+            ) => {}
+            _ => {
+                if let Some(top) = levels.last_mut() {
+                    *top += 1;
+                    sum += 1;
+                }
+            }
+        }
+        deepest = deepest.max(sum + levels.len());
+    }
+    deepest
 }
 
 /// A cache key for `sql` that is the same for every text differing only in

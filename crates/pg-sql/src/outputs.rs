@@ -517,12 +517,25 @@ struct ConditionScan {
     /// Single names and positions in ORDER BY / GROUP BY / DISTINCT ON,
     /// which may mean an output column.
     output_refs: Vec<OutputRef>,
+    /// Nodes already visited, by address and mode. An operator's operands
+    /// are visited as a condition and again as children; without this,
+    /// each level of a chain (`a - b - c …`, a join of joins) doubled the
+    /// work, and a statement of 40 such levels took minutes. A second
+    /// visit in the same mode can add nothing the first did not.
+    seen: std::collections::HashSet<(usize, bool, bool)>,
 }
 
 impl ConditionScan {
     /// `inside`: within a condition clause; `sortish`: within ORDER BY,
     /// GROUP BY or DISTINCT ON, where a single name may mean an output.
     fn visit(&mut self, v: &Value, inside: bool, sortish: bool) {
+        if matches!(v, Value::Object(_) | Value::Array(_))
+            && !self
+                .seen
+                .insert((std::ptr::from_ref(v) as usize, inside, sortish))
+        {
+            return;
+        }
         match v {
             Value::Array(a) => a.iter().for_each(|i| self.visit(i, inside, sortish)),
             Value::Object(m) => {

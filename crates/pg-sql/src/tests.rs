@@ -393,3 +393,145 @@ fn changes_of_client_encoding() {
         assert_eq!(change(none), None, "{none}");
     }
 }
+
+/// Runs `analyze` on a thread with tokio's default 2 MiB stack, as the
+/// gateway's threads have: a statement that overflowed it would abort
+/// the test process, not fail an assertion.
+fn analyze_on_small_stack(sql: String) -> Result<Analysis, Unclassifiable> {
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || analyze(&sql))
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+#[test]
+fn a_statement_nested_past_the_limit_is_refused_before_the_parser_sees_it() {
+    let joins = |n: usize| {
+        let mut sql = "select * from t0".to_owned();
+        for i in 1..=n {
+            sql.push_str(&format!(" join t{i} on true"));
+        }
+        sql
+    };
+    // Thousands of joins overflowed libpg_query's recursive output.
+    match analyze_on_small_stack(joins(5_000)) {
+        Err(Unclassifiable::Unsafe(m)) => assert!(m.contains("nests too deeply"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let sum = format!("select {}", vec!["1"; 20_000].join("+"));
+    assert!(matches!(
+        analyze_on_small_stack(sum),
+        Err(Unclassifiable::Unsafe(_))
+    ));
+    let parens = format!("select {}1{}", "(".repeat(3_000), ")".repeat(3_000));
+    assert!(matches!(
+        analyze_on_small_stack(parens),
+        Err(Unclassifiable::Unsafe(_))
+    ));
+    let cases = format!(
+        "select {}1{}",
+        "case when true then ".repeat(2_000),
+        " end".repeat(2_000)
+    );
+    assert!(matches!(
+        analyze_on_small_stack(cases),
+        Err(Unclassifiable::Unsafe(_))
+    ));
+    // Just under the limit, the worst shapes end in an answer, not a crash.
+    let under = MAX_NESTING - 5;
+    for sql in [
+        joins(under / 3),
+        format!("select {}", vec!["1"; under].join("+")),
+        format!("select {}1{}", "(".repeat(under), ")".repeat(under)),
+        format!(
+            "select {}1{}",
+            "abs(".repeat(under - 2),
+            ")".repeat(under - 2)
+        ),
+        format!(
+            "select {}1{}",
+            "case when true then ".repeat(under / 2),
+            " end".repeat(under / 2)
+        ),
+        format!("select {}", vec!["-"; under].join(" ") + " 1"),
+        format!("select {}", vec!["not"; under].join(" ") + " true"),
+        format!(
+            "select {}",
+            vec!["(select 1 where true"; under / 6].join(" union ") + &")".repeat(under / 6)
+        ),
+    ] {
+        assert!(
+            nesting_estimate(&sql) <= MAX_NESTING,
+            "{}",
+            nesting_estimate(&sql)
+        );
+        let _ = analyze_on_small_stack(sql);
+    }
+}
+
+#[test]
+fn wide_statements_are_not_deep() {
+    let values = (0..20_000)
+        .map(|i| format!("({i}, 'row {i}', now()::text)"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let insert = format!("insert into t (id, name, at) values {values}");
+    assert!(
+        nesting_estimate(&insert) < 20,
+        "{}",
+        nesting_estimate(&insert)
+    );
+    assert!(analyze(&insert).is_ok());
+    let in_list = format!(
+        "select * from t where id in ({})",
+        (0..20_000)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    assert!(nesting_estimate(&in_list) < 20);
+    let cases = format!(
+        "select case {} end from t",
+        (0..2_000)
+            .map(|i| format!("when id = {i} then 'v{i}'"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    assert!(
+        nesting_estimate(&cases) < 20,
+        "{}",
+        nesting_estimate(&cases)
+    );
+    assert!(analyze(&cases).is_ok());
+    let ors = format!(
+        "select * from t where {}",
+        (0..5_000)
+            .map(|i| format!("id = {i}"))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    );
+    assert!(nesting_estimate(&ors) < 20, "{}", nesting_estimate(&ors));
+    assert!(analyze(&ors).is_ok());
+}
+
+#[test]
+fn a_long_chain_of_joins_or_operators_is_analyzed_at_once() {
+    // Each link used to double the condition scan: 40 joins took minutes.
+    let mut joins = "select * from t0".to_owned();
+    for i in 1..=45 {
+        joins.push_str(&format!(" join t{i} on t{i}.id = t0.id"));
+    }
+    let chain = format!("select * from t where {} > 0", vec!["id"; 45].join(" / "));
+    for sql in [joins, chain] {
+        let started = std::time::Instant::now();
+        let analyzed = analyze(&sql);
+        assert!(analyzed.is_ok(), "{analyzed:?}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?} for {sql}",
+            started.elapsed()
+        );
+    }
+}

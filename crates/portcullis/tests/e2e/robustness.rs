@@ -208,3 +208,37 @@ fn configuration_errors_name_the_file_and_key() {
         "{log}"
     );
 }
+
+#[test]
+fn a_statement_nested_thousands_deep_is_refused_and_the_gateway_lives() {
+    let gw = app_gateway();
+    let mut joins = "select 1 from pg_class c0".to_owned();
+    for i in 1..=5_000 {
+        joins.push_str(&format!(" join pg_class c{i} on true"));
+    }
+    // Long chains of joins and operators: libpg_query wrote such trees out
+    // by unbounded C recursion and aborted the gateway; 40 joins took the
+    // condition scan minutes.
+    let file = gw.dir().join("deep.sql");
+    std::fs::write(&file, format!("{joins};\n")).unwrap();
+    let out = portcullis_testkit::psql(
+        &gw.conninfo("app-db", ""),
+        ALICE_TOKEN,
+        &["-f", file.to_str().unwrap()],
+        None,
+    );
+    assert!(
+        !out.ok && out.stderr.contains("nests too deeply to analyze"),
+        "{out:?}"
+    );
+    let mut chain = "select 1 from pg_class c0".to_owned();
+    for i in 1..=30 {
+        chain.push_str(&format!(" join pg_class c{i} on c{i}.oid = c0.oid"));
+    }
+    let started = Instant::now();
+    let (_, out) = alice_psql(&gw, &format!("{chain} limit 1"));
+    assert!(started.elapsed() < Duration::from_secs(20), "{out}");
+    // Still serving.
+    let (ok, out) = alice_psql(&gw, "select 'still-serving'");
+    assert!(ok && out.contains("still-serving"), "{out}");
+}
