@@ -524,7 +524,21 @@ fn a_long_chain_of_joins_or_operators_is_analyzed_at_once() {
         joins.push_str(&format!(" join t{i} on t{i}.id = t0.id"));
     }
     let chain = format!("select * from t where {} > 0", vec!["id"; 45].join(" / "));
-    for sql in [joins, chain] {
+    let calls = format!("select {}id{} from t", "abs(".repeat(40), ")".repeat(40));
+    let cases = format!(
+        "select {}id{} from t",
+        "case when id > 0 then ".repeat(20),
+        " else 0 end".repeat(20)
+    );
+    let subqueries = format!(
+        "select * from t where id in {}(select 1){}",
+        "(select id from t where id in ".repeat(20),
+        ")".repeat(20)
+    );
+    let unions = vec!["select id from t where id > 0"; 30].join(" union ");
+    let json = format!("select doc{} from t", "->'k'".repeat(40));
+    let nots = format!("select * from t where {} id > 0", "not ".repeat(40));
+    for sql in [joins, chain, calls, cases, subqueries, unions, json, nots] {
         let started = std::time::Instant::now();
         let analyzed = analyze(&sql);
         assert!(analyzed.is_ok(), "{analyzed:?}");
