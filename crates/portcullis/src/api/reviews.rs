@@ -167,11 +167,12 @@ pub async fn show(
               (status = 409, description = "Already decided or over", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody)))]
 pub async fn approve(
     state: State<ApiState>,
+    peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     id: Path<String>,
     body: Option<Json<DecisionBody>>,
 ) -> Result<Json<Review>, ApiError> {
-    decide(state, headers, id, body, true).await
+    decide(state, peer, headers, id, body, true).await
 }
 
 /// `POST /api/reviews/{id}/deny`.
@@ -184,15 +185,17 @@ pub async fn approve(
               (status = 409, description = "Already decided or over", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody)))]
 pub async fn deny(
     state: State<ApiState>,
+    peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     id: Path<String>,
     body: Option<Json<DecisionBody>>,
 ) -> Result<Json<Review>, ApiError> {
-    decide(state, headers, id, body, false).await
+    decide(state, peer, headers, id, body, false).await
 }
 
 async fn decide(
     State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Option<Json<DecisionBody>>,
@@ -201,7 +204,9 @@ async fn decide(
     let who = authenticate(&s, &headers).await?;
     let id = review_id(&id)?;
     let reason = body.and_then(|Json(b)| b.reason);
-    decide_as(&s, &who, id, approve, reason).await.map(Json)
+    decide_as(&s, &who, peer, id, approve, reason)
+        .await
+        .map(Json)
 }
 
 /// Approves or denies review `id` as `who`, under the board's rules (the
@@ -209,10 +214,18 @@ async fn decide(
 pub(crate) async fn decide_as(
     s: &ApiState,
     who: &Identity,
+    peer: SocketAddr,
     id: u64,
     approve: bool,
     reason: Option<String>,
 ) -> Result<Review, ApiError> {
+    // A review the caller may not see answers as if it did not exist,
+    // whatever they post: the board's refusals would say it does, and
+    // what it needs.
+    match s.core.reviews.get(id).await.map_err(internal)? {
+        Some(r) if may_see(s, who, peer, &r) => {}
+        _ => return Err(ApiError(StatusCode::NOT_FOUND, format!("no review {id}"))),
+    }
     let reason = reason
         .map(|r| r.trim().chars().take(1000).collect::<String>())
         .filter(|r| !r.is_empty());

@@ -16,6 +16,12 @@ use super::ConsoleError;
 
 /// Browsers signed in at once; the oldest is signed out past this.
 const MAX_LOGINS: usize = 10_000;
+/// Browsers one identity may have signed in at once; its own oldest is
+/// signed out past this, so that nobody can push everyone else out by
+/// signing in over and over.
+const MAX_LOGINS_PER_USER: usize = 16;
+/// OIDC sign-ins in flight from one address; its own oldest is dropped.
+const MAX_PENDING_PER_ADDRESS: usize = 16;
 /// The longest a console session lasts, whatever its token says.
 const MAX_LOGIN_AGE: Duration = Duration::from_secs(12 * 3600);
 /// OIDC sign-ins in flight at once, and how long each may take.
@@ -63,6 +69,7 @@ pub fn same_origin(headers: &HeaderMap) -> Result<(), ConsoleError> {
 struct Login {
     token: String,
     csrf: String,
+    user: String,
     since: Instant,
 }
 
@@ -78,6 +85,7 @@ pub struct PendingLogin {
     pub redirect_uri: String,
     /// Where to go once signed in.
     pub next: String,
+    from: std::net::IpAddr,
     since: Instant,
 }
 
@@ -94,21 +102,28 @@ fn key(cookie: &str) -> [u8; 32] {
 }
 
 impl ConsoleLogins {
-    /// Signs a browser in with `token`; returns its cookie value.
-    pub fn add(&self, token: String) -> String {
+    /// Signs a browser in as `user` with `token`; returns its cookie value.
+    pub fn add(&self, token: String, user: &str) -> String {
         let cookie = random_token(32);
         let mut map = self.logins.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, l| l.since.elapsed() < MAX_LOGIN_AGE);
-        if map.len() >= MAX_LOGINS {
-            if let Some(oldest) = map.iter().min_by_key(|(_, l)| l.since).map(|(k, _)| *k) {
-                map.remove(&oldest);
-            }
+        let theirs = map.values().filter(|l| l.user == user).count();
+        let evict = if theirs >= MAX_LOGINS_PER_USER {
+            oldest(&map, |l| l.user == user)
+        } else if map.len() >= MAX_LOGINS {
+            oldest(&map, |_| true)
+        } else {
+            None
+        };
+        if let Some(k) = evict {
+            map.remove(&k);
         }
         map.insert(
             key(&cookie),
             Login {
                 token,
                 csrf: random_token(32),
+                user: user.to_owned(),
                 since: Instant::now(),
             },
         );
@@ -129,9 +144,10 @@ impl ConsoleLogins {
         map.remove(&key(cookie));
     }
 
-    /// Starts an OIDC sign-in; returns its `state`.
+    /// Starts an OIDC sign-in from `from`; returns its `state`.
     pub fn start(
         &self,
+        from: std::net::IpAddr,
         verifier: String,
         nonce: String,
         binding: String,
@@ -141,14 +157,16 @@ impl ConsoleLogins {
         let state = random_token(24);
         let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, p| p.since.elapsed() < PENDING_TTL);
-        if map.len() >= MAX_PENDING {
-            if let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, p)| p.since)
-                .map(|(k, _)| k.clone())
-            {
-                map.remove(&oldest);
-            }
+        let theirs = map.values().filter(|p| p.from == from).count();
+        let evict = if theirs >= MAX_PENDING_PER_ADDRESS {
+            oldest(&map, |p| p.from == from)
+        } else if map.len() >= MAX_PENDING {
+            oldest(&map, |_| true)
+        } else {
+            None
+        };
+        if let Some(k) = evict {
+            map.remove(&k);
         }
         map.insert(
             state.clone(),
@@ -158,6 +176,7 @@ impl ConsoleLogins {
                 binding,
                 redirect_uri,
                 next,
+                from,
                 since: Instant::now(),
             },
         );
@@ -170,6 +189,34 @@ impl ConsoleLogins {
         map.remove(state)
             .filter(|p| p.since.elapsed() < PENDING_TTL)
     }
+}
+
+/// Something timed kept in a table: its age decides who goes first.
+trait Aged {
+    fn since(&self) -> Instant;
+}
+
+impl Aged for Login {
+    fn since(&self) -> Instant {
+        self.since
+    }
+}
+
+impl Aged for PendingLogin {
+    fn since(&self) -> Instant {
+        self.since
+    }
+}
+
+/// The key of the oldest entry `pick` accepts.
+fn oldest<K: Clone + std::hash::Hash + Eq, V: Aged>(
+    map: &HashMap<K, V>,
+    pick: impl Fn(&V) -> bool,
+) -> Option<K> {
+    map.iter()
+        .filter(|(_, v)| pick(v))
+        .min_by_key(|(_, v)| v.since())
+        .map(|(k, _)| k.clone())
 }
 
 /// The console's client at the OIDC issuer (`[login]`, `[console]`).
@@ -325,14 +372,57 @@ mod tests {
     #[test]
     fn a_state_is_used_once_and_logins_are_found_by_cookie() {
         let l = ConsoleLogins::default();
-        let state = l.start("v".into(), "n".into(), "b".into(), "r".into(), "/".into());
+        let here = std::net::IpAddr::from([127, 0, 0, 1]);
+        let state = l.start(
+            here,
+            "v".into(),
+            "n".into(),
+            "b".into(),
+            "r".into(),
+            "/".into(),
+        );
         assert!(l.finish(&state).is_some());
         assert!(l.finish(&state).is_none());
-        let cookie = l.add("tok".into());
+        let cookie = l.add("tok".into(), "alice");
         assert_eq!(l.get(&cookie).map(|(t, _)| t).as_deref(), Some("tok"));
         l.remove(&cookie);
         assert!(l.get(&cookie).is_none());
         assert!(!tokens_match("", ""));
+    }
+
+    #[test]
+    fn one_user_signing_in_over_and_over_pushes_out_only_their_own() {
+        let l = ConsoleLogins::default();
+        let admin = l.add("admin-token".into(), "admin");
+        for _ in 0..100 {
+            l.add("eve-token".into(), "eve");
+        }
+        assert!(l.get(&admin).is_some());
+        let eves = l
+            .logins
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|x| x.user == "eve")
+            .count();
+        assert_eq!(eves, MAX_LOGINS_PER_USER);
+        let victim = std::net::IpAddr::from([10, 0, 0, 1]);
+        let flood = std::net::IpAddr::from([10, 0, 0, 2]);
+        let pending = |from| {
+            l.start(
+                from,
+                "v".into(),
+                "n".into(),
+                "b".into(),
+                "r".into(),
+                "/".into(),
+            )
+        };
+        let state = pending(victim);
+        for _ in 0..100 {
+            pending(flood);
+        }
+        assert!(l.finish(&state).is_some());
         assert!(tokens_match("abc", "abc"));
     }
 }

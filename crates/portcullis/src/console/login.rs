@@ -71,7 +71,9 @@ pub async fn page(State(c): State<Console>, Query(q): Query<LoginQuery>) -> Resp
     login_page(
         &c,
         safe_next(q.next.as_deref()),
-        q.why.map(|w| w.chars().take(300).collect()),
+        (q.why.as_deref() == Some("ended")).then(|| {
+            "your session ended: its token expired or was revoked; sign in again".to_owned()
+        }),
         StatusCode::OK,
     )
 }
@@ -107,7 +109,7 @@ pub async fn with_token(
     match c.api.core.authenticator.authenticate(&token).await {
         Ok(identity) => {
             tracing::info!(user = %identity.describe(), %peer, "console sign-in with a token");
-            Ok(signed_in(&c, token, &next, false))
+            Ok(signed_in(&c, token, &identity.describe(), &next, false))
         }
         Err(e) => {
             metrics::counter!("portcullis_auth_failures_total", "reason" => e.label()).increment(1);
@@ -125,8 +127,8 @@ pub async fn with_token(
 /// Sets the session cookie and goes on to `next`. After the issuer's
 /// cross-site redirect, a page of our own moves on (a `SameSite=Strict`
 /// cookie is not sent on the rest of a cross-site redirect chain).
-fn signed_in(c: &Console, token: String, next: &str, via_redirect: bool) -> Response {
-    let cookie = c.logins.add(token);
+fn signed_in(c: &Console, token: String, user: &str, next: &str, via_redirect: bool) -> Response {
+    let cookie = c.logins.add(token, user);
     let mut r = if via_redirect {
         let escaped = askama::filters::escape(next, askama::filters::Html)
             .map(|e| e.to_string())
@@ -151,6 +153,7 @@ fn signed_in(c: &Console, token: String, next: &str, via_redirect: bool) -> Resp
 /// `GET /login/oidc`: sends the browser to the issuer.
 pub async fn start_oidc(
     State(c): State<Console>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     scheme: Option<Extension<crate::api::server::Scheme>>,
     headers: HeaderMap,
     Query(q): Query<LoginQuery>,
@@ -182,6 +185,7 @@ pub async fn start_oidc(
     let nonce = random_token(16);
     let binding = random_token(24);
     let state = c.logins.start(
+        peer.ip(),
         verifier.clone(),
         nonce.clone(),
         binding.clone(),
@@ -239,10 +243,17 @@ pub async fn callback(
         )
     })?;
     if let Some(e) = q.error {
-        let why = q.error_description.unwrap_or_default();
+        // Only the error code is shown, and only as a code: the rest of a
+        // redirect anyone can craft would be their words on our page.
+        let code: String = e
+            .chars()
+            .filter(|c| c.is_ascii_lowercase() || *c == '_')
+            .take(40)
+            .collect();
+        tracing::info!(error = %code, description = ?q.error_description, "the issuer refused a console sign-in");
         return fail(
             StatusCode::UNAUTHORIZED,
-            format!("the issuer refused the sign-in: {e} {why}"),
+            format!("the issuer refused the sign-in ({code})"),
         );
     }
     let pending = q.state.as_deref().and_then(|s| c.logins.finish(s));
@@ -282,7 +293,13 @@ pub async fn callback(
         );
     }
     tracing::info!(user = %identity.describe(), %peer, "console sign-in through the issuer");
-    Ok(signed_in(&c, token, &pending.next, true))
+    Ok(signed_in(
+        &c,
+        token,
+        &identity.describe(),
+        &pending.next,
+        true,
+    ))
 }
 
 /// `POST /logout`.

@@ -48,6 +48,8 @@ pub struct Console {
     pub connections: Arc<Connections>,
     /// How to verify the evidence chain.
     pub evidence: Arc<EvidenceCheck>,
+    /// Live-update streams open.
+    pub streams: Arc<events::StreamSlots>,
 }
 
 /// The console's routes.
@@ -96,8 +98,10 @@ pub enum ConsoleError {
     SignIn {
         /// Where to come back to.
         next: String,
-        /// Why, when there is something to say (an expired session).
-        why: Option<String>,
+        /// Whether a session was ended (its token expired or was revoked):
+        /// the sign-in page says so. A fixed word, not text, so that a
+        /// link cannot make the page say something of its own.
+        ended: bool,
     },
     /// A refusal or failure with its status.
     Page(StatusCode, String),
@@ -121,10 +125,10 @@ struct ErrorPage {
 impl IntoResponse for ConsoleError {
     fn into_response(self) -> Response {
         match self {
-            ConsoleError::SignIn { next, why } => {
+            ConsoleError::SignIn { next, ended } => {
                 let mut url = format!("/login?next={}", view::query_escape(&next));
-                if let Some(why) = why {
-                    url.push_str(&format!("&why={}", view::query_escape(&why)));
+                if ended {
+                    url.push_str("&why=ended");
                 }
                 Redirect::to(&url).into_response()
             }
@@ -149,15 +153,15 @@ impl Console {
         peer: SocketAddr,
         here: &str,
     ) -> Result<Viewer, ConsoleError> {
-        let sign_in = |why: Option<String>| ConsoleError::SignIn {
+        let sign_in = |ended: bool| ConsoleError::SignIn {
             next: here.to_owned(),
-            why,
+            ended,
         };
         let Some(cookie) = cookies::get(headers, cookies::SESSION) else {
-            return Err(sign_in(None));
+            return Err(sign_in(false));
         };
         let Some((token, csrf)) = self.logins.get(&cookie) else {
-            return Err(sign_in(None));
+            return Err(sign_in(false));
         };
         match self.api.core.authenticator.authenticate(&token).await {
             Ok(identity) => Ok(Viewer {
@@ -168,7 +172,8 @@ impl Console {
             Err(e) => {
                 // Expired or revoked: the console session ends with it.
                 self.logins.remove(&cookie);
-                Err(sign_in(Some(format!("your session ended: {e}"))))
+                tracing::info!(%peer, error = %e, "console session ended: its token no longer holds");
+                Err(sign_in(true))
             }
         }
     }

@@ -174,7 +174,8 @@ pub async fn decide(
         }
     };
     let reason = Some(form.reason);
-    match crate::api::reviews::decide_as(&c.api, &viewer.identity, id, approve, reason).await {
+    match crate::api::reviews::decide_as(&c.api, &viewer.identity, peer, id, approve, reason).await
+    {
         Ok(r) => {
             let done = format!("review {id} is now {}", r.status.as_str());
             inbox_page(&c, &viewer, Some(done), StatusCode::OK).await

@@ -50,6 +50,7 @@ pub fn build(config: &Config, api: ApiState) -> anyhow::Result<Option<Console>> 
         oidc,
         connections: Arc::new(Connections::new(connection_views(config)?)),
         evidence: Arc::new(evidence),
+        streams: Arc::default(),
     }))
 }
 
