@@ -109,6 +109,7 @@ pub async fn with_token(
     match c.api.core.authenticator.authenticate(&token).await {
         Ok(identity) => {
             tracing::info!(user = %identity.describe(), %peer, "console sign-in with a token");
+            record_sign_in(&c, &identity, peer, "token").await;
             Ok(signed_in(&c, token, &identity.describe(), &next, false))
         }
         Err(e) => {
@@ -293,6 +294,7 @@ pub async fn callback(
         );
     }
     tracing::info!(user = %identity.describe(), %peer, "console sign-in through the issuer");
+    record_sign_in(&c, &identity, peer, "oidc").await;
     Ok(signed_in(
         &c,
         token,
@@ -300,6 +302,28 @@ pub async fn callback(
         &pending.next,
         true,
     ))
+}
+
+/// Records a sign-in in the evidence chain: who, how, from where.
+async fn record_sign_in(
+    c: &Console,
+    identity: &portcullis_core::Identity,
+    peer: SocketAddr,
+    how: &str,
+) {
+    let note = serde_json::json!({
+        "user": identity.user,
+        "actor": identity.actor,
+        "auth_method": identity.method,
+        "via": how,
+        "client_address": peer.ip().to_string(),
+    });
+    let _ = c
+        .api
+        .core
+        .recorder
+        .record(portcullis_core::AuditEvent::note("console_sign_in", note))
+        .await;
 }
 
 /// `POST /logout`.
