@@ -40,15 +40,54 @@ pub use walk::is_content_catalog;
 /// here, by a scan that does not recurse, it is one denied statement.
 pub const MAX_NESTING: usize = 300;
 
+/// The most tokens [`analyze`] takes in one text. The parse tree's depth
+/// is bounded by its tokens, and so is the stack libpg_query is given; a
+/// bulk INSERT of 65,535 parameters (PostgreSQL's most) is about 200,000.
+pub const MAX_TOKENS: usize = 300_000;
+
+/// Stack given to libpg_query per token of the text. The estimate above
+/// does not see every shape (a `BETWEEN … AND NOT` chain hides behind its
+/// `AND`), so the stack is the guarantee: no tree is deeper than its
+/// tokens, and the deepest shapes measured took under 2 KiB of stack per
+/// token in a debug build. Only pages the recursion touches are used.
+const STACK_PER_TOKEN: usize = 8 << 10;
+
+/// Texts of fewer tokens run on the caller's stack (every gateway thread
+/// has at least 2 MiB).
+const INLINE_TOKENS: usize = 128;
+
 /// Parses `sql` and lists what each statement in it would do.
 pub fn analyze(sql: &str) -> Result<Analysis, Unclassifiable> {
-    let depth = nesting_estimate(sql);
+    let (depth, tokens) = nesting_and_tokens(sql);
+    if tokens > MAX_TOKENS {
+        return Err(Unclassifiable::Unsafe(format!(
+            "the statement is too long to analyze ({tokens} tokens; the gateway takes at most {MAX_TOKENS})"
+        )));
+    }
     if depth > MAX_NESTING {
         return Err(Unclassifiable::Unsafe(format!(
             "the statement nests too deeply to analyze (about {depth} levels; the gateway takes at most {MAX_NESTING})"
         )));
     }
-    let parsed = pg_query::parse(sql).map_err(|e| Unclassifiable::Parse(e.to_string()))?;
+    let parse = || pg_query::parse(sql);
+    let parsed = if tokens <= INLINE_TOKENS {
+        parse()
+    } else {
+        stacker::grow((1 << 20) + tokens * STACK_PER_TOKEN, parse)
+    };
+    let parsed = parsed.map_err(|e| {
+        let message = e.to_string();
+        // Deeper than prost decodes: refused here, not sent to the server
+        // as a syntax probe (its errors could tell what exists).
+        if message.contains("recursion limit reached") {
+            Unclassifiable::Unsafe(
+                "the statement nests too deeply to analyze (its parse tree is over 100 levels deep)"
+                    .into(),
+            )
+        } else {
+            Unclassifiable::Parse(message)
+        }
+    })?;
     let mut statements = Vec::with_capacity(parsed.protobuf.stmts.len());
     for raw in &parsed.protobuf.stmts {
         let tree =
@@ -69,9 +108,15 @@ pub fn analyze(sql: &str) -> Result<Analysis, Unclassifiable> {
 /// after them. Names and constants add
 /// nothing. A text the scanner rejects is left to the parser's own error.
 pub fn nesting_estimate(sql: &str) -> usize {
+    nesting_and_tokens(sql).0
+}
+
+/// [`nesting_estimate`], and how many tokens the text has.
+fn nesting_and_tokens(sql: &str) -> (usize, usize) {
     use pg_query::protobuf::Token;
     let Ok(scanned) = pg_query::scan(sql) else {
-        return 0;
+        // The scanner's refusal: the parser refuses it as well, at once.
+        return (0, 0);
     };
     // The count of each open level; `sum` is their total.
     let mut levels: Vec<usize> = vec![0];
@@ -121,7 +166,7 @@ pub fn nesting_estimate(sql: &str) -> usize {
         }
         deepest = deepest.max(sum + levels.len());
     }
-    deepest
+    (deepest, scanned.tokens.len())
 }
 
 /// A cache key for `sql` that is the same for every text differing only in

@@ -549,3 +549,47 @@ fn a_long_chain_of_joins_or_operators_is_analyzed_at_once() {
         );
     }
 }
+
+#[test]
+fn chains_the_estimate_cannot_see_end_in_an_answer_not_a_crash() {
+    // From the red team's second pass: each link's AND, OR or comma
+    // resets the estimate's count, while the tree still nests per link.
+    let between = format!("select {}1", "1 between 1 and not ".repeat(2_000));
+    let joins = format!("select * from t{}", " join t on a or b".repeat(3_000));
+    let unions = vec!["select 1,1"; 10_000].join(" union ");
+    for sql in [between, joins, unions] {
+        assert!(nesting_estimate(&sql) <= MAX_NESTING);
+        // Refused as too deep, or by the grammar's own stack limit
+        // ("memory exhausted"): either way an answer, on a small stack.
+        match analyze_on_small_stack(sql) {
+            Err(Unclassifiable::Unsafe(m)) => assert!(m.contains("nests too deeply"), "{m}"),
+            Err(Unclassifiable::Parse(m)) => assert!(m.contains("memory exhausted"), "{m}"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+    let long = format!("select {}", vec!["1"; MAX_TOKENS].join(","));
+    match analyze(&long) {
+        Err(Unclassifiable::Unsafe(m)) => assert!(m.contains("too long to analyze"), "{m}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn a_with_of_thousands_of_ctes_costs_in_proportion() {
+    let ctes = |n: usize| {
+        let list: Vec<String> = (0..n).map(|i| format!("c{i} as (select {i})")).collect();
+        format!("with {} select * from c{}", list.join(", "), n - 1)
+    };
+    let time = |n: usize| {
+        let started = std::time::Instant::now();
+        assert!(analyze(&ctes(n)).is_ok());
+        started.elapsed()
+    };
+    time(200);
+    let (small, large) = (time(1_000), time(8_000));
+    // Eight times the CTEs: about eight times the time, not sixty-four.
+    assert!(
+        large < small * 24,
+        "{small:?} for 1,000, {large:?} for 8,000"
+    );
+}

@@ -49,6 +49,14 @@ const CONTENT_CATALOGS: &[(Option<&str>, &str)] = &[
     (None, "pg_largeobject"),
 ];
 
+/// The CTE names a part of a statement sees: the names of one WITH, by
+/// position, and how many of them are visible here.
+#[derive(Debug, Clone)]
+struct CteScope {
+    names: std::sync::Arc<std::collections::HashMap<String, usize>>,
+    visible: usize,
+}
+
 #[derive(Default)]
 pub(crate) struct Walker {
     pub(crate) accesses: Vec<Access>,
@@ -82,7 +90,7 @@ pub(crate) struct Walker {
     /// Whether a locking clause (`FOR UPDATE`, `FOR SHARE`, …) appears.
     pub(crate) locks_rows: bool,
     /// CTE names visible at the current point, innermost last.
-    scopes: Vec<Vec<String>>,
+    scopes: Vec<CteScope>,
 }
 
 /// The `sval` strings of a list of `String` nodes (a qualified name).
@@ -257,7 +265,9 @@ impl Walker {
     }
 
     fn in_cte_scope(&self, name: &str) -> bool {
-        self.scopes.iter().any(|s| s.iter().any(|n| n == name))
+        self.scopes
+            .iter()
+            .any(|s| s.names.get(name).is_some_and(|&at| at < s.visible))
     }
 
     /// A relation (RangeVar-shaped object) read or written.
@@ -393,20 +403,28 @@ impl Walker {
                     .collect()
             })
             .unwrap_or_default();
-        let names: Vec<String> = ctes.iter().map(|(n, _)| (*n).to_owned()).collect();
+        // Each CTE sees the ones before it (all of them, under RECURSIVE):
+        // one shared map of names to positions, and a count, so that a
+        // WITH of thousands of CTEs is not thousands of copies of it.
+        let mut names = std::collections::HashMap::with_capacity(ctes.len());
+        for (i, (n, _)) in ctes.iter().enumerate() {
+            names.entry((*n).to_owned()).or_insert(i);
+        }
+        let names = std::sync::Arc::new(names);
         for (i, (_, cte)) in ctes.iter().enumerate() {
-            let visible = if recursive {
-                names.clone()
-            } else {
-                names[..i].to_vec()
-            };
-            self.scopes.push(visible);
+            self.scopes.push(CteScope {
+                names: names.clone(),
+                visible: if recursive { ctes.len() } else { i },
+            });
             if let Some(q) = cte.get("ctequery") {
                 self.visit(q);
             }
             self.scopes.pop();
         }
-        self.scopes.push(names);
+        self.scopes.push(CteScope {
+            names,
+            visible: ctes.len(),
+        });
     }
 
     /// INSERT, UPDATE, DELETE or MERGE, wherever it appears (top level,

@@ -227,13 +227,19 @@ pub async fn what_if(
             credential: Default::default(),
         };
         command = cli_line(&form, &search_path);
-        result = Some(decide_what_if(
+        // Analysis is CPU work, bounded by the URL's size but not small:
+        // off the threads that serve requests.
+        let (engine, connection, sql) = (
             c.api.core.policy.clone(),
-            identity,
-            &form.connection,
-            search_path,
-            &form.sql,
-        ));
+            form.connection.clone(),
+            form.sql.clone(),
+        );
+        let decided = tokio::task::spawn_blocking(move || {
+            decide_what_if(engine, identity, &connection, search_path, &sql)
+        })
+        .await
+        .map_err(|e| ConsoleError::Page(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        result = Some(decided);
     }
     // Principals to pick from: who has used the gateway lately, for a
     // viewer who may see sessions anyway.

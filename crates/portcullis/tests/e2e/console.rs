@@ -215,7 +215,10 @@ fn a_session_appears_in_the_list_while_psql_runs_and_its_live_mark_goes_when_it_
     let mut psql = open_psql(&gw, ALICE_TOKEN);
     let seen = b.step("seen");
     // From launching psql to the row in the page, psql's login included.
-    eprintln!("live session shown {:?} after psql was launched", launched.elapsed());
+    eprintln!(
+        "live session shown {:?} after psql was launched",
+        launched.elapsed()
+    );
     assert_eq!(seen["same"], true, "the page was reloaded: {seen}");
     assert!(seen["text"].as_str().unwrap().contains("alice"), "{seen}");
     let live = live_sessions(&gw);
