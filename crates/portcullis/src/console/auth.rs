@@ -107,17 +107,12 @@ impl ConsoleLogins {
         let cookie = random_token(32);
         let mut map = self.logins.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, l| l.since.elapsed() < MAX_LOGIN_AGE);
-        let theirs = map.values().filter(|l| l.user == user).count();
-        let evict = if theirs >= MAX_LOGINS_PER_USER {
-            oldest(&map, |l| l.user == user)
-        } else if map.len() >= MAX_LOGINS {
-            oldest(&map, |_| true)
-        } else {
-            None
-        };
-        if let Some(k) = evict {
-            map.remove(&k);
-        }
+        make_room(
+            &mut map,
+            |l| l.user == user,
+            MAX_LOGINS_PER_USER,
+            MAX_LOGINS,
+        );
         map.insert(
             key(&cookie),
             Login {
@@ -157,17 +152,12 @@ impl ConsoleLogins {
         let state = random_token(24);
         let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, p| p.since.elapsed() < PENDING_TTL);
-        let theirs = map.values().filter(|p| p.from == from).count();
-        let evict = if theirs >= MAX_PENDING_PER_ADDRESS {
-            oldest(&map, |p| p.from == from)
-        } else if map.len() >= MAX_PENDING {
-            oldest(&map, |_| true)
-        } else {
-            None
-        };
-        if let Some(k) = evict {
-            map.remove(&k);
-        }
+        make_room(
+            &mut map,
+            |p| p.from == from,
+            MAX_PENDING_PER_ADDRESS,
+            MAX_PENDING,
+        );
         map.insert(
             state.clone(),
             PendingLogin {
@@ -205,6 +195,27 @@ impl Aged for Login {
 impl Aged for PendingLogin {
     fn since(&self) -> Instant {
         self.since
+    }
+}
+
+/// Makes room for one more entry: drops the oldest of `theirs` when they
+/// hold `per_owner` already, else the oldest of all when the table holds
+/// `total`. An owner who floods the table pushes out only their own.
+fn make_room<K: Clone + std::hash::Hash + Eq, V: Aged>(
+    map: &mut HashMap<K, V>,
+    theirs: impl Fn(&V) -> bool,
+    per_owner: usize,
+    total: usize,
+) {
+    let evict = if map.values().filter(|v| theirs(v)).count() >= per_owner {
+        oldest(map, theirs)
+    } else if map.len() >= total {
+        oldest(map, |_| true)
+    } else {
+        None
+    };
+    if let Some(k) = evict {
+        map.remove(&k);
     }
 }
 
