@@ -64,11 +64,8 @@ fn connection_views(config: &Config) -> anyhow::Result<Vec<ConnectionView>> {
             ("upstream", c.upstream.clone()),
             ("database", c.database.clone()),
             ("service user", c.user.clone()),
-            ("upstream TLS", format!("{:?}", c.tls).to_lowercase()),
-            (
-                "upstream authentication",
-                format!("{:?}", c.auth).to_lowercase(),
-            ),
+            ("upstream TLS", tls_name(c.tls).into()),
+            ("upstream authentication", auth_name(c.auth).into()),
             (
                 "credential",
                 if c.password.is_some() {
@@ -110,4 +107,24 @@ fn connection_views(config: &Config) -> anyhow::Result<Vec<ConnectionView>> {
         });
     }
     Ok(views)
+}
+
+/// `upstream_tls` as the configuration spells it.
+fn tls_name(tls: portcullis_proto_pg::UpstreamTls) -> &'static str {
+    use portcullis_proto_pg::UpstreamTls::*;
+    match tls {
+        Disable => "disable",
+        Require => "require",
+        VerifyFull => "verify-full",
+    }
+}
+
+/// `upstream_auth` as the configuration spells it.
+fn auth_name(auth: portcullis_proto_pg::UpstreamAuth) -> &'static str {
+    use portcullis_proto_pg::UpstreamAuth::*;
+    match auth {
+        ScramSha256 => "scram-sha-256",
+        Md5 => "md5",
+        Password => "password",
+    }
 }
